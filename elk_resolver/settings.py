@@ -1,0 +1,152 @@
+"""Every setting of the service, read from ``ELK_RESOLVER_*`` variables and ``.env``.
+
+Build it with :func:`make_settings` in the app factory or the CLI, never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ExecutionMode = Literal["dry-run", "live", "off"]
+FingerprintVersion = Literal["exact", "template"]
+Stage = Literal["ingest", "analyze", "execute", "monitor"]
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ELK_RESOLVER_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    # --- where things are -------------------------------------------------------------
+    kafka_bootstrap_servers: str | None = Field(
+        None, description="host:port[,host:port]; unset starts the embedded Tansu broker"
+    )
+    database_url: str | None = Field(
+        None, description="postgresql:// DSN; unset starts the embedded PostgreSQL"
+    )
+    elasticsearch_url: str | None = Field(None, description="Elasticsearch for ES commands, monitor, backfill")
+    elasticsearch_api_key: str | None = None
+    elasticsearch_username: str | None = None
+    elasticsearch_password: str | None = None
+    logstash_url: str | None = Field(None, description="Logstash node API, e.g. http://logstash:9600")
+    kibana_url: str | None = Field(None, description="Kibana base URL, e.g. http://kibana:5601")
+    state_dir: Path = Field(Path(".state"), description="embedded services keep their data here")
+
+    # --- topics -----------------------------------------------------------------------
+    topic_raw: str = "elk.errors.raw"
+    topic_analysis: str = "elk.errors.analysis"
+    topic_execution: str = "elk.errors.execution"
+    topic_results: str = "elk.errors.results"
+    topic_dlq: str = "elk.errors.dlq"
+    topic_approvals: str = "elk.errors.approvals"
+    topic_partitions: int = Field(8, ge=1, description="partition count used when creating topics")
+    topic_replication_factor: int = Field(1, ge=1)
+
+    # --- consumers --------------------------------------------------------------------
+    group_ingest: str = "elk-resolver-ingest"
+    group_analyze: str = "elk-resolver-analyze"
+    group_execute: str = "elk-resolver-execute"
+    session_timeout_ms: int = 8000
+    heartbeat_interval_ms: int = 2000
+    batch_max_records: int = Field(1000, ge=1)
+    batch_timeout_ms: int = Field(50, ge=0)
+    max_record_bytes: int = Field(1_048_576, ge=1, description="larger records go to the DLQ")
+    retry_backoff_initial_s: float = 0.5
+    retry_backoff_max_s: float = 10.0
+
+    # --- ingest -----------------------------------------------------------------------
+    fingerprint_version: FingerprintVersion = "template"
+    elasticsearch_id_field: str = "event.hash"
+    elasticsearch_id_header: str = "event_id"
+    patterns_refresh_s: float = Field(2.0, gt=0, description="error_patterns reload interval")
+    mask_extra_patterns: CsvList = Field(default_factory=list)
+    retention_days: int = Field(90, ge=1)
+
+    # --- analysis ---------------------------------------------------------------------
+    playbooks_dir: Path | None = Field(None, description="extra or overriding playbook JSON files")
+    llm_enabled: bool = False
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible API base, e.g. https://api.openai.com/v1")
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    llm_timeout_s: float = 20.0
+    llm_max_retries: int = 3
+    llm_cache_ttl_s: float = Field(3600.0, description="the same hash never calls the LLM twice within this")
+    llm_rate_per_minute: float = 30.0
+    llm_trust_after_successes: int = Field(
+        3, ge=0, description="LLM solutions need approval until this many approved successes"
+    )
+
+    # --- execution --------------------------------------------------------------------
+    execution_mode: ExecutionMode = "dry-run"
+    kill_switch: bool = False
+    kubectl_path: str = "kubectl"
+    kubectl_kubeconfig: str | None = None
+    kubectl_context: str | None = None
+    kubectl_namespaces: CsvList = Field(default_factory=list)
+    kubectl_verbs: CsvList = Field(
+        default_factory=lambda: ["rollout restart", "rollout undo", "scale", "delete pod"]
+    )
+    http_allowlist: CsvList = Field(default_factory=list, description="URL prefixes webhooks may call")
+    shell_enabled: bool = False
+    shell_allowlist: CsvList = Field(default_factory=list, description="binaries shell commands may run")
+    command_timeout_s: float = 60.0
+    output_limit_bytes: int = 16_384
+    cooldown_s: float = 600.0
+    max_runs_per_hour: int = 3
+    breaker_threshold: int = 3
+    stale_after_s: float = Field(900.0, description="older events never run automatically")
+    approval_ttl_s: float = 3600.0
+    verification_window_s: float = 900.0
+
+    # --- operating --------------------------------------------------------------------
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    monitor_interval_s: float = 30.0
+    log_json: bool = False
+    log_level: str = "INFO"
+
+    _csv = field_validator(
+        "mask_extra_patterns",
+        "kubectl_namespaces",
+        "kubectl_verbs",
+        "http_allowlist",
+        "shell_allowlist",
+        mode="before",
+    )(_split_csv)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_dsn(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// DSN")
+        return value
+
+    def topics(self) -> list[str]:
+        return [
+            self.topic_raw,
+            self.topic_analysis,
+            self.topic_execution,
+            self.topic_results,
+            self.topic_dlq,
+            self.topic_approvals,
+        ]
+
+
+def make_settings(**overrides: object) -> Settings:
+    """The one place settings are built; overrides win over the environment."""
+    return Settings(**overrides)  # type: ignore[arg-type]
