@@ -1,0 +1,58 @@
+-- Service extension (ingest stage). Why each piece exists:
+--  * fingerprint_version / fingerprint_template: the hash is computed over a template of the
+--    message (volatile tokens replaced); storing the template beside the row lets a person see
+--    why two errors were merged, and the version tells which rule produced the hash.
+--  * pattern_id: which error_patterns row classified the error (NULL: none matched).
+--  * occurrence_count / last_seen_at: a repeated error keeps its first row and id; its
+--    occurrences are counted here instead of being stored again.
+--  * error_occurrences: one row per distinct event identity (event.hash, the event_id header,
+--    or the SHA-256 of the record), so a replayed or redelivered record is never counted twice.
+--    Partitioned by month of the event time, as the document's performance section suggests,
+--    so retention drops whole partitions.
+
+ALTER TABLE error_logs
+    ADD COLUMN fingerprint_version VARCHAR(16) NOT NULL DEFAULT 'exact',
+    ADD COLUMN fingerprint_template TEXT,
+    ADD COLUMN pattern_id INTEGER REFERENCES error_patterns(id) ON DELETE SET NULL,
+    ADD COLUMN occurrence_count BIGINT NOT NULL DEFAULT 1,
+    ADD COLUMN last_seen_at TIMESTAMP DEFAULT NOW();
+
+CREATE INDEX idx_error_logs_last_seen_at ON error_logs(last_seen_at);
+
+CREATE TABLE error_occurrences (
+    event_identity TEXT NOT NULL,
+    occurred_at TIMESTAMP NOT NULL,
+    hash_signature VARCHAR(64) NOT NULL,
+    source_topic TEXT,
+    source_partition INTEGER,
+    source_offset BIGINT,
+    received_at TIMESTAMP NOT NULL DEFAULT NOW(),
+    PRIMARY KEY (event_identity, occurred_at)
+) PARTITION BY RANGE (occurred_at);
+
+CREATE INDEX idx_error_occurrences_hash ON error_occurrences(hash_signature, occurred_at);
+
+-- Creates the month's partition if it is missing. SECURITY DEFINER so the restricted
+-- application role (which has no CREATE on the schema) can still receive a new month.
+CREATE FUNCTION ensure_error_occurrences_partition(month_start DATE)
+RETURNS TEXT
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    first_day DATE := date_trunc('month', month_start)::date;
+    part_name TEXT := format('error_occurrences_y%sm%s', to_char(first_day, 'YYYY'), to_char(first_day, 'MM'));
+BEGIN
+    IF to_regclass(part_name) IS NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtext('error_occurrences_partition'));
+        IF to_regclass(part_name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE %I PARTITION OF error_occurrences FOR VALUES FROM (%L) TO (%L)',
+                part_name, first_day, (first_day + INTERVAL '1 month')::date
+            );
+        END IF;
+    END IF;
+    RETURN part_name;
+END;
+$$;
+
+SELECT ensure_error_occurrences_partition((date_trunc('month', NOW()) + make_interval(months => m))::date)
+FROM generate_series(-1, 1) AS m;

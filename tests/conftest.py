@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import uuid
+from contextlib import ExitStack
+
+import asyncpg
+import pytest
+
+from elk_resolver.db import create_pool
+from elk_resolver.migrate import migrate
+from elk_resolver.settings import make_settings
+from elk_resolver.topics import ensure_topics
+from tests.support.services import kafka_service, postgres_service
+
+
+TEMPLATE_DB = "elk_resolver_template"
+
+
+@pytest.fixture(scope="session")
+def _services_stack():
+    with ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def kafka(_services_stack):
+    return kafka_service(_services_stack)
+
+
+@pytest.fixture(scope="session")
+def postgres(_services_stack):
+    return postgres_service(_services_stack)
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres):
+    """A migrated database that every test's database is copied from (fast, and clean)."""
+    admin = await asyncpg.connect(postgres.admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await admin.close()
+    await migrate(postgres.dsn(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+async def create_database(postgres, template: str | None) -> str:
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(postgres.admin_dsn)
+    try:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+    finally:
+        await admin.close()
+    return name
+
+
+async def drop_database(postgres, name: str) -> None:
+    try:
+        admin = await asyncpg.connect(postgres.admin_dsn)
+    except (OSError, asyncpg.PostgresError):
+        return  # the server was stopped by the test; its data directory goes with the session
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def database_url(postgres, template_database):
+    """A fresh, migrated database for this test only."""
+    name = await create_database(postgres, template_database)
+    yield postgres.dsn(name)
+    await drop_database(postgres, name)
+
+
+@pytest.fixture
+async def empty_database_url(postgres):
+    """A fresh database with no schema at all (migration tests)."""
+    name = await create_database(postgres, None)
+    yield postgres.dsn(name)
+    await drop_database(postgres, name)
+
+
+@pytest.fixture
+async def pool(database_url):
+    async with await create_pool(database_url, min_size=1, max_size=5) as pool:
+        yield pool
+
+
+@pytest.fixture
+def unique():
+    """A short unique suffix for topic and group names: one topic set per test."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def settings(kafka, database_url, unique, tmp_path):
+    """Settings pointing at the real services, with topics and groups unique to this test."""
+    s = make_settings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=database_url,
+        state_dir=tmp_path / "state",
+        topic_raw=f"t-{unique}-raw",
+        topic_analysis=f"t-{unique}-analysis",
+        topic_execution=f"t-{unique}-execution",
+        topic_results=f"t-{unique}-results",
+        topic_dlq=f"t-{unique}-dlq",
+        topic_approvals=f"t-{unique}-approvals",
+        group_ingest=f"g-{unique}-ingest",
+        group_analyze=f"g-{unique}-analyze",
+        group_execute=f"g-{unique}-execute",
+        topic_partitions=4,
+        http_port=0,
+    )
+    await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=s.topic_partitions)
+    return s

@@ -1,0 +1,73 @@
+"""Real Kafka and PostgreSQL for the tests, chosen per service.
+
+Order: a URL from the environment (``ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS``,
+``ELK_RESOLVER_DATABASE_URL``); else testcontainers when a Docker engine answers; else the
+embedded binaries the product itself uses. Only embedded PostgreSQL can be stopped and
+started by a test (``controllable``); tests that need that skip otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from elk_resolver.embedded import EmbeddedKafka, EmbeddedPostgres, which_docker_answers
+
+
+@dataclass
+class KafkaService:
+    bootstrap_servers: str
+    kind: str
+
+
+@dataclass
+class PostgresService:
+    admin_dsn: str  # a DSN to the maintenance database, with rights to CREATE DATABASE
+    kind: str
+    stop: Callable[[], None] | None = None
+    start: Callable[[], None] | None = None
+
+    @property
+    def controllable(self) -> bool:
+        return self.stop is not None
+
+    def dsn(self, database: str) -> str:
+        base, _, _ = self.admin_dsn.rpartition("/")
+        return f"{base}/{database}"
+
+
+def kafka_service(stack: ExitStack) -> KafkaService:
+    url = os.environ.get("ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS")
+    if url:
+        return KafkaService(url, "environment")
+    if which_docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        container = stack.enter_context(KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft())
+        return KafkaService(container.get_bootstrap_server(), "testcontainers")
+    broker = EmbeddedKafka()
+    broker.start()
+    stack.callback(broker.stop)
+    return KafkaService(broker.bootstrap_servers, "embedded")
+
+
+def postgres_service(stack: ExitStack) -> PostgresService:
+    url = os.environ.get("ELK_RESOLVER_DATABASE_URL")
+    if url:
+        return PostgresService(url, "environment")
+    if which_docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        container = stack.enter_context(PostgresContainer("postgres:16-alpine", driver=None))
+        return PostgresService(container.get_connection_url(), "testcontainers")
+    workdir = Path(tempfile.mkdtemp(prefix="elk-resolver-test-pg-"))
+    stack.callback(shutil.rmtree, workdir, True)
+    server = EmbeddedPostgres(workdir / "data", durable=False)
+    server.start()
+    stack.callback(server.stop)
+    return PostgresService(server.dsn("postgres"), "embedded", stop=server.stop, start=server.start)
