@@ -1,0 +1,130 @@
+"""The event contracts between the stages. They are the AsyncAPI document's schemas.
+
+Every event is keyed by ``hash_signature`` on its topic, so all events of one distinct
+error land on one partition and are handled in order by one consumer of each group.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class PatternRef(Contract):
+    id: int = Field(description="error_patterns.id")
+    name: str = Field(description="error_patterns.pattern_name")
+    category: str = Field(description="error_patterns.error_category")
+    priority: int = Field(description="1 = highest")
+    auto_resolve: bool = Field(description="the pattern allows automatic remediation")
+
+
+class ErrorContext(Contract):
+    """What later stages need to fill playbook placeholders and to scope commands."""
+
+    namespace: str | None = Field(None, description="kubernetes.namespace")
+    pod: str | None = Field(None, description="kubernetes.pod.name")
+    container: str | None = Field(None, description="kubernetes.container.name")
+    deployment: str | None = Field(None, description="kubernetes.deployment.name")
+    service: str | None = Field(None, description="service.name")
+    host: str | None = Field(None, description="host.name or legacy host")
+    index: str | None = Field(None, description="an Elasticsearch index named by the event")
+    path: str | None = Field(None, description="log file path")
+
+
+class AnalysisEvent(Contract):
+    """Ingest -> analyze, on ``elk.errors.analysis``: at most one per distinct hash per batch."""
+
+    error_log_id: int = Field(description="error_logs.id of the (first) row of this error")
+    hash_signature: str = Field(description="SHA-256 hex fingerprint, the error's identity")
+    error_type: str = Field(description="matched pattern's category, else ECS error.type, else 'unclassified'")
+    error_message: str = Field(description="the error message, secrets masked, no stack trace")
+    fingerprint_template: str | None = Field(None, description="the template that was hashed")
+    severity: str = Field(description="ERROR, CRITICAL or FATAL")
+    source_system: str = Field(description="service, namespace/deployment or host (50 chars max)")
+    pattern: PatternRef | None = Field(None, description="the error_patterns row that matched, if any")
+    context: ErrorContext = Field(default_factory=ErrorContext)
+    occurrences_in_batch: int = Field(description="events of this error in the consumed batch")
+    new_occurrences: int = Field(description="of those, never counted before (0 on a pure replay)")
+    first_seen: bool = Field(description="this batch created the error_logs row")
+    event_time: datetime = Field(description="@timestamp of the newest event of this error in the batch")
+    trigger_event_id: str = Field(description="identity of the first event of this error in the batch")
+    replay: bool = Field(False, description="from `elk-resolver replay`: never remediated unless asked")
+
+
+class CommandSpec(Contract):
+    """One command in the design document's solution_commands shape."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(description="kubectl, elasticsearch, http or shell")
+    command: str = Field(description="the command, placeholders filled")
+    description: str = ""
+    safe: bool = Field(False, description="inside the execution policy when stored")
+    critical: bool = Field(False, description="a failure stops the remaining commands")
+
+
+class ExecutionRequest(Contract):
+    """Analyze -> execute, on ``elk.errors.execution``."""
+
+    request_id: str = Field(description="idempotency key: one run at most per request id")
+    error_log_id: int
+    hash_signature: str
+    solution_id: int
+    solution_source: str = Field(description="playbook, llm or manual")
+    commands: list[CommandSpec]
+    decision: Literal["auto", "approval"] = Field(description="run automatically, or ask a person")
+    reason: str = Field(description="why that decision")
+    choice_reason: str = Field("", description="why this solution among the candidates")
+    pattern: PatternRef | None = None
+    event_time: datetime = Field(description="when the error happened (staleness is judged on it)")
+    replay: bool = False
+    requested_at: datetime
+
+
+class ExecutionResult(Contract):
+    """Execute -> ``elk.errors.results``: every outcome, including the runs that did not happen."""
+
+    request_id: str
+    hash_signature: str
+    solution_id: int
+    error_log_id: int
+    outcome: str = Field(
+        description="success, failed, timeout (a run); dry_run, skipped, denied, pending_approval,"
+        " duplicate (no run); resolved or recurred (verification of an earlier run)"
+    )
+    reason: str = ""
+    execution_history_id: int | None = None
+    executed_by: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    at: datetime
+
+
+class ApprovalEvent(Contract):
+    """Published on ``elk.errors.approvals`` whenever an approval is created or decided."""
+
+    approval_id: int
+    request_id: str
+    hash_signature: str
+    solution_id: int
+    status: Literal["pending", "approved", "rejected", "expired"]
+    reason: str
+    decided_by: str | None = None
+    expires_at: datetime
+    history: list[dict[str, Any]] = Field(default_factory=list, description="recent runs of the solution")
+
+
+class DeadLetterHeaders:
+    """Headers put on every record sent to ``elk.errors.dlq`` (the value is the original bytes)."""
+
+    REASON = "x-dlq-reason"
+    DETAIL = "x-dlq-detail"
+    TOPIC = "x-original-topic"
+    PARTITION = "x-original-partition"
+    OFFSET = "x-original-offset"
+    STAGE = "x-dlq-stage"
