@@ -104,8 +104,10 @@ class EmbeddedPostgres:
         entry = pwd.getpwnam(_PG_SYSTEM_USER)
         self._run_as = _PG_SYSTEM_USER
         # The server user must be able to traverse to its data and to the binaries.
-        for path in (self.data_dir, self.bin_dir().parent):
-            for parent in [path, *path.parents]:
+        # (the data directory itself must stay 0700: PostgreSQL refuses anything wider)
+        bin_root = self.bin_dir().parent
+        for path in (self.data_dir, bin_root):
+            for parent in [bin_root, *path.parents] if path == bin_root else path.parents:
                 mode = parent.stat().st_mode
                 if (mode & 0o005) != 0o005:
                     parent.chmod(mode | 0o005)
