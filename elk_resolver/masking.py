@@ -220,20 +220,9 @@ class SecretMasker:
                 extra.append((pattern, re2.compile(pattern)))
             except re2.error as exc:
                 raise ValueError(f"mask pattern {pattern!r} does not compile: {exc}") from exc
-        options = re2.Options()
-        options.never_capture = True
-        options.max_mem = 64 << 20  # a Set reports "no match" if its DFA runs out of memory
-        candidates = re2.Set.SearchSet(options)
-        kinds: list[Any] = []
-        for kind, pattern in _CANDIDATES:
-            candidates.Add(pattern)
-            kinds.append(kind)
-        for pattern, rx in extra:
-            candidates.Add(pattern)
-            kinds.append(rx)
-        candidates.Compile()
-        self._set = candidates
-        self._kinds = tuple(kinds)
+        self._extra = tuple(rx for _, rx in extra)
+        self._set = _candidate_set(p for p, _ in extra) if extra else _BUILTIN_SET
+        self._kinds = tuple([kind for kind, _ in _CANDIDATES] + list(self._extra))
 
     def mask_text(self, s: str) -> str:
         if not s:
@@ -251,6 +240,16 @@ class SecretMasker:
         """Mask a decoded JSON value. Returns ``obj`` itself when nothing needed masking, and
         otherwise new containers: the input is never mutated. The whole value of a key that
         looks secret becomes ``***`` (``None``, ``""`` and booleans are kept: nothing to hide)."""
+        if isinstance(obj, dict | list) and not self._extra:
+            # Fast path: one RE2 pass over all the strings joined by newlines. No built-in
+            # candidate crosses a newline or uses anchors, so a clean join means every string
+            # is clean. (Extra patterns may use ^/$, so with extras each string is checked.)
+            strings: list[str] = []
+            if not _gather(obj, strings) and _BUILTIN_SET.Match("\n".join(strings)) is None:
+                return obj
+        return self._mask_obj(obj)
+
+    def _mask_obj(self, obj: Any) -> Any:
         if isinstance(obj, str):
             return self.mask_text(obj)
         if isinstance(obj, dict):
@@ -259,7 +258,7 @@ class SecretMasker:
                 if isinstance(k, str) and is_secret_key(k):
                     nv = v if v is None or v == "" or isinstance(v, bool) else MASK
                 else:
-                    nv = self.mask_obj(v)
+                    nv = self._mask_obj(v)
                 if nv is not v:
                     if out is None:
                         out = dict(obj)
@@ -268,13 +267,49 @@ class SecretMasker:
         if isinstance(obj, list):
             out_list = None
             for i, v in enumerate(obj):
-                nv = self.mask_obj(v)
+                nv = self._mask_obj(v)
                 if nv is not v:
                     if out_list is None:
                         out_list = list(obj)
                     out_list[i] = nv
             return obj if out_list is None else out_list
         return obj
+
+
+def _gather(obj: Any, strings: list[str]) -> bool:
+    """Collect the strings under ``obj``; True as soon as a secret-looking key is seen."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if isinstance(k, str) and is_secret_key(k):
+                return True
+            if isinstance(v, str):
+                strings.append(v)
+            elif isinstance(v, dict | list) and _gather(v, strings):
+                return True
+    elif isinstance(obj, list):
+        for v in obj:
+            if isinstance(v, str):
+                strings.append(v)
+            elif isinstance(v, dict | list) and _gather(v, strings):
+                return True
+    return False
+
+
+def _candidate_set(extra: Iterable[str] = ()) -> Any:
+    options = re2.Options()
+    options.never_capture = True
+    # RE2::Set answers "no match" if its DFA runs out of memory: give it room.
+    options.max_mem = 64 << 20
+    candidates = re2.Set.SearchSet(options)
+    for _, pattern in _CANDIDATES:
+        candidates.Add(pattern)
+    for pattern in extra:
+        candidates.Add(pattern)
+    candidates.Compile()
+    return candidates
+
+
+_BUILTIN_SET = _candidate_set()
 
 
 def _mask_extra(rx: Any, s: str) -> str:

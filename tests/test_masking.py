@@ -186,3 +186,9 @@ def test_huge_inputs_stay_linear():
     assert mask_text("token" + "a" * 1_000_000).startswith("token")
     assert mask_text("x=" + "4" * 1_000_000).endswith("4")
     assert len(mask_text("-----BEGIN PRIVATE KEY-----" + "-" * 1_000_000)) < 100
+
+
+def test_masker_with_extras_still_masks_builtin_secrets_in_objects():
+    masker = SecretMasker([r"^internal-\w+$"])
+    event = {"a": ["internal-abc", "password=x"], "b": {"api_key": "k"}, "c": "fine internal-abc"}
+    assert masker.mask_obj(event) == {"a": [MASK, "password=***"], "b": {"api_key": MASK}, "c": "fine internal-abc"}
