@@ -55,9 +55,12 @@ def group_template(messages: Sequence[str]) -> list[Hashable]:
 
 
 def group_drain3(messages: Sequence[str]) -> list[Hashable]:
-    from drain3 import TemplateMiner  # benchmark-only dependency, imported when used
+    # Benchmark-only dependency, imported when used. An explicit default config: without one
+    # TemplateMiner looks for drain3.ini and prints that it is missing.
+    from drain3 import TemplateMiner
+    from drain3.template_miner_config import TemplateMinerConfig
 
-    miner = TemplateMiner()
+    miner = TemplateMiner(config=TemplateMinerConfig())
     return [miner.add_log_message(message)["cluster_id"] for message in messages]
 
 
@@ -130,10 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = grouping_results(args.corpus)
     columns = list(next(iter(results.values())))
     width = max(len(name) for name in results)
-    print(f"{'file':<{width}}  " + "  ".join(f"{c:>8}" for c in columns))
     for name, row in results.items():
-        print(f"{name:<{width}}  " + "  ".join(f"{row[c]:>8.3f}" for c in columns))
-    print(f"{'average':<{width}}  " + "  ".join(f"{average(results, c):>8.3f}" for c in columns))
+        print(f"{name:<{width}}  " + "  ".join(f"{c}={row[c]:.3f}" for c in columns))
+    print(f"{'average':<{width}}  " + "  ".join(f"{c}={average(results, c):.3f}" for c in columns))
     if args.speed:
         print(f"normalize {template_speed_us(args.corpus):.2f} us/message")
     print(f"average GA {average(results, 'template'):.4f}")

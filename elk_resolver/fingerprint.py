@@ -1,4 +1,16 @@
-"""Error fingerprint: SHA-256 over the error type and a template of the message."""
+"""Error fingerprint: SHA-256 over the error type and a template of the message.
+
+Two messages that differ only in volatile values (ids, addresses, numbers, paths, times) are
+the same error, so the ``template`` fingerprint hashes the message with those values replaced
+by ``<*>``. ``normalize`` is one general rule set, stateless and deterministic: every consumer
+in a group computes the same template for the same message, with no learned state to share.
+It runs on the ingest hot path, so every pattern is compiled at import and each rule is
+skipped unless a cheap substring test says it can match.
+
+The hash is ``sha256(error_type + "\\x1f" + text)``: the design document's rule (SHA-256 of
+error type + error message) with the ASCII unit separator between the two, so that
+("a", "b c") and ("a b", "c") cannot collide.
+"""
 
 from __future__ import annotations
 
@@ -9,45 +21,116 @@ from dataclasses import dataclass
 VERSIONS = ("exact", "template")
 DEFAULT_VERSION = "template"
 SEPARATOR = "\x1f"
-P = "<*>"
+PLACEHOLDER = "<*>"  # one placeholder for every kind: the same slot may hold an IP or a name
 
-_TLD = r"(?:com|net|org|edu|gov|mil|int|io|co|uk|de|jp|cn|hk|fr|ru|br|in|au|ca|us|eu|info|biz|local|internal|lan|localdomain)"
+_P = PLACEHOLDER
+# Common top-level and private-network suffixes: a dotted name ending in one is a host.
+# Short file extensions (.py .sh .so .rs .pl...) are left out on purpose.
+_TLD = (
+    r"(?:com|net|org|edu|gov|mil|int|io|co|uk|de|jp|cn|hk|tw|kr|fr|ru|br|in|au|ca|us|eu|nl|it"
+    r"|es|ch|se|info|biz|asia|local|internal|lan|localdomain|svc|cluster)"
+)
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_DAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _UNIT = r"(?:[KMGTP]i?B|B|bytes|ms|us|ns|sec|secs|s|min|h)"
+# Characters that end a value written as key=value.
+_VALUE_END = r"\s,;(){}\[\]<"
 
-# (gate, pattern, replacement): the pattern runs only when the gate substring is in the message.
-_RULES: list[tuple[str, re.Pattern[str], str]] = [
-    ("://", re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s\"'<>]+"), P),
-    ("@", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), P),
-    (":", re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), P),
-    (":", re.compile(rf"\b(?:{_DAY},?\s+)?{_MONTH}\s+\d{{1,2}}(?:,?\s+\d{{4}})?\s+\d{{1,2}}:\d{{2}}(?::\d{{2}})?(?:\s+[A-Z]{{3,4}})?(?:\s+\d{{4}})?\b"), P),
-    (".", re.compile(rf"(?<![\w.-])[A-Za-z][\w-]*(?:\.[\w-]+)*\.{_TLD}\b(?::\d+)?"), P),
-    ("=", re.compile(r"""(=\s*)(?:"[^"]*"|'[^']*')"""), r"\1" + P),
-    ("/", re.compile(r"(?<![\w./])(?:\.{1,2}|~)?/[\w.\-/%?&=+]+"), P),
-    ("/", re.compile(r"(?<![^\s(\[{=,:])[\w.-]*\w/[\w.][^\s\"'()\[\]{},;]*"), P),
-    ("", re.compile(rf"[<>~]?(?<![\w-])(?=(?:[\w-]|[.:](?=[\w-]))*\d)[\w-]+(?:[.:][\w-]+)*(?:\s?{_UNIT}\b)?"), P),
-    ("()", re.compile(r"\(\)"), "(" + P + ")"),
-    ("<*> (<*>)", re.compile(r"<\*> \(<\*>\)"), P),
-    ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{1,2}|, )<\*>)+"), P),
-]
+# (gate, pattern, replacement), applied in order; a rule runs only if its gate is a substring
+# of the text (a C-speed test that skips most rules for most messages).
+# Order matters: whole entities (URLs, times, hosts, paths) go before the generic digit rule
+# would cut them into pieces, and the clean-up rules come last.
+_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    # scheme://anything up to a space or quote is one value (URLs, JDBC/akka/spark addresses).
+    ("://", re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s\"'<>]+"), _P),
+    ("@", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), _P),
+    # ISO-8601 and ctime/syslog timestamps are one value, not five numbers and a month name.
+    (":", re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), _P),
+    (
+        ":",
+        re.compile(
+            # Starts with a character class, not an alternation, so the engine can skip ahead.
+            rf"[A-Z][a-z]{{2}}(?<=\b{_WEEKDAY}|\b{_MONTH})(?:,?\s+{_MONTH})?\s+\d{{1,2}}"
+            r"(?:,?\s+\d{4})?\s+\d{1,2}:\d{2}"
+            r"(?::\d{2})?(?:\s+[A-Z]{3,4})?(?:\s+\d{4})?\b"
+        ),
+        _P,
+    ),
+    # Host names (with an optional port): the same slot holds names and IPs.
+    (
+        ".",
+        re.compile(rf"(?<![\w.-])(?=[A-Za-z][\w-]*\.)[A-Za-z][\w-]*(?:\.[\w-]+)*\.{_TLD}\b(?::\d+)?"),
+        _P,
+    ),
+    # Dotted lower-case name with a port, whatever its suffix (db.prod:5432). A dot is required:
+    # a bare word:number is far more often key:value (memory:1024) than a host.
+    (
+        ":",
+        re.compile(r"(?<![\w.-])(?=[a-z][a-z0-9-]*\.)[a-z][a-z0-9-]*+(?:\.[a-z0-9-]+)++:\d{2,5}\b(?![.:\w])"),
+        _P,
+    ),
+    # The word after "user" names someone: "session opened for user alice".
+    (
+        "ser",
+        re.compile(
+            r"\b([Uu]ser(?:name)?)\s+"
+            r"(?!(?:is|was|has|had|not|from|to|by|for|with|in|on|at|of|unknown)\b)[\w.@-]+"
+        ),
+        r"\1 " + _P,
+    ),
+    # A quoted value after '=' is one value, spaces included: tag="View Lock".
+    ("=", re.compile(r"""(=\s*)(?:"[^"]*"|'[^']*')"""), r"\1" + _P),
+    # File paths: absolute, ./relative, ~/home, with a query string if it is a URL path.
+    ("/", re.compile(r"(?<![\w./])(?:\.{1,2}|~)?/[\w.\-/%?&=+]+"), _P),
+    # Any other token with a slash inside a word (pkg/Class, a/b/c.txt, HTTP/1.1).
+    ("/", re.compile(r"(?<![^\s(\[{=,:])[\w.-]*\w/[\w.][^\s\"'()\[\]{},;]*"), _P),
+    # key=value where the value is more than a plain word (dots, colons...): a dotted name,
+    # an address, a version. Plain-word values (state=ok, user=root) often are the event.
+    ("=", re.compile(rf"=(?=[^{_VALUE_END}]*[^\w{_VALUE_END}])[^{_VALUE_END}]+"), "=" + _P),
+    # The workhorse: a word with a digit in it is an id, a count, a version or an address,
+    # including its dotted/colon continuation (1.2.3.4:80, blk_-42, v2.app) and a trailing
+    # unit (17.7 GB, 250 ms). Letters before the first digit belong to the token
+    # (container_01 -> <*>) so ids with and without a sign or prefix agree. A leading < > ~
+    # (lifetime <1 sec) is part of the value. Possessive: no backtracking on the hot path.
+    (
+        "",
+        re.compile(
+            r"(?<![\w-])[<>~]?[A-Za-z_-]*+\d[\w-]*+(?:\.[\w-]+|:(?=\d)[\w-]+|:[0-9A-Fa-f]{2}\b)*+"
+            rf"(?:\s?{_UNIT}\b)?"
+        ),
+        _P,
+    ),
+    # Eight or more hex letters are a hash or a mask even without a digit (mask=ffffffff);
+    # those with a digit are gone already. The boundary check sits after the first character
+    # so the engine can skip ahead on the character class.
+    ("", re.compile(r"[a-fA-F](?<![\w][a-fA-F])[a-fA-F]{7,}(?!\w)"), _P),
+    # An empty () is a value that happened to be empty: "from 1.2.3.4 ()" vs "(host.name)".
+    ("()", re.compile(r"\(\)"), "(" + _P + ")"),
+    # "1024 bytes (1 KB)": a value restated in brackets is still one value.
+    ("<*> (<*>)", re.compile(r"<\*> \(<\*>\)"), _P),
+    # Adjacent placeholders joined by light punctuation are one value (lists, ranges, a.b.c):
+    # a list of 2 and a list of 5 ids are the same event.
+    ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|, )<\*>)+"), _P),
+)
 
 
 def normalize(message: str) -> str:
-    for gate, pattern, placeholder in _RULES:
+    """The message with its volatile values replaced by ``<*>``."""
+    for gate, pattern, replacement in _RULES:
         if gate in message:
-            message = pattern.sub(placeholder, message)
+            message = pattern.sub(replacement, message)
     return message
 
 
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
-    hash: str
-    template: str
+    hash: str  # sha256 hex digest, 64 characters
+    template: str  # the text that was hashed with the error type
     version: str
 
 
 def fingerprint(error_type: str, message: str, version: str = DEFAULT_VERSION) -> Fingerprint:
+    """Dedup key of one error: ``exact`` hashes the raw message, ``template`` its template."""
     if version == "exact":
         template = message
     elif version == "template":

@@ -1,0 +1,58 @@
+import csv
+
+import pytest
+
+from bench.grouping import grouping_accuracy, grouping_results, main
+
+
+def test_perfect_grouping_scores_one():
+    assert grouping_accuracy(["a", "a", "b"], [1, 1, 2]) == 1.0
+
+
+def test_group_labels_need_not_match_truth_labels():
+    assert grouping_accuracy(["x", "x", "y"], ["E1", "E1", "E2"]) == 1.0
+
+
+def test_merging_two_true_groups_loses_all_their_messages():
+    # Predicted group "m" holds E1 and E2: the 3 messages in it are wrong, E3 is right.
+    assert grouping_accuracy(["m", "m", "m", "z"], ["E1", "E1", "E2", "E3"]) == pytest.approx(1 / 4)
+
+
+def test_splitting_a_true_group_loses_all_its_messages():
+    # E1 is split over "a" and "b": its 3 messages are wrong, E2's two are right.
+    assert grouping_accuracy(["a", "a", "b", "c", "c"], ["E1", "E1", "E1", "E2", "E2"]) == pytest.approx(2 / 5)
+
+
+def test_length_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        grouping_accuracy(["a"], [1, 2])
+
+
+def _write_corpus(directory):
+    rows = [
+        ("connection from 10.0.0.1 refused", "E1"),
+        ("connection from 10.0.0.2 refused", "E1"),
+        ("disk full on /dev/sda1", "E2"),
+        ("disk full on /dev/sdb3", "E2"),
+    ]
+    with (directory / "Tiny_2k.log_structured.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["LineId", "Content", "EventId", "EventTemplate"])
+        for number, (content, event) in enumerate(rows, 1):
+            writer.writerow([number, content, event, ""])
+
+
+def test_results_are_per_file_and_per_fingerprint(tmp_path):
+    _write_corpus(tmp_path)
+    results = grouping_results(tmp_path)
+    row = results["Tiny_2k.log_structured.csv"]
+    assert row["exact"] == 0.0
+    assert row["template"] == 1.0
+
+
+def test_cli_prints_each_file_and_ends_with_average_ga(tmp_path, capsys):
+    _write_corpus(tmp_path)
+    main(["--corpus", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("Tiny_2k.log_structured.csv") for line in lines)
+    assert lines[-1] == "average GA 1.0000"
