@@ -69,12 +69,13 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         re.compile(r"(?<![\w.-])(?=[a-z][a-z0-9-]*\.)[a-z][a-z0-9-]*+(?:\.[a-z0-9-]+)++:\d{2,5}\b(?![.:\w])"),
         _P,
     ),
-    # The word after "user" names someone: "session opened for user alice".
+    # The word after "user" names someone: "session opened for user alice", 'for user "pg"'.
     (
         "ser",
         re.compile(
             r"\b([Uu]ser(?:name)?)\s+"
-            r"(?!(?:is|was|has|had|not|from|to|by|for|with|in|on|at|of|unknown)\b)[\w.@-]+"
+            r"(?!(?:is|was|has|had|not|from|to|by|for|with|in|on|at|of|unknown)\b)"
+            r"(?:\"[^\"]*\"|'[^']*'|[\w.@-]+)"
         ),
         r"\1 " + _P,
     ),

@@ -28,6 +28,7 @@ def test_versions_and_default_is_template():
         ("timeout after 250 ms on shard 0x1f", "timeout after 3 sec on shard 0xdeadbeef"),
         ("could not open /var/log/app/app-1.log", "could not open /var/log/other/x.log"),
         ("session opened for user alice", "session opened for user bob"),
+        ('auth failed for user "postgres"', 'auth failed for user "app"'),
         ("db-1.prod.example.com:5432 unreachable", "10.1.2.3:5432 unreachable"),
         ("Jun 17 07:07:00 disk full", "Jul 3 22:11:12 disk full"),
     ],
