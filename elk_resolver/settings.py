@@ -6,6 +6,8 @@ Build it with :func:`make_settings` in the app factory or the CLI, never at impo
 from __future__ import annotations
 
 from pathlib import Path
+
+import orjson
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
@@ -20,7 +22,18 @@ CsvList = Annotated[list[str], NoDecode]
 
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return orjson.loads(value)
         return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _split_patterns(value: object) -> object:
+    """Regexes contain commas, so a list of them is JSON or one per line, never comma-separated."""
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return orjson.loads(value)
+        return [line.strip() for line in value.splitlines() if line.strip()]
     return value
 
 
@@ -74,7 +87,9 @@ class Settings(BaseSettings):
     elasticsearch_id_field: str = "event.hash"
     elasticsearch_id_header: str = "event_id"
     patterns_refresh_s: float = Field(2.0, gt=0, description="error_patterns reload interval")
-    mask_extra_patterns: CsvList = Field(default_factory=list)
+    mask_extra_patterns: CsvList = Field(
+        default_factory=list, description="extra secret regexes: a JSON array, or one per line"
+    )
     retention_days: int = Field(90, ge=1)
 
     # --- analysis ---------------------------------------------------------------------
@@ -120,8 +135,8 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
+    _patterns = field_validator("mask_extra_patterns", mode="before")(_split_patterns)
     _csv = field_validator(
-        "mask_extra_patterns",
         "kubectl_namespaces",
         "kubectl_verbs",
         "http_allowlist",
