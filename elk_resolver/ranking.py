@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 DEFAULT_Z = 1.96
 DEFAULT_EXPLORE_BELOW = 0.5
@@ -43,6 +44,13 @@ class Candidate:
     tripped: bool = False
     trusted: bool = False
     created_at: datetime | None = None
+
+    @classmethod
+    def from_rate(cls, id: int, success_rate: float | Decimal, execution_count: int, **kwargs: object) -> Candidate:
+        """From ``solutions.success_rate`` (percent, 0-100) and ``execution_count``."""
+        runs = max(0, int(execution_count))
+        successes = round(float(success_rate) / 100.0 * runs)
+        return cls(id=id, successes=max(0, min(successes, runs)), executions=runs, **kwargs)  # type: ignore[arg-type]
 
     def evidence(self) -> tuple[int, int, bool]:
         """``(successes, runs, verified)``: verified outcomes when there are any."""

@@ -86,3 +86,11 @@ def test_empty_candidates_give_none() -> None:
 def test_trusted_breaks_a_tie_before_id() -> None:
     ranked = rank([Candidate(id=1, successes=3, executions=3), Candidate(id=2, successes=3, executions=3, trusted=True)])
     assert ranked[0].candidate.id == 2
+
+
+def test_candidate_from_the_solutions_row() -> None:
+    from decimal import Decimal
+
+    c = Candidate.from_rate(5, Decimal("90.00"), 10, tripped=True)
+    assert (c.successes, c.executions, c.tripped) == (9, 10, True)
+    assert Candidate.from_rate(6, Decimal("33.33"), 3).successes == 1
