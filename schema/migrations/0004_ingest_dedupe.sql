@@ -56,3 +56,30 @@ $$;
 
 SELECT ensure_error_occurrences_partition((date_trunc('month', NOW()) + make_interval(months => m))::date)
 FROM generate_series(-1, 1) AS m;
+
+-- Retention (settings.retention_days, the document's 90 days): whole months are dropped once
+-- they end before the cutoff, which costs nothing per row. A record older than the
+-- retention window that is replayed after its month was dropped is counted again: replays
+-- are expected within the window.
+CREATE FUNCTION drop_expired_error_occurrences_partitions(cutoff DATE)
+RETURNS SETOF TEXT
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    part_name TEXT;
+    first_day DATE;
+BEGIN
+    FOR part_name IN
+        SELECT c.relname
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'error_occurrences'::regclass
+          AND c.relname ~ '^error_occurrences_y[0-9]{4}m[0-9]{2}$'
+        ORDER BY c.relname
+    LOOP
+        first_day := to_date(substr(part_name, 20, 4) || substr(part_name, 25, 2) || '01', 'YYYYMMDD');
+        IF first_day + INTERVAL '1 month' <= cutoff THEN
+            EXECUTE format('DROP TABLE %I', part_name);
+            RETURN NEXT part_name;
+        END IF;
+    END LOOP;
+END;
+$$;

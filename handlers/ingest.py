@@ -1,0 +1,480 @@
+"""Ingest: raw Logstash records in, classified and deduplicated errors in ``error_logs`` out.
+
+A batch goes through two steps, kept apart so the stage runner can overlap them (the CPU
+step of the next batch runs in this process while PostgreSQL works on the previous one):
+
+1. :func:`prepare_batch` (pure CPU, no I/O): parse each record (a :class:`BadRecord` becomes
+   a :class:`DeadLetter`), keep errors (severity ERROR and above, or a pattern match) and
+   count the rest as skipped, mask secrets before anything else sees the text, classify,
+   fingerprint, and collapse the batch to one entry per distinct hash and one occurrence per
+   distinct event identity.
+2. :func:`store_batch` (one transaction, opened by the caller): create missing monthly
+   partitions, then one statement records the occurrences idempotently and upserts the
+   errors, counting only occurrences never recorded before. Replays and redeliveries
+   therefore never double count.
+
+:func:`build_events` turns the stored batch into one :class:`AnalysisEvent` per distinct
+hash, also when the batch brought no new occurrence: a batch whose commit succeeded but whose
+publish was lost is published again on redelivery (the later stages are idempotent).
+
+:func:`handle_batch` chains the three for callers that need no pipelining (tests, CLI).
+Nothing here imports a broker.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+
+import asyncpg
+
+from elk_resolver.classify import PatternRow, PatternSet
+from elk_resolver.db import queries
+from elk_resolver.fingerprint import fingerprint
+from elk_resolver.logstash_event import DEFAULT_MAX_BYTES, BadRecord, parse_record
+from elk_resolver.masking import SecretMasker
+from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
+
+__all__ = [
+    "DeadLetter",
+    "IngestConfig",
+    "IngestCounts",
+    "IngestResult",
+    "PartitionCache",
+    "PreparedBatch",
+    "RawRecord",
+    "StoredBatch",
+    "build_events",
+    "handle_batch",
+    "prepare_batch",
+    "store_batch",
+]
+
+ERROR_TYPE_MAX = 100  # error_logs.error_type VARCHAR(100)
+UNCLASSIFIED = "unclassified"
+STAGE = "ingest"
+
+
+class RecordLike(Protocol):
+    """What the handler reads from a record: aiokafka's ``ConsumerRecord`` fits as is."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """A record outside Kafka (tests, replay from a file): the fields the handler reads."""
+
+    value: bytes | None
+    topic: str = ""
+    partition: int = 0
+    offset: int = 0
+    timestamp: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    max_record_bytes: int = DEFAULT_MAX_BYTES
+    fingerprint_version: str = "template"
+    id_field: str = "event.hash"
+    id_header: str = "event_id"
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> IngestConfig:
+        return cls(
+            max_record_bytes=settings.max_record_bytes,
+            fingerprint_version=settings.fingerprint_version,
+            id_field=settings.elasticsearch_id_field,
+            id_header=settings.elasticsearch_id_header,
+        )
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A record that cannot become an event. ``value`` is the record's bytes with any secret
+    masked (byte for byte otherwise; see :func:`_masked_bytes`)."""
+
+    value: bytes | None
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (DeadLetterHeaders.REASON, self.reason.encode()),
+            (DeadLetterHeaders.DETAIL, self.detail[:512].encode("utf-8", "replace")),
+            (DeadLetterHeaders.TOPIC, self.topic.encode()),
+            (DeadLetterHeaders.PARTITION, str(self.partition).encode()),
+            (DeadLetterHeaders.OFFSET, str(self.offset).encode()),
+            (DeadLetterHeaders.STAGE, STAGE.encode()),
+        ]
+
+
+@dataclass(slots=True)
+class _Error:
+    """One distinct hash of the batch; the fields come from its first event in the batch."""
+
+    hash: str
+    error_type: str
+    message: str
+    template: str
+    severity: str
+    source_system: str
+    stack_trace: str | None
+    elasticsearch_id: str | None
+    raw: Any
+    pattern: PatternRow | None
+    context: dict[str, str]
+    first_time: datetime
+    last_time: datetime
+    trigger_identity: str
+    count: int = 1
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    errors: dict[str, _Error] = field(default_factory=dict)
+    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int]] = field(default_factory=dict)
+    """(identity, occurred_at) -> (hash, topic, partition, offset): one per distinct event."""
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    events_in: int = 0
+    skipped: int = 0
+    months: set[date] = field(default_factory=set)
+
+    @property
+    def error_events(self) -> int:
+        return sum(e.count for e in self.errors.values())
+
+
+@dataclass(slots=True)
+class StoredBatch:
+    """What the transaction returned: per hash, (error_log_id, first_seen, new_occurrences)."""
+
+    rows: dict[str, tuple[int, bool, int]]
+    months_created: list[date]
+
+
+@dataclass(slots=True)
+class IngestCounts:
+    events_in: int = 0
+    errors: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    distinct: int = 0
+    new_rows: int = 0
+    new_occurrences: int = 0
+
+
+@dataclass(slots=True)
+class IngestResult:
+    events: list[AnalysisEvent]
+    dead_letters: list[DeadLetter]
+    counts: IngestCounts
+
+
+class PartitionCache:
+    """Months whose ``error_occurrences`` partition is known to exist, to skip asking."""
+
+    def __init__(self) -> None:
+        self.known: set[date] = set()
+
+    def missing(self, months: Iterable[date]) -> list[date]:
+        return sorted(m for m in months if m not in self.known)
+
+    def add(self, months: Iterable[date]) -> None:
+        self.known.update(months)
+
+
+# --- step 1: CPU ------------------------------------------------------------------------------
+
+
+def _event_time(raw: dict[str, Any], parsed: datetime, kafka_ms: int | None) -> datetime:
+    """``@timestamp`` when the event has a readable one; else the record's Kafka timestamp.
+
+    The parser falls back to the current time, which differs on every delivery: the
+    occurrence key includes the time, so that fallback would count a redelivery again. The
+    Kafka timestamp is stored with the record and so is the same on every delivery."""
+    ts = raw.get("@timestamp")
+    if isinstance(ts, str):
+        try:
+            datetime.fromisoformat(ts)
+            return parsed
+        except ValueError:
+            pass
+    elif isinstance(ts, int | float) and not isinstance(ts, bool):
+        return parsed
+    if kafka_ms is not None and kafka_ms >= 0:
+        return datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
+    return parsed
+
+
+def _strip_nul(obj: Any) -> Any:
+    """PostgreSQL text and jsonb cannot hold U+0000; JSON can (as ``\\u0000``)."""
+    if isinstance(obj, str):
+        return obj.replace("\x00", "") if "\x00" in obj else obj
+    if isinstance(obj, dict):
+        return {_strip_nul(k): _strip_nul(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_strip_nul(v) for v in obj]
+    return obj
+
+
+_ESCAPED_BYTES = re.compile("([\udc80-\udcff]+)")
+
+
+def _masked_bytes(masker: SecretMasker, value: bytes | None) -> bytes | None:
+    """The record's bytes with secrets masked: a dead letter leaves on an output topic too.
+    Invalid UTF-8 bytes are kept as they were; the valid text between them is masked."""
+    if not value:
+        return value
+    try:
+        text = bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        pieces = _ESCAPED_BYTES.split(bytes(value).decode("utf-8", "surrogateescape"))
+        pieces[::2] = [masker.mask_text(p) for p in pieces[::2]]
+        masked = "".join(pieces).encode("utf-8", "surrogateescape")
+        return value if masked == value else masked
+    masked_text = masker.mask_text(text)
+    return value if masked_text == text else masked_text.encode()
+
+
+def prepare_batch(
+    records: Iterable[RecordLike],
+    *,
+    patterns: PatternSet,
+    masker: SecretMasker,
+    config: IngestConfig = IngestConfig(),
+) -> PreparedBatch:
+    """Parse, filter, mask, classify, fingerprint and collapse a batch. Pure CPU."""
+    batch = PreparedBatch()
+    errors = batch.errors
+    occurrences = batch.occurrences
+    months = batch.months
+    mask_text = masker.mask_text
+    match = patterns.match
+    version = config.fingerprint_version
+    max_bytes = config.max_record_bytes
+    id_field = config.id_field
+    id_header = config.id_header
+    n = 0
+    for rec in records:
+        n += 1
+        value = rec.value
+        try:
+            ev = parse_record(value, max_bytes=max_bytes, headers=rec.headers, id_field=id_field, id_header=id_header)
+        except BadRecord as bad:
+            batch.dead_letters.append(
+                DeadLetter(_masked_bytes(masker, value), bad.reason, bad.detail, rec.topic, rec.partition, rec.offset)
+            )
+            continue
+        nul = b"\\u0000" in value  # type: ignore[operator]
+        message = mask_text(_strip_nul(ev.message) if nul else ev.message)
+        ecs_type = ev.error_type_ecs
+        if ecs_type is not None:
+            ecs_type = mask_text(_strip_nul(ecs_type) if nul else ecs_type)
+        pattern = match(message, ecs_type)
+        severity = ev.severity
+        if severity is None:
+            if pattern is None:
+                batch.skipped += 1
+                continue
+            severity = "ERROR"
+        if pattern is not None:
+            error_type = pattern.error_category
+        else:
+            error_type = (ecs_type or UNCLASSIFIED)[:ERROR_TYPE_MAX]
+        fp = fingerprint(error_type, message, version)
+        when = _event_time(ev.raw, ev.timestamp, rec.timestamp)
+        key = (ev.event_identity, when)
+        if key in occurrences:
+            continue  # the same event twice in one batch: one occurrence
+        occurrences[key] = (fp.hash, rec.topic, rec.partition, rec.offset)
+        months.add(date(when.year, when.month, 1))
+        err = errors.get(fp.hash)
+        if err is not None:
+            err.count += 1
+            if when > err.last_time:
+                err.last_time = when
+            if when < err.first_time:
+                err.first_time = when
+            continue
+        # The first event of an error in this batch is the one that may be stored: mask the
+        # rest of it now (only now: repeats are counted, never stored).
+        raw = _strip_nul(ev.raw) if nul else ev.raw
+        stack = ev.stack_trace
+        if stack is not None:
+            stack = mask_text(_strip_nul(stack) if nul else stack)
+        context = {k: mask_text(_strip_nul(v) if nul else v) for k, v in ev.context.items()}
+        source = ev.source_system
+        errors[fp.hash] = _Error(
+            hash=fp.hash,
+            error_type=error_type,
+            message=message,
+            template=fp.template,
+            severity=severity,
+            source_system=mask_text(_strip_nul(source) if nul else source),
+            stack_trace=stack,
+            elasticsearch_id=ev.elasticsearch_id,
+            raw=masker.mask_obj(raw),
+            pattern=pattern,
+            context=context,
+            first_time=when,
+            last_time=when,
+            trigger_identity=ev.event_identity,
+        )
+    batch.events_in = n
+    return batch
+
+
+# --- step 2: the transaction ------------------------------------------------------------------
+
+
+async def store_batch(
+    conn: asyncpg.Connection,
+    batch: PreparedBatch,
+    *,
+    partitions: PartitionCache | None = None,
+    fingerprint_version: str = "template",
+) -> StoredBatch:
+    """Write a prepared batch. Run it inside a transaction the caller opened, and add
+    ``months_created`` to the :class:`PartitionCache` only after that transaction commits."""
+    q = queries()
+    months = partitions.missing(batch.months) if partitions is not None else sorted(batch.months)
+    if months:
+        await conn.execute(q.ingest_ensure_partitions, months)
+    rows: dict[str, tuple[int, bool, int]] = {}
+    if not batch.errors:
+        return StoredBatch(rows, months)
+
+    occ = sorted(batch.occurrences.items())
+    o_ids = [k[0] for k, _ in occ]
+    o_at = [k[1] for k, _ in occ]
+    o_hash = [v[0] for _, v in occ]
+    o_topic = [v[1] for _, v in occ]
+    o_part = [v[2] for _, v in occ]
+    o_off = [v[3] for _, v in occ]
+
+    errs = [batch.errors[h] for h in sorted(batch.errors)]
+    result = await conn.fetch(
+        q.ingest_upsert_batch,
+        o_ids,
+        o_at,
+        o_hash,
+        o_topic,
+        o_part,
+        o_off,
+        [e.hash for e in errs],
+        [e.first_time for e in errs],
+        [e.error_type for e in errs],
+        [e.message for e in errs],
+        [e.source_system for e in errs],
+        [e.severity for e in errs],
+        [e.stack_trace for e in errs],
+        [e.elasticsearch_id for e in errs],
+        [e.raw for e in errs],
+        [fingerprint_version] * len(errs),
+        [e.template for e in errs],
+        [e.pattern.id if e.pattern is not None else None for e in errs],
+        [e.last_time for e in errs],
+    )
+    for r in result:
+        rows[r[1]] = (r[0], r[2], r[3])
+    if len(rows) < len(errs):
+        missing = [e.hash for e in errs if e.hash not in rows]
+        for r in await conn.fetch(q.ingest_row_ids, missing):
+            rows[r[1]] = (r[0], False, 0)
+    return StoredBatch(rows, months)
+
+
+# --- step 3: what the stage emits --------------------------------------------------------------
+
+
+def _context(ctx: dict[str, str]) -> ErrorContext:
+    return ErrorContext(
+        namespace=ctx.get("namespace"),
+        pod=ctx.get("pod"),
+        container=ctx.get("container"),
+        deployment=ctx.get("deployment"),
+        service=ctx.get("service"),
+        host=ctx.get("host"),
+        index=ctx.get("index"),
+        path=ctx.get("file"),
+    )
+
+
+def _pattern_ref(p: PatternRow | None) -> PatternRef | None:
+    if p is None:
+        return None
+    return PatternRef(
+        id=p.id, name=p.pattern_name, category=p.error_category, priority=p.sort_key[0], auto_resolve=p.auto_resolve
+    )
+
+
+def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = False) -> list[AnalysisEvent]:
+    """One analysis event per distinct hash of the batch, in the batch's order."""
+    events = []
+    for h, e in batch.errors.items():
+        row_id, first_seen, new = stored.rows[h]
+        events.append(
+            AnalysisEvent(
+                error_log_id=row_id,
+                hash_signature=h,
+                error_type=e.error_type,
+                error_message=e.message,
+                fingerprint_template=e.template,
+                severity=e.severity,
+                source_system=e.source_system,
+                pattern=_pattern_ref(e.pattern),
+                context=_context(e.context),
+                occurrences_in_batch=e.count,
+                new_occurrences=new,
+                first_seen=first_seen,
+                event_time=e.last_time,
+                trigger_event_id=e.trigger_identity,
+                replay=replay,
+            )
+        )
+    return events
+
+
+def count(batch: PreparedBatch, stored: StoredBatch | None) -> IngestCounts:
+    rows = stored.rows.values() if stored is not None else ()
+    return IngestCounts(
+        events_in=batch.events_in,
+        errors=batch.error_events,
+        skipped=batch.skipped,
+        dead_lettered=len(batch.dead_letters),
+        distinct=len(batch.errors),
+        new_rows=sum(1 for r in rows if r[1]),
+        new_occurrences=sum(r[2] for r in rows),
+    )
+
+
+async def handle_batch(
+    records: Iterable[RecordLike],
+    *,
+    pool: asyncpg.Pool,
+    patterns: PatternSet,
+    masker: SecretMasker,
+    config: IngestConfig = IngestConfig(),
+    partitions: PartitionCache | None = None,
+    replay: bool = False,
+) -> IngestResult:
+    """Prepare, store (one transaction) and build the events of one batch."""
+    batch = prepare_batch(records, patterns=patterns, masker=masker, config=config)
+    async with pool.acquire() as conn, conn.transaction():
+        stored = await store_batch(conn, batch, partitions=partitions, fingerprint_version=config.fingerprint_version)
+    if partitions is not None:
+        partitions.add(stored.months_created)
+    return IngestResult(build_events(batch, stored, replay=replay), batch.dead_letters, count(batch, stored))

@@ -1,0 +1,77 @@
+-- Statements of the ingest stage (handlers/ingest.py). One batch is one transaction:
+-- ingest-ensure-partitions (only for months not seen before), then ingest-upsert-batch,
+-- then ingest-row-ids when some hashes of the batch brought no new occurrence.
+
+-- name: ingest-ensure-partitions
+-- Create the monthly error_occurrences partitions for the given months if missing.
+SELECT ensure_error_occurrences_partition(m) FROM unnest($1::date[]) AS m;
+
+-- name: ingest-upsert-batch
+-- Record the batch's occurrences idempotently, then insert or count its distinct errors.
+-- $1..$6: one element per distinct event identity (sorted, so concurrent consumers lock in
+-- the same order); $7..$19: one element per distinct hash_signature (sorted likewise).
+-- Only occurrences that were not recorded before are counted, so a replayed or redelivered
+-- record never counts twice. A known error whose events were all seen before is not
+-- rewritten at all (no dead tuple, no lock); ingest-row-ids finds its id.
+-- Returns, per error written: id, hash, whether this statement created the row, and the
+-- number of new occurrences it brought.
+WITH occ AS (
+    INSERT INTO error_occurrences AS o
+        (event_identity, occurred_at, hash_signature, source_topic, source_partition, source_offset)
+    SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+    ON CONFLICT DO NOTHING
+    RETURNING o.hash_signature, o.occurred_at
+), counts AS (
+    SELECT hash_signature, count(*) AS n, max(occurred_at) AS last_seen
+    FROM occ
+    GROUP BY hash_signature
+), batch AS (
+    SELECT * FROM unnest(
+        $7::text[], $8::timestamp[], $9::text[], $10::text[], $11::text[], $12::text[],
+        $13::text[], $14::text[], $15::jsonb[], $16::text[], $17::text[], $18::int[],
+        $19::timestamp[]
+    ) AS b(hash_signature, ts, error_type, error_message, source_system, severity,
+           stack_trace, elasticsearch_id, raw_log_data, fingerprint_version,
+           fingerprint_template, pattern_id, batch_last_seen)
+), upserted AS (
+    INSERT INTO error_logs AS e
+        (timestamp, error_type, error_message, source_system, severity, stack_trace,
+         elasticsearch_id, raw_log_data, hash_signature, fingerprint_version,
+         fingerprint_template, pattern_id, occurrence_count, last_seen_at)
+    SELECT b.ts, b.error_type, b.error_message, b.source_system, b.severity, b.stack_trace,
+           b.elasticsearch_id, b.raw_log_data, b.hash_signature, b.fingerprint_version,
+           b.fingerprint_template, b.pattern_id, coalesce(c.n, 0),
+           coalesce(c.last_seen, b.batch_last_seen)
+    FROM batch b
+    LEFT JOIN counts c USING (hash_signature)
+    ORDER BY b.hash_signature
+    ON CONFLICT (hash_signature) DO UPDATE SET
+        occurrence_count = e.occurrence_count + EXCLUDED.occurrence_count,
+        last_seen_at = greatest(e.last_seen_at, EXCLUDED.last_seen_at)
+    WHERE EXCLUDED.occurrence_count > 0
+    RETURNING e.id, e.hash_signature, (e.xmax = 0) AS inserted
+)
+SELECT u.id, u.hash_signature, u.inserted, coalesce(c.n, 0)::int AS new_occurrences
+FROM upserted u
+LEFT JOIN counts c USING (hash_signature);
+
+-- name: ingest-row-ids
+-- The error_logs id of each given hash (the errors ingest-upsert-batch left untouched).
+SELECT id, hash_signature FROM error_logs WHERE hash_signature = any($1::text[]);
+
+-- name: ingest-pattern-version
+-- A cheap fingerprint of error_patterns: the cache reloads the rows only when it changes.
+SELECT count(*) AS n,
+       md5(coalesce(string_agg(
+           concat_ws(E'\x1f', id, pattern_name, pattern_regex, error_category, priority, auto_resolve),
+           E'\x1e' ORDER BY id), '')) AS digest
+FROM error_patterns;
+
+-- name: ingest-patterns
+-- Every error pattern; PatternSet orders them (priority, then id) and skips unusable ones.
+SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve
+FROM error_patterns;
+
+-- name: ingest-drop-expired-occurrences
+-- Drop the monthly error_occurrences partitions that end before the retention cutoff.
+SELECT drop_expired_error_occurrences_partitions($1::date);

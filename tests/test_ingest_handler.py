@@ -1,0 +1,286 @@
+"""The ingest handler against a real PostgreSQL, without Kafka: parse, classify, mask,
+fingerprint, dedupe and the one-transaction upsert."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import orjson
+import pytest
+
+from elk_resolver.classify import PatternSet
+from elk_resolver.fingerprint import fingerprint
+from elk_resolver.masking import SecretMasker
+from elk_resolver.pattern_cache import PatternCache
+from handlers.ingest import IngestConfig, PartitionCache, RawRecord, handle_batch
+
+SECRET = "hunter2-Zx9qPlanted"
+
+
+def ecs_event(message="CrashLoopBackOff: back-off restarting failed container in pod api-7d9f", **extra):
+    event = {
+        "@timestamp": "2024-05-01T10:15:30.123Z",
+        "@version": "1",
+        "message": message,
+        "log": {"level": "error"},
+        "error": {
+            "type": "io.k8s.PodError",
+            "message": message,
+            "stack_trace": "io.k8s.PodError: boom\n\tat io.k8s.Pod.run(Pod.java:42)",
+        },
+        "service": {"name": "checkout"},
+        "host": {"name": "node-1"},
+        "event": {"hash": "ecs-event-0001", "original": message},
+        "kubernetes": {
+            "namespace": "shop",
+            "pod": {"name": "api-7d9f"},
+            "container": {"name": "api"},
+            "deployment": {"name": "api"},
+        },
+    }
+    event.update(extra)
+    return event
+
+
+def legacy_event(message=None):
+    return {
+        "@timestamp": "2024-05-02T08:00:00Z",
+        "@version": "1",
+        "host": "web-01.example.org",
+        "path": "/var/log/app/app.log",
+        "level": "SEVERE",
+        "message": message
+        or (
+            "Request failed: Connection refused to db port 5432\n"
+            "java.net.ConnectException: Connection refused\n"
+            "\tat java.net.PlainSocketImpl.socketConnect(Native Method)\n"
+            "\tat java.net.Socket.connect(Socket.java:589)"
+        ),
+    }
+
+
+def records(events, topic="raw", partition=0, start=0):
+    return [
+        RawRecord(orjson.dumps(e) if not isinstance(e, bytes) else e, topic, partition, start + i, 1714550000000)
+        for i, e in enumerate(events)
+    ]
+
+
+@pytest.fixture
+async def patterns(pool):
+    cache = PatternCache(pool)
+    await cache.refresh()
+    return cache
+
+
+async def ingest(pool, patterns, recs, **kw):
+    return await handle_batch(
+        recs, pool=pool, patterns=patterns.current, masker=SecretMasker(), partitions=PartitionCache(), **kw
+    )
+
+
+async def test_ecs_event_lands_with_every_column(pool, patterns):
+    result = await ingest(pool, patterns, records([ecs_event()]))
+    assert result.counts.new_rows == 1 and not result.dead_letters
+    row = await pool.fetchrow("SELECT * FROM error_logs")
+    msg = "CrashLoopBackOff: back-off restarting failed container in pod api-7d9f"
+    fp = fingerprint("kubernetes", msg, "template")
+    assert row["timestamp"] == datetime(2024, 5, 1, 10, 15, 30, 123000)
+    assert row["error_type"] == "kubernetes"  # the pattern's category, not the ECS type
+    assert row["error_message"] == msg
+    assert row["source_system"] == "checkout"
+    assert row["severity"] == "ERROR"
+    assert row["stack_trace"].startswith("io.k8s.PodError: boom\n\tat io.k8s.Pod.run")
+    assert row["elasticsearch_id"] == "ecs-event-0001"
+    assert row["raw_log_data"]["kubernetes"]["pod"]["name"] == "api-7d9f"
+    assert row["hash_signature"] == fp.hash and len(fp.hash) == 64
+    assert row["fingerprint_version"] == "template"
+    assert row["fingerprint_template"] == fp.template
+    assert row["pattern_id"] == 1
+    assert row["occurrence_count"] == 1
+    assert row["last_seen_at"] == row["timestamp"]
+    occ = await pool.fetchrow("SELECT * FROM error_occurrences")
+    assert (occ["event_identity"], occ["hash_signature"], occ["source_topic"], occ["source_offset"]) == (
+        "ecs-event-0001",
+        fp.hash,
+        "raw",
+        0,
+    )
+    [event] = result.events
+    assert event.error_log_id == row["id"] and event.first_seen and event.new_occurrences == 1
+    assert event.pattern is not None and event.pattern.name == "Pod CrashLoopBackOff" and event.pattern.auto_resolve
+    assert (event.context.namespace, event.context.pod, event.context.deployment) == ("shop", "api-7d9f", "api")
+    assert event.trigger_event_id == "ecs-event-0001" and event.replay is False
+
+
+async def test_flat_dotted_ecs_keys_are_read(pool, patterns):
+    flat = {
+        "@timestamp": "2024-05-01T10:00:00Z",
+        "message": "disk quota exceeded on volume 7",
+        "log.level": "critical",
+        "error.type": "QuotaError",
+        "kubernetes.namespace": "infra",
+        "kubernetes.deployment.name": "uploader",
+    }
+    await ingest(pool, patterns, records([flat]))
+    row = await pool.fetchrow("SELECT * FROM error_logs")
+    assert (row["severity"], row["error_type"], row["source_system"]) == ("CRITICAL", "QuotaError", "infra/uploader")
+
+
+async def test_legacy_event_lands_with_every_column(pool, patterns):
+    result = await ingest(pool, patterns, records([legacy_event()]))
+    row = await pool.fetchrow("SELECT * FROM error_logs")
+    assert row["timestamp"] == datetime(2024, 5, 2, 8, 0)
+    assert row["error_type"] == "network"
+    assert row["error_message"] == "Request failed: Connection refused to db port 5432\njava.net.ConnectException: Connection refused"
+    assert row["stack_trace"].startswith("java.net.ConnectException: Connection refused\n\tat java.net.PlainSocketImpl")
+    assert row["source_system"] == "web-01.example.org"
+    assert row["severity"] == "ERROR"  # SEVERE
+    assert row["elasticsearch_id"] is None
+    assert row["raw_log_data"]["path"] == "/var/log/app/app.log"
+    assert row["pattern_id"] == 3
+    occ = await pool.fetchval("SELECT event_identity FROM error_occurrences")
+    assert len(occ) == 64  # no id in the event: the SHA-256 of the record bytes
+    assert result.events[0].context.path == "/var/log/app/app.log"
+
+
+@pytest.mark.parametrize(
+    ("message", "category", "pattern_id"),
+    [
+        ("CrashLoopBackOff for pod web-1", "kubernetes", 1),
+        ("java.lang.OutOfMemoryError: OutOfMemory in heap", "resource", 2),
+        ("container OOMKilled by kernel", "resource", 2),
+        ("Connection refused while connecting to port 9200", "network", 3),
+    ],
+)
+async def test_document_sample_patterns_classify(pool, patterns, message, category, pattern_id):
+    await ingest(pool, patterns, records([{"message": message, "level": "error"}]))
+    row = await pool.fetchrow("SELECT error_type, pattern_id FROM error_logs")
+    assert (row["error_type"], row["pattern_id"]) == (category, pattern_id)
+
+
+async def test_priority_decides_between_two_matching_patterns(pool, patterns):
+    # Matches both "Out of Memory" (priority 2) and "Connection Refused" (priority 3).
+    message = "OOMKilled after Connection refused on port 80"
+    await ingest(pool, patterns, records([{"message": message, "level": "error"}]))
+    assert await pool.fetchval("SELECT error_type FROM error_logs") == "resource"
+    await pool.execute(
+        "INSERT INTO error_patterns (pattern_name, pattern_regex, error_category, priority) "
+        "VALUES ('refused first', 'Connection refused', 'urgent-network', 1)"
+    )
+    await patterns.refresh()
+    await ingest(pool, patterns, records([{"message": message + " again", "level": "error"}], start=1))
+    assert await pool.fetchval("SELECT error_type FROM error_logs ORDER BY id DESC LIMIT 1") == "urgent-network"
+
+
+async def test_unmatched_error_uses_ecs_type_else_unclassified(pool, patterns):
+    events = [
+        {"message": "widget exploded", "log": {"level": "error"}, "error": {"type": "WidgetError"}},
+        {"message": "gadget melted", "level": "fatal"},
+    ]
+    result = await ingest(pool, patterns, records(events))
+    rows = await pool.fetch("SELECT error_type, severity, pattern_id FROM error_logs ORDER BY error_type")
+    assert [tuple(r) for r in rows] == [("WidgetError", "ERROR", None), ("unclassified", "FATAL", None)]
+    assert all(e.pattern is None for e in result.events)
+
+
+async def test_non_errors_are_skipped_unless_a_pattern_matches(pool, patterns):
+    events = [
+        {"message": "user logged in", "level": "info"},
+        {"message": "slow request", "log": {"level": "warn"}},
+        {"message": "pod CrashLoopBackOff seen for pod x", "level": "warn"},  # pattern: kept
+    ]
+    result = await ingest(pool, patterns, records(events))
+    assert result.counts.skipped == 2 and result.counts.errors == 1
+    assert await pool.fetchval("SELECT severity FROM error_logs") == "ERROR"
+
+
+async def test_duplicates_collapse_and_replayed_batch_does_not_double_count(pool, patterns):
+    events = [
+        {"@timestamp": f"2024-05-01T10:00:{i % 60:02d}Z", "message": f"timeout talking to shard {i % 5}-x",
+         "level": "error", "event": {"hash": f"id-{i}"}, "error": {"type": f"T{i % 5}"}}
+        for i in range(200)
+    ]
+    first = await ingest(pool, patterns, records(events))
+    assert len(first.events) == 5 and first.counts.new_occurrences == 200
+    counts = await pool.fetch("SELECT error_type, occurrence_count FROM error_logs ORDER BY error_type")
+    assert [tuple(r) for r in counts] == [(f"T{i}", 40) for i in range(5)]
+    again = await ingest(pool, patterns, records(events), replay=True)
+    assert [tuple(r) for r in await pool.fetch("SELECT error_type, occurrence_count FROM error_logs ORDER BY error_type")] == [
+        (f"T{i}", 40) for i in range(5)
+    ]
+    # Published again (a lost publish is repaired by redelivery), marked as nothing new.
+    assert len(again.events) == 5
+    assert all(e.new_occurrences == 0 and not e.first_seen and e.replay for e in again.events)
+    assert {e.error_log_id for e in again.events} == {e.error_log_id for e in first.events}
+
+
+async def test_repeat_keeps_first_row_and_moves_last_seen(pool, patterns):
+    a = {"@timestamp": "2024-05-01T10:00:00Z", "message": "db down", "level": "error", "event": {"hash": "a"}}
+    b = {"@timestamp": "2024-06-03T10:00:00Z", "message": "db down", "level": "error", "event": {"hash": "b"},
+         "service": {"name": "other"}}
+    await ingest(pool, patterns, records([a]))
+    first = await pool.fetchrow("SELECT * FROM error_logs")
+    await ingest(pool, patterns, records([b], start=1))
+    row = await pool.fetchrow("SELECT * FROM error_logs")
+    assert row["id"] == first["id"] and row["source_system"] == first["source_system"]
+    assert row["occurrence_count"] == 2 and row["last_seen_at"] == datetime(2024, 6, 3, 10)
+    parts = await pool.fetchval("SELECT count(*) FROM pg_inherits WHERE inhparent = 'error_occurrences'::regclass")
+    assert parts >= 2  # May and June 2024 were created on demand
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"this is not json", "not_json"),
+        (b"[1, 2, 3]", "not_object"),
+        (b'{"level": "error", "host": "x"}', "no_message"),
+        (b'{"message": "' + b"x" * 2000 + b'"}', "too_large"),
+        (b'{"message": "bad \xff\xfe bytes"}', "invalid_utf8"),
+    ],
+)
+async def test_bad_record_becomes_a_dead_letter_and_good_ones_around_it_are_stored(pool, patterns, value, reason):
+    recs = records([{"message": "before", "level": "error"}, value, {"message": "after", "level": "error"}], partition=3)
+    result = await handle_batch(
+        recs, pool=pool, patterns=patterns.current, masker=SecretMasker(), config=IngestConfig(max_record_bytes=1024)
+    )
+    [dead] = result.dead_letters
+    assert (dead.reason, dead.topic, dead.partition, dead.offset) == (reason, "raw", 3, 1)
+    assert dead.value == value
+    assert {r["error_message"] for r in await pool.fetch("SELECT error_message FROM error_logs")} == {"before", "after"}
+
+
+async def test_planted_secret_is_stored_nowhere(pool, patterns):
+    event = ecs_event(
+        message=f"login failed password={SECRET} for jdbc:postgresql://app:{SECRET}@db:5432/x",
+        extra_field={"api_key": SECRET, "note": f"Authorization: Bearer {SECRET}"},
+    )
+    event["error"]["stack_trace"] = f"AuthError: token={SECRET}\n\tat a.b.C.d(C.java:1)"
+    event["event"]["original"] = f"password={SECRET}"
+    result = await ingest(pool, patterns, records([event]))
+    dump = await pool.fetchval("SELECT row_to_json(e)::text FROM error_logs e")
+    occ = await pool.fetchval("SELECT string_agg(row_to_json(o)::text, '') FROM error_occurrences o")
+    assert SECRET not in dump and SECRET not in occ and "***" in dump
+    for ev in result.events:
+        assert SECRET not in ev.model_dump_json()
+
+
+async def test_nul_characters_are_removed_not_fatal(pool, patterns):
+    await ingest(pool, patterns, records([{"message": "bad\u0000byte", "level": "error", "x": "\u0000"}]))
+    assert await pool.fetchval("SELECT error_message FROM error_logs") == "badbyte"
+
+
+async def test_pathological_pattern_does_not_stall(pool, patterns):
+    await pool.execute(
+        "INSERT INTO error_patterns (pattern_name, pattern_regex, error_category, priority) "
+        "VALUES ('evil', '(a+)+$', 'evil', 1), ('broken', '(unclosed', 'broken', 1)"
+    )
+    await patterns.refresh()
+    assert len(patterns.current.invalid) == 1  # the unclosed group, skipped not fatal
+    long = "a" * 50_000 + "!"  # catastrophic for a backtracking engine
+    started = time.perf_counter()
+    await ingest(pool, patterns, records([{"message": long, "level": "error"}, {"message": "a" * 30, "level": "info"}]))
+    assert time.perf_counter() - started < 5
+    types = {r["error_type"] for r in await pool.fetch("SELECT error_type FROM error_logs")}
+    assert types == {"unclassified", "evil"}
