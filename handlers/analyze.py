@@ -1,0 +1,467 @@
+"""The analysis stage: for one classified error, find or make solutions, choose one, decide.
+
+A plain async function over a pool; it imports no broker, so the stage runner, the CLI and the
+tests call it directly. One call per :class:`AnalysisEvent`:
+
+1. Load the solutions stored for the hash.
+2. Render every playbook that fits the event (by pattern name, category, message) and store the
+   renders that are not stored yet. Playbooks are offline, cheap and trusted, so they are always
+   candidates; storing them is ``INSERT ... ON CONFLICT (error_hash, content_hash) DO NOTHING``,
+   so concurrent analyzers create one row per distinct solution.
+3. Ask the LLM only when it is enabled, no playbook fits and no stored solution is usable (all
+   tripped, or none): playbook first, LLM for what the playbooks do not know. An LLM failure
+   therefore "falls back to the playbooks" by leaving whatever candidates exist. The same hash is
+   asked at most once per ``llm_cache_ttl_s``, across instances and restarts: the caller first
+   claims the hash in ``llm_requests`` (one row per hash) and only the winner calls the model.
+4. Rank the candidates with :mod:`elk_resolver.ranking` (Wilson lower bound over verified or
+   executed outcomes) and store why the winner won (``choice_reason``).
+5. Decide ``auto`` or ``approval`` and build the :class:`ExecutionRequest`.
+
+The decision is ``auto`` only when all of these hold, otherwise ``approval`` with every reason
+that failed: the event is not a replay and not stale; a pattern matched and allows
+``auto_resolve``; every command is claimed safe by its source and allowed by the CURRENT policy
+(re-evaluated here, the stored flag is not trusted alone); the solution is trusted (playbook and
+manual solutions are; an LLM solution after ``llm_trust_after_successes`` approved successes);
+the circuit breaker has not tripped it; every placeholder could be filled with a valid name.
+The model's own confidence is stored but never unlocks anything.
+
+Transient database errors propagate to the caller (the stage retries the whole call with
+backoff; every step is idempotent: the inserts dedupe on content, the request id is
+deterministic, and a second LLM call within the TTL is prevented by the claim and the client's
+in-process cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import orjson
+
+from elk_resolver.db import queries
+from elk_resolver.llm import AnalysisRequest, LLMFallback, LLMSolution
+from elk_resolver.playbooks import PLACEHOLDER, Catalogue, RenderError, validate_value
+from elk_resolver.policy import Command, ExecutionPolicy, evaluate, safe_flag
+from elk_resolver.ranking import Candidate, choose
+from streams.contracts import AnalysisEvent, CommandSpec, ExecutionRequest
+
+if TYPE_CHECKING:
+    from elk_resolver.llm import LLMClient
+    from elk_resolver.settings import Settings
+
+__all__ = [
+    "Analysis",
+    "analyze",
+    "content_hash",
+    "placeholder_context",
+    "request_id_for",
+]
+
+log = logging.getLogger("elk_resolver.analyze")
+
+# Keys of a command that do not change what runs: prose, and the safety verdict (which follows
+# the policy, so a policy change must not turn the same fix into a "new" solution).
+_NOT_CONTENT = frozenset({"description", "safe"})
+
+
+@dataclass(slots=True)
+class Analysis:
+    """What one call did. ``request`` is None when there is nothing to run or ask about."""
+
+    request: ExecutionRequest | None
+    solution_id: int | None = None
+    created: list[int] = field(default_factory=list)
+    """ids of the solutions this call inserted (empty when they existed already)."""
+    skipped_playbooks: dict[str, str] = field(default_factory=dict)
+    """playbook name -> why it could not be rendered for this event."""
+    llm: str | None = None
+    """None (not asked), or how the LLM step ended: solution, cached, claimed_elsewhere, or a
+    :class:`LLMFallback` reason (invalid_output, unavailable, rejected, rate_limited, ...)."""
+    note: str = ""
+
+
+# --- pure helpers ------------------------------------------------------------------------------
+
+
+def content_hash(solution_type: str, commands: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of the canonical JSON of the type and the commands (without prose and ``safe``)."""
+    canonical = {
+        "solution_type": solution_type,
+        "commands": [{k: v for k, v in c.items() if k not in _NOT_CONTENT} for c in commands],
+    }
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def request_id_for(event: AnalysisEvent, solution_id: int) -> str:
+    """Deterministic: a redelivered analysis event yields the same id, and the execution stage
+    claims each id once."""
+    return hashlib.sha256(f"{event.hash_signature}:{event.trigger_event_id}:{solution_id}".encode()).hexdigest()
+
+
+def placeholder_context(event: AnalysisEvent) -> dict[str, str]:
+    """Placeholder values from the event, named as the playbooks name them.
+
+    ``service.name`` is the application that logged the error; ``{service}`` in a playbook is
+    the *target* named by the message (Connection refused), so the former is ``source_service``.
+    """
+    ctx = event.context
+    values = {
+        "namespace": ctx.namespace,
+        "pod": ctx.pod,
+        "container": ctx.container,
+        "deployment": ctx.deployment,
+        "index": ctx.index,
+        "source_service": ctx.service,
+        "host": ctx.host,
+    }
+    return {k: v for k, v in values.items() if isinstance(v, str) and v}
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _fill_command(command: Mapping[str, Any], values: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Fill ``{name}`` placeholders left in a stored command; return it and the problems."""
+    problems: list[str] = []
+
+    def fill(obj: Any) -> Any:
+        if isinstance(obj, str):
+
+            def one(m: Any) -> str:
+                name = m.group(1)
+                value = values.get(name)
+                if value is None:
+                    problems.append(f"no value for placeholder {{{name}}}")
+                    return m.group(0)
+                why = validate_value(name, value)
+                if why:
+                    problems.append(f"value for {{{name}}} refused ({why})")
+                    return m.group(0)
+                return value
+
+            return PLACEHOLDER.sub(one, obj)
+        if isinstance(obj, Mapping):
+            return {k: fill(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [fill(v) for v in obj]
+        return obj
+
+    filled = {k: (fill(v) if k != "description" else v) for k, v in command.items()}
+    if "description" in command and isinstance(command["description"], str):
+        filled["description"] = PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), command["description"])
+    return filled, problems
+
+
+def _claimed_safe(row: Mapping[str, Any], index: int, command: Mapping[str, Any], catalogue: Catalogue) -> bool:
+    """The source's claim that a command is safe.
+
+    For a playbook solution the claim is the playbook's (the file may have been edited, and the
+    stored flag also folded in the policy of the day it was stored, which may have changed
+    since). For LLM and manual solutions it is the stored flag: an LLM command stored unsafe
+    stays unsafe.
+    """
+    if row["source"] == "playbook" and row["playbook_name"]:
+        playbook = catalogue.get(row["playbook_name"])
+        if playbook is not None and len(playbook.commands) == len(row["solution_commands"]):
+            template = playbook.commands[index]
+            if template.type == command.get("type"):
+                return template.safe
+    return bool(command.get("safe"))
+
+
+def _candidate(row: Mapping[str, Any], settings: Settings) -> Candidate:
+    return Candidate.from_rate(
+        row["id"],
+        row["success_rate"] or 0,
+        row["execution_count"] or 0,
+        verified_successes=row["verified_success_count"],
+        verified_runs=row["verified_run_count"],
+        tripped=row["tripped_at"] is not None,
+        trusted=_trusted(row, settings)[0],
+        created_at=row["created_at"],
+    )
+
+
+def _trusted(row: Mapping[str, Any], settings: Settings) -> tuple[bool, str]:
+    if row["source"] != "llm":
+        return True, f"{row['source']} solution"
+    approved = int(row["approved_success_count"] or 0)
+    need = settings.llm_trust_after_successes
+    if approved >= need:
+        return True, f"LLM solution trusted after {approved} approved successes"
+    return False, f"untrusted: LLM solution has {approved}/{need} approved successes"
+
+
+def _runnable(row: Mapping[str, Any], policy: ExecutionPolicy) -> bool:
+    commands = row["solution_commands"] or []
+    return bool(commands) and all(evaluate(c, policy).allowed for c in commands)
+
+
+# --- database steps --------------------------------------------------------------------------
+
+
+async def _load(pool: asyncpg.Pool, error_hash: str) -> list[asyncpg.Record]:
+    async with pool.acquire() as conn:
+        return await conn.fetch(queries().analyze_solutions_for_hash, error_hash)
+
+
+async def _store(
+    pool: asyncpg.Pool,
+    error_hash: str,
+    *,
+    solution_type: str,
+    description: str,
+    commands: list[dict[str, Any]],
+    source: str,
+    playbook_name: str | None = None,
+    ai_analysis: str | None = None,
+    ai_model: str | None = None,
+    ai_confidence: Decimal | None = None,
+) -> tuple[int, bool]:
+    """Insert a solution unless the same content is stored for the hash; ``(id, created)``."""
+    digest = content_hash(solution_type, commands)
+    q = queries()
+    async with pool.acquire() as conn:
+        new_id = await conn.fetchval(
+            q.analyze_insert_solution,
+            error_hash,
+            solution_type[:50],
+            description,
+            commands,
+            ai_analysis,
+            ai_model,
+            ai_confidence,
+            source,
+            playbook_name,
+            digest,
+        )
+        if new_id is not None:
+            return new_id, True
+        existing = await conn.fetchval(q.analyze_solution_by_content, error_hash, digest)
+    if existing is None:  # pragma: no cover - the conflicting row cannot vanish (no deletes)
+        raise RuntimeError(f"solution {digest[:12]} for {error_hash[:12]} conflicted but is not there")
+    return existing, False
+
+
+def _who() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _ask_llm(
+    event: AnalysisEvent,
+    pool: asyncpg.Pool,
+    llm: LLMClient,
+    settings: Settings,
+    policy: ExecutionPolicy,
+) -> tuple[str, int | None, bool]:
+    """The LLM step: ``(outcome, solution id or None, created)``."""
+    q = queries()
+    # An answer this process already got (e.g. before a database error made the stage retry
+    # the event) is stored without a new call and without a new claim.
+    hit = llm.cache.get(event.hash_signature)
+    if isinstance(hit, LLMSolution):
+        sid, created = await _store_llm(pool, event.hash_signature, hit, policy)
+        return "cached", sid, created
+    async with pool.acquire() as conn:
+        claimed = await conn.fetchval(q.analyze_claim_llm, event.hash_signature, settings.llm_cache_ttl_s, _who())
+    if claimed is None:
+        return "claimed_elsewhere", None, False
+
+    pattern = event.pattern
+    request = AnalysisRequest(
+        error_hash=event.hash_signature,
+        error_message=event.error_message,
+        error_type=event.error_type,
+        severity=event.severity,
+        source_system=event.source_system,
+        kubernetes=placeholder_context(event),
+        pattern_name=pattern.name if pattern else None,
+        error_category=pattern.category if pattern else None,
+    )
+    try:
+        answer = await llm.analyse(request)
+    except LLMFallback as exc:
+        async with pool.acquire() as conn:
+            if exc.cacheable:
+                outcome = "invalid" if exc.reason == "invalid_output" else "failed"
+                await conn.execute(q.analyze_finish_llm, event.hash_signature, outcome, llm.model[:100], str(exc)[:2000], None)
+            else:
+                # Nothing was called (rate limit, disabled): the hash may be asked again soon.
+                await conn.execute(q.analyze_release_llm, event.hash_signature)
+        log.info("llm gave no solution for %s: %s", event.hash_signature[:12], exc)
+        return exc.reason, None, False
+    sid, created = await _store_llm(pool, event.hash_signature, answer, policy)
+    async with pool.acquire() as conn:
+        await conn.execute(q.analyze_finish_llm, event.hash_signature, "solution", answer.ai_model, None, sid)
+    return "solution", sid, created
+
+
+async def _store_llm(
+    pool: asyncpg.Pool, error_hash: str, answer: LLMSolution, policy: ExecutionPolicy
+) -> tuple[int, bool]:
+    # The client already replaced the model's claim with the policy's verdict; do it again
+    # here so a client built without a policy cannot store a "safe" command.
+    commands = [{**c, "safe": bool(c.get("safe")) and safe_flag(c, policy)} for c in answer.commands]
+    return await _store(
+        pool,
+        error_hash,
+        solution_type=answer.solution_type,
+        description=answer.description,
+        commands=commands,
+        source="llm",
+        ai_analysis=answer.ai_analysis,
+        ai_model=answer.ai_model,
+        ai_confidence=answer.ai_confidence,
+    )
+
+
+# --- the handler -------------------------------------------------------------------------------
+
+
+async def analyze(
+    event: AnalysisEvent,
+    *,
+    pool: asyncpg.Pool,
+    catalogue: Catalogue,
+    policy: ExecutionPolicy,
+    settings: Settings,
+    llm: LLMClient | None = None,
+    now: datetime | None = None,
+) -> Analysis:
+    """Solutions for ``event``'s hash, the chosen one, and the request to publish (see module doc)."""
+    now = _as_utc(now or datetime.now(UTC))
+    values = placeholder_context(event)
+    result = Analysis(request=None)
+
+    rows = await _load(pool, event.hash_signature)
+    stored = {r["content_hash"] for r in rows}
+
+    # Playbooks: every fitting one becomes (or already is) a candidate.
+    pattern = event.pattern
+    fitting = catalogue.find(pattern.name if pattern else None, pattern.category if pattern else event.error_type, event.error_message)
+    touched = False
+    for playbook in fitting:
+        try:
+            rendered = playbook.render(values, message=event.error_message, policy=policy)
+        except RenderError as exc:
+            result.skipped_playbooks[playbook.name] = str(exc)
+            continue
+        if content_hash(rendered.solution_type, rendered.commands) in stored:
+            continue
+        touched = True
+        sid, created = await _store(
+            pool,
+            event.hash_signature,
+            solution_type=rendered.solution_type,
+            description=rendered.description,
+            commands=rendered.commands,
+            source="playbook",
+            playbook_name=rendered.playbook,
+        )
+        if created:
+            result.created.append(sid)
+    if touched:
+        rows = await _load(pool, event.hash_signature)
+
+    usable = [r for r in rows if r["tripped_at"] is None]
+    fitted = any(name not in result.skipped_playbooks for name in (p.name for p in fitting))
+    if llm is not None and llm.enabled and not usable and not fitted:
+        outcome, sid, created = await _ask_llm(event, pool, llm, settings, policy)
+        result.llm = outcome
+        if created and sid is not None:
+            result.created.append(sid)
+        if sid is not None:
+            rows = await _load(pool, event.hash_signature)
+
+    if not rows:
+        reasons = "; ".join(f"{k}: {v}" for k, v in result.skipped_playbooks.items())
+        result.note = "no solution: no playbook fits" + (f" ({reasons})" if reasons else "")
+        if result.llm:
+            result.note += f"; llm: {result.llm}"
+        log.info("%s for %s", result.note, event.hash_signature[:12])
+        return result
+
+    # Rank. Solutions whose commands the current policy refuses only compete when nothing else
+    # can run: a proven fix the operator has since put out of bounds should not win.
+    by_id = {r["id"]: r for r in rows}
+    runnable = [r for r in rows if _runnable(r, policy)]
+    pool_rows = runnable or rows
+    choice = choose([_candidate(r, settings) for r in pool_rows])
+    assert choice is not None
+    choice_reason = choice.reason
+    if runnable and len(runnable) < len(rows):
+        choice_reason += f" ({len(rows) - len(runnable)} candidate(s) outside the policy not ranked)"
+    row = by_id[choice.candidate.id]
+    result.solution_id = row["id"]
+    async with pool.acquire() as conn:
+        await conn.execute(queries().analyze_set_choice_reason, row["id"], choice_reason)
+
+    # Fill, re-check, decide.
+    reasons: list[str] = []
+    commands: list[CommandSpec] = []
+    stored_commands = list(row["solution_commands"] or [])
+    for index, stored_command in enumerate(stored_commands):
+        filled, problems = _fill_command(stored_command, values)
+        for problem in problems:
+            reasons.append(f"placeholder: command {index + 1}: {problem}")
+        verdict = evaluate(filled, policy)
+        claimed = _claimed_safe(row, index, stored_command, catalogue)
+        safe_now = verdict.allowed and claimed
+        if not verdict.allowed:
+            reasons.append(f"unsafe: command {index + 1} outside the policy: {verdict.reason}")
+        elif not claimed:
+            reasons.append(f"unsafe: command {index + 1} is not marked safe by its {row['source']}")
+        filled["safe"] = safe_now
+        commands.append(CommandSpec.model_validate(filled))
+    if not commands:
+        reasons.append("no commands: the solution is manual steps only")
+
+    event_time = _as_utc(event.event_time)
+    age = (now - event_time).total_seconds()
+    if event.replay:
+        reasons.insert(0, "replay: replayed events are never remediated automatically")
+    if age > settings.stale_after_s:
+        reasons.insert(0, f"stale: the event is {age:.0f}s old (stale_after_s={settings.stale_after_s:.0f})")
+    if pattern is None:
+        reasons.append("no pattern: no error pattern matched, so nothing allows auto_resolve")
+    elif not pattern.auto_resolve:
+        reasons.append(f"pattern {pattern.name!r} has auto_resolve false")
+    trusted, trust_text = _trusted(row, settings)
+    if not trusted:
+        reasons.append(trust_text)
+    if row["tripped_at"] is not None:
+        reasons.append(f"tripped: circuit breaker open since {row['tripped_at']:%Y-%m-%d %H:%M:%S}")
+
+    if reasons:
+        decision, reason = "approval", "; ".join(reasons)
+    else:
+        decision = "auto"
+        reason = (
+            f"pattern {pattern.name!r} allows auto_resolve; all {len(commands)} command(s) inside the policy;"
+            f" {trust_text}"
+        )
+    result.request = ExecutionRequest(
+        request_id=request_id_for(event, row["id"]),
+        error_log_id=event.error_log_id,
+        hash_signature=event.hash_signature,
+        solution_id=row["id"],
+        solution_source=row["source"],
+        commands=commands,
+        decision=decision,
+        reason=reason,
+        choice_reason=choice_reason,
+        pattern=pattern,
+        event_time=event_time,
+        replay=event.replay,
+        requested_at=now,
+    )
+    return result

@@ -1,0 +1,57 @@
+-- Analysis stage: candidate solutions for a hash, new solutions, the LLM claim.
+
+-- name: analyze-solutions-for-hash
+-- Every solution known for an error hash, with the counters ranking needs.
+SELECT id, error_hash, solution_type, solution_description, solution_commands,
+       success_rate, execution_count, source, playbook_name, content_hash,
+       approved_success_count, verified_run_count, verified_success_count,
+       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at
+FROM solutions
+WHERE error_hash = $1
+ORDER BY id;
+
+-- name: analyze-insert-solution
+-- A new solution; a concurrent analyzer that stored the same content first wins (no row back).
+INSERT INTO solutions (
+    error_hash, solution_type, solution_description, solution_commands,
+    ai_analysis, ai_model, ai_confidence, source, playbook_name, content_hash
+)
+VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (error_hash, content_hash) DO NOTHING
+RETURNING id;
+
+-- name: analyze-solution-by-content
+-- The solution with this content for this hash (after an insert that found a conflict).
+SELECT id FROM solutions WHERE error_hash = $1 AND content_hash = $2;
+
+-- name: analyze-set-choice-reason
+-- Why the analysis stage chose this solution; written only when it changed.
+UPDATE solutions SET choice_reason = $2
+WHERE id = $1 AND choice_reason IS DISTINCT FROM $2;
+
+-- name: analyze-claim-llm
+-- Claim the right to ask the LLM about a hash: a row back means this caller may ask.
+-- $2 is the cache TTL in seconds, $3 who asks.
+INSERT INTO llm_requests AS r (error_hash, asked_at, asked_by, outcome)
+VALUES ($1, NOW(), $3, 'pending')
+ON CONFLICT (error_hash) DO UPDATE
+    SET asked_at = NOW(), asked_by = EXCLUDED.asked_by, outcome = 'pending',
+        model = NULL, detail = NULL, solution_id = NULL, finished_at = NULL
+    WHERE r.asked_at < NOW() - make_interval(secs => $2::double precision)
+RETURNING asked_at;
+
+-- name: analyze-finish-llm
+-- Record how the LLM call for a hash ended.
+UPDATE llm_requests
+SET outcome = $2, model = $3, detail = $4, solution_id = $5, finished_at = NOW()
+WHERE error_hash = $1;
+
+-- name: analyze-llm-request
+-- The LLM marker of a hash (tests, diagnostics).
+SELECT error_hash, asked_at, asked_by, outcome, model, detail, solution_id, finished_at
+FROM llm_requests
+WHERE error_hash = $1;
+
+-- name: analyze-release-llm
+-- Give a claim back when no call was made (rate limited): the hash may be asked again.
+DELETE FROM llm_requests WHERE error_hash = $1 AND outcome = 'pending';

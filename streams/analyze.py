@@ -1,0 +1,275 @@
+"""The analysis stage on Kafka: ``elk.errors.analysis`` -> handler -> ``elk.errors.execution``.
+
+One FastStream subscriber (group ``elk-resolver-analyze``), ``AckPolicy.MANUAL``, one message at
+a time in partition order. For each record:
+
+1. Validate it into :class:`AnalysisEvent`. A record that is not one goes to the dead-letter
+   topic with the reason and its origin (:class:`DeadLetterHeaders`), then it is acked.
+2. Run :func:`handlers.analyze.analyze`.
+3. Publish the :class:`ExecutionRequest` to ``elk.errors.execution`` keyed by hash_signature and
+   wait for the broker's acknowledgement.
+4. Only then ``msg.ack()``.
+
+Why this shape (see shared/notes/kafka-and-faststream.md): FastStream's default ``ACK_FIRST``
+commits before the handler runs, so a crash loses the event; ``NACK_ON_ERROR`` re-reads a
+failing record with no backoff. Here a transient failure (database, broker) is retried inside
+the handler with exponential backoff, so the record is never committed before its request is
+on the execution topic and never spun on. Because ``msg.ack()`` commits the consumer's position
+on *every* assigned partition, the handler never returns normally with a record unhandled:
+it either finishes the record (published, or dead-lettered) or raises only while the stage is
+stopping, when no later ack follows. A redelivered record produces the same request id (see
+:func:`handlers.analyze.request_id_for`), which the execution stage claims once.
+
+The body is decoded by this module, not by FastStream (a raw-bytes decoder), so a record that is
+not JSON reaches the dead-letter path instead of failing in the framework where nobody acks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from elk_resolver.llm import LLMClient
+from elk_resolver.playbooks import Catalogue, load_from_settings
+from elk_resolver.policy import ExecutionPolicy
+from handlers.analyze import analyze
+from streams.contracts import AnalysisEvent, DeadLetterHeaders
+
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaBroker
+    from faststream.message import StreamMessage
+
+    from elk_resolver.settings import Settings
+
+__all__ = ["AnalyzeStage", "build_analyze"]
+
+log = logging.getLogger("elk_resolver.streams.analyze")
+
+# Errors that go away by themselves: a database restart or failover, a broker leader change.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.InterfaceError,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+# Anything else (a bug, a constraint the data violates) is tried this many times, then the
+# record goes to the dead-letter topic: it would fail the same way forever and block its
+# partition.
+MAX_ATTEMPTS_NON_TRANSIENT = 3
+
+
+class _Stopping(Exception):
+    """The stage stops while a record is unfinished: leave it uncommitted."""
+
+
+class _Joined(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.assigned: set[Any] = set()
+        self.joined = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned = set(assigned)
+        self.joined.set()
+
+
+async def _raw_body(msg: StreamMessage[Any]) -> bytes:
+    return msg.body
+
+
+class AnalyzeStage:
+    name = "analyze"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: asyncpg.Pool,
+        broker: KafkaBroker,
+        llm_client: LLMClient | None = None,
+        group_id: str | None = None,
+        catalogue: Catalogue | None = None,
+        policy: ExecutionPolicy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.broker = broker
+        self.group_id = group_id or settings.group_analyze
+        self.catalogue = catalogue if catalogue is not None else load_from_settings(settings)
+        self.policy = policy or ExecutionPolicy.from_settings(settings)
+        self._own_llm = llm_client is None and settings.llm_enabled
+        self.llm = llm_client
+        if self._own_llm:
+            self.llm = LLMClient(settings, policy=self.policy, catalogue=self.catalogue)
+        self._listener = _Joined()
+        self._subscriber: Any = None
+        self._stopping = asyncio.Event()
+        self.handled = 0
+        self.dead_lettered = 0
+
+    # -- Stage -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Register the subscriber on the (connected) broker and join the group."""
+        if self._subscriber is not None:
+            return
+        await self.broker.connect()
+        s = self.settings
+        subscriber = self.broker.subscriber(
+            s.topic_analysis,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            listener=self._listener,
+            persistent=False,
+            title="on_elk_errors_analysis",
+        )
+        subscriber(self.on_elk_errors_analysis, decoder=_raw_body)
+        self._subscriber = subscriber
+        self._stopping.clear()
+        await subscriber.start()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.stop()
+        if self._own_llm and self.llm is not None:
+            await self.llm.aclose()
+
+    @property
+    def ready(self) -> bool:
+        sub = self._subscriber
+        return sub is not None and sub.consumer is not None and self._listener.joined.is_set()
+
+    @property
+    def assignment(self) -> set[Any]:
+        sub = self._subscriber
+        if sub is None or sub.consumer is None:
+            return set()
+        return set(sub.consumer.assignment())
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self._listener.joined.wait(), timeout)
+
+    # -- the subscriber ---------------------------------------------------------------------
+
+    async def on_elk_errors_analysis(self, msg: KafkaMessage) -> None:
+        record = msg.raw_message
+        try:
+            event = AnalysisEvent.model_validate_json(msg.body)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+            await self._retrying(lambda: self._dead_letter(record, "invalid-analysis-event", detail), record)
+        else:
+            await self._retrying(lambda: self._handle(event, record), record)
+        try:
+            await msg.ack()
+        except CommitFailedError as exc:
+            # The partition moved to another member during a rebalance; it re-reads the record
+            # and produces the same request id, which the execution stage claims once.
+            log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+
+    async def _handle(self, event: AnalysisEvent, record: Any) -> None:
+        result = await analyze(
+            event,
+            pool=self.pool,
+            catalogue=self.catalogue,
+            policy=self.policy,
+            llm=self.llm,
+            settings=self.settings,
+        )
+        if result.request is not None:
+            await self.broker.publish(
+                result.request,
+                topic=self.settings.topic_execution,
+                key=event.hash_signature.encode(),
+            )
+        else:
+            log.info("no execution request for %s: %s", event.hash_signature[:12], result.note)
+        self.handled += 1
+
+    async def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
+        log.warning("dead-lettering %s:%s@%s: %s: %s", record.topic, record.partition, record.offset, reason, detail)
+        await self.broker.publish(
+            record.value or b"",
+            topic=self.settings.topic_dlq,
+            key=record.key,
+            headers={
+                DeadLetterHeaders.REASON: reason,
+                DeadLetterHeaders.DETAIL: detail[:1000],
+                DeadLetterHeaders.TOPIC: record.topic,
+                DeadLetterHeaders.PARTITION: str(record.partition),
+                DeadLetterHeaders.OFFSET: str(record.offset),
+                DeadLetterHeaders.STAGE: self.name,
+            },
+        )
+        self.dead_lettered += 1
+
+    async def _retrying(self, work: Any, record: Any) -> None:
+        """Run ``work`` until it succeeds; transient errors back off and retry for as long as the
+        stage runs, other errors get a few tries and then the record is dead-lettered."""
+        s = self.settings
+        attempt = 0
+        failures = 0
+        dead_lettering = False
+        while True:
+            if self._stopping.is_set():
+                raise _Stopping(f"stopping with {record.topic}:{record.partition}@{record.offset} unfinished")
+            try:
+                await work()
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc)
+            except _Stopping:
+                raise
+            except Exception as exc:
+                if dead_lettering:
+                    # Nowhere left to put the record: keep it uncommitted and keep trying.
+                    log.exception("dead-lettering %s@%s failed", record.partition, record.offset)
+                else:
+                    failures += 1
+                    log.exception(
+                        "analysis of %s@%s failed (%d/%d)", record.partition, record.offset, failures, MAX_ATTEMPTS_NON_TRANSIENT
+                    )
+                    if failures >= MAX_ATTEMPTS_NON_TRANSIENT:
+                        detail = f"{type(exc).__name__}: {exc}"
+                        work = lambda: self._dead_letter(record, "analysis-failed", detail)  # noqa: E731
+                        dead_lettering = True
+                        attempt = 0
+                        continue
+            delay = min(s.retry_backoff_max_s, s.retry_backoff_initial_s * 2**attempt)
+            attempt += 1
+            try:
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            except TimeoutError:
+                pass
+
+
+def build_analyze(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    llm_client: LLMClient | None = None,
+    group_id: str | None = None,
+) -> AnalyzeStage:
+    """The analysis stage; nothing connects until :meth:`AnalyzeStage.start`."""
+    return AnalyzeStage(settings, pool=pool, broker=broker, llm_client=llm_client, group_id=group_id)
