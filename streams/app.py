@@ -1,0 +1,422 @@
+"""The app factory: one broker, one pool, the stages asked for, and the HTTP endpoints.
+
+    app = create_app(settings, stages=("ingest", "monitor"))
+    async with app:                # pool, migration check, HTTP, broker, stages
+        ...                        # app.http_port is the bound port (settings.http_port 0 = any)
+
+Order of start: the PostgreSQL pool (orjson codecs) and :func:`elk_resolver.migrate.check`
+(refuse a database that is behind), then HTTP (``/health`` answers at once, ``/ready`` says
+503 until every stage has its partitions), then the broker, then each stage. Stop is the
+reverse: stages drain and commit first, then the broker and the pool close, HTTP last.
+
+Endpoints: ``/health`` (the process is alive), ``/ready`` (every stage ready and the database
+answers), ``/metrics`` (Prometheus text), ``/asyncapi`` (the AsyncAPI document of every topic
+and event contract, JSON) and ``/asyncapi.html`` (the same, rendered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+
+from elk_resolver import migrate
+from elk_resolver.db import create_pool, queries
+from elk_resolver.settings import Settings
+from streams.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
+
+log = logging.getLogger("elk_resolver.app")
+
+STAGES = ("ingest", "analyze", "execute", "monitor")
+DB_PROBE_TIMEOUT_S = 2.0
+
+Builder = Callable[..., Any]
+
+
+def stage_builder(name: str) -> Builder:
+    """``streams.<name>.build_<name>``, imported only when the stage is asked for."""
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    return getattr(importlib.import_module(f"streams.{name}"), f"build_{name}")
+
+
+def make_broker(settings: Settings) -> KafkaBroker:
+    """The FastStream broker (aiokafka). No idempotence, no transactions: Tansu has neither,
+    and every stage writes idempotently instead."""
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id="elk-resolver",
+        acks=1,
+        enable_idempotence=False,
+        request_timeout_ms=15000,
+        graceful_timeout=15.0,
+        logger=logging.getLogger("elk_resolver.broker"),
+        description="ELK Auto Resolver: Logstash error events in, remediation results out",
+    )
+
+
+# --- the AsyncAPI document --------------------------------------------------------------------
+
+
+class LogstashEvent(BaseModel):
+    """One record on the raw topic, as Logstash's kafka output writes it with ``codec => json``
+    (ECS nested or flat dotted keys, or legacy). Only ``message`` (or ``error.message`` /
+    ``event.original``) is required; everything else is read when present."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    timestamp: str | None = Field(None, alias="@timestamp", description="event time, ISO-8601 UTC")
+    message: str | None = Field(None, description="the log line; legacy events carry the stack trace here")
+    log: dict[str, Any] | None = Field(None, description="ECS log.level: error, fatal, critical ...")
+    error: dict[str, Any] | None = Field(None, description="ECS error.type, error.message, error.stack_trace")
+    service: dict[str, Any] | None = Field(None, description="ECS service.name: the record key")
+    host: dict[str, Any] | str | None = Field(None, description="ECS host.name, or the legacy host string")
+    kubernetes: dict[str, Any] | None = Field(None, description="namespace, pod.name, container.name, deployment.name")
+    event: dict[str, Any] | None = Field(
+        None, description="event.hash: the event's identity and elasticsearch_id (fingerprint filter)"
+    )
+    level: str | None = Field(None, description="legacy free-form level")
+    path: str | None = Field(None, description="legacy log file path")
+
+
+class DeadLetterRecord(BaseModel):
+    """A record the stage could not use: the original bytes (secrets masked) as the value, and
+    headers ``x-dlq-reason``, ``x-dlq-detail``, ``x-original-topic``, ``x-original-partition``,
+    ``x-original-offset``, ``x-dlq-stage``."""
+
+    value: str = Field(description="the original record value")
+
+
+def asyncapi_document(settings: Settings, *, version: str = "0.1.0") -> dict[str, Any]:
+    """Every topic and contract, declared on a broker that never connects.
+
+    The live broker cannot describe the stages: the ingest stage consumes with aiokafka
+    directly and the others register their subscribers only when they start.
+    """
+    spec = KafkaBroker(
+        settings.kafka_bootstrap_servers or "localhost:9092",
+        description="ELK Auto Resolver: Logstash error events in, remediation results out",
+    )
+
+    def declare(topic: str, model: type[BaseModel], *, consumer: str | None, producer: str | None, about: str) -> None:
+        name = topic.replace(".", "_").replace("-", "_")
+        if producer:
+            spec.publisher(topic, title=f"to_{name}", schema=model, description=f"{producer}: {about}")
+        if consumer:
+            async def handler(event) -> None:  # noqa: ANN001
+                return None
+
+            # set here, not written in the signature: with postponed annotations the name
+            # "model" would be looked up in the module and not found
+            handler.__annotations__ = {"event": model, "return": None}
+
+            spec.subscriber(topic, group_id=consumer, title=f"on_{name}", description=about)(handler)
+
+    s = settings
+    declare(s.topic_raw, LogstashEvent, consumer=s.group_ingest, producer="Logstash",
+            about="error events as Logstash writes them; ingest classifies, fingerprints and dedupes them")
+    declare(s.topic_analysis, AnalysisEvent, consumer=s.group_analyze, producer="ingest",
+            about="one event per distinct error per batch, keyed by hash_signature")
+    declare(s.topic_execution, ExecutionRequest, consumer=s.group_execute, producer="analyze",
+            about="the chosen solution and whether it runs automatically or needs approval")
+    declare(s.topic_results, ExecutionResult, consumer=None, producer="execute",
+            about="every outcome, including runs that did not happen and later verification")
+    declare(s.topic_approvals, ApprovalEvent, consumer=None, producer="execute",
+            about="approvals created or decided")
+    declare(s.topic_dlq, DeadLetterRecord, consumer=None, producer="ingest, analyze, execute",
+            about="records a stage could not use, with the reason in headers")
+    schema = AsyncAPI(spec, title="ELK Auto Resolver", version=version).to_specification()
+    return schema.to_jsonable()
+
+
+# --- consumer lag of the stages in this process -----------------------------------------------
+
+
+def _consumer_of(stage: Any) -> Any:
+    """The aiokafka consumer behind a stage, wherever the stage keeps it."""
+    for attr in ("consumer", "_consumer"):
+        consumer = getattr(stage, attr, None)
+        if consumer is not None and hasattr(consumer, "highwater"):
+            return consumer
+    subscriber = getattr(stage, "_subscriber", None)
+    consumer = getattr(subscriber, "consumer", None)
+    return consumer if consumer is not None and hasattr(consumer, "highwater") else None
+
+
+async def consumer_lag(stage: Any) -> int | None:
+    """Records behind on the partitions this stage holds: highwater - position (Tansu-safe)."""
+    lag = getattr(stage, "lag", None)
+    if callable(lag):
+        value = lag()
+        return await value if asyncio.iscoroutine(value) else value
+    consumer = _consumer_of(stage)
+    if consumer is None:
+        return None
+    total = 0
+    try:
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            total += max(0, highwater - await consumer.position(tp))
+    except Exception:  # noqa: BLE001 - a rebalance mid-scrape: report nothing rather than fail
+        return None
+    return total
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+class App:
+    def __init__(
+        self,
+        settings: Settings,
+        stages: Sequence[str] = STAGES,
+        *,
+        builders: dict[str, Builder] | None = None,
+        serve_http: bool = True,
+        stage_options: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        if not settings.database_url or not settings.kafka_bootstrap_servers:
+            raise ValueError("the app needs database_url and kafka_bootstrap_servers")
+        self.settings = settings
+        self.stage_names = list(dict.fromkeys(stages))
+        for name in self.stage_names:
+            if name not in STAGES and name not in (builders or {}):
+                raise ValueError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+        self._builders = builders or {}
+        self._stage_options = stage_options or {}
+        self.serve_http = serve_http
+        self.pool: asyncpg.Pool | None = None
+        self.broker: KafkaBroker | None = None
+        self.stages: dict[str, Any] = {}
+        self.started_stages: list[Any] = []
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._registry = CollectorRegistry()
+        self._lag = Gauge("elk_resolver_consumer_lag", "records behind the highwater, per stage", ["stage"],
+                          registry=self._registry)
+        self._ready = Gauge("elk_resolver_stage_ready", "1 when the stage has its partitions", ["stage"],
+                            registry=self._registry)
+        self._executions = Gauge("elk_resolver_executions", "execution_history rows by status", ["status"],
+                                 registry=self._registry)
+        self._approvals = Gauge("elk_resolver_approvals_pending", "approvals waiting for a person",
+                                registry=self._registry)
+        self._asyncapi: dict[str, Any] | None = None
+
+    @property
+    def http_url(self) -> str | None:
+        if self.http_port is None:
+            return None
+        host = self.settings.http_host
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - display only
+        return f"http://{shown}:{self.http_port}"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await create_pool(s.database_url, min_size=1, max_size=10)  # type: ignore[arg-type]
+        try:
+            async with self.pool.acquire() as conn:
+                await migrate.check(conn)
+            if self.serve_http:
+                await self._start_http()
+            self.broker = make_broker(s)
+            for name in self.stage_names:
+                build = self._builders.get(name) or stage_builder(name)
+                self.stages[name] = build(s, pool=self.pool, broker=self.broker, **self._stage_options.get(name, {}))
+            monitor = self.stages.get("monitor")
+            if monitor is not None and hasattr(monitor, "stages"):
+                monitor.stages = [st for n, st in self.stages.items() if n != "monitor"]
+            await self.broker.start()
+            for name, stage in self.stages.items():
+                await stage.start()
+                self.started_stages.append(stage)
+                log.info("stage %s started", name, extra={"stage": name})
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for stage in reversed(self.started_stages):
+            try:
+                await stage.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                log.exception("stage %s did not stop cleanly", stage.name, extra={"stage": stage.name})
+        self.started_stages.clear()
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.stop()
+            self.broker = None
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.pool.close(), 10)
+            self.pool = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- checks ----------------------------------------------------------------------------------
+    async def database_ok(self) -> tuple[bool, str]:
+        if self.pool is None:
+            return False, "no pool"
+        try:
+            async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
+                async with self.pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        return True, "ok"
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        stages = {name: bool(getattr(st, "ready", False)) for name, st in self.stages.items()}
+        started = len(self.started_stages) == len(self.stages) and bool(self.stages)
+        db_ok, db_detail = await self.database_ok()
+        ok = started and all(stages.values()) and db_ok
+        return ok, {"ready": ok, "stages": stages, "started": started, "database": db_detail}
+
+    async def metrics_text(self) -> bytes:
+        from streams import metrics as m  # the stages' counters live in the default registry
+
+        for name, stage in self.stages.items():
+            for counter in (m.EVENTS_IN, m.EVENTS_SKIPPED, m.PUBLISHED):
+                counter.labels(name)  # every running stage shows, at 0 before its first event
+            m.BATCH_SECONDS.labels(name)
+            self._ready.labels(name).set(1 if getattr(stage, "ready", False) else 0)
+            if name != "monitor":
+                lag = await consumer_lag(stage)
+                if lag is not None:
+                    self._lag.labels(name).set(lag)
+        if self.pool is not None:
+            q = queries()
+            try:
+                async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
+                    async with self.pool.acquire() as conn:
+                        rows = await conn.fetch(q.executions_by_status)
+                        pending = await conn.fetchval(q.approvals_pending_count)
+                for row in rows:
+                    self._executions.labels(row["status"]).set(row["n"])
+                self._approvals.set(pending)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("metrics: database figures unavailable: %s", exc)
+        return generate_latest(REGISTRY) + generate_latest(self._registry)
+
+    # -- HTTP ------------------------------------------------------------------------------------
+    async def _start_http(self) -> None:
+        app = web.Application()
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/ready", self._ready_handler)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/asyncapi", self._asyncapi_json)
+        app.router.add_get("/asyncapi.json", self._asyncapi_json)
+        app.router.add_get("/asyncapi.html", self._asyncapi_html)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        self.http_port = self._runner.addresses[0][1]
+        log.info("HTTP on %s (/health /ready /metrics /asyncapi)", self.http_url)
+
+    async def _health(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "alive", "stages": list(self.stages)})
+
+    async def _ready_handler(self, _: web.Request) -> web.Response:
+        ok, body = await self.readiness()
+        return web.json_response(body, status=200 if ok else 503)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = await self.metrics_text()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _document(self) -> dict[str, Any]:
+        if self._asyncapi is None:
+            self._asyncapi = asyncapi_document(self.settings)
+        return self._asyncapi
+
+    async def _asyncapi_json(self, _: web.Request) -> web.Response:
+        return web.json_response(self._document())
+
+    async def _asyncapi_html(self, _: web.Request) -> web.Response:
+        from faststream.specification.asyncapi.site import get_asyncapi_html
+
+        spec = AsyncAPI(title="ELK Auto Resolver")  # rendering only needs the document
+        spec.to_specification = lambda: _JsonSpec(self._document())  # type: ignore[method-assign]
+        return web.Response(text=get_asyncapi_html(spec.to_specification(), try_it_out_path=None),
+                            content_type="text/html")
+
+
+class _JsonSpec:
+    """What ``get_asyncapi_html`` reads from a specification: its JSON."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self._document = document
+
+    def to_json(self) -> str:
+        import orjson
+
+        return orjson.dumps(self._document).decode()
+
+
+def create_app(
+    settings: Settings,
+    stages: Iterable[str] = STAGES,
+    *,
+    builders: dict[str, Builder] | None = None,
+    serve_http: bool = True,
+    stage_options: dict[str, dict[str, Any]] | None = None,
+) -> App:
+    """The service with the given stages; nothing connects until :meth:`App.start`."""
+    return App(settings, list(stages), builders=builders, serve_http=serve_http, stage_options=stage_options)
+
+
+async def run_service(
+    settings: Settings,
+    stages: Iterable[str] = STAGES,
+    *,
+    on_started: Callable[[App], Any] | None = None,
+    stop: asyncio.Event | None = None,
+    **options: Any,
+) -> int:
+    """Run until SIGINT or SIGTERM (or ``stop`` is set), then shut everything down cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    app = create_app(settings, stages, **options)
+    started = time.monotonic()
+    try:
+        await app.start()
+        if on_started is not None:
+            result = on_started(app)
+            if asyncio.iscoroutine(result):
+                await result
+        await stop.wait()
+        log.info("stopping after %.0fs", time.monotonic() - started)
+    finally:
+        await app.stop()
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    return 0
