@@ -1,0 +1,313 @@
+"""The execution stage on Kafka: ``elk.errors.execution`` -> handler -> ``elk.errors.results``.
+
+One FastStream subscriber (group ``elk-resolver-execute``), ``AckPolicy.MANUAL``, one message at
+a time in partition order. For each record:
+
+1. Validate it into :class:`ExecutionRequest`; a record that is not one goes to the dead-letter
+   topic with the reason and its origin (:class:`DeadLetterHeaders`), then it is acked.
+2. :func:`handlers.execute.handle_request` decides and maybe runs (see its module docstring for
+   the guard order). It is retried on transient errors with backoff; a retry after the claim
+   committed answers ``duplicate`` and runs nothing, so a retry can never run a command twice.
+3. Every :class:`ExecutionResult` is published to ``elk.errors.results`` keyed by hash_signature
+   (pending approvals also as :class:`ApprovalEvent` on ``elk.errors.approvals``), each awaited
+   until the broker acknowledges it. Publishing is retried on its own, with the results already
+   computed, so a broker blip never turns a real outcome into a ``duplicate``.
+4. Only then ``msg.ack()``.
+
+The handler never returns with a record unfinished (``msg.ack()`` commits the position of every
+assigned partition): it finishes the record or raises only while the stage is stopping, when no
+later ack follows. A background task expires approvals and judges verifications every
+``maintenance_interval_s`` and publishes what they decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from faststream import AckPolicy
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+
+from elk_resolver.executors.elasticsearch import make_client
+from elk_resolver.policy import ExecutionPolicy
+from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
+from streams.contracts import ApprovalEvent, DeadLetterHeaders, ExecutionRequest, ExecutionResult
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from faststream.kafka import KafkaBroker
+    from faststream.message import StreamMessage
+
+    from elk_resolver.settings import Settings
+
+__all__ = ["ExecuteStage", "build_execute", "publish_outcomes"]
+
+log = logging.getLogger("elk_resolver.streams.execute")
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.InterfaceError,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+MAX_ATTEMPTS_NON_TRANSIENT = 3
+
+
+class _Stopping(Exception):
+    """The stage stops while a record is unfinished: leave it uncommitted."""
+
+
+class _Joined(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.assigned: set[Any] = set()
+        self.joined = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned = set(assigned)
+        self.joined.set()
+
+
+async def _raw_body(msg: StreamMessage[Any]) -> bytes:
+    return msg.body
+
+
+async def publish_outcomes(
+    broker: KafkaBroker,
+    settings: Settings,
+    results: list[ExecutionResult],
+    approvals: list[ApprovalEvent] = (),  # type: ignore[assignment]
+) -> None:
+    """Publish results (and approval events, including those carried by ``pending_approval``
+    results) keyed by hash_signature; return once the broker has acknowledged every one."""
+    events = list(approvals)
+    for result in results:
+        carried = result.details.get("approval") if result.outcome == "pending_approval" else None
+        if carried:
+            events.append(ApprovalEvent.model_validate(carried))
+    for result in results:
+        await broker.publish(result, topic=settings.topic_results, key=result.hash_signature.encode())
+    for event in events:
+        await broker.publish(event, topic=settings.topic_approvals, key=event.hash_signature.encode())
+
+
+class ExecuteStage:
+    name = "execute"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: asyncpg.Pool,
+        broker: KafkaBroker,
+        group_id: str | None = None,
+        policy: ExecutionPolicy | None = None,
+        env: Mapping[str, str] | None = None,
+        instance: str | None = None,
+        maintenance_interval_s: float = 2.0,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.broker = broker
+        self.group_id = group_id or settings.group_execute
+        self.policy = policy or ExecutionPolicy.from_settings(settings)
+        self.maintenance_interval_s = maintenance_interval_s
+        self._env = env
+        self._instance = instance
+        self._runtime: Runtime | None = None
+        self._listener = _Joined()
+        self._subscriber: Any = None
+        self._maintenance: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self.handled = 0
+        self.dead_lettered = 0
+
+    # -- Stage -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._subscriber is not None:
+            return
+        instance = self._instance or Runtime().instance
+        self._runtime = Runtime(elasticsearch=make_client(self.settings), env=self._env, instance=instance)
+        await self.broker.connect()
+        s = self.settings
+        subscriber = self.broker.subscriber(
+            s.topic_execution,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            listener=self._listener,
+            persistent=False,
+            title="on_elk_errors_execution",
+        )
+        subscriber(self.on_elk_errors_execution, decoder=_raw_body)
+        self._subscriber = subscriber
+        self._stopping.clear()
+        await subscriber.start()
+        self._maintenance = asyncio.create_task(self._maintain(), name="execute-maintenance")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        task, self._maintenance = self._maintenance, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        subscriber, self._subscriber = self._subscriber, None
+        if subscriber is not None:
+            await subscriber.stop()
+        runtime, self._runtime = self._runtime, None
+        if runtime is not None and runtime.elasticsearch is not None:
+            await runtime.elasticsearch.close()
+
+    @property
+    def ready(self) -> bool:
+        sub = self._subscriber
+        return sub is not None and sub.consumer is not None and bool(self._listener.assigned)
+
+    @property
+    def assignment(self) -> set[Any]:
+        sub = self._subscriber
+        if sub is None or sub.consumer is None:
+            return set()
+        return set(sub.consumer.assignment())
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self._listener.joined.wait(), timeout)
+
+    # -- the subscriber ---------------------------------------------------------------------
+
+    async def on_elk_errors_execution(self, msg: KafkaMessage) -> None:
+        record = msg.raw_message
+        try:
+            req = ExecutionRequest.model_validate_json(msg.body)
+        except ValidationError as exc:
+            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+            await self._retrying(lambda: self._dead_letter(record, "invalid-execution-request", detail), record)
+        else:
+            results: list[ExecutionResult] = []
+
+            async def decide() -> None:
+                results[:] = await handle_request(
+                    req, pool=self.pool, settings=self.settings, policy=self.policy, runtime=self._runtime
+                )
+
+            await self._retrying(decide, record, failed_reason="execution-failed")
+            await self._retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
+            self.handled += 1
+        try:
+            await msg.ack()
+        except CommitFailedError as exc:
+            # The partition moved during a rebalance; the new owner re-reads the record and its
+            # claim answers "duplicate", so nothing runs twice.
+            log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+
+    async def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
+        log.warning("dead-lettering %s:%s@%s: %s: %s", record.topic, record.partition, record.offset, reason, detail)
+        await self.broker.publish(
+            record.value or b"",
+            topic=self.settings.topic_dlq,
+            key=record.key,
+            headers={
+                DeadLetterHeaders.REASON: reason,
+                DeadLetterHeaders.DETAIL: detail[:1000],
+                DeadLetterHeaders.TOPIC: record.topic,
+                DeadLetterHeaders.PARTITION: str(record.partition),
+                DeadLetterHeaders.OFFSET: str(record.offset),
+                DeadLetterHeaders.STAGE: self.name,
+            },
+        )
+        self.dead_lettered += 1
+
+    async def _retrying(self, work: Any, record: Any, *, failed_reason: str = "publish-failed") -> None:
+        """Run ``work`` until it succeeds: transient errors back off and retry while the stage
+        runs; other errors get a few tries, then the record is dead-lettered (it would fail the
+        same way forever and block its partition)."""
+        s = self.settings
+        attempt = failures = 0
+        dead_lettering = False
+        while True:
+            # The first attempt always runs (a stopping stage drains the record it holds); only
+            # retries give way to stopping.
+            if attempt and self._stopping.is_set():
+                raise _Stopping(f"stopping with {record.topic}:{record.partition}@{record.offset} unfinished")
+            try:
+                await work()
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc)
+            except _Stopping:
+                raise
+            except Exception as exc:
+                if dead_lettering:
+                    log.exception("dead-lettering %s@%s failed", record.partition, record.offset)
+                else:
+                    failures += 1
+                    log.exception(
+                        "execution of %s@%s failed (%d/%d)", record.partition, record.offset, failures,
+                        MAX_ATTEMPTS_NON_TRANSIENT,
+                    )  # fmt: skip
+                    if failures >= MAX_ATTEMPTS_NON_TRANSIENT:
+                        detail = f"{type(exc).__name__}: {exc}"
+                        work = lambda: self._dead_letter(record, failed_reason, detail)  # noqa: E731
+                        dead_lettering = True
+                        attempt = 0
+                        continue
+            delay = min(s.retry_backoff_max_s, s.retry_backoff_initial_s * 2**attempt)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # -- approvals expiry and verification ------------------------------------------------------
+
+    async def maintain_once(self, now: datetime | None = None) -> list[ExecutionResult]:
+        """Expire approvals, judge verifications, publish what changed; return the results."""
+        events, results = await expire_approvals(pool=self.pool, now=now)
+        results += await verify_outcomes(pool=self.pool, settings=self.settings, now=now)
+        if results or events:
+            await publish_outcomes(self.broker, self.settings, results, events)
+        return results
+
+    async def _maintain(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.maintain_once()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("approval expiry / verification pass failed, next pass retries: %r", exc)
+            except Exception:
+                # Not a message: nothing is lost by trying again next pass, but say it loudly.
+                log.exception("approval expiry / verification pass failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.maintenance_interval_s)
+
+
+def build_execute(
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool,
+    broker: KafkaBroker,
+    group_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    maintenance_interval_s: float = 2.0,
+) -> ExecuteStage:
+    """The execution stage; nothing connects until :meth:`ExecuteStage.start`."""
+    return ExecuteStage(
+        settings, pool=pool, broker=broker, group_id=group_id, env=env, maintenance_interval_s=maintenance_interval_s
+    )
