@@ -56,7 +56,7 @@ log = logging.getLogger("elk_resolver.streams.analyze")
 # Errors that go away by themselves: a database restart or failover, a broker leader change.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
     asyncpg.TooManyConnectionsError,
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,

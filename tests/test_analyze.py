@@ -461,6 +461,26 @@ async def test_command_outside_the_policy_is_stored_unsafe(pool, catalogue, tune
     assert [c["safe"] for c in row["solution_commands"]] == [False, True, False]
 
 
+async def test_placeholders_left_by_the_llm_are_filled_from_the_event_or_refused(pool, catalogue, tuned):
+    answer = valid_answer(
+        commands=[{"type": "kubectl", "command": "kubectl rollout restart deployment/{deployment} -n {namespace}", "safe": True}]
+    )
+    async with LLMStub() as stub:
+        stub.script(Reply(content=answer))
+        settings = llm_settings(tuned, stub)
+        good = await new_event(pool, UNKNOWN, context={"namespace": "payments", "deployment": "widgets"})
+        async with llm_client(settings, catalogue) as llm:
+            filled = await run(good, pool, catalogue, settings, llm=llm)
+    assert [c.command for c in filled.request.commands] == ["kubectl rollout restart deployment/widgets -n payments"]
+
+    # the same stored solution for an event whose values are not valid names
+    bad = good.model_copy(update={"context": ErrorContext(namespace="payments", deployment="widgets -n kube-system")})
+    refused = await run(bad, pool, catalogue, settings)
+    assert refused.request.decision == "approval"
+    assert "placeholder" in refused.request.reason and "refused" in refused.request.reason
+    assert "kube-system" not in refused.request.commands[0].command
+
+
 # --- ranking -----------------------------------------------------------------------------------
 
 
@@ -669,3 +689,35 @@ async def test_two_stages_on_one_topic_create_one_solution(pool, catalogue, tune
     rows = await solutions(pool, event.hash_signature)
     assert sorted(r["playbook_name"] for r in rows) == ["pod-crashloopbackoff-restart", "pod-crashloopbackoff-rollback"]
     assert len({r.solution_id for r in requests}) == 1
+
+
+async def test_database_outage_keeps_the_event_uncommitted_until_it_is_handled(pool, catalogue, tuned, postgres):
+    if not postgres.controllable:
+        pytest.skip("PostgreSQL is not under the test's control")
+    event = await new_event(pool, CRASHLOOP, pattern=PATTERNS["Pod CrashLoopBackOff"])
+    async with KafkaBroker(tuned.kafka_bootstrap_servers) as broker:
+        stage = build_analyze(tuned, pool=pool, broker=broker)
+        await stage.start()
+        try:
+            await wait_for(lambda: stage.ready, timeout=30, what="stage ready")
+            await asyncio.to_thread(postgres.stop)
+            try:
+                producer = AIOKafkaProducer(bootstrap_servers=tuned.kafka_bootstrap_servers)
+                await producer.start()
+                try:
+                    await producer.send_and_wait(
+                        tuned.topic_analysis, event.model_dump_json().encode(), key=event.hash_signature.encode()
+                    )
+                finally:
+                    await producer.stop()
+                await asyncio.sleep(1.5)  # the outage itself: the scenario, not a wait for a result
+                consumer = stage._subscriber.consumer
+                assert stage.handled == 0
+                assert all([await consumer.committed(tp) in (None, 0) for tp in stage.assignment])
+            finally:
+                await asyncio.to_thread(postgres.start)
+            (record,) = await read_records(tuned, tuned.topic_execution, 1, timeout=30)
+        finally:
+            await stage.stop()
+    assert ExecutionRequest.model_validate_json(record.value).hash_signature == event.hash_signature
+    assert stage.dead_lettered == 0
