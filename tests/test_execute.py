@@ -558,3 +558,46 @@ async def test_run_followed_by_silence_is_resolved(pool, database_url, tmp_path)
     later = T0 + timedelta(minutes=20)
     results = await handle(request(ids, at=later), pool, settings, now=later)
     assert [r.outcome for r in results] == ["success"]
+
+
+# --- the approvals CLI -----------------------------------------------------------------------
+
+
+async def test_cli_lists_approves_rejects_and_flips_the_kill_switch(pool, database_url, tmp_path, monkeypatch):
+    import io
+
+    from elk_resolver import approvals_cli
+
+    fake = write_fake_kubectl(tmp_path)
+    settings = exec_settings(database_url, fake)
+    a, b = await seed(pool), await seed(pool)
+    now = datetime.now(UTC)
+    await _pending(pool, settings, a, at=now)
+    await _pending(pool, settings, b, at=now)
+
+    async def cli(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        code = await approvals_cli.main(list(argv), settings, pool=pool, out=out, err=err)
+        return code, out.getvalue(), err.getvalue()
+
+    code, listing, _ = await cli("approvals", "list")
+    assert code == 0 and "ID" in listing and "rollout restart deployment/api" in listing
+    first, second = sorted(r["id"] for r in await list_approvals(pool=pool))
+
+    monkeypatch.setenv("USER", "carol")
+    code, text, _ = await cli("approvals", "approve", str(first))
+    assert code == 0 and "approved by carol" in text and "success" in text
+    code, text, _ = await cli("approvals", "reject", str(second), "--reason", "wrong fix", "--by", "dave")
+    assert code == 0 and "rejected by dave" in text
+    code, _, error = await cli("approvals", "approve", str(second))
+    assert code == 1 and "already rejected" in error
+    assert [h["executed_by"] for h in await history(pool)] == ["carol"]
+
+    code, text, _ = await cli("kill-switch", "on", "--by", "oncall")
+    assert code == 0 and "ON" in text
+    [r] = await handle(request(a, at=now), pool, settings, now=now)
+    assert r.outcome == "skipped"
+    code, text, _ = await cli("kill-switch", "off")
+    assert code == 0 and "off" in text and "carol" in text
+    code, text, _ = await cli("approvals", "list", "--status", "all")
+    assert "approved" in text and "rejected" in text

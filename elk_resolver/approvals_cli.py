@@ -1,0 +1,236 @@
+"""``elk-resolver approvals list|approve ID|reject ID`` and ``elk-resolver kill-switch on|off|status``.
+
+The decisions are made in the database by :mod:`handlers.execute`; this module parses the
+arguments, prints readable tables, and (when a broker is configured) publishes what changed to
+the results and approvals topics, as the execution stage would. The state is already committed
+when publishing is attempted, so a broker that does not answer only costs the events (a
+warning says so), never the decision.
+
+An approved request runs here, in this process, with this process's settings: the same policy,
+kubectl configuration and allowlists as the service, and ``executed_by`` = the approver.
+
+Wiring (the ``elk-resolver`` entry point)::
+
+    parser = argparse.ArgumentParser(prog="elk-resolver")
+    sub = parser.add_subparsers(dest="command")
+    approvals_cli.add_commands(sub)
+    args = parser.parse_args()
+    if args.command in approvals_cli.COMMANDS:
+        sys.exit(asyncio.run(approvals_cli.main(args, make_settings())))
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TextIO
+
+from elk_resolver.db import create_pool
+from elk_resolver.policy import ExecutionPolicy
+from handlers.execute import (
+    ApprovalError,
+    Runtime,
+    approve,
+    get_kill_switch,
+    list_approvals,
+    reject,
+    set_kill_switch,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from elk_resolver.settings import Settings
+    from streams.contracts import ApprovalEvent, ExecutionResult
+
+COMMANDS = ("approvals", "kill-switch")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``approvals`` and ``kill-switch`` on an existing sub-command parser."""
+    approvals = subparsers.add_parser("approvals", help="list and decide pending approvals")
+    actions = approvals.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="show approvals (pending by default)")
+    listing.add_argument("--status", choices=["pending", "approved", "rejected", "expired", "all"], default="pending")
+    listing.add_argument("--limit", type=int, default=50)
+    ok = actions.add_parser("approve", help="approve and run a pending request")
+    ok.add_argument("id", type=int)
+    ok.add_argument("--by", help="approver name recorded as executed_by (default: $USER)")
+    no = actions.add_parser("reject", help="reject a pending request")
+    no.add_argument("id", type=int)
+    no.add_argument("--reason", default=None)
+    no.add_argument("--by", help="who rejects (default: $USER)")
+    for p in (listing, ok, no):
+        p.add_argument("--no-publish", action="store_true", help="do not publish events to Kafka")
+
+    kill = subparsers.add_parser("kill-switch", help="stop (on) or allow (off) all execution")
+    kill.add_argument("state", choices=["on", "off", "status"])
+    kill.add_argument("--by", help="who flips it (default: $USER)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elk-resolver")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def _who(explicit: str | None) -> str:
+    if explicit and explicit.strip():
+        return explicit.strip()
+    for var in ("USER", "LOGNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+def _ts(value: datetime | None) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _approvals_table(rows: list[dict[str, Any]]) -> str:
+    body = []
+    for r in rows:
+        commands = (r.get("request") or {}).get("commands") or []
+        first = commands[0]["command"] if commands else ""
+        more = f" (+{len(commands) - 1})" if len(commands) > 1 else ""
+        body.append(
+            [
+                r["id"], r["status"], r["solution_id"], r["hash_signature"][:12], _ts(r["created_at"]),
+                _ts(r["expires_at"]), r["decided_by"] or "", _clip(first, 60) + more, _clip(r["reason"], 70),
+            ]
+        )  # fmt: skip
+    headers = ["ID", "STATUS", "SOLUTION", "HASH", "CREATED (UTC)", "EXPIRES (UTC)", "BY", "COMMAND", "REASON"]
+    return table(headers, body)
+
+
+def _results_table(results: list[ExecutionResult]) -> str:
+    return table(
+        ["REQUEST", "OUTCOME", "BY", "HISTORY ID", "REASON"],
+        [
+            [r.request_id[:16], r.outcome, r.executed_by or "", r.execution_history_id or "", _clip(r.reason, 80)]
+            for r in results
+        ],
+    )
+
+
+async def _publish(
+    settings: Settings, results: list[ExecutionResult], events: list[ApprovalEvent], err: TextIO
+) -> None:
+    if not settings.kafka_bootstrap_servers or not (results or events):
+        return
+    from faststream.kafka import KafkaBroker
+
+    from streams.execute import publish_outcomes
+
+    broker = KafkaBroker(settings.kafka_bootstrap_servers)
+    try:
+        await broker.start()
+        await publish_outcomes(broker, settings, results, events)
+    except Exception as exc:  # the decision is committed; only the notification is lost
+        print(f"warning: decided, but could not publish the events to Kafka: {exc!r}", file=err)
+    finally:
+        await broker.stop()
+
+
+async def main(
+    args: argparse.Namespace | Sequence[str],
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Run one command; return the exit status (0 ok, 1 refused, 2 usage/configuration)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    if not isinstance(args, argparse.Namespace):
+        args = build_parser().parse_args(list(args))
+    own_pool = pool is None
+    if pool is None:
+        if not settings.database_url:
+            print("error: no database configured (set ELK_RESOLVER_DATABASE_URL)", file=err)
+            return 2
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        return await _dispatch(args, settings, pool, out, err)
+    finally:
+        if own_pool:
+            await pool.close()
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool, out: TextIO, err: TextIO) -> int:
+    publish = not getattr(args, "no_publish", False)
+    if args.command == "kill-switch":
+        if args.state == "status":
+            row = await get_kill_switch(pool=pool)
+        else:
+            who = _who(args.by)
+            if not who:
+                print("error: say who you are with --by NAME", file=err)
+                return 2
+            row = await set_kill_switch(args.state == "on", who, pool=pool)
+        state = "ON (all execution stopped)" if row["kill_switch"] else "off"
+        if settings.kill_switch:
+            state += "; the ELK_RESOLVER_KILL_SWITCH setting is also on"
+        print(f"kill switch: {state}  (last set by {row['updated_by']} at {_ts(row['updated_at'])} UTC)", file=out)
+        return 0
+
+    if args.action == "list":
+        status = None if args.status == "all" else args.status
+        rows = await list_approvals(pool=pool, status=status, limit=args.limit)
+        if not rows:
+            print(f"no {'' if status is None else status + ' '}approvals", file=out)
+        else:
+            print(_approvals_table(rows), file=out)
+        return 0
+
+    who = _who(args.by)
+    if not who:
+        print("error: say who you are with --by NAME (it is recorded as executed_by)", file=err)
+        return 2
+    try:
+        if args.action == "approve":
+            runtime = Runtime()
+            es = None
+            if settings.elasticsearch_url:
+                from elk_resolver.executors.elasticsearch import make_client
+
+                es = make_client(settings)
+                runtime = Runtime(elasticsearch=es)
+            try:
+                event, results = await approve(
+                    args.id, who, pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
+                    runtime=runtime,
+                )  # fmt: skip
+            finally:
+                if es is not None:
+                    await es.close()
+        else:
+            event, results = await reject(args.id, who, args.reason, pool=pool)
+    except ApprovalError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    print(f"approval {event.approval_id} {event.status} by {event.decided_by}", file=out)
+    print(_results_table(results), file=out)
+    if publish:
+        await _publish(settings, results, [event], err)
+    return 0
