@@ -1,0 +1,607 @@
+"""The ingest stage runner: ``topic_raw`` -> :mod:`handlers.ingest` -> PostgreSQL,
+``topic_analysis`` and ``topic_dlq``.
+
+It uses aiokafka directly, not a FastStream subscriber, because the delivery rules below
+need control FastStream's batch subscriber does not give (see
+``shared/notes/kafka-and-faststream.md``: ``msg.ack()`` commits every partition's position,
+and a failing batch is either committed or redelivered at once without backoff).
+
+Three tasks form a pipeline, so Python's CPU work and PostgreSQL's run on different cores:
+
+    fetch+prepare ──(queue, depth 2)──> database ──(queue, depth 2)──> publish-ack+commit
+
+* *fetch*: ``getmany`` a batch, :func:`handlers.ingest.prepare_batch` it (parse, mask,
+  classify, fingerprint) while the previous batch is in PostgreSQL.
+* *database*: one transaction per batch (:func:`handlers.ingest.store_batch`), then the
+  analysis events and dead letters are handed to the producer (``send`` only).
+* *commit*: waits for the broker's acknowledgements of a batch, then commits its offsets.
+  Batches leave this task in fetch order, so offsets are committed strictly in order and
+  only after the batch's transaction committed *and* its records were acknowledged.
+
+Failures. A database or broker outage keeps the batch in hand and retries it with
+exponential backoff (``retry_backoff_initial_s`` .. ``retry_backoff_max_s``) until the
+dependency is back; nothing is skipped. While a queue stays full the fetch task pauses its
+partitions and keeps polling, so the group membership stays alive. On a rebalance every
+batch fetched before it is dropped before its commit: its records are fetched again from the
+committed offsets, and writing them twice counts nothing twice (occurrences are keyed by the
+event identity). A batch PostgreSQL refuses for its data (not a connection problem) is
+stored record by record, and a record that is still refused goes to the DLQ
+(``db_rejected``), so one bad value never blocks a partition.
+
+The analysis events go out through an ``AIOKafkaProducer`` this stage owns: ``send`` per
+record, keyed by ``hash_signature``, then one wait for all futures. FastStream's
+``publish`` per record does the same with a middleware chain around each call, which costs
+more per event than the whole rest of the stage's publishing. No idempotence and no
+transactions: Tansu supports neither, and the downstream stages are idempotent instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from elk_resolver.masking import SecretMasker
+from elk_resolver.pattern_cache import PatternCache
+from handlers.ingest import (
+    DeadLetter,
+    IngestConfig,
+    PartitionCache,
+    PreparedBatch,
+    StoredBatch,
+    _masked_bytes,
+    build_events,
+    prepare_batch,
+    store_batch,
+)
+from streams import metrics as m
+from streams.contracts import AnalysisEvent
+
+log = logging.getLogger(__name__)
+
+STAGE = "ingest"
+_STOP = object()
+_serialize = AnalysisEvent.__pydantic_serializer__.to_json
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A failure of the connection or the server, not of the data: retry the same batch."""
+    if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
+        return True
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError  # 08: connection exceptions
+        | asyncpg.exceptions.OperatorInterventionError  # 57: admin shutdown, cannot connect now
+        | asyncpg.exceptions.InsufficientResourcesError  # 53: too many connections, disk full
+        | asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialization failure
+    ):
+        return True
+    # asyncpg's own "connection is closed" / "connection was closed in the middle of operation"
+    return type(exc) is asyncpg.InterfaceError or isinstance(exc, asyncpg.exceptions.InternalClientError)
+
+
+@dataclass
+class IngestMetrics:
+    """Plain counters of this stage instance (the Prometheus ones are process-wide)."""
+
+    events_in: int = 0
+    stored: int = 0
+    new_occurrences: int = 0
+    new_rows: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    published: int = 0
+    batches: int = 0
+    db_retries: int = 0
+    broker_retries: int = 0
+    dropped_on_rebalance: int = 0
+    last_batch_seconds: float = 0.0
+    batch_seconds_total: float = 0.0
+    committed: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Batch:
+    generation: int
+    fetched_at: float
+    records: list[Any]
+    offsets: dict[TopicPartition, int]
+    prepared: PreparedBatch
+    messages: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = field(
+        default_factory=list
+    )
+    futures: list[asyncio.Future] = field(default_factory=list)
+    stored: StoredBatch | None = None
+
+    def where(self) -> str:
+        return ", ".join(f"{tp.topic}[{tp.partition}]@{off - 1}" for tp, off in sorted(self.offsets.items()))
+
+
+class _Abandoned(Exception):
+    """The stage is stopping (or the batch went stale) while a dependency is down."""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, stage: IngestStage) -> None:
+        self._stage = stage
+
+    async def on_partitions_revoked(self, revoked):
+        self._stage._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned):
+        self._stage._on_assigned(assigned)
+
+
+class IngestStage:
+    name = STAGE
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        pool: asyncpg.Pool,
+        broker: Any = None,
+        replay: bool = False,
+        group_id: str | None = None,
+        bootstrap_servers: str | None = None,
+        queue_depth: int = 2,
+        graceful_timeout_s: float = 15.0,
+        after_db_commit: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.broker = broker  # not used for publishing: see the module docstring
+        self.replay = replay
+        self.group_id = group_id or settings.group_ingest
+        self.bootstrap_servers = bootstrap_servers or settings.kafka_bootstrap_servers
+        if not self.bootstrap_servers:
+            raise ValueError("the ingest stage needs kafka_bootstrap_servers")
+        self.config = IngestConfig.from_settings(settings)
+        self.masker = SecretMasker(settings.mask_extra_patterns)
+        self.patterns = PatternCache(pool, refresh_s=settings.patterns_refresh_s, on_reload=self._patterns_loaded)
+        self.partitions = PartitionCache()
+        self.metrics = IngestMetrics()
+        self._after_db_commit = after_db_commit
+        self._queue_depth = queue_depth
+        self._graceful_timeout_s = graceful_timeout_s
+        self._generation = 0
+        self._assigned: set[TopicPartition] = set()
+        self._pending_commit: dict[TopicPartition, int] = {}
+        self._stopping = False
+        self._abandon = False
+        self._tasks: list[asyncio.Task] = []
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._db_q: asyncio.Queue = asyncio.Queue(queue_depth)
+        self._commit_q: asyncio.Queue = asyncio.Queue(queue_depth)
+        self._last_batch_done = time.monotonic()
+
+    # -- Stage protocol ------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return bool(self._assigned) and not self._stopping
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.patterns.start()
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap_servers,
+            acks=1,
+            enable_idempotence=False,
+            linger_ms=2,
+            max_batch_size=1 << 20,
+            max_request_size=max(2 << 20, s.max_record_bytes + (64 << 10)),
+            request_timeout_ms=15000,
+            retry_backoff_ms=200,
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id,
+            client_id=f"elk-resolver-{STAGE}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            # The fetch task polls (paused) at least every second while a dependency is down,
+            # so this only bounds a stuck event loop.
+            max_poll_interval_ms=300_000,
+            max_poll_records=s.batch_max_records,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_wait_ms=max(10, s.batch_timeout_ms),
+        )
+        await self._producer.start()
+        try:
+            self._consumer.subscribe([s.topic_raw], listener=_Rebalance(self))
+            await self._consumer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(), name="ingest-fetch"),
+            asyncio.create_task(self._db_loop(), name="ingest-db"),
+            asyncio.create_task(self._commit_loop(), name="ingest-commit"),
+        ]
+        log.info("ingest started: topic %s group %s", s.topic_raw, self.group_id, extra={"stage": STAGE})
+
+    async def stop(self) -> None:
+        """Stop fetching, finish the batches already fetched (up to ``graceful_timeout_s``;
+        unfinished ones are redelivered), commit, leave the group."""
+        if self._stopping:
+            return
+        self._stopping = True
+        fetch, db, commit = self._tasks or (None, None, None)
+        if fetch is not None:
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await fetch
+            await self._db_q.put(_STOP)
+            try:
+                await asyncio.wait_for(asyncio.gather(db, commit), self._graceful_timeout_s)
+            except (TimeoutError, Exception):
+                self._abandon = True
+                for task in (db, commit):
+                    task.cancel()
+                await asyncio.gather(db, commit, return_exceptions=True)
+        self._tasks = []
+        await self.patterns.stop()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._commit_pending()
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        m.ASSIGNED_PARTITIONS.labels(STAGE).set(0)
+        log.info("ingest stopped", extra={"stage": STAGE})
+
+    async def run_until_stopped(self) -> None:
+        """For callers that own no event of their own: return when a task dies."""
+        await asyncio.gather(*self._tasks)
+
+    # -- rebalance -----------------------------------------------------------------------------
+    def _on_revoked(self, revoked) -> None:
+        # Everything fetched so far is dropped before its commit; on reassignment positions
+        # restart from the committed offsets, so nothing is lost, and a batch written twice
+        # counts nothing twice.
+        self._generation += 1
+        self._assigned.clear()
+        for tp in revoked:
+            self._pending_commit.pop(tp, None)
+        if revoked:
+            log.info("partitions revoked: %s", sorted(revoked), extra={"stage": STAGE})
+
+    def _on_assigned(self, assigned) -> None:
+        self._assigned = set(assigned)
+        m.ASSIGNED_PARTITIONS.labels(STAGE).set(len(self._assigned))
+        log.info("partitions assigned: %s", sorted(assigned), extra={"stage": STAGE})
+
+    def _patterns_loaded(self, patterns) -> None:
+        m.PATTERNS_INVALID.labels(STAGE).set(len(patterns.invalid))
+
+    # -- pipeline ------------------------------------------------------------------------------
+    async def _fetch_loop(self) -> None:
+        consumer = self._consumer
+        max_records = self.settings.batch_max_records
+        timeout_ms = self.settings.batch_timeout_ms
+        while True:
+            try:
+                data = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            except KafkaError as exc:
+                log.warning("fetch failed (%s), polling again", exc, extra={"stage": STAGE})
+                await asyncio.sleep(self.settings.retry_backoff_initial_s)
+                continue
+            if not data:
+                continue
+            generation = self._generation
+            fetched_at = time.monotonic()
+            records = [r for rs in data.values() for r in rs]
+            offsets = {tp: rs[-1].offset + 1 for tp, rs in data.items()}
+            prepared = prepare_batch(
+                records, patterns=self.patterns.current, masker=self.masker, config=self.config
+            )
+            await self._hand_over(_Batch(generation, fetched_at, records, offsets, prepared))
+
+    async def _hand_over(self, batch: _Batch) -> None:
+        """Queue the batch. While the queue stays full (a dependency is slow or down), pause
+        the partitions and keep polling so the consumer stays in its group."""
+        put = asyncio.ensure_future(self._db_q.put(batch))
+        paused = False
+        try:
+            while True:
+                done, _ = await asyncio.wait({put}, timeout=1.0)
+                if done:
+                    return
+                consumer = self._consumer
+                consumer.pause(*consumer.assignment())
+                paused = True
+                stray = await consumer.getmany(timeout_ms=0)
+                for tp, rs in stray.items():  # assigned during the pause: fetch them again later
+                    consumer.seek(tp, rs[0].offset)
+        finally:
+            if not put.done():
+                put.cancel()
+            if paused:
+                self._consumer.resume(*self._consumer.assignment())
+
+    async def _db_loop(self) -> None:
+        while True:
+            batch = await self._db_q.get()
+            if batch is _STOP:
+                await self._commit_q.put(_STOP)
+                return
+            if batch.generation != self._generation:
+                self._drop(batch)
+                continue
+            try:
+                await self._store(batch)
+            except _Abandoned:
+                self._drop(batch)
+                continue
+            if self._after_db_commit is not None:
+                self._after_db_commit()
+            try:
+                await self._send(batch)
+            except _Abandoned:
+                self._drop(batch)
+                continue
+            await self._commit_q.put(batch)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = await self._commit_q.get()
+            if batch is _STOP:
+                await self._commit_pending()
+                return
+            try:
+                await self._await_acks(batch)
+            except _Abandoned:
+                self._drop(batch)
+                continue
+            if batch.generation != self._generation:
+                self._drop(batch)
+                continue
+            for tp, off in batch.offsets.items():
+                if tp in self._assigned:
+                    self._pending_commit[tp] = off
+            await self._commit_pending()
+            self._account(batch)
+
+    # -- steps ---------------------------------------------------------------------------------
+    async def _retry(self, dependency: str, batch: _Batch, attempt_fn) -> Any:
+        s = self.settings
+        delay = s.retry_backoff_initial_s
+        failures = 0
+        while True:
+            try:
+                return await attempt_fn()
+            except Exception as exc:
+                if dependency == "database" and not is_transient_db_error(exc):
+                    raise
+                if dependency == "broker" and not isinstance(exc, KafkaError | OSError | asyncio.TimeoutError):
+                    raise
+                failures += 1
+                if dependency == "database":
+                    self.metrics.db_retries += 1
+                else:
+                    self.metrics.broker_retries += 1
+                m.RETRIES.labels(STAGE, dependency).inc()
+                if failures == 1 or failures % 10 == 0:
+                    log.warning(
+                        "%s unavailable (%s: %s), batch %s kept, retry %d in %.1fs",
+                        dependency,
+                        type(exc).__name__,
+                        exc,
+                        batch.where(),
+                        failures,
+                        delay,
+                        extra={"stage": STAGE, "offsets": batch.where()},
+                    )
+                if self._abandon or batch.generation != self._generation:
+                    raise _Abandoned from exc
+                await asyncio.sleep(delay)
+                if self._abandon or batch.generation != self._generation:
+                    raise _Abandoned from exc
+                delay = min(delay * 2, s.retry_backoff_max_s)
+
+    async def _transaction(self, prepared: PreparedBatch) -> StoredBatch:
+        async with self.pool.acquire() as conn, conn.transaction():
+            stored = await store_batch(
+                conn, prepared, partitions=self.partitions, fingerprint_version=self.config.fingerprint_version
+            )
+        self.partitions.add(stored.months_created)
+        return stored
+
+    async def _store(self, batch: _Batch) -> None:
+        try:
+            batch.stored = await self._retry("database", batch, lambda: self._transaction(batch.prepared))
+        except asyncpg.PostgresError as exc:
+            log.error(
+                "database refused batch %s (%s: %s); storing it record by record",
+                batch.where(),
+                type(exc).__name__,
+                exc,
+                extra={"stage": STAGE},
+            )
+            await self._store_one_by_one(batch)
+            return
+        batch.messages = self._messages(batch.prepared, batch.stored, batch.prepared.dead_letters)
+
+    async def _store_one_by_one(self, batch: _Batch) -> None:
+        """The slow path for a batch PostgreSQL refused for its data: isolate the records."""
+        patterns = self.patterns.current
+        messages: list = []
+        for rec in batch.records:
+            prepared = prepare_batch([rec], patterns=patterns, masker=self.masker, config=self.config)
+            try:
+                stored = await self._retry("database", batch, lambda p=prepared: self._transaction(p))
+            except asyncpg.PostgresError as exc:
+                dead = DeadLetter(
+                    _masked_bytes(self.masker, rec.value), "db_rejected", f"{type(exc).__name__}: {exc}",
+                    rec.topic, rec.partition, rec.offset,
+                )
+                messages += self._messages(prepared, None, [dead])
+                batch.prepared.dead_letters.append(dead)
+                continue
+            messages += self._messages(prepared, stored, prepared.dead_letters)
+        batch.messages = messages
+        batch.stored = None
+
+    def _messages(self, prepared: PreparedBatch, stored: StoredBatch | None, dead: list[DeadLetter]) -> list:
+        s = self.settings
+        out = []
+        if stored is not None:
+            for ev in build_events(prepared, stored, replay=self.replay):
+                out.append((s.topic_analysis, ev.hash_signature.encode(), _serialize(ev), None))
+        for d in dead:
+            out.append((s.topic_dlq, None, d.value, d.headers()))
+        return out
+
+    async def _send(self, batch: _Batch) -> None:
+        async def attempt():
+            send = self._producer.send
+            futures = []
+            for topic, key, value, headers in batch.messages:
+                futures.append(await send(topic, value=value, key=key, headers=headers))
+            batch.futures = futures
+
+        if batch.messages:
+            await self._retry("broker", batch, attempt)
+
+    async def _await_acks(self, batch: _Batch) -> None:
+        """Wait for every record of the batch to be acknowledged; re-send the failed ones."""
+        s = self.settings
+        delay = s.retry_backoff_initial_s
+        while batch.futures:
+            results = await asyncio.gather(*batch.futures, return_exceptions=True)
+            failed = [(msg, r) for msg, r in zip(batch.messages, results) if isinstance(r, BaseException)]
+            if not failed:
+                return
+            self.metrics.broker_retries += 1
+            m.RETRIES.labels(STAGE, "broker").inc()
+            log.warning(
+                "broker did not acknowledge %d records of batch %s (%s), re-sending in %.1fs",
+                len(failed),
+                batch.where(),
+                failed[0][1],
+                delay,
+                extra={"stage": STAGE, "offsets": batch.where()},
+            )
+            if self._abandon or batch.generation != self._generation:
+                raise _Abandoned
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, s.retry_backoff_max_s)
+            batch.messages = [msg for msg, _ in failed]
+            batch.futures = []
+            await self._send(batch)
+
+    async def _commit_pending(self) -> None:
+        if not self._pending_commit or self._consumer is None:
+            return
+        offsets = {tp: off for tp, off in self._pending_commit.items() if tp in self._assigned}
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance or a broker hiccup: the next batch commits these offsets too, or
+            # the records are redelivered, which is harmless.
+            log.warning("offset commit failed (%s), kept for the next commit", exc, extra={"stage": STAGE})
+            return
+        for tp, off in offsets.items():
+            if self._pending_commit.get(tp) == off:
+                del self._pending_commit[tp]
+            self.metrics.committed[tp] = off
+
+    def _account(self, batch: _Batch) -> None:
+        p = batch.prepared
+        mt = self.metrics
+        elapsed = time.monotonic() - batch.fetched_at
+        mt.events_in += p.events_in
+        mt.stored += p.error_events
+        mt.skipped += p.skipped
+        mt.dead_lettered += len(p.dead_letters)
+        mt.published += len(batch.messages)
+        mt.batches += 1
+        mt.last_batch_seconds = elapsed
+        mt.batch_seconds_total += elapsed
+        if batch.stored is not None:
+            rows = batch.stored.rows.values()
+            mt.new_rows += sum(1 for r in rows if r[1])
+            mt.new_occurrences += sum(r[2] for r in rows)
+            m.NEW_OCCURRENCES.labels(STAGE).inc(sum(r[2] for r in rows))
+        m.EVENTS_IN.labels(STAGE).inc(p.events_in)
+        m.EVENTS_STORED.labels(STAGE).inc(p.error_events)
+        m.EVENTS_SKIPPED.labels(STAGE).inc(p.skipped)
+        for d in p.dead_letters:
+            m.DEAD_LETTERED.labels(STAGE, d.reason).inc()
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s", d.topic, d.partition, d.offset, d.reason,
+                extra={"stage": STAGE, "topic": d.topic, "partition": d.partition, "offset": d.offset},
+            )
+        m.PUBLISHED.labels(STAGE).inc(len(batch.messages))
+        m.BATCHES.labels(STAGE).inc()
+        m.BATCH_SECONDS.labels(STAGE).observe(elapsed)
+
+    def _drop(self, batch: _Batch) -> None:
+        self.metrics.dropped_on_rebalance += 1
+        log.info("batch %s dropped before commit; it will be redelivered", batch.where(), extra={"stage": STAGE})
+
+
+def build_ingest(
+    settings: Any,
+    *,
+    pool: asyncpg.Pool,
+    broker: Any = None,
+    replay: bool = False,
+    group_id: str | None = None,
+    **options: Any,
+) -> IngestStage:
+    """The ingest :class:`~streams.stage.Stage`. ``replay`` marks every analysis event as a
+    replay; ``group_id`` overrides ``settings.group_ingest`` (replays use a fresh group)."""
+    return IngestStage(settings, pool=pool, broker=broker, replay=replay, group_id=group_id, **options)
+
+
+async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
+    """``python -m streams.ingest``: this stage alone, until SIGTERM or SIGINT."""
+    from elk_resolver.db import create_pool
+    from elk_resolver.settings import make_settings
+    from elk_resolver.topics import ensure_topics
+
+    logging.basicConfig(level=os.environ.get("ELK_RESOLVER_LOG_LEVEL", "INFO"))
+    settings = make_settings()
+    if not settings.database_url or not settings.kafka_bootstrap_servers:
+        raise SystemExit("set ELK_RESOLVER_DATABASE_URL and ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS")
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        settings.topics(),
+        partitions=settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+    )
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopped.set)
+    async with await create_pool(settings.database_url, min_size=1, max_size=4) as pool:
+        stage = build_ingest(settings, pool=pool, after_db_commit=after_db_commit)
+        await stage.start()
+        try:
+            runner = asyncio.ensure_future(stage.run_until_stopped())
+            await asyncio.wait({runner, asyncio.ensure_future(stopped.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():
+                runner.result()
+        finally:
+            await stage.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
