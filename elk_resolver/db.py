@@ -26,9 +26,20 @@ async def init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(typename, encoder=_dumps, decoder=orjson.loads, schema="pg_catalog")
 
 
+# The document's columns are TIMESTAMP without time zone with DEFAULT NOW(): a session in
+# UTC makes NOW() and the naive UTC datetimes the service passes agree on every server.
+SERVER_SETTINGS = {"timezone": "UTC", "application_name": "elk-resolver"}
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs) -> asyncpg.Pool:
+    server_settings = {**SERVER_SETTINGS, **kwargs.pop("server_settings", {})}
     return await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=init_connection, **kwargs
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=init_connection,
+        server_settings=server_settings,
+        **kwargs,
     )
 
 
