@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(900.0, description="older events never run automatically")
     approval_ttl_s: float = 3600.0
     verification_window_s: float = 900.0
+    execution_maintenance_interval_s: float = Field(
+        2.0, gt=0, description="how often approvals expire and verifications are judged"
+    )
 
     # --- operating --------------------------------------------------------------------
     http_host: str = "127.0.0.1"

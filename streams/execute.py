@@ -305,9 +305,12 @@ def build_execute(
     broker: KafkaBroker,
     group_id: str | None = None,
     env: Mapping[str, str] | None = None,
-    maintenance_interval_s: float = 2.0,
+    maintenance_interval_s: float | None = None,
 ) -> ExecuteStage:
     """The execution stage; nothing connects until :meth:`ExecuteStage.start`."""
     return ExecuteStage(
-        settings, pool=pool, broker=broker, group_id=group_id, env=env, maintenance_interval_s=maintenance_interval_s
+        settings, pool=pool, broker=broker, group_id=group_id, env=env,
+        maintenance_interval_s=(
+            settings.execution_maintenance_interval_s if maintenance_interval_s is None else maintenance_interval_s
+        ),
     )
