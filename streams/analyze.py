@@ -41,6 +41,7 @@ from elk_resolver.llm import LLMClient
 from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
 from handlers.analyze import analyze
+from streams.tolerant_parser import tolerant_parser
 from streams.contracts import AnalysisEvent, DeadLetterHeaders
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class AnalyzeStage:
             persistent=False,
             title="on_elk_errors_analysis",
         )
-        subscriber(self.on_elk_errors_analysis, decoder=_raw_body)
+        subscriber(self.on_elk_errors_analysis, decoder=_raw_body, parser=tolerant_parser)
         self._subscriber = subscriber
         self._stopping.clear()
         await subscriber.start()

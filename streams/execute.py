@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from elk_resolver.executors.elasticsearch import make_client
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
+from streams.tolerant_parser import tolerant_parser
 from streams.contracts import ApprovalEvent, DeadLetterHeaders, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ class ExecuteStage:
             persistent=False,
             title="on_elk_errors_execution",
         )
-        subscriber(self.on_elk_errors_execution, decoder=_raw_body)
+        subscriber(self.on_elk_errors_execution, decoder=_raw_body, parser=tolerant_parser)
         self._subscriber = subscriber
         self._stopping.clear()
         await subscriber.start()

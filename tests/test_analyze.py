@@ -623,7 +623,10 @@ async def test_analysis_event_on_kafka_becomes_an_execution_request(pool, catalo
             producer = AIOKafkaProducer(bootstrap_servers=tuned.kafka_bootstrap_servers)
             await producer.start()
             try:
-                await producer.send_and_wait(tuned.topic_analysis, b"{not an event", key=b"junk")
+                # junk body and a non-UTF-8 header: FastStream's own parser would fail before the handler
+                await producer.send_and_wait(
+                    tuned.topic_analysis, b"{not an event", key=b"junk", headers=[("trace", b"\xff\xfe")]
+                )
                 await producer.send_and_wait(
                     tuned.topic_analysis, event.model_dump_json().encode(), key=event.hash_signature.encode()
                 )
