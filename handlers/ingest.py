@@ -30,11 +30,12 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 import asyncpg
+import orjson
 
 from elk_resolver.classify import PatternRow, PatternSet
 from elk_resolver.db import queries
 from elk_resolver.fingerprint import fingerprint
-from elk_resolver.logstash_event import DEFAULT_MAX_BYTES, BadRecord, parse_record
+from elk_resolver.logstash_event import DEFAULT_MAX_BYTES, SOURCE_SYSTEM_MAX, BadRecord, parse_record
 from elk_resolver.masking import SecretMasker
 from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
 
@@ -48,6 +49,7 @@ __all__ = [
     "RawRecord",
     "StoredBatch",
     "build_events",
+    "encode_events",
     "handle_batch",
     "prepare_batch",
     "store_batch",
@@ -315,15 +317,23 @@ def prepare_batch(
         stack = ev.stack_trace
         if stack is not None:
             stack = mask_text(_strip_nul(stack) if nul else stack)
-        context = {k: mask_text(_strip_nul(v) if nul else v) for k, v in ev.context.items()}
+        context = ev.context
         source = ev.source_system
+        if nul:
+            context = {k: _strip_nul(v) for k, v in context.items()}
+            source = _strip_nul(source)
+        # One masking pass over all context values: they rarely hold a secret.
+        joined = "\x1f".join((source, *context.values()))
+        if mask_text(joined) != joined:
+            context = {k: mask_text(v) for k, v in context.items()}
+            source = mask_text(source)[:SOURCE_SYSTEM_MAX]
         errors[fp.hash] = _Error(
             hash=fp.hash,
             error_type=error_type,
             message=message,
             template=fp.template,
             severity=severity,
-            source_system=mask_text(_strip_nul(source) if nul else source),
+            source_system=source,
             stack_trace=stack,
             elasticsearch_id=ev.elasticsearch_id,
             raw=masker.mask_obj(raw),
@@ -446,6 +456,63 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
             )
         )
     return events
+
+
+_CONTEXT_FIELDS = (
+    ("namespace", "namespace"),
+    ("pod", "pod"),
+    ("container", "container"),
+    ("deployment", "deployment"),
+    ("service", "service"),
+    ("host", "host"),
+    ("index", "index"),
+    ("path", "file"),
+)
+
+
+def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = False) -> list[tuple[str, bytes]]:
+    """``(hash_signature, JSON)`` of the events :func:`build_events` would build, without
+    building them: the same document (the tests check it validates to the same model) for a
+    tenth of the cost, which matters at one event per distinct error per batch."""
+    out = []
+    dumps = orjson.dumps
+    for h, e in batch.errors.items():
+        row_id, first_seen, new = stored.rows[h]
+        p = e.pattern
+        ctx = e.context
+        out.append(
+            (
+                h,
+                dumps(
+                    {
+                        "error_log_id": row_id,
+                        "hash_signature": h,
+                        "error_type": e.error_type,
+                        "error_message": e.message,
+                        "fingerprint_template": e.template,
+                        "severity": e.severity,
+                        "source_system": e.source_system,
+                        "pattern": None
+                        if p is None
+                        else {
+                            "id": p.id,
+                            "name": p.pattern_name,
+                            "category": p.error_category,
+                            "priority": p.sort_key[0],
+                            "auto_resolve": p.auto_resolve,
+                        },
+                        "context": {name: ctx.get(key) for name, key in _CONTEXT_FIELDS},
+                        "occurrences_in_batch": e.count,
+                        "new_occurrences": new,
+                        "first_seen": first_seen,
+                        "event_time": e.last_time,
+                        "trigger_event_id": e.trigger_identity,
+                        "replay": replay,
+                    }
+                ),
+            )
+        )
+    return out
 
 
 def count(batch: PreparedBatch, stored: StoredBatch | None) -> IngestCounts:

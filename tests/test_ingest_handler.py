@@ -284,3 +284,21 @@ async def test_pathological_pattern_does_not_stall(pool, patterns):
     assert time.perf_counter() - started < 5
     types = {r["error_type"] for r in await pool.fetch("SELECT error_type FROM error_logs")}
     assert types == {"unclassified", "evil"}
+
+
+async def test_encoded_events_are_the_analysis_event_contract(pool, patterns):
+    from handlers.ingest import build_events, encode_events, prepare_batch
+    from streams.contracts import AnalysisEvent
+    from handlers.ingest import StoredBatch
+
+    batch = prepare_batch(
+        records([ecs_event(), legacy_event(), {"message": "plain", "level": "error"}]),
+        patterns=patterns.current,
+        masker=SecretMasker(),
+    )
+    stored = StoredBatch({h: (i + 1, i % 2 == 0, i) for i, h in enumerate(batch.errors)}, [])
+    built = build_events(batch, stored, replay=True)
+    encoded = encode_events(batch, stored, replay=True)
+    assert [h for h, _ in encoded] == [e.hash_signature for e in built]
+    assert [AnalysisEvent.model_validate_json(v) for _, v in encoded] == built
+    assert [set(orjson.loads(v)) for _, v in encoded] == [set(e.model_dump()) for e in built]
