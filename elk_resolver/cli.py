@@ -279,7 +279,11 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     demo = settings.model_copy(update={
         "kafka_bootstrap_servers": None, "database_url": None, "state_dir": workdir,
         "execution_mode": "dry-run", "http_port": 0, "monitor_interval_s": 5.0,
+        # the namespaces of the shipped events, so dry-run shows what would run there
+        "kubectl_namespaces": ["production", "elk-stack"],
+        "log_level": "DEBUG" if args.verbose else "WARNING",
     })
+    logs.configure(json_lines=demo.log_json, level=demo.log_level)
     try:
         with services(demo) as svc:
             asyncio.run(prepare(demo, svc))

@@ -64,6 +64,7 @@ def make_broker(settings: Settings) -> KafkaBroker:
         request_timeout_ms=15000,
         graceful_timeout=15.0,
         logger=logging.getLogger("elk_resolver.broker"),
+        log_level=logging.DEBUG,  # "Received"/"Processed" per message: debug detail, not INFO
         description="ELK Auto Resolver: Logstash error events in, remediation results out",
     )
 
