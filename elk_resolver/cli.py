@@ -274,6 +274,19 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(settings, stages)
 
 
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    _require_kafka(settings, "topics")
+    from elk_resolver.topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, settings.topics(),
+                                        partitions=settings.topic_partitions,
+                                        replication_factor=settings.topic_replication_factor))
+    for name in settings.topics():
+        state = f"created with {settings.topic_partitions} partitions" if name in created else "exists"
+        print(f"{name}: {state}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="elk-resolver-demo-"))
     demo = settings.model_copy(update={
@@ -625,6 +638,7 @@ def cmd_approvals(args: argparse.Namespace, settings: Settings) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "migrate": cmd_migrate,
     "up": cmd_up,
+    "topics": cmd_topics,
     "run": cmd_run,
     "demo": cmd_demo,
     "replay": cmd_replay,
@@ -679,6 +693,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     sub.add_parser("migrate", help="apply pending database migrations (safe to run twice, or concurrently)")
+    sub.add_parser("topics", help="create the topics with the configured partition count (idempotent)",
+                   description="Creates every topic the service uses with ELK_RESOLVER_TOPIC_PARTITIONS "
+                               "partitions. Create them before Logstash writes: brokers auto-create unknown "
+                               "topics with their own default, and partitions cannot be added later without "
+                               "moving keys.")
     sub.add_parser("up", help="embedded Kafka and PostgreSQL plus every stage in one process; Ctrl-C stops all",
                    description="Start the embedded broker and database (for whatever is not configured), "
                                "migrate, create the topics, and run all stages with the HTTP endpoints. "
