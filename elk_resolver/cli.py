@@ -274,6 +274,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return _serve(settings, stages)
 
 
+def _password(env: str, role: str) -> str:
+    value = os.environ.get(env)
+    if value:
+        return value
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"password for {role}: ")
+        if value:
+            return value
+    raise CliError(f"set {env} (the password for {role}), or run this on a terminal to be asked")
+
+
+def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
+    from elk_resolver.roles import apply_roles
+
+    readonly = _password("ELK_RESOLVER_READONLY_PASSWORD", "elk_readonly")
+    app = _password("ELK_RESOLVER_APP_PASSWORD", "elk_resolver_user")
+    with database(settings) as s:
+        asyncio.run(apply_roles(s.database_url, readonly_password=readonly, app_password=app))
+    print("roles elk_readonly (SELECT) and elk_resolver_user (INSERT, SELECT, UPDATE) are in place")
+    return 0
+
+
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     _require_kafka(settings, "topics")
     from elk_resolver.topics import ensure_topics
@@ -639,6 +663,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "migrate": cmd_migrate,
     "up": cmd_up,
     "topics": cmd_topics,
+    "roles": cmd_roles,
     "run": cmd_run,
     "demo": cmd_demo,
     "replay": cmd_replay,
@@ -698,6 +723,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "partitions. Create them before Logstash writes: brokers auto-create unknown "
                                "topics with their own default, and partitions cannot be added later without "
                                "moving keys.")
+    sub.add_parser("roles", help="create the design document's roles (run as a superuser, after migrate)",
+                   description="Creates or updates elk_readonly (SELECT) and elk_resolver_user (INSERT, SELECT, "
+                               "UPDATE; no DELETE or DDL) with the document's grants. Passwords come from "
+                               "ELK_RESOLVER_READONLY_PASSWORD and ELK_RESOLVER_APP_PASSWORD, or are asked for.")
     sub.add_parser("up", help="embedded Kafka and PostgreSQL plus every stage in one process; Ctrl-C stops all",
                    description="Start the embedded broker and database (for whatever is not configured), "
                                "migrate, create the topics, and run all stages with the HTTP endpoints. "
