@@ -23,7 +23,6 @@ import uuid
 from pathlib import Path
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaProducer
 
 from bench.events import generate, pattern_rows
@@ -100,9 +99,12 @@ async def measure(
     batch_max_records: int = 1000,
     seed: int = 6,
     timeout_s: float = 600.0,
+    cpu_of: dict[str, int] | None = None,
 ) -> dict:
     """Produce ``n`` realistic events to fresh topics, run the ingest stage until it has
-    committed all of them, and return ``events_per_s`` with the details."""
+    committed all of them, and return ``events_per_s`` with the details. ``cpu_of`` names
+    other processes (name -> pid, children included) whose CPU seconds during the run are
+    reported beside this process's own."""
     if records is None:
         records = generate(n, seed).records
     n = len(records)
@@ -128,6 +130,8 @@ async def measure(
         produce_s = await produce(bootstrap_servers, settings.topic_raw, records)
         async with await create_pool(database_url, min_size=1, max_size=4) as pool:
             stage = build_ingest(settings, pool=pool)
+            cpu_before = _cpu_seconds(cpu_of or {})
+            own_before = time.process_time()
             await stage.start()
             try:
                 deadline = time.monotonic() + timeout_s
@@ -137,6 +141,8 @@ async def measure(
                     await asyncio.sleep(0.02)
             finally:
                 await stage.stop()
+            own_cpu = time.process_time() - own_before
+            cpu_after = _cpu_seconds(cpu_of or {})
             mt = stage.metrics
             rows = await pool.fetchrow(
                 "SELECT count(*) AS rows, coalesce(sum(occurrence_count), 0)::bigint AS occurrences FROM error_logs"
@@ -156,12 +162,36 @@ async def measure(
             "error_logs_rows": rows["rows"],
             "occurrences": rows["occurrences"],
             "produce_s": round(produce_s, 2),
+            "cpu_s": {
+                "ingest_process": round(own_cpu, 2),
+                **{k: round(cpu_after[k] - cpu_before[k], 2) for k in cpu_after},
+            },
             "patterns": patterns,
             "partitions": partitions,
             "batch_max_records": batch_max_records,
         }
     finally:
         await _drop_database(dsn, name)
+
+
+def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    import psutil
+
+    out = {}
+    for name, pid in pids.items():
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        out[name] = total
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             coro = measure(
                 kafka.bootstrap_servers, dsn, records=records, patterns=args.patterns,
                 partitions=args.partitions, batch_max_records=args.batch,
+                cpu_of={"postgres": pg.pid, "broker": kafka.pid},
             )
             if args.profile:
                 import cProfile

@@ -9,7 +9,6 @@ from datetime import datetime
 import orjson
 import pytest
 
-from elk_resolver.classify import PatternSet
 from elk_resolver.fingerprint import fingerprint
 from elk_resolver.masking import SecretMasker
 from elk_resolver.pattern_cache import PatternCache
