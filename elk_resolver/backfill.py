@@ -143,9 +143,9 @@ async def backfill(
     client = client or make_client(settings)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks=1,
                                 enable_idempotence=False, linger_ms=5)
-    await producer.start()
     pit_id: str | None = None
     try:
+        await producer.start()
         try:
             pit = await client.open_point_in_time(index=index, keep_alive=KEEP_ALIVE)
         except (ApiError, TransportError) as exc:

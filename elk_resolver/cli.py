@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -817,7 +818,15 @@ def _run(handler: Callable[[argparse.Namespace, Settings], int], args: argparse.
         field = ".".join(str(p) for p in first["loc"])
         raise CliError(f"invalid setting ELK_RESOLVER_{field.upper()}: {first['msg']}") from None
     logs.configure(json_lines=settings.log_json, level="DEBUG" if args.verbose else settings.log_level)
+    if args.command not in ("up", "run") and not args.verbose:
+        # one-shot commands end with one line that names the failure; aiokafka's own
+        # connection errors before it would only repeat it
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    _CONTEXT["kafka"] = settings.kafka_bootstrap_servers
     return handler(args, settings)
+
+
+_CONTEXT: dict[str, Any] = {}
 
 
 def _unreachable(exc: BaseException) -> str:
@@ -852,7 +861,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"elk-resolver: {exc}", file=sys.stderr)
         return 5
     except KafkaError as exc:
-        print(f"elk-resolver: cannot reach Kafka: {_unreachable(exc)}", file=sys.stderr)
+        where = f" at {_CONTEXT['kafka']}" if _CONTEXT.get("kafka") else ""
+        reason = "not reachable" if "bootstrap" in str(exc).lower() else _unreachable(exc)
+        print(f"elk-resolver: cannot reach Kafka{where}: {reason}", file=sys.stderr)
         return 5
     except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
         print(f"elk-resolver: cannot reach a service: {_unreachable(exc)}", file=sys.stderr)

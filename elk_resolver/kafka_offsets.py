@@ -30,6 +30,15 @@ def probe_consumer(bootstrap_servers: str, group_id: str | None = None, **kwargs
     )
 
 
+async def start_or_close(client) -> None:
+    """Start an aiokafka client; one that cannot connect is closed before the error rises."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
     deadline = time.monotonic() + timeout
     while True:
@@ -64,7 +73,7 @@ async def fetch_highwaters(
 
 async def highwaters(bootstrap_servers: str, topic: str) -> dict[int, int]:
     consumer = probe_consumer(bootstrap_servers)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         tps = await partitions_of(consumer, topic)
         consumer.assign(tps)
@@ -82,7 +91,7 @@ async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[i
     ``list_consumer_group_offsets`` cannot decode Tansu's answer; this path works on both.)
     """
     consumer = probe_consumer(bootstrap_servers, group_id=group_id)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         tps = await partitions_of(consumer, topic)
         consumer.assign(tps)

@@ -22,7 +22,7 @@ from datetime import datetime
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from elk_resolver.kafka_offsets import fetch_highwaters, offset_for_time, partitions_of
+from elk_resolver.kafka_offsets import fetch_highwaters, offset_for_time, partitions_of, start_or_close
 from elk_resolver.masking import SecretMasker
 from elk_resolver.pattern_cache import PatternCache
 from elk_resolver.progress import Progress
@@ -70,9 +70,9 @@ async def replay(
         max_poll_records=s.batch_max_records,
         fetch_max_wait_ms=100,
     )
+    await start_or_close(consumer)
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers, acks=1, enable_idempotence=False,
                                 linger_ms=2)
-    await consumer.start()
     try:
         await producer.start()
         tps = await partitions_of(consumer, s.topic_raw)

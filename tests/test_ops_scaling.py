@@ -106,6 +106,10 @@ async def test_two_run_processes_split_partitions_and_store_everything_once_even
         assert procs[1].poll() is None
         procs[1].send_signal(signal.SIGTERM)
         assert procs[1].wait(30) == 0  # a clean stop on SIGTERM
+        lines = [orjson.loads(line) for line in (tmp_path / "run-1.log").read_bytes().splitlines()
+                 if line.startswith(b"{")]
+        assert lines and all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        assert any(line.get("stage") == "ingest" for line in lines)
     finally:
         for proc in procs:
             if proc.poll() is None:
