@@ -189,6 +189,9 @@ class EmbeddedPostgres:
             stdin=subprocess.DEVNULL,
             **self._identity(),
             preexec_fn=lambda: _die_with_parent(signal.SIGINT),
+            # its own process group: Ctrl-C reaches the service, which drains its consumers
+            # before it stops the database (the terminal would otherwise signal both at once)
+            start_new_session=True,
         )
         logfile.close()
         _wait_until(self._accepting, 30, "PostgreSQL", self._proc)
@@ -261,6 +264,7 @@ class EmbeddedKafka:
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
             preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
+            start_new_session=True,  # see EmbeddedPostgres.start
         )
         _wait_until(lambda: port_open(self.host, self.port), 15, "Tansu broker", self._proc)
         return self.bootstrap_servers
