@@ -451,6 +451,16 @@ async def section_throughput(stack: Stack, args, results: dict) -> None:
         if out[key].get("peak_rss_mb"):
             memory[f"ingest stage, {processes} process(es), peak per process"] = out[key]["peak_rss_mb"]
 
+    # The limit again, after the project's runs: the machine is shared, so the higher of the two
+    # (the stricter bar) is the one the ratios use.
+    again = await run_limit_upsert(stack, _prepared_batches(data.records, topics["raw"]))
+    say(f"  bare bulk upsert again {again['rate']:,.0f}/s")
+    first = out["limit_upsert"]
+    out["limit_upsert"] = max(first, again, key=lambda r: r["rate"])
+    out["limit_upsert"]["note"] += (
+        f"; measured before and after the project runs ({first['rate']:,.0f}/s, {again['rate']:,.0f}/s), the higher kept"
+    )
+    out["limit_upsert_runs"] = [first["rate"], again["rate"]]
     limit = out["limit_upsert"]["rate"]
     out["ratios"] = {
         "project 1 proc / naive": stats.ratio(out["project_1"].get("rate"), out["naive"].get("rate")),
@@ -608,54 +618,70 @@ async def _insert_rate(conn, solution_id: int, max_inserts: int, max_seconds: fl
     return {"inserts": done, "seconds": seconds, "rate": stats.rate(done, seconds)}
 
 
-async def section_trigger(stack: Stack, args, results: dict) -> None:
-    history = args.trigger_history
+async def _trigger_database(stack: Stack, function_sql: str, history: int) -> tuple[str, asyncpg.Connection, int]:
+    """A scratch database whose trigger runs ``function_sql``, one solution with ``history`` rows."""
     database_url = await stack.fresh_database()
     conn = await asyncpg.connect(database_url)
-    out: dict[str, Any] = {"history": history}
-    try:
-        for name, function_sql in (("document", _document_function_sql()), ("incremental", _incremental_function_sql())):
-            await conn.execute(function_sql)
-            entry: dict[str, Any] = {}
-            for label, rows in (("0", 0), ("100k", history)):
-                await conn.execute("TRUNCATE execution_history CASCADE")
-                await conn.execute("DELETE FROM solutions")
-                solution_id = await conn.fetchval(
-                    "INSERT INTO solutions (solution_type, solution_description, solution_commands)"
-                    " VALUES ('bench', 'bench', '[]'::jsonb) RETURNING id"
-                )
-                if rows:
-                    await conn.execute("ALTER TABLE execution_history DISABLE TRIGGER trigger_update_solution_success_rate")
-                    await conn.execute(
-                        "INSERT INTO execution_history (solution_id, execution_status, executed_at)"
-                        " SELECT $1, CASE WHEN g % 3 = 0 THEN 'failed' ELSE 'success' END,"
-                        " now() - g * interval '1 minute' FROM generate_series(1, $2) g",
-                        solution_id,
-                        rows,
+    await conn.execute(function_sql)
+    solution_id = await conn.fetchval(
+        "INSERT INTO solutions (solution_type, solution_description, solution_commands)"
+        " VALUES ('bench', 'bench', '[]'::jsonb) RETURNING id"
+    )
+    if history:
+        await conn.execute("ALTER TABLE execution_history DISABLE TRIGGER trigger_update_solution_success_rate")
+        await conn.execute(
+            "INSERT INTO execution_history (solution_id, execution_status, executed_at)"
+            " SELECT $1, CASE WHEN g % 3 = 0 THEN 'failed' ELSE 'success' END,"
+            " now() - g * interval '1 minute' FROM generate_series(1, $2) g",
+            solution_id,
+            history,
+        )
+        await conn.execute("ALTER TABLE execution_history ENABLE TRIGGER trigger_update_solution_success_rate")
+        # the counts the document's recount gives, so the incremental body starts right
+        await conn.execute(
+            "UPDATE solutions SET execution_count = $2, success_count = $3 WHERE id = $1",
+            solution_id,
+            history,
+            history - history // 3,
+        )
+    await conn.execute("VACUUM ANALYZE execution_history")
+    await conn.execute("VACUUM ANALYZE solutions")
+    # the trigger's own work, not the disk: commits do not wait for the WAL flush
+    await conn.execute("SET synchronous_commit = off")
+    return database_url, conn, solution_id
+
+
+async def section_trigger(stack: Stack, args, results: dict) -> None:
+    history = args.trigger_history
+    rounds = args.trigger_rounds
+    out: dict[str, Any] = {"history": history, "rounds": rounds}
+    for name, function_sql in (("document", _document_function_sql()), ("incremental", _incremental_function_sql())):
+        empty = await _trigger_database(stack, function_sql, 0)
+        full = await _trigger_database(stack, function_sql, history)
+        runs: dict[str, list[dict]] = {"0": [], "100k": []}
+        try:
+            # Alternating short rounds, best of each: a noisy neighbour hits both sides alike.
+            for _ in range(rounds):
+                for label, (_, conn, solution_id) in (("0", empty), ("100k", full)):
+                    runs[label].append(
+                        await _insert_rate(conn, solution_id, args.trigger_inserts, args.trigger_seconds / rounds)
                     )
-                    await conn.execute("ALTER TABLE execution_history ENABLE TRIGGER trigger_update_solution_success_rate")
-                    # counts as the document would have them, so the incremental body starts right
-                    await conn.execute(
-                        "UPDATE solutions SET execution_count = $2, success_count = $3 WHERE id = $1",
-                        solution_id,
-                        rows,
-                        rows - rows // 3,
-                    )
-                    await conn.execute("VACUUM ANALYZE execution_history")
-                # the trigger's own work, not the disk: commits do not wait for the WAL flush
-                await conn.execute("SET synchronous_commit = off")
-                entry[f"run_{label}"] = await _insert_rate(conn, solution_id, args.trigger_inserts, args.trigger_seconds)
-                await conn.execute("RESET synchronous_commit")
-                entry[f"rate_{label}"] = entry[f"run_{label}"]["rate"]
-            entry["ratio"] = stats.ratio(entry["rate_100k"], entry["rate_0"])
-            out[name] = entry
-            say(f"trigger {name}: {entry['rate_0']:,.0f}/s at 0, {entry['rate_100k']:,.0f}/s at {history:,}")
-    finally:
-        await conn.close()
-        await stack.drop_database(database_url)
+        finally:
+            for database_url, conn, _ in (empty, full):
+                await conn.close()
+                await stack.drop_database(database_url)
+        entry: dict[str, Any] = {}
+        for label, measured in runs.items():
+            entry[f"runs_{label}"] = measured
+            entry[f"rate_{label}"] = max(r["rate"] for r in measured)
+        entry["ratio"] = stats.ratio(entry["rate_100k"], entry["rate_0"])
+        out[name] = entry
+        say(f"trigger {name}: {entry['rate_0']:,.0f}/s at 0, {entry['rate_100k']:,.0f}/s at {history:,}")
     out["note"] = (
-        "Single-row autocommit INSERTs on one connection, prepared; synchronous_commit=off for the session so "
-        "the figure is the trigger's work rather than the WAL flush. History loaded with the trigger disabled."
+        f"Single-row autocommit INSERTs, prepared, one connection per database; {rounds} alternating rounds per "
+        "side, best round reported; synchronous_commit=off for the session so the figure is the trigger's work "
+        "rather than the WAL flush. History loaded with the trigger disabled; the empty side gains the rows its "
+        "own rounds insert."
     )
     results["trigger"] = out
 
@@ -723,8 +749,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=int, default=2000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--trigger-history", type=int, default=100_000)
-    parser.add_argument("--trigger-inserts", type=int, default=3000)
-    parser.add_argument("--trigger-seconds", type=float, default=3.0)
+    parser.add_argument("--trigger-inserts", type=int, default=2000, help="at most this many per round")
+    parser.add_argument("--trigger-seconds", type=float, default=6.0, help="time per side, over all rounds")
+    parser.add_argument("--trigger-rounds", type=int, default=6)
     parser.add_argument("--timeout", type=float, default=300, help="give up on one throughput run after this")
     parser.add_argument("--corpus", default=None, help="grouping corpus (default ../shared/corpus/loghub-2k)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="where latest.json/latest.md go")
@@ -734,7 +761,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.naive_events = min(args.naive_events, 3_000)
         args.latency_seconds = min(args.latency_seconds, 5)
         args.trigger_history = min(args.trigger_history, 20_000)
-        args.trigger_seconds = min(args.trigger_seconds, 1.0)
+        args.trigger_seconds = min(args.trigger_seconds, 2.0)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
