@@ -1,4 +1,4 @@
--- The design document's success-rate trigger, verbatim. Migration 0007 replaces the
+-- The design document's success-rate trigger, verbatim. Migration 0008 replaces the
 -- function body with an incremental one that yields the same results (see there).
 
 CREATE OR REPLACE FUNCTION update_solution_success_rate()
