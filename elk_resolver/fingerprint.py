@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 VERSIONS = ("exact", "template")
 DEFAULT_VERSION = "template"
@@ -37,17 +38,23 @@ _UNIT = r"(?:[KMGTP]i?B|B|bytes|ms|us|ns|sec|secs|s|min|h)"
 _VALUE_END = r"\s,;(){}\[\]<"
 
 # (gate, pattern, replacement), applied in order; a rule runs only if its gate is a substring
-# of the text (a C-speed test that skips most rules for most messages).
+# of the text (a C-speed test that skips most rules for most messages). A tuple gate needs
+# all of its parts; its part _CD stands for "a colon followed by a digit somewhere", which
+# every time rule and the host:port rule require. That test is made once per message: no
+# replacement inserts a colon or a digit, so the rules can only remove such a pair, never
+# create one, and a "no" stays true for the rest of the chain.
+_CD = ":\\d"
+_COLON_DIGIT = re.compile(r":\d")
 # Order matters: whole entities (URLs, times, hosts, paths) go before the generic digit rule
 # would cut them into pieces, and the clean-up rules come last.
-_RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+_RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     # scheme://anything up to a space or quote is one value (URLs, JDBC/akka/spark addresses).
     ("://", re.compile(r"\b[a-zA-Z][\w+.-]*://[^\s\"'<>]+"), _P),
     ("@", re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"), _P),
     # ISO-8601 and ctime/syslog timestamps are one value, not five numbers and a month name.
-    (":", re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), _P),
+    ((_CD, "-"), re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"), _P),
     (
-        ":",
+        (_CD,),
         re.compile(
             # Starts with a character class, not an alternation, so the engine can skip ahead.
             rf"[A-Z][a-z]{{2}}(?<=\b{_WEEKDAY}|\b{_MONTH})(?:,?\s+{_MONTH})?\s+\d{{1,2}}"
@@ -65,7 +72,7 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
     # Dotted lower-case name with a port, whatever its suffix (db.prod:5432). A dot is required:
     # a bare word:number is far more often key:value (memory:1024) than a host.
     (
-        ":",
+        (_CD, "."),
         re.compile(r"(?<![\w.-])(?=[a-z][a-z0-9-]*\.)[a-z][a-z0-9-]*+(?:\.[a-z0-9-]+)++:\d{2,5}\b(?![.:\w])"),
         _P,
     ),
@@ -117,9 +124,19 @@ _RULES: tuple[tuple[str, re.Pattern[str], str], ...] = (
 
 def normalize(message: str) -> str:
     """The message with its volatile values replaced by ``<*>``."""
+    colon_digit = None
     for gate, pattern, replacement in _RULES:
-        if gate in message:
-            message = pattern.sub(replacement, message)
+        if gate.__class__ is str:
+            if gate not in message:
+                continue
+        else:
+            if colon_digit is None:
+                colon_digit = ":" in message and _COLON_DIGIT.search(message) is not None
+            if not colon_digit:
+                continue
+            if len(gate) > 1 and gate[1] not in message:
+                continue
+        message = pattern.sub(replacement, message)
     return message
 
 
@@ -130,8 +147,13 @@ class Fingerprint:
     version: str
 
 
+@lru_cache(maxsize=4096)
 def fingerprint(error_type: str, message: str, version: str = DEFAULT_VERSION) -> Fingerprint:
-    """Dedup key of one error: ``exact`` hashes the raw message, ``template`` its template."""
+    """Dedup key of one error: ``exact`` hashes the raw message, ``template`` its template.
+
+    Pure, so its results are cached (bounded: 4,096 recent keys, a few MB at most): the
+    same error message often arrives many times in a row, and its template and hash are
+    then one dictionary lookup. An unknown version raises each time (errors are not cached)."""
     if version == "exact":
         template = message
     elif version == "template":

@@ -114,6 +114,27 @@ def get_path(obj: Any, path: str, default: Any = None) -> Any:
     return default if found is _MISSING else found
 
 
+def _flatten_into(flat: dict[str, Any], prefix: str, obj: dict[str, Any]) -> bool:
+    for k, v in obj.items():
+        key = prefix + k if prefix else k
+        if key in flat:
+            return False  # two routes to one dotted path: precedence matters, let _lookup decide
+        flat[key] = v
+        if type(v) is dict and v and not _flatten_into(flat, key + ".", v):
+            return False
+    return True
+
+
+def _flat_view(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """Every dotted path through ``raw``'s nested objects -> its value, built in one pass, so
+    each field lookup is one ``dict.get``. ``None`` when two routes spell the same path (for
+    example ``{"log": {"level": ..}, "log.level": ..}``): there :func:`get_path`'s precedence
+    rule decides. Otherwise each path has at most one route, which :func:`get_path` (an
+    exhaustive search over the routes) would return too."""
+    flat: dict[str, Any] = {}
+    return flat if _flatten_into(flat, "", raw) else None
+
+
 def _first_str(obj: Any, *paths: str) -> str | None:
     for path in paths:
         v = get_path(obj, path)
@@ -226,12 +247,19 @@ _CONTEXT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def _context(raw: dict[str, Any], message: str) -> dict[str, str]:
+def _context(raw: dict[str, Any], message: str, get: Any = None) -> dict[str, str]:
+    """``get``: the lookup of one dotted path (default: :func:`get_path` on ``raw``)."""
+    if get is None:
+        get = lambda path: get_path(raw, path)  # noqa: E731
     ctx: dict[str, str] = {}
     for name, paths in _CONTEXT_FIELDS:
-        v = _first_str(raw, *paths)
-        if v is not None:
-            ctx[name] = v
+        for path in paths:
+            v = get(path)
+            if isinstance(v, str):
+                v = v.strip()
+                if v:
+                    ctx[name] = v
+                    break
     if "index" not in ctx and "[" in message:
         m = _INDEX_IN_MESSAGE.search(message)
         if m is not None:
@@ -312,14 +340,22 @@ def parse_record(
     if not isinstance(raw, dict):
         raise BadRecord("not_object", type(raw).__name__)
 
-    err_message = _text(get_path(raw, "error.message"))
+    flat = _flat_view(raw)
+    if flat is not None:
+        get = flat.get
+    else:
+
+        def get(path: str) -> Any:
+            return get_path(raw, path)
+
+    err_message = _text(get("error.message"))
     text = _text(raw.get("message"))
     if not (err_message and err_message.strip()) and not (text and text.strip()):
-        text = _text(get_path(raw, "event.original"))
+        text = _text(get("event.original"))
         if not (text and text.strip()):
             raise BadRecord("no_message", "no error.message, message or event.original")
 
-    stack = _text(get_path(raw, "error.stack_trace"))
+    stack = _text(get("error.stack_trace"))
     if stack is not None and not stack.strip():
         stack = None
     if err_message and err_message.strip():
@@ -330,17 +366,17 @@ def parse_record(
         stack = split_trace
     message = message.strip()
 
-    level = get_path(raw, "log.level")
+    level = get("log.level")
     if level is None:
         level = raw.get("level")
         if level is None:
-            level = get_path(raw, "log.syslog.severity.code")
+            level = get("log.syslog.severity.code")
     level_raw = None if level is None or isinstance(level, dict | list) else str(level)
 
-    error_type = get_path(raw, "error.type")
+    error_type = get("error.type")
     error_type = error_type.strip() or None if isinstance(error_type, str) else None
 
-    context = _context(raw, message)
+    context = _context(raw, message, get)
     source = context.get("service")
     if source is None:
         namespace = context.get("namespace")
@@ -350,7 +386,7 @@ def parse_record(
         else:
             source = deployment or namespace or context.get("host") or "unknown"
 
-    es_id = _id_value(get_path(raw, id_field)) or _header(headers, id_header)
+    es_id = _id_value(get(id_field)) or _header(headers, id_header)
     identity = es_id or hashlib.sha256(value).hexdigest()
 
     return ParsedEvent(

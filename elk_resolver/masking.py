@@ -277,19 +277,38 @@ class SecretMasker:
 
 
 def _gather(obj: Any, strings: list[str]) -> bool:
-    """Collect the strings under ``obj``; True as soon as a secret-looking key is seen."""
+    """Collect the strings under ``obj``; True as soon as a secret-looking key is seen.
+    Exact-type tests first: decoded JSON holds only plain dicts, lists and strings, and this
+    runs over every stored event."""
+    append = strings.append
+    cached = _key_cache.get
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if isinstance(k, str) and is_secret_key(k):
+            hit = cached(k)
+            if hit is None:
+                hit = isinstance(k, str) and is_secret_key(k)
+            if hit:
                 return True
-            if isinstance(v, str):
-                strings.append(v)
+            t = type(v)
+            if t is str:
+                append(v)
+            elif t is dict or t is list:
+                if _gather(v, strings):
+                    return True
+            elif isinstance(v, str):
+                append(v)
             elif isinstance(v, dict | list) and _gather(v, strings):
                 return True
     elif isinstance(obj, list):
         for v in obj:
-            if isinstance(v, str):
-                strings.append(v)
+            t = type(v)
+            if t is str:
+                append(v)
+            elif t is dict or t is list:
+                if _gather(v, strings):
+                    return True
+            elif isinstance(v, str):
+                append(v)
             elif isinstance(v, dict | list) and _gather(v, strings):
                 return True
     return False

@@ -136,6 +136,10 @@ class _Error:
     stack_trace: str | None
     elasticsearch_id: str | None
     raw: Any
+    """The event with secrets masked (decoded JSON)."""
+    raw_json: str
+    """``raw`` as JSON text, what ``raw_log_data`` receives: the record's own text when
+    masking changed nothing (no re-encoding), else ``raw`` encoded."""
     pattern: PatternRow | None
     context: dict[str, str]
     first_time: datetime
@@ -327,6 +331,13 @@ def prepare_batch(
         if mask_text(joined) != joined:
             context = {k: mask_text(v) for k, v in context.items()}
             source = mask_text(source)[:SOURCE_SYSTEM_MAX]
+        masked_raw = masker.mask_obj(raw)
+        if masked_raw is raw and not nul:
+            # orjson accepted these bytes, so they are UTF-8 JSON PostgreSQL accepts too
+            # (U+0000 aside, which ``nul`` covers)
+            raw_json = value.decode() if type(value) is bytes else bytes(value).decode()  # type: ignore[union-attr]
+        else:
+            raw_json = orjson.dumps(masked_raw).decode()
         errors[fp.hash] = _Error(
             hash=fp.hash,
             error_type=error_type,
@@ -336,7 +347,8 @@ def prepare_batch(
             source_system=source,
             stack_trace=stack,
             elasticsearch_id=ev.elasticsearch_id,
-            raw=masker.mask_obj(raw),
+            raw=masked_raw,
+            raw_json=raw_json,
             pattern=pattern,
             context=context,
             first_time=when,
@@ -392,7 +404,7 @@ async def store_batch(
         [e.severity for e in errs],
         [e.stack_trace for e in errs],
         [e.elasticsearch_id for e in errs],
-        [e.raw for e in errs],
+        [e.raw_json for e in errs],
         [fingerprint_version] * len(errs),
         [e.template for e in errs],
         [e.pattern.id if e.pattern is not None else None for e in errs],

@@ -17,7 +17,10 @@ ALTER TABLE error_logs
     ADD COLUMN occurrence_count BIGINT NOT NULL DEFAULT 1,
     ADD COLUMN last_seen_at TIMESTAMP DEFAULT NOW();
 
-CREATE INDEX idx_error_logs_last_seen_at ON error_logs(last_seen_at);
+-- No index on last_seen_at: every repeat of a known error updates it, and an indexed column
+-- makes that update non-HOT (a new entry in every index of error_logs, the GIN one included).
+-- The retention job filters on COALESCE(last_seen_at, created_at), which such an index could
+-- not serve anyway.
 
 CREATE TABLE error_occurrences (
     event_identity TEXT NOT NULL,

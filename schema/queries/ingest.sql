@@ -10,6 +10,8 @@ SELECT ensure_error_occurrences_partition(m) FROM unnest($1::date[]) AS m;
 -- Record the batch's occurrences idempotently, then insert or count its distinct errors.
 -- $1..$6: one element per distinct event identity (sorted, so concurrent consumers lock in
 -- the same order); $7..$19: one element per distinct hash_signature (sorted likewise).
+-- $15 (raw_log_data) is JSON text, cast here: usually the record's own bytes, passed
+-- through without a decode/encode round trip in the client.
 -- Only occurrences that were not recorded before are counted, so a replayed or redelivered
 -- record never counts twice. A known error whose events were all seen before is not
 -- rewritten at all (no dead tuple, no lock); ingest-row-ids finds its id.
@@ -28,7 +30,7 @@ WITH occ AS (
 ), batch AS (
     SELECT * FROM unnest(
         $7::text[], $8::timestamp[], $9::text[], $10::text[], $11::text[], $12::text[],
-        $13::text[], $14::text[], $15::jsonb[], $16::text[], $17::text[], $18::int[],
+        $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::int[],
         $19::timestamp[]
     ) AS b(hash_signature, ts, error_type, error_message, source_system, severity,
            stack_trace, elasticsearch_id, raw_log_data, fingerprint_version,
@@ -39,7 +41,7 @@ WITH occ AS (
          elasticsearch_id, raw_log_data, hash_signature, fingerprint_version,
          fingerprint_template, pattern_id, occurrence_count, last_seen_at)
     SELECT b.ts, b.error_type, b.error_message, b.source_system, b.severity, b.stack_trace,
-           b.elasticsearch_id, b.raw_log_data, b.hash_signature, b.fingerprint_version,
+           b.elasticsearch_id, b.raw_log_data::jsonb, b.hash_signature, b.fingerprint_version,
            b.fingerprint_template, b.pattern_id, coalesce(c.n, 0),
            coalesce(c.last_seen, b.batch_last_seen)
     FROM batch b
