@@ -817,8 +817,10 @@ def _run(handler: Callable[[argparse.Namespace, Settings], int], args: argparse.
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise CliError(f"invalid setting ELK_RESOLVER_{field.upper()}: {first['msg']}") from None
-    logs.configure(json_lines=settings.log_json, level="DEBUG" if args.verbose else settings.log_level)
-    if args.command not in ("up", "run") and not args.verbose:
+    service = args.command in ("up", "run")
+    level = "DEBUG" if args.verbose else (settings.log_level if service else "WARNING")
+    logs.configure(json_lines=settings.log_json, level=level)
+    if not service and not args.verbose:
         # one-shot commands end with one line that names the failure; aiokafka's own
         # connection errors before it would only repeat it
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

@@ -47,3 +47,5 @@ def configure(*, json_lines: bool, level: str = "INFO", stream=None) -> None:
     # aiokafka logs every coordinator hiccup at INFO/ERROR; keep it at WARNING unless debugging
     if level.upper() != "DEBUG":
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
+        # FastStream's per-subscriber chatter ("callback for Task-N is being executed")
+        logging.getLogger("elk_resolver.broker").setLevel(logging.WARNING)

@@ -19,7 +19,7 @@ class Progress:
         self.every_s = every_s
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.started = time.monotonic()
-        self._last = 0.0
+        self._last = 0.0 if self.tty else self.started  # a short run prints just its last line
 
     def update(self, n: int = 1, *, total: int | None = None) -> None:
         self.done += n

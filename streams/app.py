@@ -300,11 +300,11 @@ class App:
         from streams import metrics as m  # the stages' counters live in the default registry
 
         for name, stage in self.stages.items():
-            for counter in (m.EVENTS_IN, m.EVENTS_SKIPPED, m.PUBLISHED):
-                counter.labels(name)  # every running stage shows, at 0 before its first event
-            m.BATCH_SECONDS.labels(name)
             self._ready.labels(name).set(1 if getattr(stage, "ready", False) else 0)
-            if name != "monitor":
+            if name != "monitor":  # it consumes nothing
+                for counter in (m.EVENTS_IN, m.EVENTS_SKIPPED, m.PUBLISHED):
+                    counter.labels(name)  # every consuming stage shows, at 0 before its first event
+                m.BATCH_SECONDS.labels(name)
                 lag = await consumer_lag(stage)
                 if lag is not None:
                     self._lag.labels(name).set(lag)
