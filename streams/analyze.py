@@ -31,8 +31,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
@@ -41,12 +40,13 @@ from elk_resolver.llm import LLMClient
 from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
 from handlers.analyze import analyze
+from streams import metrics
+from streams.record_worker import TRANSIENT_ERRORS, JoinListener, RecordWorker, raw_body, validation_detail
 from streams.tolerant_parser import tolerant_parser
-from streams.contracts import AnalysisEvent, DeadLetterHeaders
+from streams.contracts import AnalysisEvent
 
 if TYPE_CHECKING:
     from faststream.kafka import KafkaBroker
-    from faststream.message import StreamMessage
 
     from elk_resolver.settings import Settings
 
@@ -54,43 +54,6 @@ __all__ = ["AnalyzeStage", "build_analyze"]
 
 log = logging.getLogger("elk_resolver.streams.analyze")
 
-# Errors that go away by themselves: a database restart or failover, a broker leader change.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.InterfaceError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
-# Anything else (a bug, a constraint the data violates) is tried this many times, then the
-# record goes to the dead-letter topic: it would fail the same way forever and block its
-# partition.
-MAX_ATTEMPTS_NON_TRANSIENT = 3
-
-
-class _Stopping(Exception):
-    """The stage stops while a record is unfinished: leave it uncommitted."""
-
-
-class _Joined(ConsumerRebalanceListener):
-    def __init__(self) -> None:
-        self.assigned: set[Any] = set()
-        self.joined = asyncio.Event()
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.assigned -= set(revoked)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.assigned = set(assigned)
-        self.joined.set()
-
-
-async def _raw_body(msg: StreamMessage[Any]) -> bytes:
-    return msg.body
 
 
 class AnalyzeStage:
@@ -117,11 +80,11 @@ class AnalyzeStage:
         self.llm = llm_client
         if self._own_llm:
             self.llm = LLMClient(settings, policy=self.policy, catalogue=self.catalogue)
-        self._listener = _Joined()
+        self._listener = JoinListener()
         self._subscriber: Any = None
         self._stopping = asyncio.Event()
         self.handled = 0
-        self.dead_lettered = 0
+        self._worker = RecordWorker(self.name, settings, broker, self._stopping)
 
     # -- Stage -----------------------------------------------------------------------------
 
@@ -142,7 +105,7 @@ class AnalyzeStage:
             persistent=False,
             title="on_elk_errors_analysis",
         )
-        subscriber(self.on_elk_errors_analysis, decoder=_raw_body, parser=tolerant_parser)
+        subscriber(self.on_elk_errors_analysis, decoder=raw_body, parser=tolerant_parser)
         self._subscriber = subscriber
         self._stopping.clear()
         await subscriber.start()
@@ -154,6 +117,10 @@ class AnalyzeStage:
             await subscriber.stop()
         if self._own_llm and self.llm is not None:
             await self.llm.aclose()
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._worker.dead_lettered
 
     @property
     def ready(self) -> bool:
@@ -174,13 +141,14 @@ class AnalyzeStage:
 
     async def on_elk_errors_analysis(self, msg: KafkaMessage) -> None:
         record = msg.raw_message
+        metrics.EVENTS_IN.labels(self.name).inc()
         try:
             event = AnalysisEvent.model_validate_json(msg.body)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
-            await self._retrying(lambda: self._dead_letter(record, "invalid-analysis-event", detail), record)
+            detail = validation_detail(exc)
+            await self._worker.retrying(lambda: self._worker.dead_letter(record, "invalid-analysis-event", detail), record)
         else:
-            await self._retrying(lambda: self._handle(event, record), record)
+            await self._worker.retrying(lambda: self._handle(event, record), record)
         try:
             await msg.ack()
         except CommitFailedError as exc:
@@ -203,65 +171,11 @@ class AnalyzeStage:
                 topic=self.settings.topic_execution,
                 key=event.hash_signature.encode(),
             )
+            metrics.PUBLISHED.labels(self.name).inc()
         else:
             log.info("no execution request for %s: %s", event.hash_signature[:12], result.note)
         self.handled += 1
 
-    async def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
-        log.warning("dead-lettering %s:%s@%s: %s: %s", record.topic, record.partition, record.offset, reason, detail)
-        await self.broker.publish(
-            record.value or b"",
-            topic=self.settings.topic_dlq,
-            key=record.key,
-            headers={
-                DeadLetterHeaders.REASON: reason,
-                DeadLetterHeaders.DETAIL: detail[:1000],
-                DeadLetterHeaders.TOPIC: record.topic,
-                DeadLetterHeaders.PARTITION: str(record.partition),
-                DeadLetterHeaders.OFFSET: str(record.offset),
-                DeadLetterHeaders.STAGE: self.name,
-            },
-        )
-        self.dead_lettered += 1
-
-    async def _retrying(self, work: Any, record: Any) -> None:
-        """Run ``work`` until it succeeds; transient errors back off and retry for as long as the
-        stage runs, other errors get a few tries and then the record is dead-lettered."""
-        s = self.settings
-        attempt = 0
-        failures = 0
-        dead_lettering = False
-        while True:
-            if self._stopping.is_set():
-                raise _Stopping(f"stopping with {record.topic}:{record.partition}@{record.offset} unfinished")
-            try:
-                await work()
-                return
-            except TRANSIENT_ERRORS as exc:
-                log.warning("transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc)
-            except _Stopping:
-                raise
-            except Exception as exc:
-                if dead_lettering:
-                    # Nowhere left to put the record: keep it uncommitted and keep trying.
-                    log.exception("dead-lettering %s@%s failed", record.partition, record.offset)
-                else:
-                    failures += 1
-                    log.exception(
-                        "analysis of %s@%s failed (%d/%d)", record.partition, record.offset, failures, MAX_ATTEMPTS_NON_TRANSIENT
-                    )
-                    if failures >= MAX_ATTEMPTS_NON_TRANSIENT:
-                        detail = f"{type(exc).__name__}: {exc}"
-                        work = lambda: self._dead_letter(record, "analysis-failed", detail)  # noqa: E731
-                        dead_lettering = True
-                        attempt = 0
-                        continue
-            delay = min(s.retry_backoff_max_s, s.retry_backoff_initial_s * 2**attempt)
-            attempt += 1
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                pass
 
 
 def build_analyze(

@@ -29,8 +29,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
@@ -38,14 +37,15 @@ from pydantic import ValidationError
 from elk_resolver.executors.elasticsearch import make_client
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
+from streams import metrics
+from streams.record_worker import TRANSIENT_ERRORS, JoinListener, RecordWorker, raw_body, validation_detail
 from streams.tolerant_parser import tolerant_parser
-from streams.contracts import ApprovalEvent, DeadLetterHeaders, ExecutionRequest, ExecutionResult
+from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from faststream.kafka import KafkaBroker
-    from faststream.message import StreamMessage
 
     from elk_resolver.settings import Settings
 
@@ -53,39 +53,6 @@ __all__ = ["ExecuteStage", "build_execute", "publish_outcomes"]
 
 log = logging.getLogger("elk_resolver.streams.execute")
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.InterfaceError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
-MAX_ATTEMPTS_NON_TRANSIENT = 3
-
-
-class _Stopping(Exception):
-    """The stage stops while a record is unfinished: leave it uncommitted."""
-
-
-class _Joined(ConsumerRebalanceListener):
-    def __init__(self) -> None:
-        self.assigned: set[Any] = set()
-        self.joined = asyncio.Event()
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.assigned -= set(revoked)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        self.assigned = set(assigned)
-        self.joined.set()
-
-
-async def _raw_body(msg: StreamMessage[Any]) -> bytes:
-    return msg.body
 
 
 async def publish_outcomes(
@@ -131,12 +98,12 @@ class ExecuteStage:
         self._env = env
         self._instance = instance
         self._runtime: Runtime | None = None
-        self._listener = _Joined()
+        self._listener = JoinListener()
         self._subscriber: Any = None
         self._maintenance: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.handled = 0
-        self.dead_lettered = 0
+        self._worker = RecordWorker(self.name, settings, broker, self._stopping)
 
     # -- Stage -----------------------------------------------------------------------------
 
@@ -158,7 +125,7 @@ class ExecuteStage:
             persistent=False,
             title="on_elk_errors_execution",
         )
-        subscriber(self.on_elk_errors_execution, decoder=_raw_body, parser=tolerant_parser)
+        subscriber(self.on_elk_errors_execution, decoder=raw_body, parser=tolerant_parser)
         self._subscriber = subscriber
         self._stopping.clear()
         await subscriber.start()
@@ -179,6 +146,10 @@ class ExecuteStage:
             await runtime.elasticsearch.close()
 
     @property
+    def dead_lettered(self) -> int:
+        return self._worker.dead_lettered
+
+    @property
     def ready(self) -> bool:
         sub = self._subscriber
         return sub is not None and sub.consumer is not None and bool(self._listener.assigned)
@@ -197,11 +168,12 @@ class ExecuteStage:
 
     async def on_elk_errors_execution(self, msg: KafkaMessage) -> None:
         record = msg.raw_message
+        metrics.EVENTS_IN.labels(self.name).inc()
         try:
             req = ExecutionRequest.model_validate_json(msg.body)
         except ValidationError as exc:
-            detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
-            await self._retrying(lambda: self._dead_letter(record, "invalid-execution-request", detail), record)
+            detail = validation_detail(exc)
+            await self._worker.retrying(lambda: self._worker.dead_letter(record, "invalid-execution-request", detail), record)
         else:
             results: list[ExecutionResult] = []
 
@@ -210,8 +182,9 @@ class ExecuteStage:
                     req, pool=self.pool, settings=self.settings, policy=self.policy, runtime=self._runtime
                 )
 
-            await self._retrying(decide, record, failed_reason="execution-failed")
-            await self._retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
+            await self._worker.retrying(decide, record, failed_reason="execution-failed")
+            await self._worker.retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
+            metrics.PUBLISHED.labels(self.name).inc(len(results))
             self.handled += 1
         try:
             await msg.ack()
@@ -220,61 +193,6 @@ class ExecuteStage:
             # claim answers "duplicate", so nothing runs twice.
             log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
 
-    async def _dead_letter(self, record: Any, reason: str, detail: str) -> None:
-        log.warning("dead-lettering %s:%s@%s: %s: %s", record.topic, record.partition, record.offset, reason, detail)
-        await self.broker.publish(
-            record.value or b"",
-            topic=self.settings.topic_dlq,
-            key=record.key,
-            headers={
-                DeadLetterHeaders.REASON: reason,
-                DeadLetterHeaders.DETAIL: detail[:1000],
-                DeadLetterHeaders.TOPIC: record.topic,
-                DeadLetterHeaders.PARTITION: str(record.partition),
-                DeadLetterHeaders.OFFSET: str(record.offset),
-                DeadLetterHeaders.STAGE: self.name,
-            },
-        )
-        self.dead_lettered += 1
-
-    async def _retrying(self, work: Any, record: Any, *, failed_reason: str = "publish-failed") -> None:
-        """Run ``work`` until it succeeds: transient errors back off and retry while the stage
-        runs; other errors get a few tries, then the record is dead-lettered (it would fail the
-        same way forever and block its partition)."""
-        s = self.settings
-        attempt = failures = 0
-        dead_lettering = False
-        while True:
-            # The first attempt always runs (a stopping stage drains the record it holds); only
-            # retries give way to stopping.
-            if attempt and self._stopping.is_set():
-                raise _Stopping(f"stopping with {record.topic}:{record.partition}@{record.offset} unfinished")
-            try:
-                await work()
-                return
-            except TRANSIENT_ERRORS as exc:
-                log.warning("transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc)
-            except _Stopping:
-                raise
-            except Exception as exc:
-                if dead_lettering:
-                    log.exception("dead-lettering %s@%s failed", record.partition, record.offset)
-                else:
-                    failures += 1
-                    log.exception(
-                        "execution of %s@%s failed (%d/%d)", record.partition, record.offset, failures,
-                        MAX_ATTEMPTS_NON_TRANSIENT,
-                    )  # fmt: skip
-                    if failures >= MAX_ATTEMPTS_NON_TRANSIENT:
-                        detail = f"{type(exc).__name__}: {exc}"
-                        work = lambda: self._dead_letter(record, failed_reason, detail)  # noqa: E731
-                        dead_lettering = True
-                        attempt = 0
-                        continue
-            delay = min(s.retry_backoff_max_s, s.retry_backoff_initial_s * 2**attempt)
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
 
     # -- approvals expiry and verification ------------------------------------------------------
 

@@ -1,0 +1,152 @@
+"""What the per-record FastStream stages (analyze, execute) share: retry, dead-letter, join.
+
+Both subscribe with ``AckPolicy.MANUAL`` and handle one record at a time. A record is acked
+only after its work and its publishes succeeded, so every failure path here either succeeds
+eventually (transient errors back off and retry while the stage runs), or dead-letters the
+record (an error that would fail the same way forever), or leaves it uncommitted (the stage
+stops): a later ``msg.ack()`` can then never commit past an unhandled record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from streams import metrics
+from streams.contracts import DeadLetterHeaders
+
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaBroker
+    from faststream.message import StreamMessage
+
+    from elk_resolver.settings import Settings
+
+# Errors that go away by themselves: a database restart or failover, a broker leader change.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.TooManyConnectionsError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.InterfaceError,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+# Anything else (a bug, a constraint the data violates) is tried this many times, then the
+# record goes to the dead-letter topic: it would fail the same way forever and block its
+# partition.
+MAX_ATTEMPTS_NON_TRANSIENT = 3
+
+
+class Stopping(Exception):
+    """The stage stops while a record is unfinished: leave it uncommitted."""
+
+
+class JoinListener(ConsumerRebalanceListener):
+    """Tracks the assignment, for readiness (FastStream's own ping cannot tell)."""
+
+    def __init__(self) -> None:
+        self.assigned: set[Any] = set()
+        self.joined = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.assigned -= set(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned = set(assigned)
+        self.joined.set()
+
+
+async def raw_body(msg: StreamMessage[Any]) -> bytes:
+    """Decoder that leaves the body as bytes: the stage validates it and dead-letters junk."""
+    return msg.body
+
+
+def validation_detail(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+
+
+class RecordWorker:
+    """Runs a stage's work for one record with the retry and dead-letter rules above."""
+
+    def __init__(self, stage: str, settings: Settings, broker: KafkaBroker, stopping: asyncio.Event) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.broker = broker
+        self.stopping = stopping
+        self.log = logging.getLogger(f"elk_resolver.streams.{stage}")
+        self.dead_lettered = 0
+
+    async def dead_letter(self, record: Any, reason: str, detail: str) -> None:
+        self.log.warning(
+            "dead-lettering %s:%s@%s: %s: %s", record.topic, record.partition, record.offset, reason, detail
+        )
+        await self.broker.publish(
+            record.value or b"",
+            topic=self.settings.topic_dlq,
+            key=record.key,
+            headers={
+                DeadLetterHeaders.REASON: reason,
+                DeadLetterHeaders.DETAIL: detail[:1000],
+                DeadLetterHeaders.TOPIC: record.topic,
+                DeadLetterHeaders.PARTITION: str(record.partition),
+                DeadLetterHeaders.OFFSET: str(record.offset),
+                DeadLetterHeaders.STAGE: self.stage,
+            },
+        )
+        self.dead_lettered += 1
+        metrics.DEAD_LETTERED.labels(self.stage, reason).inc()
+
+    async def retrying(
+        self, work: Callable[[], Awaitable[Any]], record: Any, *, failed_reason: str = "publish-failed"
+    ) -> None:
+        """Run ``work`` until it succeeds: transient errors back off and retry while the stage
+        runs; other errors get a few tries, then the record is dead-lettered with
+        ``failed_reason``."""
+        s = self.settings
+        attempt = failures = 0
+        dead_lettering = False
+        while True:
+            # The first attempt always runs (a stopping stage drains the record it holds); only
+            # retries give way to stopping.
+            if attempt and self.stopping.is_set():
+                raise Stopping(f"stopping with {record.topic}:{record.partition}@{record.offset} unfinished")
+            try:
+                await work()
+                return
+            except TRANSIENT_ERRORS as exc:
+                metrics.RETRIES.labels(self.stage, type(exc).__module__.split(".")[0]).inc()
+                self.log.warning(
+                    "transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc
+                )
+            except Stopping:
+                raise
+            except Exception as exc:
+                if dead_lettering:
+                    # Nowhere left to put the record: keep it uncommitted and keep trying.
+                    self.log.exception("dead-lettering %s@%s failed", record.partition, record.offset)
+                else:
+                    failures += 1
+                    self.log.exception(
+                        "%s of %s@%s failed (%d/%d)", self.stage, record.partition, record.offset, failures,
+                        MAX_ATTEMPTS_NON_TRANSIENT,
+                    )  # fmt: skip
+                    if failures >= MAX_ATTEMPTS_NON_TRANSIENT:
+                        detail = f"{type(exc).__name__}: {exc}"
+                        work = lambda: self.dead_letter(record, failed_reason, detail)  # noqa: E731
+                        dead_lettering = True
+                        attempt = 0
+                        continue
+            delay = min(s.retry_backoff_max_s, s.retry_backoff_initial_s * 2**attempt)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
