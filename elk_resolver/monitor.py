@@ -28,7 +28,6 @@ log = logging.getLogger("elk_resolver.monitor")
 HEALTHY, WARNING, ERROR = "healthy", "warning", "error"
 HTTP_TIMEOUT_S = 5.0
 DB_SLOW_S = 1.0
-LAG_WARNING = 10_000  # records behind, per stage group, before Kafka is reported as warning
 QUEUE_FULL_WARNING = 0.8  # persistent queue fill ratio
 WORKER_UTILIZATION_WARNING = 95.0  # percent: the pipeline's workers are saturated
 
@@ -176,7 +175,7 @@ async def check_kafka(settings: Settings) -> ComponentStatus:
             lag[stage] = {"group": group, "topic": topic, "lag": sum(per_partition.values())}
     except Exception as exc:  # noqa: BLE001 - any failure to talk to the broker is the finding
         return _unreachable("kafka", servers, exc)
-    threshold = getattr(settings, "monitor_lag_warning", LAG_WARNING)
+    threshold = settings.monitor_lag_warning
     behind = [s for s, v in lag.items() if v["lag"] > threshold]
     status = WARNING if behind else HEALTHY
     details: dict[str, Any] = {"bootstrap_servers": servers, "consumer_lag": lag}

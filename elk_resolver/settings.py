@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     monitor_interval_s: float = 30.0
+    monitor_lag_warning: int = Field(10_000, ge=0, description="consumer lag above this marks kafka as warning")
     log_json: bool = False
     log_level: str = "INFO"
 
