@@ -3,60 +3,16 @@ pipeline writes what the resolver reads."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _scalar(text: str):
-    if text[:1] in ('"', "[", "{"):
-        return json.loads(text)
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def parse_yaml_subset(text: str):
-    """The YAML the compose file is written in: block mappings, block sequences of scalars,
-    JSON-style quoted strings and flow collections, full-line comments. (PyYAML when present.)"""
-    try:
-        import yaml
-    except ImportError:
-        pass
-    else:
-        return yaml.safe_load(text)
-    lines = [(len(raw) - len(raw.lstrip(" ")), raw.strip()) for raw in text.splitlines()
-             if raw.strip() and not raw.lstrip().startswith("#")]
-
-    def block(i: int, indent: int):
-        if lines[i][1].startswith("- "):
-            items = []
-            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
-                items.append(_scalar(lines[i][1][2:].strip()))
-                i += 1
-            return items, i
-        mapping = {}
-        while i < len(lines) and lines[i][0] == indent:
-            key, sep, rest = lines[i][1].partition(":")
-            assert sep, f"not a mapping entry: {lines[i][1]!r}"
-            rest = rest.strip()
-            if rest:
-                mapping[key] = _scalar(rest)
-                i += 1
-            else:
-                mapping[key], i = block(i + 1, lines[i + 1][0])
-        return mapping, i
-
-    value, end = block(0, 0)
-    assert end == len(lines), f"unparsed from line {end}: {lines[end]}"
-    return value
-
-
 def test_compose_parses_and_every_mounted_or_built_file_exists():
-    compose = parse_yaml_subset((ROOT / "docker-compose.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {"kafka", "postgres", "elasticsearch", "logstash", "kibana", "resolver", "init"} <= set(services)
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
