@@ -28,8 +28,9 @@ event identity). A batch PostgreSQL refuses for its data (not a connection probl
 stored record by record, and a record that is still refused goes to the DLQ
 (``db_rejected``), so one bad value never blocks a partition.
 
-The analysis events go out through an ``AIOKafkaProducer`` this stage owns: ``send`` per
-record, keyed by ``hash_signature``, then one wait for all futures. FastStream's
+The analysis events go out through an ``AIOKafkaProducer`` this stage owns, keyed by
+``hash_signature``: one record batch per partition built here and handed over with
+``send_batch``, then one wait for all futures. FastStream's
 ``publish`` per record does the same with a middleware chain around each call, which costs
 more per event than the whole rest of the stage's publishing. No idempotence and no
 transactions: Tansu supports neither, and the downstream stages are idempotent instead.
@@ -487,14 +488,52 @@ class IngestStage:
 
     async def _send(self, batch: _Batch) -> None:
         async def attempt():
-            send = self._producer.send
-            futures = []
-            for topic, key, value, headers in batch.messages:
-                futures.append(await send(topic, value=value, key=key, headers=headers))
-            batch.futures = futures
+            batch.futures = await self._send_grouped(batch.messages)
 
         if batch.messages:
             await self._retry("broker", batch, attempt)
+
+    async def _send_grouped(self, messages: list) -> list[asyncio.Future]:
+        """Hand the messages to the producer as one record batch per (topic, partition),
+        built here, instead of one ``send`` each: ``send`` costs ~10 µs of Python per record
+        and a future per record to complete. Partitions are chosen as the producer's
+        partitioner (:func:`_partition_by_hash`) would; the order of the messages within a
+        partition is kept. Returns one future per message (the future of its record batch),
+        so a failed batch re-sends exactly its messages."""
+        producer = self._producer
+        partitions_of: dict[str, list[int]] = {}
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (topic, key, _value, _headers) in enumerate(messages):
+            parts = partitions_of.get(topic)
+            if parts is None:
+                parts = partitions_of[topic] = sorted(await producer.partitions_for(topic))
+            groups.setdefault((topic, _partition_by_hash(key, parts, parts)), []).append(i)
+        futures: list[Any] = [None] * len(messages)
+        for (topic, partition), indices in groups.items():
+            builder = producer.create_batch()
+            members: list[int] = []
+            for i in indices:
+                _, key, value, headers = messages[i]
+                if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is not None:
+                    members.append(i)
+                    continue
+                # The record batch is full: send it, start the next one with this message.
+                if members:
+                    future = await producer.send_batch(builder, topic, partition=partition)
+                    for j in members:
+                        futures[j] = future
+                    builder = producer.create_batch()
+                    members = []
+                    if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is not None:
+                        members.append(i)
+                        continue
+                # Larger than a record batch on its own: the producer's own path.
+                futures[i] = await producer.send(topic, value=value, key=key, headers=headers, partition=partition)
+            if members:
+                future = await producer.send_batch(builder, topic, partition=partition)
+                for j in members:
+                    futures[j] = future
+        return futures
 
     async def _await_acks(self, batch: _Batch) -> None:
         """Wait for every record of the batch to be acknowledged; re-send the failed ones."""
