@@ -65,14 +65,15 @@ SELECT id, hash_signature FROM error_logs WHERE hash_signature = any($1::text[])
 -- A cheap fingerprint of error_patterns: the cache reloads the rows only when it changes.
 SELECT count(*) AS n,
        md5(coalesce(string_agg(
-           concat_ws(E'\x1f', id, pattern_name, pattern_regex, error_category, priority, auto_resolve),
+           concat_ws(E'\x1f', id, pattern_name, pattern_regex, error_category, priority, auto_resolve, disabled_at),
            E'\x1e' ORDER BY id), '')) AS digest
 FROM error_patterns;
 
 -- name: ingest-patterns
--- Every error pattern; PatternSet orders them (priority, then id) and skips unusable ones.
+-- Every enabled error pattern; PatternSet orders them (priority, then id) and skips unusable ones.
 SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve
-FROM error_patterns;
+FROM error_patterns
+WHERE disabled_at IS NULL;
 
 -- name: ingest-drop-expired-occurrences
 -- Drop the monthly error_occurrences partitions that end before the retention cutoff.
