@@ -37,6 +37,7 @@ from elk_resolver import migrate
 from elk_resolver.db import create_pool, queries
 from elk_resolver.settings import Settings
 from streams.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
+from streams.stage import Stage
 
 log = logging.getLogger("elk_resolver.app")
 
@@ -243,15 +244,28 @@ class App:
             if monitor is not None and hasattr(monitor, "stages"):
                 monitor.stages = [st for n, st in self.stages.items() if n != "monitor"]
             await self.broker.start()
-            for name, stage in self.stages.items():
-                await stage.start()
-                self.started_stages.append(stage)
-                log.info("stage %s started", name, extra={"stage": name})
+            # Each stage waits for its group to be joined; side by side, `up` is ready in the
+            # time of one join instead of one per stage.
+            failures = [
+                r
+                for r in await asyncio.gather(*(self._start_stage(n, st) for n, st in self.stages.items()),
+                                              return_exceptions=True)
+                if isinstance(r, BaseException)
+            ]
+            if failures:
+                raise failures[0]
         except BaseException:
             await self.stop()
             raise
 
+    async def _start_stage(self, name: str, stage: Stage) -> None:
+        await stage.start()
+        self.started_stages.append(stage)
+        log.info("stage %s started", name, extra={"stage": name})
+
     async def stop(self) -> None:
+        order = {name: i for i, name in enumerate(self.stages)}
+        self.started_stages.sort(key=lambda st: order.get(st.name, 0))
         for stage in reversed(self.started_stages):
             try:
                 await stage.stop()
