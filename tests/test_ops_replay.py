@@ -62,6 +62,7 @@ async def _counts(pool) -> tuple[list[str], int]:
 async def test_replay_from_a_middle_time_reads_only_what_came_after_and_twice_changes_nothing(settings, pool):
     start = datetime.now(UTC) - timedelta(seconds=5)
     await _produce(settings, range(0, 12))
+    # a gap in the broker's receive times on both sides of the cut (the scenario, not a wait)
     await asyncio.sleep(0.5)
     middle = datetime.now(UTC)
     await asyncio.sleep(0.5)
@@ -89,6 +90,7 @@ async def test_replay_from_a_middle_time_reads_only_what_came_after_and_twice_ch
 async def test_replay_until_stops_there(settings, pool):
     start = datetime.now(UTC) - timedelta(seconds=5)
     await _produce(settings, range(0, 6))
+    # a gap in the broker's receive times on both sides of the cut (the scenario, not a wait)
     await asyncio.sleep(0.5)
     until = datetime.now(UTC)
     await asyncio.sleep(0.5)
