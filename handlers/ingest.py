@@ -52,6 +52,7 @@ __all__ = [
     "encode_events",
     "handle_batch",
     "prepare_batch",
+    "prepare_into",
     "store_batch",
 ]
 
@@ -264,6 +265,21 @@ def prepare_batch(
 ) -> PreparedBatch:
     """Parse, filter, mask, classify, fingerprint and collapse a batch. Pure CPU."""
     batch = PreparedBatch()
+    prepare_into(batch, records, patterns=patterns, masker=masker, config=config)
+    return batch
+
+
+def prepare_into(
+    batch: PreparedBatch,
+    records: Iterable[RecordLike],
+    *,
+    patterns: PatternSet,
+    masker: SecretMasker,
+    config: IngestConfig = IngestConfig(),
+) -> None:
+    """:func:`prepare_batch` in steps: add ``records`` to ``batch``. Feeding a batch's records
+    in slices gives the same result as one call (the stage runner does so to let the event
+    loop serve the database and the broker between slices)."""
     errors = batch.errors
     occurrences = batch.occurrences
     months = batch.months
@@ -355,8 +371,7 @@ def prepare_batch(
             last_time=when,
             trigger_identity=ev.event_identity,
         )
-    batch.events_in = n
-    return batch
+    batch.events_in += n
 
 
 # --- step 2: the transaction ------------------------------------------------------------------
@@ -369,8 +384,10 @@ async def store_batch(
     partitions: PartitionCache | None = None,
     fingerprint_version: str = "template",
 ) -> StoredBatch:
-    """Write a prepared batch. Run it inside a transaction the caller opened, and add
-    ``months_created`` to the :class:`PartitionCache` only after that transaction commits."""
+    """Write a prepared batch, and add ``months_created`` to the :class:`PartitionCache`
+    only after the write committed. The write is one statement, atomic on its own, so a
+    transaction around the call is optional (the stage runner opens none, saving two round
+    trips); the statements around it are idempotent (partitions) or read-only (row ids)."""
     q = queries()
     months = partitions.missing(batch.months) if partitions is not None else sorted(batch.months)
     if months:
