@@ -246,14 +246,18 @@ class App:
             await self.broker.start()
             # Each stage waits for its group to be joined; side by side, `up` is ready in the
             # time of one join instead of one per stage.
+            # The monitor starts last, so its first check does not report the others as starting.
+            consumers = {n: st for n, st in self.stages.items() if n != "monitor"}
             failures = [
                 r
-                for r in await asyncio.gather(*(self._start_stage(n, st) for n, st in self.stages.items()),
+                for r in await asyncio.gather(*(self._start_stage(n, st) for n, st in consumers.items()),
                                               return_exceptions=True)
                 if isinstance(r, BaseException)
             ]
             if failures:
                 raise failures[0]
+            if "monitor" in self.stages:
+                await self._start_stage("monitor", self.stages["monitor"])
         except BaseException:
             await self.stop()
             raise
