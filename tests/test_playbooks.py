@@ -378,3 +378,17 @@ def test_context_from_event_derives_deployment_from_the_pod_name() -> None:
 def test_context_from_event_reads_flattened_keys() -> None:
     event = {"kubernetes.namespace": "logging", "kubernetes.deployment.name": "logstash"}
     assert context_from_event(event) == {"namespace": "logging", "deployment": "logstash"}
+
+
+def test_ilm_error_step_as_elasticsearch_logs_it_renders_the_retry():
+    """Elasticsearch logs both 'failed on step' and 'on an error step due to ...'."""
+    from elk_resolver.playbooks import load_playbooks
+
+    message = (
+        "policy [logs-app] for index [.ds-logs-app-2024.05.01-0001] on an error step due to "
+        "[java.lang.IllegalArgumentException: setting [index.lifecycle.rollover_alias] for index "
+        "[.ds-logs-app-2024.05.01-0001] is empty or not defined]"
+    )
+    (playbook,) = load_playbooks().find(None, "illegal_argument_exception", message)
+    rendered = playbook.render({"namespace": "elk-stack"}, message=message)
+    assert [c["command"] for c in rendered.commands] == ["ilm_retry index=.ds-logs-app-2024.05.01-0001"]
