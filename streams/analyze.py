@@ -31,8 +31,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from aiokafka.errors import CommitFailedError
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
@@ -41,8 +39,7 @@ from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
 from handlers.analyze import analyze
 from streams import metrics
-from streams.record_worker import TRANSIENT_ERRORS, JoinListener, RecordWorker, raw_body, validation_detail
-from streams.tolerant_parser import tolerant_parser
+from streams.record_worker import ManualAckSubscription, RecordWorker, validation_detail
 from streams.contracts import AnalysisEvent
 
 if TYPE_CHECKING:
@@ -80,8 +77,9 @@ class AnalyzeStage:
         self.llm = llm_client
         if self._own_llm:
             self.llm = LLMClient(settings, policy=self.policy, catalogue=self.catalogue)
-        self._listener = JoinListener()
-        self._subscriber: Any = None
+        self._subscription = ManualAckSubscription(
+            self.name, settings, broker, topic=settings.topic_analysis, group_id=self.group_id
+        )
         self._stopping = asyncio.Event()
         self.handled = 0
         self._worker = RecordWorker(self.name, settings, broker, self._stopping)
@@ -90,31 +88,14 @@ class AnalyzeStage:
 
     async def start(self) -> None:
         """Register the subscriber on the (connected) broker and join the group."""
-        if self._subscriber is not None:
+        if self._subscription.subscriber is not None:
             return
-        await self.broker.connect()
-        s = self.settings
-        subscriber = self.broker.subscriber(
-            s.topic_analysis,
-            group_id=self.group_id,
-            ack_policy=AckPolicy.MANUAL,
-            auto_offset_reset="earliest",
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            listener=self._listener,
-            persistent=False,
-            title="on_elk_errors_analysis",
-        )
-        subscriber(self.on_elk_errors_analysis, decoder=raw_body, parser=tolerant_parser)
-        self._subscriber = subscriber
         self._stopping.clear()
-        await subscriber.start()
+        await self._subscription.start(self.on_elk_errors_analysis)
 
     async def stop(self) -> None:
         self._stopping.set()
-        subscriber, self._subscriber = self._subscriber, None
-        if subscriber is not None:
-            await subscriber.stop()
+        await self._subscription.stop()
         if self._own_llm and self.llm is not None:
             await self.llm.aclose()
 
@@ -124,18 +105,20 @@ class AnalyzeStage:
 
     @property
     def ready(self) -> bool:
-        sub = self._subscriber
-        return sub is not None and sub.consumer is not None and self._listener.joined.is_set()
+        return self._subscription.ready
 
     @property
     def assignment(self) -> set[Any]:
-        sub = self._subscriber
-        if sub is None or sub.consumer is None:
-            return set()
-        return set(sub.consumer.assignment())
+        return self._subscription.assignment
+
+    @property
+    def consumer(self) -> Any:
+        """The aiokafka consumer, for lag; None before start."""
+        sub = self._subscription.subscriber
+        return None if sub is None else sub.consumer
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(self._listener.joined.wait(), timeout)
+        await self._subscription.wait_ready(timeout)
 
     # -- the subscriber ---------------------------------------------------------------------
 
@@ -149,12 +132,7 @@ class AnalyzeStage:
             await self._worker.retrying(lambda: self._worker.dead_letter(record, "invalid-analysis-event", detail), record)
         else:
             await self._worker.retrying(lambda: self._handle(event, record), record)
-        try:
-            await msg.ack()
-        except CommitFailedError as exc:
-            # The partition moved to another member during a rebalance; it re-reads the record
-            # and produces the same request id, which the execution stage claims once.
-            log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+        await self._subscription.ack(msg)
 
     async def _handle(self, event: AnalysisEvent, record: Any) -> None:
         result = await analyze(

@@ -153,9 +153,7 @@ def _consumer_of(stage: Any) -> Any:
         consumer = getattr(stage, attr, None)
         if consumer is not None and hasattr(consumer, "highwater"):
             return consumer
-    subscriber = getattr(stage, "_subscriber", None)
-    consumer = getattr(subscriber, "consumer", None)
-    return consumer if consumer is not None and hasattr(consumer, "highwater") else None
+    return None
 
 
 async def consumer_lag(stage: Any) -> int | None:

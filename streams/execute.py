@@ -29,8 +29,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from aiokafka.errors import CommitFailedError
-from faststream import AckPolicy
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
@@ -38,8 +36,7 @@ from elk_resolver.executors.elasticsearch import make_client
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
 from streams import metrics
-from streams.record_worker import TRANSIENT_ERRORS, JoinListener, RecordWorker, raw_body, validation_detail
-from streams.tolerant_parser import tolerant_parser
+from streams.record_worker import TRANSIENT_ERRORS, ManualAckSubscription, RecordWorker, validation_detail
 from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
@@ -98,8 +95,9 @@ class ExecuteStage:
         self._env = env
         self._instance = instance
         self._runtime: Runtime | None = None
-        self._listener = JoinListener()
-        self._subscriber: Any = None
+        self._subscription = ManualAckSubscription(
+            self.name, settings, broker, topic=settings.topic_execution, group_id=self.group_id
+        )
         self._maintenance: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self.handled = 0
@@ -108,27 +106,12 @@ class ExecuteStage:
     # -- Stage -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._subscriber is not None:
+        if self._subscription.subscriber is not None:
             return
         instance = self._instance or Runtime().instance
         self._runtime = Runtime(elasticsearch=make_client(self.settings), env=self._env, instance=instance)
-        await self.broker.connect()
-        s = self.settings
-        subscriber = self.broker.subscriber(
-            s.topic_execution,
-            group_id=self.group_id,
-            ack_policy=AckPolicy.MANUAL,
-            auto_offset_reset="earliest",
-            session_timeout_ms=s.session_timeout_ms,
-            heartbeat_interval_ms=s.heartbeat_interval_ms,
-            listener=self._listener,
-            persistent=False,
-            title="on_elk_errors_execution",
-        )
-        subscriber(self.on_elk_errors_execution, decoder=raw_body, parser=tolerant_parser)
-        self._subscriber = subscriber
         self._stopping.clear()
-        await subscriber.start()
+        await self._subscription.start(self.on_elk_errors_execution)
         self._maintenance = asyncio.create_task(self._maintain(), name="execute-maintenance")
 
     async def stop(self) -> None:
@@ -138,9 +121,7 @@ class ExecuteStage:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        subscriber, self._subscriber = self._subscriber, None
-        if subscriber is not None:
-            await subscriber.stop()
+        await self._subscription.stop()
         runtime, self._runtime = self._runtime, None
         if runtime is not None and runtime.elasticsearch is not None:
             await runtime.elasticsearch.close()
@@ -151,18 +132,20 @@ class ExecuteStage:
 
     @property
     def ready(self) -> bool:
-        sub = self._subscriber
-        return sub is not None and sub.consumer is not None and bool(self._listener.assigned)
+        return self._subscription.ready
 
     @property
     def assignment(self) -> set[Any]:
-        sub = self._subscriber
-        if sub is None or sub.consumer is None:
-            return set()
-        return set(sub.consumer.assignment())
+        return self._subscription.assignment
+
+    @property
+    def consumer(self) -> Any:
+        """The aiokafka consumer, for lag; None before start."""
+        sub = self._subscription.subscriber
+        return None if sub is None else sub.consumer
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(self._listener.joined.wait(), timeout)
+        await self._subscription.wait_ready(timeout)
 
     # -- the subscriber ---------------------------------------------------------------------
 
@@ -186,12 +169,7 @@ class ExecuteStage:
             await self._worker.retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
             metrics.PUBLISHED.labels(self.name).inc(len(results))
             self.handled += 1
-        try:
-            await msg.ack()
-        except CommitFailedError as exc:
-            # The partition moved during a rebalance; the new owner re-reads the record and its
-            # claim answers "duplicate", so nothing runs twice.
-            log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+        await self._subscription.ack(msg)
 
 
     # -- approvals expiry and verification ------------------------------------------------------

@@ -150,3 +150,71 @@ class RecordWorker:
             attempt += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
+
+
+class ManualAckSubscription:
+    """One FastStream subscriber with ``AckPolicy.MANUAL``, the stages' readiness and ack rules."""
+
+    def __init__(self, stage: str, settings: Settings, broker: KafkaBroker, *, topic: str, group_id: str) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.broker = broker
+        self.topic = topic
+        self.group_id = group_id
+        self.listener = JoinListener()
+        self.subscriber: Any = None
+        self.log = logging.getLogger(f"elk_resolver.streams.{stage}")
+
+    async def start(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+        """Register ``handler`` on the (connected) broker and join the group."""
+        from faststream import AckPolicy
+
+        from streams.tolerant_parser import tolerant_parser
+
+        await self.broker.connect()
+        s = self.settings
+        subscriber = self.broker.subscriber(
+            self.topic,
+            group_id=self.group_id,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            listener=self.listener,
+            persistent=False,
+            title=handler.__name__,
+        )
+        subscriber(handler, decoder=raw_body, parser=tolerant_parser)
+        self.subscriber = subscriber
+        await subscriber.start()
+
+    async def stop(self) -> None:
+        subscriber, self.subscriber = self.subscriber, None
+        if subscriber is not None:
+            await subscriber.stop()
+
+    @property
+    def ready(self) -> bool:
+        sub = self.subscriber
+        return sub is not None and sub.consumer is not None and self.listener.joined.is_set()
+
+    @property
+    def assignment(self) -> set[Any]:
+        sub = self.subscriber
+        if sub is None or sub.consumer is None:
+            return set()
+        return set(sub.consumer.assignment())
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        await asyncio.wait_for(self.listener.joined.wait(), timeout)
+
+    async def ack(self, msg: Any) -> None:
+        """Commit after a handled record. A failed commit means the partition moved in a
+        rebalance: the new owner re-reads the record, and every stage is idempotent per record."""
+        from aiokafka.errors import CommitFailedError
+
+        try:
+            await msg.ack()
+        except CommitFailedError as exc:
+            record = msg.raw_message
+            self.log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)

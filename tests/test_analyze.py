@@ -641,7 +641,7 @@ async def test_analysis_event_on_kafka_becomes_an_execution_request(pool, catalo
             async def committed() -> bool:
                 total = 0
                 for tp in stage.assignment:
-                    total += (await stage._subscriber.consumer.committed(tp)) or 0
+                    total += (await stage.consumer.committed(tp)) or 0
                 return total == 2
 
             await wait_for(committed, timeout=10, what="offsets committed")
@@ -714,7 +714,7 @@ async def test_database_outage_keeps_the_event_uncommitted_until_it_is_handled(p
                 finally:
                     await producer.stop()
                 await asyncio.sleep(1.5)  # the outage itself: the scenario, not a wait for a result
-                consumer = stage._subscriber.consumer
+                consumer = stage.consumer
                 assert stage.handled == 0
                 assert all([await consumer.committed(tp) in (None, 0) for tp in stage.assignment])
             finally:
