@@ -39,7 +39,7 @@ from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
 from handlers.analyze import analyze
 from streams import metrics
-from streams.record_worker import ManualAckSubscription, RecordWorker, validation_detail
+from streams.record_worker import ManualAckSubscription, SubscribedStage, RecordWorker, validation_detail
 from streams.contracts import AnalysisEvent
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ log = logging.getLogger("elk_resolver.streams.analyze")
 
 
 
-class AnalyzeStage:
+class AnalyzeStage(SubscribedStage):
     name = "analyze"
 
     def __init__(
@@ -98,27 +98,6 @@ class AnalyzeStage:
         await self._subscription.stop()
         if self._own_llm and self.llm is not None:
             await self.llm.aclose()
-
-    @property
-    def dead_lettered(self) -> int:
-        return self._worker.dead_lettered
-
-    @property
-    def ready(self) -> bool:
-        return self._subscription.ready
-
-    @property
-    def assignment(self) -> set[Any]:
-        return self._subscription.assignment
-
-    @property
-    def consumer(self) -> Any:
-        """The aiokafka consumer, for lag; None before start."""
-        sub = self._subscription.subscriber
-        return None if sub is None else sub.consumer
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        await self._subscription.wait_ready(timeout)
 
     # -- the subscriber ---------------------------------------------------------------------
 

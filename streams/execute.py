@@ -36,7 +36,7 @@ from elk_resolver.executors.elasticsearch import make_client
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
 from streams import metrics
-from streams.record_worker import TRANSIENT_ERRORS, ManualAckSubscription, RecordWorker, validation_detail
+from streams.record_worker import TRANSIENT_ERRORS, ManualAckSubscription, SubscribedStage, RecordWorker, validation_detail
 from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ async def publish_outcomes(
         await broker.publish(event, topic=settings.topic_approvals, key=event.hash_signature.encode())
 
 
-class ExecuteStage:
+class ExecuteStage(SubscribedStage):
     name = "execute"
 
     def __init__(
@@ -125,27 +125,6 @@ class ExecuteStage:
         runtime, self._runtime = self._runtime, None
         if runtime is not None and runtime.elasticsearch is not None:
             await runtime.elasticsearch.close()
-
-    @property
-    def dead_lettered(self) -> int:
-        return self._worker.dead_lettered
-
-    @property
-    def ready(self) -> bool:
-        return self._subscription.ready
-
-    @property
-    def assignment(self) -> set[Any]:
-        return self._subscription.assignment
-
-    @property
-    def consumer(self) -> Any:
-        """The aiokafka consumer, for lag; None before start."""
-        sub = self._subscription.subscriber
-        return None if sub is None else sub.consumer
-
-    async def wait_ready(self, timeout: float = 30.0) -> None:
-        await self._subscription.wait_ready(timeout)
 
     # -- the subscriber ---------------------------------------------------------------------
 

@@ -218,3 +218,32 @@ class ManualAckSubscription:
         except CommitFailedError as exc:
             record = msg.raw_message
             self.log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+
+
+class SubscribedStage:
+    """What a stage built on one :class:`ManualAckSubscription` and one :class:`RecordWorker`
+    answers about itself (the Stage protocol's ``ready``, plus lag and test helpers)."""
+
+    _subscription: ManualAckSubscription
+    _worker: RecordWorker
+
+    @property
+    def dead_lettered(self) -> int:
+        return self._worker.dead_lettered
+
+    @property
+    def ready(self) -> bool:
+        return self._subscription.ready
+
+    @property
+    def assignment(self) -> set[Any]:
+        return self._subscription.assignment
+
+    @property
+    def consumer(self) -> Any:
+        """The aiokafka consumer, for lag; None before start."""
+        sub = self._subscription.subscriber
+        return None if sub is None else sub.consumer
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        await self._subscription.wait_ready(timeout)
