@@ -49,6 +49,9 @@ def ensure_env() -> None:
 
 def run(argv: list[str]) -> int:
     os.chdir(ROOT)
+    if os.name == "posix":
+        # become the command: Ctrl-C and SIGTERM reach it directly, and its exit status is ours
+        os.execv(argv[0], argv)
     return subprocess.call(argv)
 
 
