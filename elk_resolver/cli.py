@@ -460,39 +460,40 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return _with_pool(settings, lambda pool, _s: _print_report(pool, as_json=args.json))
 
 
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+def _list_rows(args: argparse.Namespace, settings: Settings, query: str, headers: list[str], row, empty: str) -> int:
+    """Print one named query's rows as a table, or as JSON with --json."""
     from elk_resolver.db import queries
 
     async def work(pool: asyncpg.Pool, _s: Settings) -> None:
         async with pool.acquire() as conn:
-            rows = await conn.fetch(queries().system_status_all)
+            rows = await conn.fetch(queries()[query])
         if args.json:
             print(json.dumps(_records(rows), indent=2, default=str))
         elif not rows:
-            print("no component has been checked yet (the monitor stage records them)")
+            print(empty)
         else:
-            print(table(["component", "status", "errors", "last_check", "last_error_at", "details"],
-                        [tuple(r.values()) for r in rows]))
+            print(table(headers, [row(r) for r in rows]))
 
     return _with_pool(settings, work)
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    return _list_rows(
+        args, settings, "system_status_all",
+        ["component", "status", "errors", "last_check", "last_error_at", "details"],
+        lambda r: tuple(r.values()),
+        "no component has been checked yet (the monitor stage records them)",
+    )  # fmt: skip
 
 
 def cmd_solutions(args: argparse.Namespace, settings: Settings) -> int:
-    from elk_resolver.db import queries
-
-    async def work(pool: asyncpg.Pool, _s: Settings) -> None:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(queries().solutions_all)
-        if args.json:
-            print(json.dumps(_records(rows), indent=2, default=str))
-        elif not rows:
-            print("no solutions yet")
-        else:
-            print(table(["id", "error_hash", "error_type", "type", "source", "success_%", "runs",
-                         "last_success", "tripped_at", "description"],
-                        [(r["id"], r["error_hash"][:12], *list(r.values())[2:]) for r in rows]))
-
-    return _with_pool(settings, work)
+    return _list_rows(
+        args, settings, "solutions_all",
+        ["id", "error_hash", "error_type", "type", "source", "success_%", "runs", "last_success", "tripped_at",
+         "description"],
+        lambda r: (r["id"], r["error_hash"][:12], *list(r.values())[2:]),
+        "no solutions yet",
+    )  # fmt: skip
 
 
 def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
