@@ -6,6 +6,7 @@ next comment line describes it. They are loaded once, at start, into :data:`Quer
 
 from __future__ import annotations
 
+import asyncio
 import re
 from functools import cache
 from importlib import resources
@@ -74,3 +75,21 @@ def queries() -> Queries:
                     raise RuntimeError(f"query {name!r} is defined twice in schema/queries")
                 loaded[name] = sql
     return loaded
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """A failure of the connection or the server, not of the data: retrying the same work can
+    succeed once the database is back."""
+    if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
+        return True
+    if isinstance(
+        exc,
+        asyncpg.PostgresConnectionError  # 08: connection exceptions
+        | asyncpg.exceptions.OperatorInterventionError  # 57: admin shutdown, cannot connect now
+        | asyncpg.exceptions.InsufficientResourcesError  # 53: too many connections, disk full
+        | asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialization failure
+    ):
+        return True
+    # asyncpg's own "connection is closed" / "connection was closed in the middle of operation";
+    # not its subclasses (DataError and friends are about the data or the client, not the server)
+    return type(exc) is asyncpg.InterfaceError or isinstance(exc, asyncpg.exceptions.InternalClientError)

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from elk_resolver.db import queries
+from elk_resolver.db import is_transient_db_error, queries
 from elk_resolver.executors import CommandResult, run_commands
 from elk_resolver.executors.result import bound_text
 from elk_resolver.masking import mask_text
@@ -61,17 +61,6 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto-resolver"
 HISTORY_ATTACHED = 10
-# Errors worth retrying: the database or the network went away for a while.
-TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-)
 
 
 class ApprovalError(RuntimeError):
@@ -407,8 +396,8 @@ async def _retrying(what: str, attempt, *, deadline_s: float = 120.0):
     while True:
         try:
             return await attempt()
-        except TRANSIENT_DB_ERRORS as exc:
-            if time.monotonic() - started > deadline_s:
+        except Exception as exc:
+            if not is_transient_db_error(exc) or time.monotonic() - started > deadline_s:
                 raise
             log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)

@@ -36,7 +36,7 @@ from elk_resolver.executors.elasticsearch import make_client
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
 from streams import metrics
-from streams.record_worker import TRANSIENT_ERRORS, ManualAckSubscription, SubscribedStage, RecordWorker, validation_detail
+from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, is_transient, validation_detail
 from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
@@ -165,11 +165,12 @@ class ExecuteStage(SubscribedStage):
         while not self._stopping.is_set():
             try:
                 await self.maintain_once()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("approval expiry / verification pass failed, next pass retries: %r", exc)
-            except Exception:
-                # Not a message: nothing is lost by trying again next pass, but say it loudly.
-                log.exception("approval expiry / verification pass failed")
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("approval expiry / verification pass failed, next pass retries: %r", exc)
+                else:
+                    # Not a message: nothing is lost by trying again next pass, but say it loudly.
+                    log.exception("approval expiry / verification pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.maintenance_interval_s)
 

@@ -55,6 +55,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from elk_resolver.db import is_transient_db_error
 from elk_resolver.masking import SecretMasker
 from elk_resolver.pattern_cache import PatternCache
 from handlers.ingest import (
@@ -96,22 +97,6 @@ def _tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(_GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def is_transient_db_error(exc: BaseException) -> bool:
-    """A failure of the connection or the server, not of the data: retry the same batch."""
-    if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
-        return True
-    if isinstance(
-        exc,
-        asyncpg.PostgresConnectionError  # 08: connection exceptions
-        | asyncpg.exceptions.OperatorInterventionError  # 57: admin shutdown, cannot connect now
-        | asyncpg.exceptions.InsufficientResourcesError  # 53: too many connections, disk full
-        | asyncpg.exceptions.TransactionRollbackError,  # 40: deadlock, serialization failure
-    ):
-        return True
-    # asyncpg's own "connection is closed" / "connection was closed in the middle of operation"
-    return type(exc) is asyncpg.InterfaceError or isinstance(exc, asyncpg.exceptions.InternalClientError)
 
 
 @dataclass

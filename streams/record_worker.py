@@ -15,11 +15,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from elk_resolver.db import is_transient_db_error
 from streams import metrics
 from streams.contracts import DeadLetterHeaders
 
@@ -29,18 +29,11 @@ if TYPE_CHECKING:
 
     from elk_resolver.settings import Settings
 
-# Errors that go away by themselves: a database restart or failover, a broker leader change.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
-    asyncpg.TooManyConnectionsError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.InterfaceError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
+def is_transient(exc: BaseException) -> bool:
+    """Errors that go away by themselves: a database restart or failover, a broker leader change."""
+    return is_transient_db_error(exc) or isinstance(exc, KafkaError)
+
+
 # Anything else (a bug, a constraint the data violates) is tried this many times, then the
 # record goes to the dead-letter topic: it would fail the same way forever and block its
 # partition.
@@ -123,15 +116,15 @@ class RecordWorker:
             try:
                 await work()
                 return
-            except TRANSIENT_ERRORS as exc:
-                metrics.RETRIES.labels(self.stage, type(exc).__module__.split(".")[0]).inc()
-                self.log.warning(
-                    "transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc
-                )
             except Stopping:
                 raise
             except Exception as exc:
-                if dead_lettering:
+                if is_transient(exc):
+                    metrics.RETRIES.labels(self.stage, type(exc).__module__.split(".")[0]).inc()
+                    self.log.warning(
+                        "transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc
+                    )
+                elif dead_lettering:
                     # Nowhere left to put the record: keep it uncommitted and keep trying.
                     self.log.exception("dead-lettering %s@%s failed", record.partition, record.offset)
                 else:
