@@ -277,40 +277,34 @@ class SecretMasker:
 
 
 def _gather(obj: Any, strings: list[str]) -> bool:
-    """Collect the strings under ``obj``; True as soon as a secret-looking key is seen.
-    Exact-type tests first: decoded JSON holds only plain dicts, lists and strings, and this
-    runs over every stored event."""
-    append = strings.append
-    cached = _key_cache.get
+    """Collect the strings under ``obj``; True as soon as a secret-looking key is seen (the
+    caller then masks the whole object and ignores ``strings``). Exact-type tests first:
+    decoded JSON holds only plain dicts, lists and strings, and this runs over every event."""
     if isinstance(obj, dict):
-        for k, v in obj.items():
+        cached = _key_cache.get
+        for k in obj:
             hit = cached(k)
             if hit is None:
                 hit = isinstance(k, str) and is_secret_key(k)
             if hit:
                 return True
-            t = type(v)
-            if t is str:
-                append(v)
-            elif t is dict or t is list:
-                if _gather(v, strings):
-                    return True
-            elif isinstance(v, str):
-                append(v)
-            elif isinstance(v, dict | list) and _gather(v, strings):
-                return True
+        values: Any = obj.values()
     elif isinstance(obj, list):
-        for v in obj:
-            t = type(v)
-            if t is str:
-                append(v)
-            elif t is dict or t is list:
-                if _gather(v, strings):
-                    return True
-            elif isinstance(v, str):
-                append(v)
-            elif isinstance(v, dict | list) and _gather(v, strings):
+        values = obj
+    else:
+        return False
+    append = strings.append
+    for v in values:
+        t = type(v)
+        if t is str:
+            append(v)
+        elif t is dict or t is list:
+            if _gather(v, strings):
                 return True
+        elif isinstance(v, str):
+            append(v)
+        elif isinstance(v, dict | list) and _gather(v, strings):
+            return True
     return False
 
 
