@@ -1,4 +1,5 @@
-"""Run solution commands under the execution policy, one executor module per command type.
+"""Run solution commands under the execution policy: ``process`` (kubectl, shell), ``http``
+and ``elasticsearch`` executors.
 
 :func:`run_commands` evaluates every command again right before it runs: the stored ``safe``
 flag is never trusted, so a row edited after analysis, or a policy narrowed since, still wins.
@@ -50,14 +51,10 @@ async def run_command(
     """Run one command the policy has allowed (``verdict`` from :func:`evaluate`)."""
     timeout_s = verdict.timeout_s or policy.default_timeout_s
     limit = policy.output_limit_bytes
-    if cmd.type == "kubectl":
-        from elk_resolver.executors import kubectl
+    if cmd.type in ("kubectl", "shell"):
+        from elk_resolver.executors import process
 
-        return await kubectl.run(cmd, verdict, timeout_s=timeout_s, output_limit=limit, env=env)
-    if cmd.type == "shell":
-        from elk_resolver.executors import shell
-
-        return await shell.run(cmd, verdict, timeout_s=timeout_s, output_limit=limit, env=env)
+        return await process.run(cmd, verdict, timeout_s=timeout_s, output_limit=limit, env=env)
     if cmd.type == "http":
         from elk_resolver.executors import http
 

@@ -1,4 +1,6 @@
-"""Run an argv as a child process: never through a shell, bounded in time and output."""
+"""kubectl and (opt-in) allowlisted binaries: the argv the policy built, run as a child
+process, never through a shell, bounded in time and output. Both command types differ only
+in what the policy lets through, so one executor serves them."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import time
 from collections.abc import Mapping
 
 from elk_resolver.executors.result import CAPTURE_MARGIN, CommandResult, bound_output
-from elk_resolver.policy import Command
+from elk_resolver.policy import Command, Verdict
 
 _CHUNK = 65536
 
@@ -91,3 +93,16 @@ async def run_argv(
             with contextlib.suppress(ProcessLookupError):
                 await asyncio.shield(proc.wait())
     return result("success" if exit_code == 0 else "failed", exit_code)
+
+
+async def run(
+    cmd: Command,
+    verdict: Verdict,
+    *,
+    timeout_s: float,
+    output_limit: int,
+    env: Mapping[str, str] | None = None,
+) -> CommandResult:
+    if not verdict.allowed or verdict.type != cmd.type or not verdict.argv:
+        raise ValueError(f"not an allowed {cmd.type} verdict: {verdict.reason}")
+    return await run_argv(cmd, verdict.argv, timeout_s=timeout_s, output_limit=output_limit, env=env)
