@@ -116,16 +116,9 @@ async def measure(
         settings = make_settings(
             kafka_bootstrap_servers=bootstrap_servers,
             database_url=database_url,
-            topic_raw=f"bench-{run}-raw",
-            topic_analysis=f"bench-{run}-analysis",
-            topic_execution=f"bench-{run}-execution",
-            topic_results=f"bench-{run}-results",
-            topic_dlq=f"bench-{run}-dlq",
-            topic_approvals=f"bench-{run}-approvals",
-            group_ingest=f"bench-{run}-ingest",
             topic_partitions=partitions,
             batch_max_records=batch_max_records,
-        )
+        ).isolated(f"bench-{run}")
         await ensure_topics(bootstrap_servers, settings.topics(), partitions=partitions)
         produce_s = await produce(bootstrap_servers, settings.topic_raw, records)
         async with await create_pool(database_url, min_size=1, max_size=4) as pool:

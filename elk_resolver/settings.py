@@ -155,6 +155,17 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// DSN")
         return value
 
+    def isolated(self, prefix: str) -> Settings:
+        """A copy whose topics and consumer groups all start with ``prefix``: one independent
+        pipeline per test or benchmark run on a shared broker."""
+        names = {
+            name: f"{prefix}-{name.split('_', 1)[1]}"
+            for name in type(self).model_fields
+            if name.startswith(("topic_", "group_"))
+            and name not in ("topic_partitions", "topic_replication_factor")
+        }
+        return self.model_copy(update=names)
+
     def topics(self) -> list[str]:
         return [
             self.topic_raw,

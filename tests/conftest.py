@@ -102,17 +102,8 @@ async def settings(kafka, database_url, unique, tmp_path):
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=database_url,
         state_dir=tmp_path / "state",
-        topic_raw=f"t-{unique}-raw",
-        topic_analysis=f"t-{unique}-analysis",
-        topic_execution=f"t-{unique}-execution",
-        topic_results=f"t-{unique}-results",
-        topic_dlq=f"t-{unique}-dlq",
-        topic_approvals=f"t-{unique}-approvals",
-        group_ingest=f"g-{unique}-ingest",
-        group_analyze=f"g-{unique}-analyze",
-        group_execute=f"g-{unique}-execute",
         topic_partitions=4,
         http_port=0,
-    )
+    ).isolated(f"t-{unique}")
     await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=s.topic_partitions)
     return s

@@ -23,3 +23,10 @@ def test_defaults_match_the_documented_topics_and_dry_run():
     assert s.execution_mode == "dry-run"
     assert s.kubectl_namespaces == []
     assert s.kubectl_verbs == ["rollout restart", "rollout undo", "scale", "delete pod"]
+
+
+def test_isolated_prefixes_every_topic_and_group_and_nothing_else():
+    s = make_settings(topic_partitions=3).isolated("t-abc")
+    assert s.topics() == [f"t-abc-{n}" for n in ("raw", "analysis", "execution", "results", "dlq", "approvals")]
+    assert (s.group_ingest, s.group_analyze, s.group_execute) == ("t-abc-ingest", "t-abc-analyze", "t-abc-execute")
+    assert s.topic_partitions == 3 and s.topic_replication_factor == 1
