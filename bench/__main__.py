@@ -13,6 +13,9 @@ target is a ratio against something measured here):
 5. the success-rate trigger (document's recount vs migration 0008) at 0 and 100k history rows;
 6. grouping accuracy on LogHub-2k (bench.grouping).
 
+Every section runs on its own: one that cannot run here (no corpus without ``../shared``, no
+stack) or that fails is reported with the reason, and the others still run and report.
+
 Writes ``bench/results/latest.json`` and ``bench/results/latest.md``. ``--quick`` is a
 smaller run for trying it; ``--only`` picks sections.
 """
@@ -689,12 +692,20 @@ async def section_trigger(stack: Stack, args, results: dict) -> None:
 # --- 6: grouping ---------------------------------------------------------------------------
 
 
+class SectionSkipped(Exception):
+    """A section that cannot run here (a missing corpus, no stack): reported, not a failure."""
+
+
 def section_grouping(args, results: dict) -> None:
+    """The grouping section behind one call (bench.grouping is its own module and CLI)."""
     from bench.grouping import DEFAULT_CORPUS, average, grouping_results
 
     logging.getLogger("drain3").setLevel(logging.WARNING)
     corpus = Path(args.corpus) if args.corpus else DEFAULT_CORPUS
-    files = grouping_results(corpus)
+    try:
+        files = grouping_results(corpus)
+    except FileNotFoundError as exc:
+        raise SectionSkipped(f"no corpus ({exc}); pass --corpus DIR, e.g. ../shared/corpus/loghub-2k") from exc
     columns = list(next(iter(files.values())))
     results["grouping"] = {
         "corpus": str(corpus),
@@ -769,19 +780,52 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def run_sections(stack: Stack | None, args, results: dict) -> None:
+async def _section_classification(stack: Stack | None, args, results: dict) -> None:
+    section_classification(args, results)
+
+
+async def _section_grouping(stack: Stack | None, args, results: dict) -> None:
+    section_grouping(args, results)
+
+
+# Run order: the cheap CPU-only sections first, so their figures exist whatever comes after.
+RUNNERS = {
+    "classification": _section_classification,
+    "grouping": _section_grouping,
+    "trigger": section_trigger,
+    "throughput": section_throughput,
+    "latency": section_latency,
+}
+NEEDS_STACK = {"throughput", "latency", "trigger"}
+
+
+async def run_sections(stack: Stack | None, args, results: dict, stack_error: str | None = None) -> None:
+    """Every section on its own: one that is skipped or fails says why in ``results["sections_status"]``
+    (and on stderr) and the others still run and report."""
+    status = results.setdefault("sections_status", {})
     if stack is not None:
-        await stack.prepare_template()
-    if "classification" in args.sections:
-        section_classification(args, results)
-    if "trigger" in args.sections:
-        await section_trigger(stack, args, results)
-    if "throughput" in args.sections:
-        await section_throughput(stack, args, results)
-    if "latency" in args.sections:
-        await section_latency(stack, args, results)
-    if "grouping" in args.sections:
-        section_grouping(args, results)
+        try:
+            await stack.prepare_template()
+        except Exception as exc:
+            log.exception("preparing the template database failed")
+            stack_error, stack = f"template database: {type(exc).__name__}: {exc}", None
+    for name, runner in RUNNERS.items():
+        if name not in args.sections:
+            continue
+        started = time.perf_counter()
+        try:
+            if name in NEEDS_STACK and stack is None:
+                raise SectionSkipped(f"no stack ({stack_error or 'not started'})")
+            await runner(stack, args, results)
+            status[name] = "ok"
+        except SectionSkipped as exc:
+            status[name] = f"skipped: {exc}"
+        except Exception as exc:  # one section's failure is reported; the others still run
+            log.exception("section %s failed", name)
+            status[name] = f"failed: {type(exc).__name__}: {exc}"
+        if status[name] != "ok":
+            say(f"{name}: {status[name]}")
+        results.setdefault("sections_seconds", {})[name] = round(time.perf_counter() - started, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -796,23 +840,27 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:]),
         "sections": args.sections,
     }
-    needs_stack = bool({"throughput", "latency", "trigger"} & set(args.sections))
+    needs_stack = bool(NEEDS_STACK & set(args.sections))
     workdir = Path(tempfile.mkdtemp(prefix="elk-bench-"))
     pg = kafka = None
+    stack = stack_error = None
     try:
-        stack = None
         if needs_stack:
-            # Started here, in the main thread: the children die with the thread that spawned them.
-            pg = EmbeddedPostgres(workdir / "pg", durable=True)
-            pg.start()
-            kafka = EmbeddedKafka()
-            kafka.start()
-            stack = Stack(pg.dsn("postgres"), kafka.bootstrap_servers)
-            results["stack"] = (
-                "embedded PostgreSQL (durable: fsync on, synchronous_commit on, shared_buffers 128MB) and the "
-                "Tansu broker (memory only), on this machine, sharing its CPUs with the benchmark"
-            )
-        asyncio.run(run_sections(stack, args, results))
+            try:
+                # Started here, in the main thread: the children die with the thread that spawned them.
+                pg = EmbeddedPostgres(workdir / "pg", durable=True)
+                pg.start()
+                kafka = EmbeddedKafka()
+                kafka.start()
+                stack = Stack(pg.dsn("postgres"), kafka.bootstrap_servers)
+                results["stack"] = (
+                    "embedded PostgreSQL (durable: fsync on, synchronous_commit on, shared_buffers 128MB) and the "
+                    "Tansu broker (memory only), on this machine, sharing its CPUs with the benchmark"
+                )
+            except Exception as exc:  # the sections that need no stack still run
+                log.exception("starting the embedded stack failed")
+                stack_error = f"{type(exc).__name__}: {exc}"
+        asyncio.run(run_sections(stack, args, results, stack_error))
     finally:
         if kafka is not None:
             kafka.stop()

@@ -210,6 +210,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- Command: `{results.get('command', 'python -m bench')}` ({fmt_number(g('duration_s'), 0, ' s')})",
         "",
     ]
+    not_ok = {name: why for name, why in (results.get("sections_status") or {}).items() if why != "ok"}
+    if not_ok:
+        out += ["Sections not (fully) reported:", ""]
+        out += [f"- {name}: {why}" for name, why in not_ok.items()]
+        out.append("")
 
     th = g("throughput") or {}
     if th:

@@ -193,3 +193,35 @@ def test_quick_flag_shrinks_the_run_and_only_validates_sections():
     assert args.events == 20_000 and args.sections == ["trigger", "grouping"]
     with pytest.raises(SystemExit):
         parse_args(["--only", "nonsense"])
+
+
+def test_a_missing_corpus_skips_grouping_and_the_other_sections_still_report(tmp_path):
+    from bench.__main__ import main
+
+    out = tmp_path / "results"
+    code = main(["--only", "classification,grouping", "--events", "300", "--corpus", str(tmp_path / "no-corpus"),
+                 "--output", str(out)])  # fmt: skip
+    assert code == 0
+    results = orjson.loads((out / "latest.json").read_bytes())
+    assert results["sections_status"]["classification"] == "ok"
+    assert results["sections_status"]["grouping"].startswith("skipped: no corpus")
+    assert results["classification"]["us_per_event"]
+    markdown = (out / "latest.md").read_text()
+    assert "grouping: skipped: no corpus" in markdown and "Classification cost" in markdown
+
+
+def test_a_failing_section_is_reported_and_the_next_one_still_runs(tmp_path, monkeypatch):
+    import bench.__main__ as bench_main
+
+    async def broken(stack, args, results):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(bench_main.RUNNERS, "classification", broken)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "Tiny_2k.log_structured.csv").write_text("LineId,Content,EventId\n1,a b,E1\n2,a c,E1\n3,x,E2\n")
+    out = tmp_path / "results"
+    assert bench_main.main(["--only", "classification,grouping", "--corpus", str(corpus), "--output", str(out)]) == 0
+    results = orjson.loads((out / "latest.json").read_bytes())
+    assert results["sections_status"] == {"classification": "failed: RuntimeError: boom", "grouping": "ok"}
+    assert "average" in results["grouping"]
