@@ -34,6 +34,9 @@ _TLD = (
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
 _WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
 _UNIT = r"(?:[KMGTP]i?B|B|bytes|ms|us|ns|sec|secs|s|min|h)"
+# Kubernetes' rand.SafeEncodeString alphabet (pod-template-hash and pod name suffixes).
+_K8S = "[bcdfghjklmnpqrstvwxz2456789]"
+_NO_VOWEL = "[b-df-hj-np-tv-xzB-DF-HJ-NP-TV-XZ]"
 # Characters that end a value written as key=value.
 _VALUE_END = r"\s,;(){}\[\]<"
 
@@ -76,6 +79,22 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
         re.compile(r"(?<![\w.-])(?=[a-z][a-z0-9-]*\.)[a-z][a-z0-9-]*+(?:\.[a-z0-9-]+)++:\d{2,5}\b(?![.:\w])"),
         _P,
     ),
+    # Kubernetes generated names, by the way Kubernetes makes them: a ReplicaSet is
+    # <deployment>-<pod-template-hash> and its pods add a 5-character suffix; DaemonSet and
+    # Job pods add the suffix to their owner's name; a CronJob's Job adds the scheduled minute
+    # (digits) first. Hash and suffix are drawn from rand.SafeEncodeString's alphabet
+    # (bcdfghjklmnpqrstvwxz2456789: no vowels, no 0/1/3), so they often hold no digit and the
+    # digit rule alone would keep them: one crash loop became one error per pod. The whole
+    # name is one value, as the digit rule makes it when the hash holds a digit (StatefulSet
+    # ordinals, web-0, are digits and so already values), kubelet's pod_namespace included. The last segment has no vowel, so
+    # English hyphenated words (read-write, non-blocking) are left alone.
+    (
+        "-",
+        re.compile(
+            rf"(?<![\w.-])[a-z][a-z0-9-]*?-(?:{_K8S}{{6,10}}-)?{_K8S}{{5,10}}(?:_[\w-]*+)?(?![A-Za-z0-9-]|\.\w)"
+        ),
+        _P,
+    ),
     # The word after "user" names someone: "session opened for user alice", 'for user "pg"'.
     (
         "ser",
@@ -108,6 +127,10 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
         ),
         _P,
     ),
+    # A word of six or more letters without a vowel (y counts as one) is not a word of any
+    # language a log is written in but a generated token: a random id, a base32/consonant
+    # suffix, a mangled name. Judged by its characters alone; with a digit it is gone already.
+    ("", re.compile(rf"(?<![\w.-]){_NO_VOWEL}{{6,}}(?![\w-]|\.\w)"), _P),
     # Eight or more hex letters are a hash or a mask even without a digit (mask=ffffffff);
     # those with a digit are gone already. The boundary check sits after the first character
     # so the engine can skip ahead on the character class.

@@ -102,3 +102,34 @@ def test_unknown_version_is_rejected():
 )
 def test_normalize_examples(message, template):
     assert normalize(message) == template
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        "checkout-7d9f8b6c5-x2k4q",  # ReplicaSet hash and suffix with digits
+        "checkout-bcdfghjkl-xkcdq",  # ... and without a single digit (about 1 in 20 pods)
+        "checkout-5c7b9d6f4-zqwvt",  # hash with digits, suffix without
+        "checkout-bxwzqtrkf-4l2s9",  # hash without digits, suffix with
+        "node-exporter-hjxkt",  # DaemonSet pod: owner name and suffix
+        "backup-28391520-qwxzt",  # CronJob -> Job (scheduled minute) -> pod
+        "web-0",  # StatefulSet ordinal
+    ],
+)
+def test_kubernetes_generated_names_are_one_value(pod):
+    """Pod names from one workload give one template whether or not their generated parts
+    hold a digit (the ReplicaSet hash and the suffix use an alphabet with 7 digits of 27)."""
+    assert normalize(f"Back-off restarting failed container app in pod {pod}") == (
+        "Back-off restarting failed container app in pod <*>"
+    )
+    assert normalize(f"pod {pod}_default(1f0e) exited") == normalize("pod web-1_default(1f0e) exited")
+
+
+@pytest.mark.parametrize("words", ["read-write lock", "non-blocking io", "rhythm strengths", "cross-check"])
+def test_hyphenated_and_consonant_heavy_words_stay(words):
+    assert normalize(words) == words
+
+
+@pytest.mark.parametrize("token", ["xkcdqzvt", "XkQzRtPw", "bcdfghjklm"])
+def test_vowel_free_tokens_are_values(token):
+    assert normalize(f"token {token} invalid") == "token <*> invalid"
