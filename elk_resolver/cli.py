@@ -33,7 +33,7 @@ import asyncpg
 from pydantic import ValidationError
 
 from elk_resolver import logs
-from elk_resolver.embedded import EmbeddedError
+from elk_resolver.embedded import EmbeddedError, EmbeddedNotInstalled
 from elk_resolver.migrate import MigrationError, check, migrate
 from elk_resolver.settings import Settings, make_settings
 from elk_resolver.stack import ensure_database, prepare, services
@@ -853,6 +853,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MigrationError as exc:
         print(f"elk-resolver: {exc}", file=sys.stderr)
         return 3
+    except EmbeddedNotInstalled as exc:
+        print(f"elk-resolver: {exc}", file=sys.stderr)
+        return 4
     except EmbeddedError as exc:
         print(f"elk-resolver: embedded service failed: {exc}", file=sys.stderr)
         return 4

