@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from elk_resolver import logs
 from elk_resolver.embedded import EmbeddedError, EmbeddedNotInstalled
+from elk_resolver.kubernetes import command as kubernetes_command
 from elk_resolver.migrate import MigrationError, check, migrate
 from elk_resolver.settings import Settings, make_settings
 from elk_resolver.stack import ensure_database, prepare, services
@@ -677,6 +678,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "maintain": cmd_maintain,
     "approvals": cmd_approvals,
     "kill-switch": cmd_approvals,
+    "kubernetes": lambda args, settings: kubernetes_command.run(args, settings),
 }
 
 
@@ -801,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
     maintain.add_argument("--retention-days", type=int, metavar="N",
                           help="keep this many days (default ELK_RESOLVER_RETENTION_DAYS)")
     approvals_cli.add_commands(sub)
-    for name in approvals_cli.COMMANDS:  # their parsers too answer bad arguments in one line
+    kubernetes_command.add_commands(sub)
+    for name in (*approvals_cli.COMMANDS, "kubernetes"):  # their parsers too answer bad arguments in one line
         choice = sub.choices[name]
         choice.__class__ = _Parser
         for action in choice._actions:  # noqa: SLF001 - argparse keeps nested parsers here
