@@ -219,6 +219,7 @@ async def run_project(stack: Stack, raw_topic_records: list[bytes], processes: i
     sampler = stats.RssSampler([c.proc.pid for c in children])
     t0 = n0 = None
     t1 = None
+    cpu0 = cpu1 = 0.0
     spawned = min(c.spawned for c in children)
     try:
         with sampler:
@@ -230,8 +231,10 @@ async def run_project(stack: Stack, raw_topic_records: list[bytes], processes: i
                 done = _committed_total(children)
                 if t0 is None and all(c.latest.get("ready") for c in children):
                     t0, n0 = now, done
+                    cpu0 = sum(c.latest.get("cpu_s", 0.0) for c in children)
                 if done >= n:
                     t1 = now
+                    cpu1 = sum(c.latest.get("cpu_s", 0.0) for c in children)
                     break
                 await asyncio.sleep(0.02)
     finally:
@@ -249,6 +252,7 @@ async def run_project(stack: Stack, raw_topic_records: list[bytes], processes: i
         "rate": stats.rate(n - n0, window),
         "rate_incl_startup": stats.rate(n, t1 - spawned),
         "peak_rss_mb": sampler.peak_mb,
+        "cpu_us_per_event": (cpu1 - cpu0) / (n - n0) * 1e6 if n > n0 else None,
         "rows": rows,
         "note": f"{processes} process(es); timed from all ready ({n0:,} already committed) to all committed;"
         f" {stats.fmt_rate(stats.rate(n, t1 - spawned))} including process start",
@@ -286,10 +290,12 @@ async def run_naive(stack: Stack, records: list[bytes], timeout: float) -> dict:
     if not handled or state.get("first") is None or state.get("last") is None:
         return {"events": n, "rate": None, "note": "no events handled"}
     seconds = state["last"] - state["first"]
+    cpu = (state["cpu_last"] - state["cpu_first"]) if state.get("cpu_last") is not None else None
     return {
         "events": handled,
         "seconds": seconds,
         "rate": stats.rate(handled - 1, seconds),
+        "cpu_us_per_event": cpu / (handled - 1) * 1e6 if cpu is not None and handled > 1 else None,
         "note": f"measured on a {n:,}-event subset (its rate is a rate); first to last event handled",
     }
 
@@ -472,6 +478,9 @@ async def section_throughput(stack: Stack, args, results: dict) -> None:
         "project 2 proc / naive": stats.ratio(out["project_2"].get("rate"), out["naive"].get("rate")),
         "project 1 proc / bare consume": stats.ratio(out["project_1"].get("rate"), out["limit_consume"]["rate"]),
         "project 2 proc / 1 proc": stats.ratio(out["project_2"].get("rate"), out["project_1"].get("rate")),
+        "CPU per event, project 1 proc / naive": stats.ratio(
+            out["project_1"].get("cpu_us_per_event"), out["naive"].get("cpu_us_per_event")
+        ),
     }
 
 

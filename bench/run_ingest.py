@@ -2,8 +2,8 @@
 
 The benchmark starts one or two of these (one consumer group) so the stage's CPU and peak RSS
 are its own. Settings come from the ``ELK_RESOLVER_*`` environment the benchmark sets. Every
-``--report-s`` seconds one JSON line goes to stdout: readiness, the stage's counters and its
-committed offsets, which is how the benchmark knows when every record is through. SIGTERM
+``--report-s`` seconds one JSON line goes to stdout: readiness, the process's CPU seconds,
+the stage's counters and its committed offsets, which is how the benchmark knows when every record is through. SIGTERM
 or SIGINT stops the stage gracefully.
 """
 
@@ -34,6 +34,7 @@ async def run(report_s: float) -> None:
         m = stage.metrics
         line = {
             "t": time.time(),
+            "cpu_s": time.process_time(),
             "ready": stage.ready,
             "events_in": m.events_in,
             "stored": m.stored,

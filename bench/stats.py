@@ -232,8 +232,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             run = th.get(key)
             if run:
                 rows.append((label, fmt_number(run.get("events")), fmt_number(run.get("seconds"), 2, " s"),
-                             fmt_rate(run.get("rate")), run.get("note", "")))  # fmt: skip
-        out += [markdown_table(("run", "events", "time", "rate", "note"), rows), ""]
+                             fmt_rate(run.get("rate")), fmt_number(run.get("cpu_us_per_event"), 1, " µs"),
+                             run.get("note", "")))  # fmt: skip
+        out += [markdown_table(("run", "events", "time", "rate", "CPU/event", "note"), rows), ""]
         ratios = th.get("ratios", {})
         out += [
             markdown_table(

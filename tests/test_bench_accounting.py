@@ -225,3 +225,17 @@ def test_a_failing_section_is_reported_and_the_next_one_still_runs(tmp_path, mon
     results = orjson.loads((out / "latest.json").read_bytes())
     assert results["sections_status"] == {"classification": "failed: RuntimeError: boom", "grouping": "ok"}
     assert "average" in results["grouping"]
+
+
+def test_profile_top_entries_count_own_and_total_samples_per_function():
+    from bench.profile_ingest import top_entries
+
+    collapsed = (
+        "process 1:\"python\";main (a.py:1);work (b.py:10);parse (c.py:5) 6\n"
+        "process 1:\"python\";main (a.py:1);work (b.py:12) 3\n"
+        "process 1:\"python\";main (a.py:2);parse (c.py:7) 1\n"
+    )
+    samples, own, total = top_entries(collapsed)
+    assert samples == 10
+    assert dict(own) == {"parse (c.py)": 7, "work (b.py)": 3}
+    assert dict(total)["main (a.py)"] == 10 and dict(total)["work (b.py)"] == 9 and dict(total)["parse (c.py)"] == 7
