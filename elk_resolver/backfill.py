@@ -1,10 +1,16 @@
 """`elk-resolver backfill-es`: error documents already in Elasticsearch, into ``topic_raw``.
 
 Reads with a point-in-time and ``search_after`` sorted by ``[@timestamp, _shard_doc]``, in
-pages, and publishes each ``_source`` as Logstash would have (same JSON shape), with the
-document's ``_id`` as the event's identity: ``event.hash`` (the ingest stage's
-``elasticsearch_id`` field) and the ``event_id`` header. A document published twice is
-therefore counted once.
+pages, and publishes each ``_source`` as Logstash would have (same JSON shape). The event's
+identity is Logstash's own ``event.hash`` when the document has it (so an event the service
+already consumed live, or a document indexed twice under two ids, counts once), else the
+document's ``_id``; it goes in ``event.hash`` (the ingest stage's identity field) and the
+``event_id`` header. A document published twice is therefore counted once.
+
+History is never acted on: every record carries the ``elk-history: backfill`` header, which
+ingest stores with the occurrence (``error_occurrences.history``) and turns into an analysis
+event marked ``replay``/``history``, so nothing is remediated, unless the operator passes
+``--execute`` (the ``elk-history-execute`` header).
 
 Resumable: after each page is acknowledged by the broker the cursor (the last ``@timestamp``
 sort value and the ids published at it) is stored in ``backfill_cursors``, keyed by (index
@@ -25,6 +31,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from elk_resolver.db import queries
+from elk_resolver.logstash_event import HISTORY_EXECUTE_HEADER, HISTORY_HEADER, get_path
 from elk_resolver.progress import Progress
 from elk_resolver.settings import Settings
 
@@ -73,18 +80,27 @@ def _naive_utc(when: datetime) -> datetime:
     return when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
 
 
-def _as_logstash_record(hit: dict[str, Any]) -> tuple[bytes, bytes | None]:
+def _as_logstash_record(hit: dict[str, Any]) -> tuple[bytes, bytes | None, str]:
+    """(value, key, identity) of the record that re-publishes one document."""
     source = dict(hit.get("_source") or {})
-    doc_id = hit["_id"]
+    logstash_hash = get_path(source, "event.hash")
+    identity = logstash_hash.strip() if isinstance(logstash_hash, str) and logstash_hash.strip() else hit["_id"]
     source.pop("event.hash", None)  # a flat key would shadow the nested one
     event = source.get("event")
     event = dict(event) if isinstance(event, dict) else {}
-    event["hash"] = doc_id
+    event["hash"] = identity
     source["event"] = event
     service = source.get("service")
     name = service.get("name") if isinstance(service, dict) else source.get("service.name")
     key = str(name).encode() if name else None
-    return orjson.dumps(source), key
+    return orjson.dumps(source), key, identity
+
+
+def history_headers(identity: str, *, execute: bool) -> list[tuple[str, bytes]]:
+    headers = [("event_id", identity.encode()), (HISTORY_HEADER, b"backfill")]
+    if execute:
+        headers.append((HISTORY_EXECUTE_HEADER, b"true"))
+    return headers
 
 
 def make_client(settings: Settings):
@@ -110,6 +126,7 @@ async def backfill(
     restart: bool = False,
     progress: Progress | None = None,
     client: Any = None,
+    execute: bool = False,
 ) -> BackfillResult:
     from elasticsearch import ApiError, TransportError
 
@@ -183,9 +200,9 @@ async def backfill(
                 ts = str(hit["sort"][0])
                 if last_ts is not None and ts == last_ts and hit["_id"] in last_ids:
                     continue  # sent before the interruption
-                value, record_key = _as_logstash_record(hit)
+                value, record_key, identity = _as_logstash_record(hit)
                 futures.append(await producer.send(
-                    settings.topic_raw, value, key=record_key, headers=[("event_id", hit["_id"].encode())]
+                    settings.topic_raw, value, key=record_key, headers=history_headers(identity, execute=execute)
                 ))
             for future in futures:
                 await future  # acknowledged before the cursor moves past them

@@ -634,7 +634,7 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
                 try:
                     result = await backfill(s, pool, index=args.index, since=args.since, until=args.until,
                                             query=args.query, page_size=args.page_size, restart=args.restart,
-                                            progress=progress)
+                                            progress=progress, execute=args.execute)
                 except BackfillError as exc:
                     progress.close()
                     raise PartialError(f"{exc}; run the same command again to resume") from None
@@ -644,7 +644,8 @@ def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
             progress.close()
             resumed = " (resumed)" if result.resumed else ""
             print(f"published {result.published} documents from {args.index} to {s.topic_raw}{resumed} "
-                  f"in {result.pages} pages; each carries its _id as event.hash")
+                  f"in {result.pages} pages; identity: the document's event.hash, else its _id; "
+                  + ("remediation allowed (--execute)" if args.execute else "marked backfill: no remediation"))
             return 0
 
         return asyncio.run(run())
@@ -772,6 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help='KQL-style (log.level:error and service.name:api) or query DSL JSON')
     backfill.add_argument("--page-size", type=int, default=500)
     backfill.add_argument("--restart", action="store_true", help="forget the stored cursor and start over")
+    backfill.add_argument("--execute", action="store_true",
+                          help="let the backfilled errors be remediated (by default they are history: never acted on)")
 
     report = sub.add_parser("report", help="the design document's four report queries as tables")
     report.add_argument("--json", action="store_true", help="JSON instead of tables")

@@ -25,7 +25,11 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "BadRecord",
     "ParsedEvent",
+    "HISTORY_HEADER",
+    "HISTORY_EXECUTE_HEADER",
     "get_path",
+    "history_mark",
+    "level_name",
     "parse_record",
     "severity_of",
     "split_stack_trace",
@@ -172,6 +176,28 @@ _SEVERITY = {
 _SYSLOG_SEVERITY = {0: "FATAL", 1: "FATAL", 2: "CRITICAL", 3: "ERROR"}
 
 
+# Levels below ERROR, by the name stored in ``error_logs.severity`` (the line's own level: a
+# pattern match never raises it, see handlers/ingest.py).
+_LOW_LEVELS = {
+    "warn": "WARNING", "warning": "WARNING", "notice": "NOTICE",
+    "info": "INFO", "information": "INFO", "informational": "INFO", "config": "INFO",
+    "debug": "DEBUG", "fine": "DEBUG", "verbose": "DEBUG",
+    "trace": "TRACE", "finer": "TRACE", "finest": "TRACE",
+}  # fmt: skip
+_SYSLOG_LOW = {4: "WARNING", 5: "NOTICE", 6: "INFO", 7: "DEBUG"}
+SEVERITY_RANK = {"TRACE": 0, "DEBUG": 1, "INFO": 2, "NOTICE": 3, "WARNING": 4, "ERROR": 5, "CRITICAL": 6, "FATAL": 7}
+ERROR_RANK = SEVERITY_RANK["ERROR"]
+
+
+def level_name(level_raw: str) -> str:
+    """The stored severity of a line whose level is below ERROR (``WARNING``, ``INFO``,
+    ``DEBUG``...); an unknown level keeps its own name, upper-cased (20 characters max)."""
+    key = level_raw.strip().lower()
+    if key.isdigit():
+        return _SYSLOG_LOW.get(int(key), key)
+    return _LOW_LEVELS.get(key) or key.upper()[:20] or "UNKNOWN"
+
+
 def severity_of(level: Any) -> str | None:
     """Map a log level (string, any case, or a syslog number 0-7) to the ``error_logs``
     severity; ``None`` for levels that are not errors (warn, info, debug...)."""
@@ -299,6 +325,29 @@ def _header(headers: Any, name: str) -> str | None:
         v = bytes(v).decode("utf-8", "replace")
     v = str(v).strip()
     return v or None
+
+
+# History: records that re-publish the past carry this header (``backfill`` from backfill-es,
+# ``replay`` from elk-resolver replay); ingest stores it with the occurrence and never lets such
+# an event be remediated unless the publisher also set HISTORY_EXECUTE_HEADER (the operator
+# asked, e.g. ``backfill-es --execute``). A forged mark can only stop remediation, never cause it.
+HISTORY_HEADER = "elk-history"
+HISTORY_EXECUTE_HEADER = "elk-history-execute"
+HISTORY_MARKS = frozenset({"backfill", "replay"})
+
+
+def history_mark(headers: Any) -> tuple[str | None, bool]:
+    """``(mark, execute)`` from a record's headers: the history mark (``backfill``,
+    ``replay``, or None for a live event; an unknown value counts as ``backfill``) and
+    whether the operator asked for remediation anyway."""
+    if not headers:
+        return None, False
+    mark = _header(headers, HISTORY_HEADER)
+    if mark is None:
+        return None, False
+    mark = mark.lower()
+    execute = (_header(headers, HISTORY_EXECUTE_HEADER) or "").lower() in ("1", "true", "yes")
+    return (mark if mark in HISTORY_MARKS else "backfill"), execute
 
 
 def _id_value(v: Any) -> str | None:

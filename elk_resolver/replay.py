@@ -8,7 +8,8 @@
   ``--until``'s offsets), so a replay ends even while Logstash keeps writing.
 * Every batch goes through the ingest handler (:func:`handlers.ingest.handle_batch`):
   occurrences are keyed by event identity, so records already counted change nothing; the
-  analysis events it publishes carry ``replay: true`` (no remediation) unless ``--execute``.
+  analysis events it publishes carry ``replay: true`` and ``history: replay`` (no remediation)
+  unless ``--execute``, and occurrences it records first are stored with ``history = 'replay'``.
   Bad records are counted, not dead-lettered again (the live stage did that the first time).
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
@@ -98,7 +99,9 @@ async def replay(
         cache = PatternCache(pool)
         await cache.refresh()
         masker = SecretMasker(s.mask_extra_patterns)
-        config = IngestConfig.from_settings(s)
+        # Marked as history in the database too (error_occurrences.history = 'replay' for the
+        # records the live stage never counted); --execute is the operator asking to act on it.
+        config = replace(IngestConfig.from_settings(s), history="replay", act_on_history=execute)
         partitions = PartitionCache()
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=500, max_records=s.batch_max_records)

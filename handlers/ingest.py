@@ -17,6 +17,18 @@ step of the next batch runs in this process while PostgreSQL works on the previo
 hash, also when the batch brought no new occurrence: a batch whose commit succeeded but whose
 publish was lost is published again on redelivery (the later stages are idempotent).
 
+Two marks decide what may be remediated, and both are stored where the later stages read
+them from the database:
+
+* Level: a pattern match keeps a line whose own level is below ERROR (``warn``, ``info``,
+  ``debug``...) but never raises it. Such a line is stored (occurrence counted, the row's
+  severity is the worst level seen) and not published to analysis, so it is never remediated.
+  A line with no level at all that matches a pattern is an ERROR (the topic carries errors).
+* History: a record with the ``elk-history`` header (backfill-es, replay) is stored with that
+  mark in ``error_occurrences.history`` and its analysis event says ``replay: true`` and
+  ``history``, unless the operator asked to act on it. ``error_logs.last_actionable_at`` is
+  the newest occurrence that may be remediated (live, error or worse).
+
 :func:`handle_batch` chains the three for callers that need no pipelining (tests, CLI).
 Nothing here imports a broker.
 """
@@ -35,7 +47,16 @@ import orjson
 from elk_resolver.classify import PatternRow, PatternSet
 from elk_resolver.db import queries
 from elk_resolver.fingerprint import fingerprint
-from elk_resolver.logstash_event import DEFAULT_MAX_BYTES, SOURCE_SYSTEM_MAX, BadRecord, parse_record
+from elk_resolver.logstash_event import (
+    DEFAULT_MAX_BYTES,
+    ERROR_RANK,
+    SEVERITY_RANK,
+    SOURCE_SYSTEM_MAX,
+    BadRecord,
+    history_mark,
+    level_name,
+    parse_record,
+)
 from elk_resolver.masking import SecretMasker
 from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
 
@@ -90,6 +111,10 @@ class IngestConfig:
     fingerprint_version: str = "template"
     id_field: str = "event.hash"
     id_header: str = "event_id"
+    history: str | None = None
+    """The history mark of records that carry none (``replay`` for elk-resolver replay)."""
+    act_on_history: bool = False
+    """The operator asked for history to be remediated (``replay --execute``)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> IngestConfig:
@@ -146,14 +171,39 @@ class _Error:
     first_time: datetime
     last_time: datetime
     trigger_identity: str
+    rank: int = ERROR_RANK
+    """``SEVERITY_RANK`` of ``severity``: the worst level of this error in the batch."""
+    error_trigger: tuple[str, datetime, str | None] | None = None
+    """(identity, time, history mark) of the first error-or-worse occurrence in the batch."""
+    act_trigger: tuple[str, datetime, str | None] | None = None
+    """The newest occurrence that may be remediated: error-or-worse and not history (unless
+    the operator asked). None: the batch gives this error nothing to act on."""
     count: int = 1
+
+    def note(self, rank: int, trigger: tuple[str, datetime, str | None], actionable: bool) -> None:
+        if rank >= ERROR_RANK and self.error_trigger is None:
+            self.error_trigger = trigger
+        if actionable and (self.act_trigger is None or trigger[1] >= self.act_trigger[1]):
+            self.act_trigger = trigger
+
+    @property
+    def reported(self) -> bool:
+        """Only error-or-worse lines go on to analysis; lower ones are stored, marked by
+        their own severity, and never remediated."""
+        return self.error_trigger is not None
+
+    def trigger(self) -> tuple[str, datetime, str | None]:
+        """The occurrence the analysis event names (its identity and time key the
+        ``error_occurrences`` row, whose ``history`` column the later stages can read)."""
+        return self.act_trigger or self.error_trigger or (self.trigger_identity, self.last_time, None)
 
 
 @dataclass(slots=True)
 class PreparedBatch:
     errors: dict[str, _Error] = field(default_factory=dict)
-    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int]] = field(default_factory=dict)
-    """(identity, occurred_at) -> (hash, topic, partition, offset): one per distinct event."""
+    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int, str | None]] = field(default_factory=dict)
+    """(identity, occurred_at) -> (hash, topic, partition, offset, history mark): one per
+    distinct event."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events_in: int = 0
     skipped: int = 0
@@ -289,6 +339,8 @@ def prepare_into(
     max_bytes = config.max_record_bytes
     id_field = config.id_field
     id_header = config.id_header
+    default_mark = config.history
+    act_on_history = config.act_on_history
     n = 0
     for rec in records:
         n += 1
@@ -311,7 +363,15 @@ def prepare_into(
             if pattern is None:
                 batch.skipped += 1
                 continue
-            severity = "ERROR"
+            # A pattern keeps a line whose level is below ERROR, but never raises it: the line
+            # is stored with its own level and not reported (see _Error.reported). A line with
+            # no level at all is on the error topic and matches a pattern: an error.
+            severity = "ERROR" if ev.level_raw is None else level_name(ev.level_raw)
+        rank = SEVERITY_RANK.get(severity, 0)
+        mark, act = history_mark(rec.headers)
+        if mark is None:
+            mark = default_mark
+        actionable = rank >= ERROR_RANK and (mark is None or act or act_on_history)
         if pattern is not None:
             error_type = pattern.error_category
         else:
@@ -321,7 +381,7 @@ def prepare_into(
         key = (ev.event_identity, when)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence
-        occurrences[key] = (fp.hash, rec.topic, rec.partition, rec.offset)
+        occurrences[key] = (fp.hash, rec.topic, rec.partition, rec.offset, mark)
         months.add(date(when.year, when.month, 1))
         err = errors.get(fp.hash)
         if err is not None:
@@ -330,6 +390,9 @@ def prepare_into(
                 err.last_time = when
             if when < err.first_time:
                 err.first_time = when
+            if rank > err.rank:
+                err.rank, err.severity = rank, severity
+            err.note(rank, (ev.event_identity, when, mark), actionable)
             continue
         # The first event of an error in this batch is the one that may be stored: mask the
         # rest of it now (only now: repeats are counted, never stored).
@@ -370,7 +433,9 @@ def prepare_into(
             first_time=when,
             last_time=when,
             trigger_identity=ev.event_identity,
+            rank=rank,
         )
+        errors[fp.hash].note(rank, (ev.event_identity, when, mark), actionable)
     batch.events_in += n
 
 
@@ -403,6 +468,7 @@ async def store_batch(
     o_topic = [v[1] for _, v in occ]
     o_part = [v[2] for _, v in occ]
     o_off = [v[3] for _, v in occ]
+    o_history = [v[4] for _, v in occ]
 
     errs = [batch.errors[h] for h in sorted(batch.errors)]
     result = await conn.fetch(
@@ -426,6 +492,8 @@ async def store_batch(
         [e.template for e in errs],
         [e.pattern.id if e.pattern is not None else None for e in errs],
         [e.last_time for e in errs],
+        o_history,
+        [e.act_trigger[1] if e.act_trigger is not None else None for e in errs],
     )
     for r in result:
         rows[r[1]] = (r[0], r[2], r[3])
@@ -464,7 +532,10 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
     """One analysis event per distinct hash of the batch, in the batch's order."""
     events = []
     for h, e in batch.errors.items():
+        if not e.reported:
+            continue
         row_id, first_seen, new = stored.rows[h]
+        identity, when, mark = e.trigger()
         events.append(
             AnalysisEvent(
                 error_log_id=row_id,
@@ -479,9 +550,10 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
                 occurrences_in_batch=e.count,
                 new_occurrences=new,
                 first_seen=first_seen,
-                event_time=e.last_time,
-                trigger_event_id=e.trigger_identity,
-                replay=replay,
+                event_time=when,
+                trigger_event_id=identity,
+                replay=replay or e.act_trigger is None,
+                history=mark,
             )
         )
     return events
@@ -506,7 +578,10 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
     out = []
     dumps = orjson.dumps
     for h, e in batch.errors.items():
+        if not e.reported:
+            continue
         row_id, first_seen, new = stored.rows[h]
+        identity, when, mark = e.trigger()
         p = e.pattern
         ctx = e.context
         out.append(
@@ -534,9 +609,10 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
                         "occurrences_in_batch": e.count,
                         "new_occurrences": new,
                         "first_seen": first_seen,
-                        "event_time": e.last_time,
-                        "trigger_event_id": e.trigger_identity,
-                        "replay": replay,
+                        "event_time": when,
+                        "trigger_event_id": identity,
+                        "replay": replay or e.act_trigger is None,
+                        "history": mark,
                     }
                 ),
             )

@@ -45,16 +45,28 @@ class AnalysisEvent(Contract):
     error_type: str = Field(description="matched pattern's category, else ECS error.type, else 'unclassified'")
     error_message: str = Field(description="the error message, secrets masked, no stack trace")
     fingerprint_template: str | None = Field(None, description="the template that was hashed")
-    severity: str = Field(description="ERROR, CRITICAL or FATAL")
+    severity: str = Field(description="ERROR, CRITICAL or FATAL (lines below ERROR are stored, never published)")
     source_system: str = Field(description="service, namespace/deployment or host (50 chars max)")
     pattern: PatternRef | None = Field(None, description="the error_patterns row that matched, if any")
     context: ErrorContext = Field(default_factory=ErrorContext)
     occurrences_in_batch: int = Field(description="events of this error in the consumed batch")
     new_occurrences: int = Field(description="of those, never counted before (0 on a pure replay)")
     first_seen: bool = Field(description="this batch created the error_logs row")
-    event_time: datetime = Field(description="@timestamp of the newest event of this error in the batch")
-    trigger_event_id: str = Field(description="identity of the first event of this error in the batch")
-    replay: bool = Field(False, description="from `elk-resolver replay`: never remediated unless asked")
+    event_time: datetime = Field(
+        description="@timestamp of the trigger event: the newest live error-level event of this error in the "
+        "batch, else its first error-level event"
+    )
+    trigger_event_id: str = Field(
+        description="identity of the trigger event; with event_time it keys its error_occurrences row"
+    )
+    replay: bool = Field(
+        False,
+        description="never remediate automatically: history (replay or backfill) the operator did not ask "
+        "to act on; the same mark is in error_occurrences.history and error_logs.last_actionable_at",
+    )
+    history: Literal["backfill", "replay"] | None = Field(
+        None, description="the trigger event re-publishes the past: from backfill-es or elk-resolver replay"
+    )
 
 
 class CommandSpec(Contract):

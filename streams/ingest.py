@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -192,6 +193,8 @@ class IngestStage:
         if not self.bootstrap_servers:
             raise ValueError("the ingest stage needs kafka_bootstrap_servers")
         self.config = IngestConfig.from_settings(settings)
+        if replay:
+            self.config = dataclasses.replace(self.config, history="replay")
         self.masker = SecretMasker(settings.mask_extra_patterns)
         self.patterns = PatternCache(pool, refresh_s=settings.patterns_refresh_s, on_reload=self._patterns_loaded)
         self.partitions = PartitionCache()

@@ -192,7 +192,58 @@ async def test_non_errors_are_skipped_unless_a_pattern_matches(pool, patterns):
     ]
     result = await ingest(pool, patterns, records(events))
     assert result.counts.skipped == 2 and result.counts.errors == 1
+    # Stored with its own level, never raised to ERROR, and not sent on to analysis.
+    assert await pool.fetchval("SELECT severity FROM error_logs") == "WARNING"
+    assert result.events == []
+
+
+async def test_a_debug_line_matching_a_pattern_stays_debug_and_is_never_remediated(pool, patterns):
+    debug = ecs_event("pod CrashLoopBackOff seen for pod payments-api", log={"level": "debug"},
+                      event={"hash": "dbg-1"}, kubernetes={"namespace": "sandbox"})
+    result = await ingest(pool, patterns, records([debug]))
+    row = await pool.fetchrow("SELECT severity, occurrence_count, last_actionable_at FROM error_logs")
+    assert dict(row) == {"severity": "DEBUG", "occurrence_count": 1, "last_actionable_at": None}
+    assert result.events == [] and result.counts.errors == 1
+    # The same error at ERROR later: the row's severity rises, that event goes on to analysis.
+    error = ecs_event("pod CrashLoopBackOff seen for pod payments-api", event={"hash": "err-1"},
+                      **{"@timestamp": "2024-05-01T10:16:00Z"})
+    again = await ingest(pool, patterns, records([debug, error]))
+    assert [e.trigger_event_id for e in again.events] == ["err-1"] and not again.events[0].replay
+    row = await pool.fetchrow("SELECT severity, occurrence_count, last_actionable_at FROM error_logs")
+    assert dict(row) == {"severity": "ERROR", "occurrence_count": 2, "last_actionable_at": datetime(2024, 5, 1, 10, 16)}
+    # A later debug line never lowers it again.
+    await ingest(pool, patterns, records([ecs_event("pod CrashLoopBackOff seen for pod payments-api",
+                                                    log={"level": "debug"}, event={"hash": "dbg-2"})]))
     assert await pool.fetchval("SELECT severity FROM error_logs") == "ERROR"
+
+
+async def test_history_headers_are_stored_and_never_actionable(pool, patterns):
+    from elk_resolver.logstash_event import HISTORY_EXECUTE_HEADER, HISTORY_HEADER
+
+    def rec(event, *headers):
+        return RawRecord(orjson.dumps(event), "raw", 0, 0, 1714550000000, headers=list(headers))
+
+    old = ecs_event(event={"hash": "bf-1"})
+    result = await ingest(pool, patterns, [rec(old, (HISTORY_HEADER, b"backfill"))])
+    [event] = result.events
+    assert event.replay and event.history == "backfill" and event.trigger_event_id == "bf-1"
+    assert await pool.fetchval("SELECT history FROM error_occurrences WHERE event_identity = 'bf-1'") == "backfill"
+    assert await pool.fetchval("SELECT last_actionable_at FROM error_logs") is None
+    # A live event of the same error in the same batch as history: the live one is the trigger.
+    live = ecs_event(event={"hash": "live-1"}, **{"@timestamp": "2024-05-01T09:00:00Z"})
+    newer = ecs_event(event={"hash": "bf-2"}, **{"@timestamp": "2024-05-01T11:00:00Z"})
+    result = await ingest(pool, patterns, [rec(newer, (HISTORY_HEADER, b"backfill")), rec(live)])
+    [event] = result.events
+    assert (event.trigger_event_id, event.replay, event.history) == ("live-1", False, None)
+    assert event.event_time == datetime(2024, 5, 1, 9, 0)
+    assert await pool.fetchval("SELECT last_actionable_at FROM error_logs") == datetime(2024, 5, 1, 9, 0)
+    # The operator asked (backfill-es --execute): still marked, but actionable.
+    asked = ecs_event(event={"hash": "bf-3"}, **{"@timestamp": "2024-05-01T12:00:00Z"})
+    result = await ingest(pool, patterns, [rec(asked, (HISTORY_HEADER, b"backfill"), (HISTORY_EXECUTE_HEADER, b"true"))])
+    [event] = result.events
+    assert (event.replay, event.history) == (False, "backfill")
+    marks = await pool.fetch("SELECT event_identity, history FROM error_occurrences ORDER BY event_identity")
+    assert [tuple(r) for r in marks] == [("bf-1", "backfill"), ("bf-2", "backfill"), ("bf-3", "backfill"), ("live-1", None)]
 
 
 async def test_duplicates_collapse_and_replayed_batch_does_not_double_count(pool, patterns):

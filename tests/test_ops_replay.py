@@ -140,3 +140,57 @@ async def test_backfill_pages_through_survives_an_interruption_and_resumes_witho
     assert {r.key for r in records} == {b"worker"}
     first = orjson.loads(records[0].value)
     assert first["event"]["dataset"] == "k8s" and "message" in first  # Logstash's shape, untouched otherwise
+
+
+async def test_backfilled_documents_are_history_never_remediated_and_a_double_backfill_counts_once(settings, pool):
+    """Issue 10 item 6: the records backfill-es publishes carry the history mark, which the
+    ingest handler (as the live stage runs it) stores and turns into no-remediation events;
+    Logstash's event.hash is the identity, so the event already consumed live and a second
+    backfill of the same documents count nothing twice."""
+    from elk_resolver.masking import SecretMasker
+    from elk_resolver.pattern_cache import PatternCache
+    from handlers.ingest import IngestConfig, PartitionCache, handle_batch
+
+    cache = PatternCache(pool)
+    await cache.refresh()
+
+    async def ingest(records):
+        return await handle_batch(records, pool=pool, patterns=cache.current, masker=SecretMasker(),
+                                  config=IngestConfig.from_settings(settings), partitions=PartitionCache())
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    stamp = now.isoformat().replace("+00:00", "Z")
+    message = "OOMKilled container worker-1"
+    live = {"@timestamp": stamp, "message": message, "log": {"level": "error"}, "service": {"name": "worker"},
+            "event": {"hash": "logstash-fp-1"}}
+    # Live first: the service consumed this event when it happened.
+    await ingest([type("R", (), {"topic": "raw", "partition": 0, "offset": 0, "timestamp": None,
+                                 "value": orjson.dumps(live), "headers": ()})()])
+    docs = [
+        # The same event as indexed by Elasticsearch under an id of its own.
+        {"_id": "es-auto-id-1", "_source": live},
+        # Two recent documents the service never saw (within stale_after_s: "remediable" by age).
+        {"_id": "doc-a", "_source": {**live, "event": {"hash": "logstash-fp-2"}}},
+        {"_id": "doc-b", "_source": {k: v for k, v in live.items() if k != "event"}},
+    ]
+    async with EsStub() as es:
+        es.serve_documents(docs)
+        s = settings.model_copy(update={"elasticsearch_url": es.url})
+        since = now - timedelta(minutes=5)
+        assert (await backfill(s, pool, index="logs-*", since=since)).published == 3
+        assert (await backfill(s, pool, index="logs-*", since=since, restart=True)).published == 3
+
+    records = await _read_all(settings, settings.topic_raw)
+    assert len(records) == 6
+    assert all(dict(r.headers)["elk-history"] == b"backfill" for r in records)
+    result = await ingest(records)
+    ids, total = await _counts(pool)
+    assert ids == ["doc-b", "logstash-fp-1", "logstash-fp-2"] and total == 3
+    assert result.counts.new_occurrences == 2
+    [event] = result.events
+    assert event.replay and event.history == "backfill"
+    async with pool.acquire() as conn:
+        marks = dict(await conn.fetch("SELECT event_identity, history FROM error_occurrences"))
+        actionable = await conn.fetchval("SELECT last_actionable_at FROM error_logs")
+    assert marks == {"logstash-fp-1": None, "logstash-fp-2": "backfill", "doc-b": "backfill"}
+    assert actionable == now.replace(tzinfo=None)  # the live occurrence only

@@ -8,8 +8,11 @@ SELECT ensure_error_occurrences_partition(m) FROM unnest($1::date[]) AS m;
 
 -- name: ingest-upsert-batch
 -- Record the batch's occurrences idempotently, then insert or count its distinct errors.
--- $1..$6: one element per distinct event identity (sorted, so concurrent consumers lock in
--- the same order); $7..$19: one element per distinct hash_signature (sorted likewise).
+-- $1..$6 and $20 (history mark): one element per distinct event identity (sorted, so
+-- concurrent consumers lock in the same order); $7..$19 and $21 (last_actionable_at): one
+-- element per distinct hash_signature (sorted likewise).
+-- severity only ever rises (the worst level seen), so a debug line stored first does not hide
+-- the errors of the same fingerprint; it changes rarely, so the update stays mostly HOT.
 -- $15 (raw_log_data) is JSON text, cast here: usually the record's own bytes, passed
 -- through without a decode/encode round trip in the client.
 -- Only occurrences that were not recorded before are counted, so a replayed or redelivered
@@ -19,8 +22,9 @@ SELECT ensure_error_occurrences_partition(m) FROM unnest($1::date[]) AS m;
 -- number of new occurrences it brought.
 WITH occ AS (
     INSERT INTO error_occurrences AS o
-        (event_identity, occurred_at, hash_signature, source_topic, source_partition, source_offset)
-    SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::int[], $6::bigint[])
+        (event_identity, occurred_at, hash_signature, source_topic, source_partition, source_offset, history)
+    SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                         $20::text[])
     ON CONFLICT DO NOTHING
     RETURNING o.hash_signature, o.occurred_at
 ), counts AS (
@@ -31,25 +35,30 @@ WITH occ AS (
     SELECT * FROM unnest(
         $7::text[], $8::timestamp[], $9::text[], $10::text[], $11::text[], $12::text[],
         $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::int[],
-        $19::timestamp[]
+        $19::timestamp[], $21::timestamp[]
     ) AS b(hash_signature, ts, error_type, error_message, source_system, severity,
            stack_trace, elasticsearch_id, raw_log_data, fingerprint_version,
-           fingerprint_template, pattern_id, batch_last_seen)
+           fingerprint_template, pattern_id, batch_last_seen, last_actionable_at)
 ), upserted AS (
     INSERT INTO error_logs AS e
         (timestamp, error_type, error_message, source_system, severity, stack_trace,
          elasticsearch_id, raw_log_data, hash_signature, fingerprint_version,
-         fingerprint_template, pattern_id, occurrence_count, last_seen_at)
+         fingerprint_template, pattern_id, occurrence_count, last_seen_at, last_actionable_at)
     SELECT b.ts, b.error_type, b.error_message, b.source_system, b.severity, b.stack_trace,
            b.elasticsearch_id, b.raw_log_data::jsonb, b.hash_signature, b.fingerprint_version,
            b.fingerprint_template, b.pattern_id, coalesce(c.n, 0),
-           coalesce(c.last_seen, b.batch_last_seen)
+           coalesce(c.last_seen, b.batch_last_seen), b.last_actionable_at
     FROM batch b
     LEFT JOIN counts c USING (hash_signature)
     ORDER BY b.hash_signature
     ON CONFLICT (hash_signature) DO UPDATE SET
         occurrence_count = e.occurrence_count + EXCLUDED.occurrence_count,
-        last_seen_at = greatest(e.last_seen_at, EXCLUDED.last_seen_at)
+        last_seen_at = greatest(e.last_seen_at, EXCLUDED.last_seen_at),
+        last_actionable_at = greatest(e.last_actionable_at, EXCLUDED.last_actionable_at),
+        severity = CASE
+            WHEN array_position(ARRAY['ERROR', 'CRITICAL', 'FATAL'], EXCLUDED.severity::text)
+                 > coalesce(array_position(ARRAY['ERROR', 'CRITICAL', 'FATAL'], e.severity::text), 0)
+            THEN EXCLUDED.severity ELSE e.severity END
     WHERE EXCLUDED.occurrence_count > 0
     RETURNING e.id, e.hash_signature, (e.xmax = 0) AS inserted
 )
