@@ -139,12 +139,51 @@ class Settings(BaseSettings):
     log_json: bool = False
     log_level: str = "INFO"
 
+    # --- people in the loop: notifications and the console ---------------------------------
+    notify_urls: CsvList = Field(
+        default_factory=list,
+        description="apprise URLs, a JSON array or comma-separated: slack://, msteams://, mailto://,"
+        " pagerduty://, opsgenie://, json:// ...; none means no notification is sent",
+    )
+    notify_webhook_url: str | None = Field(
+        None, description="a generic JSON webhook, signed with HMAC-SHA256 of notify_webhook_secret"
+    )
+    notify_webhook_secret: str | None = None
+    notify_rate_per_minute: int = Field(20, ge=1, description="messages per channel per minute; more wait")
+    notify_max_attempts: int = Field(8, ge=1, description="a message that failed this often is given up")
+    notify_interval_s: float = Field(1.0, gt=0, description="how often each copy looks for messages to send")
+    console_url: str | None = Field(None, description="the console's address as people reach it (links in messages)")
+    console_secret: str | None = Field(
+        None, description="signs console sessions and CSRF tokens; set the same value on every copy"
+    )
+    console_users: dict[str, str] = Field(
+        default_factory=dict, description='{"alice": "scrypt$..."} (`elk-resolver console hash-password`)'
+    )
+    console_tokens: dict[str, str] = Field(
+        default_factory=dict, description='{"deploy-bot": "<sha256 hex of the API token>"}'
+    )
+    console_groups: dict[str, list[str]] = Field(default_factory=dict, description='{"alice": ["sre"]}')
+    console_approvers: CsvList = Field(
+        default_factory=list, description="who may decide: user names or group:NAME; empty = any authenticated person"
+    )
+    console_trusted_proxies: CsvList = Field(
+        default_factory=list, description="addresses (or CIDRs) of the authenticating proxy whose user header is believed"
+    )
+    console_user_header: str = "X-Forwarded-User"
+    console_groups_header: str = "X-Forwarded-Groups"
+    console_session_s: float = Field(8 * 3600.0, gt=0)
+    operator: str | None = Field(None, description="the identity the CLI decides as (approvals, kill switch)")
+    kibana_data_view: str | None = Field(None, description="Kibana data view id for Discover links")
+
     _patterns = field_validator("mask_extra_patterns", mode="before")(_split_patterns)
     _csv = field_validator(
         "kubectl_namespaces",
         "kubectl_verbs",
         "http_allowlist",
         "shell_allowlist",
+        "notify_urls",
+        "console_approvers",
+        "console_trusted_proxies",
         mode="before",
     )(_split_csv)
 

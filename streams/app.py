@@ -33,7 +33,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_lates
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from elk_resolver import migrate
+from elk_resolver import migrate, notify
 from elk_resolver.db import create_pool, queries
 from elk_resolver.settings import Settings
 from streams.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
@@ -216,6 +216,7 @@ class App:
         self._approvals = Gauge("elk_resolver_approvals_pending", "approvals waiting for a person",
                                 registry=self._registry)
         self._asyncapi: dict[str, Any] | None = None
+        self.notifier: notify.Dispatcher | None = None
 
     @property
     def http_url(self) -> str | None:
@@ -256,6 +257,8 @@ class App:
                 raise failures[0]
             if "monitor" in self.stages:
                 await self._start_stage("monitor", self.stages["monitor"])
+            self.notifier = notify.Dispatcher(s, self.pool)
+            await self.notifier.start()
         except BaseException:
             await self.stop()
             raise
@@ -274,6 +277,9 @@ class App:
             except Exception:  # noqa: BLE001 - keep stopping the others
                 log.exception("stage %s did not stop cleanly", stage.name, extra={"stage": stage.name})
         self.started_stages.clear()
+        if self.notifier is not None:
+            await self.notifier.stop()
+            self.notifier = None
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.stop()

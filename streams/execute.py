@@ -32,6 +32,7 @@ import asyncpg
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 
+from elk_resolver import notify
 from elk_resolver.executors.elasticsearch import make_client
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
@@ -146,6 +147,7 @@ class ExecuteStage(SubscribedStage):
 
             await self._worker.retrying(decide, record, failed_reason="execution-failed")
             await self._worker.retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
+            await self._worker.retrying(lambda: notify.outcomes(self.pool, self.settings, results), record)
             metrics.PUBLISHED.labels(self.name).inc(len(results))
             self.handled += 1
         await self._subscription.ack(msg)
@@ -159,6 +161,7 @@ class ExecuteStage(SubscribedStage):
         results += await verify_outcomes(pool=self.pool, settings=self.settings, now=now)
         if results or events:
             await publish_outcomes(self.broker, self.settings, results, events)
+            await notify.outcomes(self.pool, self.settings, results, events)
         return results
 
     async def _maintain(self) -> None:
