@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("ELK_RESOLVER_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = "embedded,kubernetes,test,bench"  # embedded: `up` and the tests need the broker and database
+EXTRAS = "embedded,kubernetes,kubectl,test,bench"  # embedded: `up` and the tests need the broker and database
 
 
 def _stamp() -> str:

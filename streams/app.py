@@ -215,6 +215,12 @@ class App:
                                  registry=self._registry)
         self._approvals = Gauge("elk_resolver_approvals_pending", "approvals waiting for a person",
                                 registry=self._registry)
+        self._approval_age = Gauge("elk_resolver_approval_oldest_pending_seconds",
+                                   "age of the oldest approval still waiting (0 when none)", registry=self._registry)
+        self._breakers = Gauge("elk_resolver_breakers_open", "solutions whose circuit breaker is open",
+                               registry=self._registry)
+        self._kill_switch = Gauge("elk_resolver_kill_switch", "1 while the kill switch (setting or database) is on",
+                                  registry=self._registry)
         self._asyncapi: dict[str, Any] | None = None
         self.notifier: notify.Dispatcher | None = None
 
@@ -337,9 +343,13 @@ class App:
                     async with self.pool.acquire() as conn:
                         rows = await conn.fetch(q.executions_by_status)
                         pending = await conn.fetchval(q.approvals_pending_count)
+                        gauges = await conn.fetchrow(q.alerting_gauges)
                 for row in rows:
                     self._executions.labels(row["status"]).set(row["n"])
                 self._approvals.set(pending)
+                self._approval_age.set(gauges["oldest_pending_s"] or 0)
+                self._breakers.set(gauges["breakers_open"])
+                self._kill_switch.set(1 if self.settings.kill_switch or gauges["kill_switch"] else 0)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("metrics: database figures unavailable: %s", exc)
         return generate_latest(REGISTRY) + generate_latest(self._registry)

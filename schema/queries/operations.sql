@@ -28,6 +28,15 @@ SELECT execution_status AS status, COUNT(*) AS n FROM execution_history GROUP BY
 -- Approvals a person still has to decide.
 SELECT COUNT(*) FROM approvals WHERE status = 'pending' AND expires_at > NOW();
 
+-- name: alerting-gauges
+-- What the alert rules watch: the oldest pending approval's age, open circuit breakers, the kill
+-- switch row (the session time zone is UTC, like every stored timestamp).
+SELECT
+    (SELECT EXTRACT(EPOCH FROM LOCALTIMESTAMP - MIN(created_at))::float8
+       FROM approvals WHERE status = 'pending' AND expires_at > NOW()) AS oldest_pending_s,
+    (SELECT COUNT(*) FROM solutions WHERE tripped_at IS NOT NULL) AS breakers_open,
+    (SELECT kill_switch FROM resolver_controls WHERE id) AS kill_switch;
+
 -- name: maintenance-last-finished
 -- When `maintain` last finished (any copy of the service).
 SELECT MAX(finished_at) FROM maintenance_runs;

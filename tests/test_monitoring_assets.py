@@ -1,0 +1,119 @@
+"""The Grafana dashboard and the Prometheus alert rules name only what /metrics exports: a
+running service (every stage, real broker and PostgreSQL) is scraped and compared."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import orjson
+import yaml
+from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams import metrics
+from streams.app import create_app
+from tests.support.kubernetes import KUBERNETES_DIR, ROOT
+from tests.support.polling import wait_for
+
+DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
+RULES = KUBERNETES_DIR / "components" / "prometheus-operator" / "prometheusrule.yaml"
+METRIC = re.compile(r"\belk_resolver_[a-z0-9_]+")
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
+
+ALERTS = {"ElkResolverLagGrowing", "ElkResolverDeadLetterRate", "ElkResolverNoProgress",
+          "ElkResolverBreakerTripped", "ElkResolverApprovalWaiting", "ElkResolverKillSwitchOn"}
+
+
+def dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def rules() -> list[dict]:
+    doc = yaml.safe_load(RULES.read_text())
+    return [rule for group in doc["spec"]["groups"] for rule in group["rules"]]
+
+
+def exported(text: str) -> tuple[set[str], set[str]]:
+    """Sample names (with their type's suffixes, even for a labelled family with no sample yet)
+    and label names the scrape shows."""
+    names: set[str] = set()
+    labels: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names.update(family.name + s for s in SUFFIXES.get(family.type, ()))
+        for sample in family.samples:
+            names.add(sample.name)
+            labels.update(sample.labels)
+    return names, labels
+
+
+def test_dashboard_is_importable_grafana_json_with_the_panels_the_operators_need():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    assert any(i["type"] == "datasource" for i in dashboard["__inputs"])
+    exprs = " ".join(dashboard_exprs())
+    for needed in ("events_in", "published", "dead_lettered", "consumer_lag", "batch_seconds_bucket",
+                   "executions", "approvals_pending", "approval_oldest_pending_seconds", "breakers_open"):
+        assert f"elk_resolver_{needed}" in exprs, needed
+
+
+def test_alert_rules_cover_the_incidents_and_are_well_formed():
+    found = rules()
+    assert ALERTS <= {r["alert"] for r in found}
+    for rule in found:
+        assert rule["expr"].count("(") == rule["expr"].count(")"), rule["alert"]
+        assert rule["labels"]["severity"] in ("info", "warning", "critical")
+        assert rule["annotations"]["summary"]
+
+
+def _event(i: int) -> bytes:
+    return orjson.dumps({
+        "@timestamp": "2024-05-01T10:00:00Z", "message": f"Connection refused to db port 5432 attempt {i}",
+        "log": {"level": "error"}, "service": {"name": "billing"}, "event": {"hash": f"mon-{i}"},
+    })
+
+
+async def test_dashboard_and_rules_name_only_metrics_a_running_service_exports(settings, pool):
+    app = create_app(settings)  # every stage, as `elk-resolver run` starts them
+    async with app:
+        async with httpx.AsyncClient(base_url=app.http_url, timeout=10) as http:
+            await wait_for(lambda: _ok(http), timeout=60, what="/ready 200")
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+            await producer.start()
+            try:
+                await producer.send_and_wait(settings.topic_raw, _event(1), key=b"billing")
+                await producer.send_and_wait(settings.topic_raw, b"{not json", key=b"billing")  # a DLQ sample
+            finally:
+                await producer.stop()
+
+            async def dead_lettered() -> bool:
+                return "elk_resolver_dead_lettered_total{" in (await http.get("/metrics")).text
+
+            await wait_for(dead_lettered, timeout=60, what="the bad record dead-lettered")
+            async with pool.acquire() as conn:  # one run, so executions{status} has a sample
+                await conn.execute("""
+                    INSERT INTO error_logs (error_type, error_message, source_system, hash_signature)
+                    VALUES ('network', 'x', 'svc', 'monitoring-h1');
+                    INSERT INTO solutions (error_hash, solution_type, solution_description, solution_commands)
+                    VALUES ('monitoring-h1', 'restart', 'r', '[]');
+                    INSERT INTO execution_history (error_log_id, solution_id, execution_status)
+                    SELECT (SELECT id FROM error_logs WHERE hash_signature = 'monitoring-h1'),
+                           (SELECT id FROM solutions WHERE error_hash = 'monitoring-h1'), 'success';
+                """)
+            names, labels = exported((await http.get("/metrics")).text)
+    # a retry needs a failing dependency; its label is read from the counter's definition
+    labels.update(metrics.RETRIES._labelnames)  # noqa: SLF001
+
+    queries = dashboard_exprs() + [r["expr"] for r in rules()]
+    used = {m for q in queries for m in METRIC.findall(q)}
+    assert used - names == set(), f"not exported by /metrics: {sorted(used - names)}"
+    grouped = {label.strip() for q in queries for g in GROUPING.findall(q) for label in g.split(",") if label.strip()}
+    assert grouped - labels - {"le"} == set(), f"labels /metrics does not carry: {sorted(grouped - labels)}"
+
+
+async def _ok(http: httpx.AsyncClient) -> bool:
+    return (await http.get("/ready")).status_code == 200
