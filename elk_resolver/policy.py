@@ -76,6 +76,7 @@ class Verdict:
 @dataclass(frozen=True)
 class ExecutionPolicy:
     kubectl_path: str = "kubectl"
+    kubernetes_executor: str = "kubectl"  # or "api": the same verdicts, run through the Kubernetes API
     kubectl_kubeconfig: str | None = None
     kubectl_context: str | None = None
     kubectl_namespaces: tuple[str, ...] = ()
@@ -91,6 +92,7 @@ class ExecutionPolicy:
     def from_settings(cls, settings: Settings) -> ExecutionPolicy:
         return cls(
             kubectl_path=settings.kubectl_path,
+            kubernetes_executor=settings.kubernetes_executor,
             kubectl_kubeconfig=settings.kubectl_kubeconfig,
             kubectl_context=settings.kubectl_context,
             kubectl_namespaces=tuple(settings.kubectl_namespaces),

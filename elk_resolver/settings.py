@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     execution_mode: ExecutionMode = "dry-run"
     kill_switch: bool = False
     kubectl_path: str = "kubectl"
+    kubernetes_executor: Literal["kubectl", "api"] = Field(
+        "kubectl", description="kubectl commands run by the kubectl binary, or through the Kubernetes API (the image's)"
+    )
     kubectl_kubeconfig: str | None = None
     kubectl_context: str | None = None
     kubectl_namespaces: CsvList = Field(default_factory=list)

@@ -51,6 +51,10 @@ async def run_command(
     """Run one command the policy has allowed (``verdict`` from :func:`evaluate`)."""
     timeout_s = verdict.timeout_s or policy.default_timeout_s
     limit = policy.output_limit_bytes
+    if cmd.type == "kubectl" and policy.kubernetes_executor == "api":
+        from elk_resolver.executors import kubernetes_api
+
+        return await kubernetes_api.run(cmd, verdict, policy=policy, timeout_s=timeout_s, output_limit=limit)
     if cmd.type in ("kubectl", "shell"):
         from elk_resolver.executors import process
 

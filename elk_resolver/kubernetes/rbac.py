@@ -30,28 +30,12 @@ from typing import Any
 import yaml
 
 from elk_resolver import policy as policy_module
+from elk_resolver.kubernetes.objects import KINDS, VERB_KINDS, kind_name, policy_verb
 from elk_resolver.policy import ExecutionPolicy
 
 ROLE_NAME = "elk-resolver-remediation"
 LABELS = {"app.kubernetes.io/name": "elk-resolver", "app.kubernetes.io/component": "remediation"}
 
-# kubectl's names for a kind -> (API group, resource)
-KINDS: dict[str, tuple[str, str]] = {
-    "deployment": ("apps", "deployments"),
-    "statefulset": ("apps", "statefulsets"),
-    "daemonset": ("apps", "daemonsets"),
-    "replicaset": ("apps", "replicasets"),
-    "pod": ("", "pods"),
-}
-_ALIASES = {"deploy": "deployment", "sts": "statefulset", "ds": "daemonset", "rs": "replicaset", "po": "pod"}
-
-# The kinds kubectl itself accepts for each verb; the policy's per-verb kinds narrow them.
-VERB_KINDS: dict[str, tuple[str, ...]] = {
-    "rollout restart": ("deployment", "statefulset", "daemonset"),
-    "rollout undo": ("deployment", "statefulset", "daemonset"),
-    "scale": ("deployment", "statefulset", "replicaset"),
-    "delete pod": ("pod",),
-}
 _HISTORY = {"deployment": ("apps", "replicasets"), "statefulset": ("apps", "controllerrevisions"),
             "daemonset": ("apps", "controllerrevisions")}
 
@@ -65,24 +49,6 @@ class Grant:
     group: str
     resource: str
     verb: str
-
-
-def kind_name(text: str) -> str:
-    """``deployments``, ``deploy``, ``Deployment`` and ``deployment.apps`` all name ``deployment``."""
-    name = text.strip().lower().split(".", 1)[0]
-    name = _ALIASES.get(name, name)
-    if name not in KINDS and name.endswith("s") and name[:-1] in KINDS:
-        name = name[:-1]
-    return name
-
-
-def policy_verb(entry: str) -> str:
-    """A verb of ``kubectl_verbs`` in the form of :data:`VERB_KINDS` (``delete`` means ``delete pod``:
-    the policy allows deleting pods only)."""
-    words = entry.split()
-    if words and words[0] == "delete":
-        return "delete pod"
-    return " ".join(words)
 
 
 def verb_kinds(policy: ExecutionPolicy, verb: str) -> tuple[str, ...]:
