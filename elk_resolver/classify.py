@@ -50,6 +50,9 @@ class PatternRow:
     error_category: str
     priority: int | None = DEFAULT_PRIORITY
     auto_resolve: bool = False
+    fingerprint_fields: tuple[str, ...] | None = None
+    """fingerprint errors of this pattern from these fields instead of the message template
+    (see :func:`elk_resolver.fingerprint.rule_fingerprint`); None: the template."""
 
     @classmethod
     def from_mapping(cls, row: Mapping[str, Any]) -> PatternRow:
@@ -61,6 +64,7 @@ class PatternRow:
             error_category=row["error_category"],
             priority=row["priority"],
             auto_resolve=bool(row["auto_resolve"]),
+            fingerprint_fields=tuple(row.get("fingerprint_fields") or ()) or None,
         )
 
     @property

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 VERSIONS = ("exact", "template")
+RULE_VERSION = "rule"  # made by a pattern's fingerprint_fields, not by a setting
 DEFAULT_VERSION = "template"
 SEPARATOR = "\x1f"
 PLACEHOLDER = "<*>"  # one placeholder for every kind: the same slot may hold an IP or a name
@@ -185,3 +186,62 @@ def fingerprint(error_type: str, message: str, version: str = DEFAULT_VERSION) -
         raise ValueError(f"unknown fingerprint version {version!r}; expected one of {VERSIONS}")
     digest = hashlib.sha256(f"{error_type}{SEPARATOR}{template}".encode()).hexdigest()
     return Fingerprint(hash=digest, template=template, version=version)
+
+
+# --- fingerprint rules per pattern ------------------------------------------------------------
+
+_OWNER_RULES = (
+    re.compile(rf"^(.+)-\d{{6,}}-{_K8S}{{5}}$"),  # CronJob -> Job -> pod
+    re.compile(rf"^(.+)-{_K8S}{{6,10}}-{_K8S}{{5}}$"),  # Deployment -> ReplicaSet -> pod
+    re.compile(r"^(.+)-\d+$"),  # StatefulSet ordinal
+    re.compile(rf"^(.+)-{_K8S}{{5}}$"),  # DaemonSet or Job pod
+)
+RULE_FIELDS = ("pattern", "error_type", "template", "workload", "namespace", "pod", "container", "deployment",
+               "service", "host", "index", "file")
+
+
+def owner_workload(pod: str) -> str:
+    """The workload a Kubernetes pod name was generated for (``web-7d9f8b6c5-x2k4q`` -> ``web``)."""
+    for rule in _OWNER_RULES:
+        m = rule.match(pod)
+        if m:
+            return m.group(1)
+    return pod
+
+
+@lru_cache(maxsize=256)
+def _captures(regex: str):
+    import re2  # the patterns' engine: linear time on any input
+
+    from elk_resolver.classify import to_re2_syntax
+
+    return re2.compile(to_re2_syntax(regex))
+
+
+def rule_fingerprint(error_type: str, pattern, message: str, context: dict[str, str]) -> Fingerprint:
+    """Fingerprint of an error whose pattern names its fields (``error_patterns.fingerprint_fields``),
+    as error trackers' server-side fingerprinting: e.g. ``{pattern,namespace,workload}`` makes
+    one error per pattern, namespace and owning workload, whatever the message says. Fields:
+    ``pattern`` (the row), ``error_type``, ``template`` (the message template), ``workload``
+    (the deployment, else the owner of the pod name), any event context field (namespace, pod,
+    container, deployment, service, host, index, file), or ``capture:NAME`` (a named group of
+    the pattern's regex). A missing field is empty."""
+    parts = []
+    for name in pattern.fingerprint_fields:
+        if name == "pattern":
+            value = str(pattern.id)
+        elif name == "error_type":
+            value = error_type
+        elif name == "template":
+            value = normalize(message)
+        elif name == "workload":
+            value = context.get("deployment") or owner_workload(context.get("pod") or "")
+        elif name.startswith("capture:"):
+            m = _captures(pattern.pattern_regex).search(message)
+            value = (m.groupdict().get(name[8:]) or "") if m else ""
+        else:
+            value = context.get(name) or ""
+        parts.append(f"{name}={value}")
+    template = "rule " + " ".join(parts)
+    digest = hashlib.sha256(f"{error_type}{SEPARATOR}{template}".encode()).hexdigest()
+    return Fingerprint(hash=digest, template=template, version=RULE_VERSION)

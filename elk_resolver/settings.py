@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     elasticsearch_id_field: str = "event.hash"
     elasticsearch_id_header: str = "event_id"
     patterns_refresh_s: float = Field(2.0, gt=0, description="error_patterns reload interval")
+    merge_pass_every_s: float = Field(
+        30.0, ge=0, description="learned-merge pass interval per ingest copy (0: never; one copy runs at a time)"
+    )
     mask_extra_patterns: CsvList = Field(
         default_factory=list, description="extra secret regexes: a JSON array, or one per line"
     )

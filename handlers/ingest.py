@@ -46,7 +46,7 @@ import orjson
 
 from elk_resolver.classify import PatternRow, PatternSet
 from elk_resolver.db import queries
-from elk_resolver.fingerprint import fingerprint
+from elk_resolver.fingerprint import fingerprint, rule_fingerprint
 from elk_resolver.logstash_event import (
     DEFAULT_MAX_BYTES,
     ERROR_RANK,
@@ -57,6 +57,7 @@ from elk_resolver.logstash_event import (
     level_name,
     parse_record,
 )
+from elk_resolver.merging import AliasIndex
 from elk_resolver.masking import SecretMasker
 from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
 
@@ -157,6 +158,7 @@ class _Error:
     error_type: str
     message: str
     template: str
+    version: str
     severity: str
     source_system: str
     stack_trace: str | None
@@ -312,10 +314,11 @@ def prepare_batch(
     patterns: PatternSet,
     masker: SecretMasker,
     config: IngestConfig = IngestConfig(),
+    aliases: AliasIndex | None = None,
 ) -> PreparedBatch:
     """Parse, filter, mask, classify, fingerprint and collapse a batch. Pure CPU."""
     batch = PreparedBatch()
-    prepare_into(batch, records, patterns=patterns, masker=masker, config=config)
+    prepare_into(batch, records, patterns=patterns, masker=masker, config=config, aliases=aliases)
     return batch
 
 
@@ -326,10 +329,14 @@ def prepare_into(
     patterns: PatternSet,
     masker: SecretMasker,
     config: IngestConfig = IngestConfig(),
+    aliases: AliasIndex | None = None,
 ) -> None:
     """:func:`prepare_batch` in steps: add ``records`` to ``batch``. Feeding a batch's records
     in slices gives the same result as one call (the stage runner does so to let the event
-    loop serve the database and the broker between slices)."""
+    loop serve the database and the broker between slices).
+
+    ``aliases`` (the learned and operators' merges) maps a fingerprint to its canonical
+    error before anything is keyed by it: one dictionary lookup per event."""
     errors = batch.errors
     occurrences = batch.occurrences
     months = batch.months
@@ -341,6 +348,7 @@ def prepare_into(
     id_header = config.id_header
     default_mark = config.history
     act_on_history = config.act_on_history
+    resolve = aliases.resolve if aliases is not None and (aliases.exact or aliases.learned) else None
     n = 0
     for rec in records:
         n += 1
@@ -376,14 +384,18 @@ def prepare_into(
             error_type = pattern.error_category
         else:
             error_type = (ecs_type or UNCLASSIFIED)[:ERROR_TYPE_MAX]
-        fp = fingerprint(error_type, message, version)
+        if pattern is not None and pattern.fingerprint_fields:
+            fp = rule_fingerprint(error_type, pattern, message, ev.context)
+        else:
+            fp = fingerprint(error_type, message, version)
+        h = fp.hash if resolve is None else resolve(error_type, fp.template, fp.hash)
         when = _event_time(ev.raw, ev.timestamp, rec.timestamp)
         key = (ev.event_identity, when)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence
-        occurrences[key] = (fp.hash, rec.topic, rec.partition, rec.offset, mark)
+        occurrences[key] = (h, rec.topic, rec.partition, rec.offset, mark)
         months.add(date(when.year, when.month, 1))
-        err = errors.get(fp.hash)
+        err = errors.get(h)
         if err is not None:
             err.count += 1
             if when > err.last_time:
@@ -417,11 +429,12 @@ def prepare_into(
             raw_json = value.decode() if type(value) is bytes else bytes(value).decode()  # type: ignore[union-attr]
         else:
             raw_json = orjson.dumps(masked_raw).decode()
-        errors[fp.hash] = _Error(
-            hash=fp.hash,
+        errors[h] = _Error(
+            hash=h,
             error_type=error_type,
             message=message,
             template=fp.template,
+            version=fp.version,
             severity=severity,
             source_system=source,
             stack_trace=stack,
@@ -435,7 +448,7 @@ def prepare_into(
             trigger_identity=ev.event_identity,
             rank=rank,
         )
-        errors[fp.hash].note(rank, (ev.event_identity, when, mark), actionable)
+        errors[h].note(rank, (ev.event_identity, when, mark), actionable)
     batch.events_in += n
 
 
@@ -488,7 +501,7 @@ async def store_batch(
         [e.stack_trace for e in errs],
         [e.elasticsearch_id for e in errs],
         [e.raw_json for e in errs],
-        [fingerprint_version] * len(errs),
+        [e.version for e in errs],
         [e.template for e in errs],
         [e.pattern.id if e.pattern is not None else None for e in errs],
         [e.last_time for e in errs],
@@ -642,9 +655,10 @@ async def handle_batch(
     config: IngestConfig = IngestConfig(),
     partitions: PartitionCache | None = None,
     replay: bool = False,
+    aliases: AliasIndex | None = None,
 ) -> IngestResult:
     """Prepare, store (one transaction) and build the events of one batch."""
-    batch = prepare_batch(records, patterns=patterns, masker=masker, config=config)
+    batch = prepare_batch(records, patterns=patterns, masker=masker, config=config, aliases=aliases)
     async with pool.acquire() as conn, conn.transaction():
         stored = await store_batch(conn, batch, partitions=partitions, fingerprint_version=config.fingerprint_version)
     if partitions is not None:

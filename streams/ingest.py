@@ -58,6 +58,7 @@ from aiokafka.errors import KafkaError
 
 from elk_resolver.db import is_transient_db_error
 from elk_resolver.masking import SecretMasker
+from elk_resolver.alias_cache import AliasCache
 from elk_resolver.pattern_cache import PatternCache
 from handlers.ingest import (
     DeadLetter,
@@ -197,6 +198,12 @@ class IngestStage:
             self.config = dataclasses.replace(self.config, history="replay")
         self.masker = SecretMasker(settings.mask_extra_patterns)
         self.patterns = PatternCache(pool, refresh_s=settings.patterns_refresh_s, on_reload=self._patterns_loaded)
+        self.aliases = AliasCache(
+            pool,
+            refresh_s=settings.patterns_refresh_s,
+            merge_every_s=settings.merge_pass_every_s,
+            version=settings.fingerprint_version,
+        )
         self.partitions = PartitionCache()
         self.metrics = IngestMetrics()
         self._after_db_commit = after_db_commit
@@ -222,6 +229,7 @@ class IngestStage:
     async def start(self) -> None:
         s = self.settings
         await self.patterns.start()
+        await self.aliases.start()
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap_servers,
             acks=1,
@@ -285,6 +293,7 @@ class IngestStage:
                 await asyncio.gather(db, commit, return_exceptions=True)
         self._tasks = []
         await self.patterns.stop()
+        await self.aliases.stop()
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._commit_pending()
@@ -343,9 +352,15 @@ class IngestStage:
             # broker work while this process prepares, instead of waiting for a whole batch.
             prepared = PreparedBatch()
             patterns = self.patterns.current  # one snapshot for the whole batch
+            aliases = self.aliases.current
             for i in range(0, len(records), _PREPARE_SLICE):
                 prepare_into(
-                    prepared, records[i : i + _PREPARE_SLICE], patterns=patterns, masker=self.masker, config=self.config
+                    prepared,
+                    records[i : i + _PREPARE_SLICE],
+                    patterns=patterns,
+                    masker=self.masker,
+                    config=self.config,
+                    aliases=aliases,
                 )
                 await asyncio.sleep(0)
             await self._hand_over(_Batch(generation, fetched_at, records, offsets, prepared))

@@ -54,5 +54,17 @@ def test_cli_prints_each_file_and_ends_with_average_ga(tmp_path, capsys):
     _write_corpus(tmp_path)
     main(["--corpus", str(tmp_path)])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert any(line.startswith("Tiny_2k.log_structured.csv") for line in lines)
+    assert any(line.startswith("Tiny (held-out)") for line in lines)
     assert lines[-1] == "average GA 1.0000"
+
+
+def test_cli_without_a_corpus_says_what_is_missing(tmp_path, capsys):
+    main(["--corpus", str(tmp_path / "nowhere")])
+    out = capsys.readouterr().out
+    assert "grouping skipped" in out and "nowhere" in out
+
+
+def test_results_report_the_service_column_with_over_merge_and_over_split(tmp_path):
+    _write_corpus(tmp_path)
+    row = grouping_results(tmp_path)["Tiny_2k.log_structured.csv"]
+    assert row["service"] == 1.0 and row["over_merge"] == 0.0 and row["over_split"] == 0.0

@@ -74,13 +74,14 @@ SELECT id, hash_signature FROM error_logs WHERE hash_signature = any($1::text[])
 -- A cheap fingerprint of error_patterns: the cache reloads the rows only when it changes.
 SELECT count(*) AS n,
        md5(coalesce(string_agg(
-           concat_ws(E'\x1f', id, pattern_name, pattern_regex, error_category, priority, auto_resolve, disabled_at),
+           concat_ws(E'\x1f', id, pattern_name, pattern_regex, error_category, priority, auto_resolve, disabled_at,
+                     fingerprint_fields),
            E'\x1e' ORDER BY id), '')) AS digest
 FROM error_patterns;
 
 -- name: ingest-patterns
 -- Every enabled error pattern; PatternSet orders them (priority, then id) and skips unusable ones.
-SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve
+SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve, fingerprint_fields
 FROM error_patterns
 WHERE disabled_at IS NULL;
 

@@ -1,0 +1,164 @@
+-- Statements of the merge pass and the operators' merge/split (elk_resolver/merge_pass.py).
+-- Every change runs in one transaction under the merge advisory lock and moves
+-- fingerprint_state.alias_generation, which tells every ingest copy to reload its alias index.
+
+-- name: merge-lock
+-- Wait for the merge lock (operators' commands).
+SELECT pg_advisory_xact_lock(hashtext('elk_resolver.merge_pass'));
+
+-- name: merge-try-lock
+-- Take the merge lock if free: one copy runs the pass at a time, the others skip it.
+SELECT pg_try_advisory_xact_lock(hashtext('elk_resolver.merge_pass'));
+
+-- name: merge-state
+SELECT alias_generation, rules_digest, tokenized_upto FROM fingerprint_state;
+
+-- name: merge-bump-generation
+UPDATE fingerprint_state SET alias_generation = alias_generation + 1, last_pass_at = NOW();
+
+-- name: merge-set-state
+UPDATE fingerprint_state SET rules_digest = $1, tokenized_upto = $2, last_pass_at = NOW();
+
+-- name: merge-untokenized
+-- Rows stored since the last pass, to add to error_templates.
+SELECT id, hash_signature, error_type, fingerprint_template
+FROM error_logs WHERE id > $1 AND fingerprint_template IS NOT NULL ORDER BY id;
+
+-- name: merge-add-template
+INSERT INTO error_templates (hash_signature, error_type, tokens) VALUES ($1, $2, $3::text[])
+ON CONFLICT (hash_signature) DO NOTHING;
+
+-- name: merge-set-template
+-- A canonical's template after a merge (tokens with a learned <*>) or a remap.
+WITH t AS (
+    INSERT INTO error_templates (hash_signature, error_type, tokens, learned) VALUES ($1, $2, $3::text[], $4)
+    ON CONFLICT (hash_signature) DO UPDATE
+        SET tokens = EXCLUDED.tokens, learned = error_templates.learned OR EXCLUDED.learned, updated_at = NOW()
+)
+UPDATE error_logs SET fingerprint_template = array_to_string($3::text[], ' ') WHERE hash_signature = $1;
+
+-- name: merge-live-rows
+-- Rows the merge pass may merge: template-fingerprinted, not merged, oldest first.
+SELECT e.id, e.hash_signature, e.error_type, e.occurrence_count, t.tokens
+FROM error_logs e JOIN error_templates t USING (hash_signature)
+WHERE e.merged_into IS NULL AND e.fingerprint_version = 'template'
+ORDER BY e.id;
+
+-- name: merge-blocked
+SELECT hash_a, hash_b FROM error_splits;
+
+-- name: merge-row
+SELECT id, hash_signature, error_type, occurrence_count, merged_into, fingerprint_version,
+       fingerprint_template, pattern_id, error_message, last_seen_at
+FROM error_logs WHERE id = $1;
+
+-- name: merge-row-by-hash
+SELECT id, hash_signature, error_type, occurrence_count, merged_into, fingerprint_version,
+       fingerprint_template, pattern_id, error_message, last_seen_at
+FROM error_logs WHERE hash_signature = $1;
+
+-- name: merge-move-counts
+-- Move the members' counts to the canonical row and mark them merged; returns what moved.
+WITH m AS (
+    SELECT id, hash_signature, occurrence_count, last_seen_at
+    FROM error_logs WHERE hash_signature = any($2::text[]) AND hash_signature <> $1
+    FOR UPDATE
+), c AS (
+    UPDATE error_logs SET
+        occurrence_count = occurrence_count + (SELECT coalesce(sum(occurrence_count), 0) FROM m),
+        last_seen_at = greatest(last_seen_at, (SELECT max(last_seen_at) FROM m))
+    WHERE hash_signature = $1
+    RETURNING id
+)
+UPDATE error_logs e SET merged_into = (SELECT id FROM c), occurrence_count = 0
+FROM m WHERE e.id = m.id
+RETURNING e.hash_signature, m.occurrence_count AS moved;
+
+-- name: merge-repoint
+-- Aliases and merged rows that pointed at a member now point at the canonical (no chains).
+WITH a AS (
+    UPDATE error_aliases SET to_hash = $1, updated_at = NOW()
+    WHERE to_hash = any($2::text[]) AND from_hash <> to_hash
+)
+UPDATE error_logs SET merged_into = (SELECT id FROM error_logs WHERE hash_signature = $1)
+WHERE merged_into IN (SELECT id FROM error_logs WHERE hash_signature = any($2::text[]));
+
+-- name: merge-add-alias
+INSERT INTO error_aliases (from_hash, to_hash, reason, moved_occurrences, created_by)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (from_hash) DO UPDATE SET
+    to_hash = EXCLUDED.to_hash, reason = EXCLUDED.reason, created_by = EXCLUDED.created_by,
+    moved_occurrences = EXCLUDED.moved_occurrences, updated_at = NOW();
+
+-- name: merge-log
+INSERT INTO error_merge_log (action, from_hash, to_hash, detail, actor) VALUES ($1, $2, $3, $4, $5);
+
+-- name: merge-sweep
+-- Events a copy counted on a merged row before its alias index reloaded: move them on.
+WITH m AS (
+    SELECT e.id, e.hash_signature, e.merged_into, e.occurrence_count
+    FROM error_logs e WHERE e.merged_into IS NOT NULL AND e.occurrence_count > 0
+    FOR UPDATE
+), z AS (
+    UPDATE error_logs e SET occurrence_count = 0 FROM m WHERE e.id = m.id
+), a AS (
+    UPDATE error_aliases a SET moved_occurrences = a.moved_occurrences + m.occurrence_count
+    FROM m WHERE a.from_hash = m.hash_signature
+)
+UPDATE error_logs c SET occurrence_count = c.occurrence_count + s.n
+FROM (SELECT merged_into, sum(occurrence_count) AS n FROM m GROUP BY merged_into) s
+WHERE c.id = s.merged_into
+RETURNING c.id;
+
+-- name: merge-split
+-- Undo a merge of one member: the alias becomes a pin to the member's own row, the moved
+-- occurrences go back, the pair is recorded so the merge pass never merges it again.
+WITH a AS (
+    SELECT from_hash, to_hash, moved_occurrences FROM error_aliases WHERE from_hash = $1 FOR UPDATE
+), pin AS (
+    UPDATE error_aliases SET to_hash = from_hash, moved_occurrences = 0, updated_at = NOW(),
+        reason = jsonb_build_object('rule', 'split', 'was', reason, 'by', $3::text)
+    WHERE from_hash = $1
+), back AS (
+    UPDATE error_logs SET occurrence_count = greatest(0, occurrence_count - coalesce((SELECT moved_occurrences FROM a), 0))
+    WHERE hash_signature = $2
+), blocked AS (
+    INSERT INTO error_splits (hash_a, hash_b, created_by)
+    VALUES (least($1, $2), greatest($1, $2), $3) ON CONFLICT DO NOTHING
+)
+UPDATE error_logs SET merged_into = NULL,
+    occurrence_count = occurrence_count + coalesce((SELECT moved_occurrences FROM a), 0)
+WHERE hash_signature = $1
+RETURNING coalesce((SELECT moved_occurrences FROM a), 0) AS moved;
+
+-- name: merge-remap-rows
+-- Rows whose fingerprint the rules may have changed (not those a pattern's rule made).
+SELECT id, hash_signature, error_type, error_message, fingerprint_version, merged_into
+FROM error_logs WHERE fingerprint_version IN ('exact', 'template') ORDER BY id;
+
+-- name: merge-set-version
+UPDATE error_logs SET fingerprint_version = $2, fingerprint_template = $3 WHERE hash_signature = $1;
+
+-- name: merge-members
+-- The rows merged into one canonical row, with why.
+SELECT e.id, e.hash_signature, e.fingerprint_template, a.reason, a.moved_occurrences, a.created_by, a.created_at
+FROM error_aliases a LEFT JOIN error_logs e ON e.hash_signature = a.from_hash
+WHERE a.to_hash = $1 AND a.from_hash <> a.to_hash
+ORDER BY a.created_at, a.from_hash;
+
+-- name: merge-alias-of
+SELECT to_hash, reason, created_by, created_at FROM error_aliases WHERE from_hash = $1;
+
+-- name: merge-history
+SELECT action, from_hash, to_hash, detail, actor, created_at FROM error_merge_log
+WHERE from_hash = $1 OR to_hash = $1 ORDER BY id;
+
+-- name: alias-generation
+-- A cheap test the ingest copies poll: the alias index is reloaded only when it moved.
+SELECT alias_generation FROM fingerprint_state;
+
+-- name: alias-all
+SELECT from_hash, to_hash FROM error_aliases;
+
+-- name: alias-learned
+SELECT hash_signature, error_type, tokens FROM error_templates WHERE learned;

@@ -1,0 +1,235 @@
+"""Learned merges, operators' merges and splits, fingerprint rules per pattern and the
+fingerprint version remap, against a real PostgreSQL through the ingest handler."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bench.grouping import OnlineService, grouping_accuracy, split_shares
+from elk_resolver.alias_cache import AliasCache
+from elk_resolver.classify import PatternSet
+from elk_resolver.merge_pass import operator_merge, operator_split, run_merge_pass
+from elk_resolver.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, slot_is_variable
+from elk_resolver.masking import SecretMasker
+from elk_resolver.pattern_cache import PatternCache
+from handlers.ingest import IngestConfig, RawRecord, handle_batch
+
+TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "wayne", "stark", "wonka", "tyrell", "cyberdyne", "soylent"]
+STATES = ["Pending", "Bound", "Released", "Failed"]
+
+
+def event(message, n, **extra):
+    doc = {
+        "@timestamp": f"2024-05-01T10:{n // 60:02d}:{n % 60:02d}Z",
+        "message": message,
+        "log": {"level": "error"},
+        "event": {"hash": f"ev-{n}-{abs(hash(message))}"},
+    }
+    doc.update(extra)
+    return RawRecord(orjson.dumps(doc), offset=n)
+
+
+async def ingest(pool, messages, *, aliases=None, patterns=None, config=IngestConfig(), start=0, **extra):
+    records = [event(m, start + i, **extra) for i, m in enumerate(messages)]
+    return await handle_batch(
+        records,
+        pool=pool,
+        patterns=patterns or PatternSet(()),
+        masker=SecretMasker(),
+        config=config,
+        aliases=aliases,
+    )
+
+
+async def rows(pool):
+    return await pool.fetch(
+        "SELECT id, hash_signature, fingerprint_template, occurrence_count, merged_into FROM error_logs ORDER BY id"
+    )
+
+
+# --- pure -----------------------------------------------------------------------------------
+
+
+def test_slot_of_many_rarely_repeated_values_is_a_variable():
+    assert slot_is_variable({t: 1 for t in TENANTS})
+    assert not slot_is_variable({t: 1 for t in TENANTS[:4]})  # too few values
+    assert not slot_is_variable({s: 50 for s in STATES + ["Lost", "Unknown", "Available", "Terminating", "Gone", "X"]})
+
+
+def test_plan_merges_keeps_the_oldest_member_and_blocks_split_pairs():
+    family = [TemplateRow(f"h{i}", "E", ("quota", "exceeded", "for", t, "tenant"), 1) for i, t in enumerate(TENANTS)]
+    (merge,) = plan_merges(family)
+    assert merge.canonical == "h0" and merge.position == 3
+    assert merge.tokens == ("quota", "exceeded", "for", "<*>", "tenant")
+    assert set(merge.members) == {f"h{i}" for i in range(1, len(TENANTS))}
+    (merge,) = plan_merges(family, blocked=[frozenset(("h0", "h5"))])
+    assert "h5" not in merge.members
+
+
+def test_alias_index_resolves_members_new_values_and_pins():
+    index = AliasIndex.build([("m1", "c"), ("m2", "m1"), ("p", "p")], [("c", "E", ("quota", "for", "<*>"))])
+    assert index.resolve("E", "quota for x", "m2") == "c"  # chains are followed
+    assert index.resolve("E", "quota for brandnew", "new") == "c"  # a new value at a learned slot
+    assert index.resolve("E", "quota for pinned", "p") == "p"  # a split member stays itself
+    assert index.resolve("Other", "quota for x", "k") == "k"
+
+
+def test_online_grouping_accuracy_on_hand_made_data():
+    """Eleven tenants of one event and a state word of another, fed in order through the
+    same code as ingest with a merge pass every 5 messages."""
+    messages = [f"quota exceeded for {t} tenant" for t in TENANTS] + [f"volume is {s} now" for s in STATES] * 3
+    truth = ["quota"] * len(TENANTS) + [f"volume-{s}" for s in STATES] * 3
+    service = OnlineService(merge_every=5, config=MergeConfig())
+    keys = [service.add(m) for m in messages]
+    service.merge_pass()
+    predicted = [service.final(k) for k in keys]
+    assert grouping_accuracy(predicted, truth) == 1.0
+    assert split_shares(predicted, truth) == (0.0, 0.0)
+    # without the merge pass the tenants are 11 groups: their 11 messages are wrong
+    assert grouping_accuracy(keys[: len(TENANTS)] + predicted[len(TENANTS) :], truth) == pytest.approx(12 / 23)
+    assert split_shares(["a", "a", "b", "c"], [1, 1, 1, 2]) == (0.0, 0.75)
+    assert split_shares(["a", "a", "a", "c"], [1, 1, 2, 3]) == (0.75, 0.0)
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------
+
+
+async def test_a_family_merges_and_new_values_count_on_the_canonical_row(pool):
+    await ingest(pool, [f"quota exceeded for {t} tenant" for t in TENANTS[:-1]])
+    before = await rows(pool)
+    assert len(before) == len(TENANTS) - 1
+    result = await run_merge_pass(pool)
+    assert result.ran and len(result.merges) == 1
+    after = await rows(pool)
+    canonical = after[0]
+    assert canonical["fingerprint_template"] == "quota exceeded for <*> tenant"
+    assert canonical["occurrence_count"] == len(TENANTS) - 1
+    assert all(r["merged_into"] == canonical["id"] and r["occurrence_count"] == 0 for r in after[1:])
+    cache = AliasCache(pool, merge_every_s=None)
+    await cache.refresh()
+    # a member's fingerprint and a value never seen both count on the canonical row
+    res = await ingest(pool, [f"quota exceeded for {TENANTS[1]} tenant", f"quota exceeded for {TENANTS[-1]} tenant"],
+                       aliases=cache.current, start=100)
+    assert {e.error_log_id for e in res.events} == {canonical["id"]}
+    assert (await rows(pool))[0]["occurrence_count"] == len(TENANTS) + 1
+    assert len(await rows(pool)) == len(TENANTS) - 1  # no new row
+
+
+async def test_near_templates_differing_in_a_state_word_do_not_merge(pool):
+    await ingest(pool, [f"volume data-0 is {s}" for s in STATES] * 6)
+    result = await run_merge_pass(pool)
+    assert result.ran and result.merges == []
+    assert len(await rows(pool)) == len(STATES)
+
+
+async def test_a_manual_split_is_not_undone_by_the_merge_pass(pool):
+    await ingest(pool, [f"quota exceeded for {t} tenant" for t in TENANTS])
+    await run_merge_pass(pool)
+    member = (await rows(pool))[3]
+    (undone,) = await operator_split(pool, member["id"], "test")
+    assert undone["moved_back"] == 1
+    await run_merge_pass(pool)
+    after = {r["id"]: r for r in await rows(pool)}
+    assert after[member["id"]]["merged_into"] is None and after[member["id"]]["occurrence_count"] == 1
+    assert (await pool.fetchval("SELECT occurrence_count FROM error_logs ORDER BY id LIMIT 1")) == len(TENANTS) - 1
+    # its fingerprint is pinned to its own row, though the learned template would match it
+    cache = AliasCache(pool, merge_every_s=None)
+    await cache.refresh()
+    res = await ingest(pool, [f"quota exceeded for {TENANTS[3]} tenant"], aliases=cache.current, start=100)
+    assert res.events[0].error_log_id == member["id"]
+    log = await pool.fetch("SELECT action, actor FROM error_merge_log ORDER BY id")
+    assert ("split", "test") in [tuple(r) for r in log]
+
+
+async def test_operator_merge_is_reversible(pool):
+    await ingest(pool, ["disk full on node alpha", "disk full on node alpha", "printer on fire"])
+    a, b = await rows(pool)
+    out = await operator_merge(pool, a["id"], b["id"], "ops")
+    assert out["moved_occurrences"] == 1
+    assert [r["occurrence_count"] for r in await rows(pool)] == [3, 0]
+    await operator_split(pool, b["id"], "ops")
+    assert [r["occurrence_count"] for r in await rows(pool)] == [2, 1]
+
+
+async def test_two_ingest_copies_apply_the_same_alias(pool):
+    await ingest(pool, [f"quota exceeded for {t} tenant" for t in TENANTS[:-1]])
+    one, two = AliasCache(pool, merge_every_s=None), AliasCache(pool, merge_every_s=None)
+    await one.start()
+    await two.start()
+    try:
+        await one.merge_pass()  # this copy runs the pass; the other sees it on its next refresh
+        assert one.passes == 1
+        await two.refresh()
+        message = f"quota exceeded for {TENANTS[-1]} tenant"
+        first = await ingest(pool, [message], aliases=one.current, start=200)
+        second = await ingest(pool, [message + " "], aliases=two.current, start=300)
+        assert first.events[0].hash_signature == second.events[0].hash_signature
+        assert first.events[0].error_log_id == second.events[0].error_log_id == (await rows(pool))[0]["id"]
+    finally:
+        await one.stop()
+        await two.stop()
+
+
+async def test_one_pass_at_a_time(pool):
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('elk_resolver.merge_pass'))")
+        assert not (await run_merge_pass(pool)).ran
+
+
+async def test_fingerprint_rule_per_pattern(pool):
+    """The design's own CrashLoopBackOff row, fingerprinted by pattern, namespace and owning
+    workload: every crash loop of one deployment is one error whatever the message says."""
+    pid = await pool.fetchval(
+        "UPDATE error_patterns SET fingerprint_fields = $1 WHERE pattern_name = 'Pod CrashLoopBackOff' RETURNING id",
+        ["pattern", "namespace", "workload"],
+    )
+    cache = PatternCache(pool)
+    await cache.refresh()
+
+    def k8s(ns, pod):
+        return {"kubernetes": {"namespace": ns, "pod": {"name": pod}}}
+
+    for n, (ns, pod, text) in enumerate(
+        [
+            ("shop", "web-7d9f8b6c5-x2k4q", "CrashLoopBackOff: back-off 10s restarting pod web-7d9f8b6c5-x2k4q"),
+            ("shop", "web-bcdfghjkl-xkcdq", "CrashLoopBackOff: back-off 5m0s, exit code 137, pod web-bcdfghjkl-xkcdq"),
+            ("staging", "web-bcdfghjkl-xkcdq", "CrashLoopBackOff: back-off 10s restarting pod web-bcdfghjkl-xkcdq"),
+        ]
+    ):
+        await ingest(pool, [text], patterns=cache.current, start=10 * n, **k8s(ns, pod))
+    stored = await pool.fetch(
+        "SELECT fingerprint_version, fingerprint_template, occurrence_count FROM error_logs ORDER BY id"
+    )
+    assert [(r["fingerprint_version"], r["occurrence_count"]) for r in stored] == [("rule", 2), ("rule", 1)]
+    assert stored[0]["fingerprint_template"] == f"rule pattern={pid} namespace=shop workload=web"
+
+
+async def test_a_fingerprint_version_change_keeps_history(pool):
+    exact = IngestConfig(fingerprint_version="exact")
+    await ingest(pool, ["timeout after 30 s on shard 4", "timeout after 31 s on shard 4"], config=exact)
+    await run_merge_pass(pool, version="exact")  # records the rules the hashes were made with
+    old = await rows(pool)
+    assert len(old) == 2
+    result = await run_merge_pass(pool, version="template")
+    assert result.remapped == 2  # the second row merged into the first, the new hash aliased to it
+    cache = AliasCache(pool, merge_every_s=None)
+    await cache.refresh()
+    res = await ingest(pool, ["timeout after 99 s on shard 7"], aliases=cache.current, start=50)
+    assert res.events[0].error_log_id == old[0]["id"]
+    after = await rows(pool)
+    assert len(after) == 2 and after[0]["occurrence_count"] == 3
+    assert after[0]["fingerprint_template"] == "timeout after <*> on shard <*>"
+
+
+def test_rule_fields_from_regex_captures():
+    from elk_resolver.classify import PatternRow
+    from elk_resolver.fingerprint import rule_fingerprint
+
+    row = PatternRow(7, "oom", r"OOMKilled in container (?P<container>\S+)", "resource",
+                     fingerprint_fields=("pattern", "capture:container"))
+    one = rule_fingerprint("resource", row, "OOMKilled in container api at 10:01", {})
+    two = rule_fingerprint("resource", row, "OOMKilled in container api (limit 512Mi)", {})
+    other = rule_fingerprint("resource", row, "OOMKilled in container worker", {})
+    assert one.hash == two.hash != other.hash
+    assert one.template == "rule pattern=7 capture:container=api" and one.version == "rule"
