@@ -35,6 +35,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.local_http import LocalHttpServer
+
 
 @dataclass
 class Reply:
@@ -138,13 +140,11 @@ def _matches(source: dict[str, Any], clause: dict[str, Any]) -> bool:
     raise ValueError(f"es_stub cannot evaluate {clause}")
 
 
-class EsStub:
+class EsStub(LocalHttpServer):
     def __init__(self) -> None:
         self.requests: list[SeenRequest] = []
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self._scripted: deque[Reply] = deque()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
         self.route("GET", r"/", _info)
         self.route("GET", r"/_cluster/health(/[^/]+)?", _cluster_health)
         self.route("PUT", r"/(?P<index>[^/_][^/]*)/_settings", _acknowledged)
@@ -264,18 +264,3 @@ class EsStub:
                 **reply.headers,
             },
         )
-
-    async def __aenter__(self) -> EsStub:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()

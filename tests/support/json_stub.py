@@ -12,13 +12,13 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.local_http import LocalHttpServer
 
-class JsonStub:
+
+class JsonStub(LocalHttpServer):
     def __init__(self, routes: dict[str, tuple[int, Any]] | None = None) -> None:
         self.routes: dict[str, tuple[int, Any]] = dict(routes or {})
         self.hits: list[str] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
 
     def set(self, path: str, status: int, body: Any) -> None:
         self.routes[path] = (status, body)
@@ -27,20 +27,6 @@ class JsonStub:
         self.hits.append(request.path)
         status, body = self.routes.get(request.path, (404, {"error": "no stub route"}))
         return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
-
-    async def __aenter__(self) -> JsonStub:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 def logstash_stats(*, status: str = "green", reload_error: bool = False, utilization: float = 20.0) -> dict:

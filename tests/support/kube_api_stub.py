@@ -20,6 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.local_http import LocalHttpServer
+
 TOKEN = "stub-token"
 
 
@@ -52,14 +54,12 @@ def status(code: int, reason: str, message: str) -> web.Response:
     return reply(body, status=code)
 
 
-class KubeApiStub:
+class KubeApiStub(LocalHttpServer):
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}  # (resource, namespace, name)
         self.requests: list[Request] = []
         self.forbidden_namespaces: set[str] = set()
         self.hang = False
-        self.url = ""
-        self._runner: web.AppRunner | None = None
         self._version = 100
 
     # -- objects ---------------------------------------------------------------------------
@@ -182,17 +182,3 @@ class KubeApiStub:
                          "resourceVersion": meta["resourceVersion"]},
             "spec": {"replicas": obj["spec"]["replicas"]}, "status": {"replicas": obj["spec"]["replicas"]},
         })
-
-    async def __aenter__(self) -> KubeApiStub:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
