@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 
-from elk_resolver import logs
+from elk_resolver import errors_cli, logs
 from elk_resolver.embedded import EmbeddedError, EmbeddedNotInstalled
 from elk_resolver.kubernetes import command as kubernetes_command
 from elk_resolver.migrate import MigrationError, check, migrate
@@ -536,10 +536,21 @@ def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
                     probe = PatternSet([PatternRow(0, args.name, args.regex, args.category, args.priority)])
                 if probe.invalid:
                     raise CliError(f"regex refused: {probe.invalid[0][1]}")
+                fields = _fingerprint_fields(args.fingerprint_fields)
                 new_id = await conn.fetchval(q.patterns_add, args.name, args.regex, args.category,
                                              args.priority, args.auto_resolve)
+                if fields:
+                    await conn.execute(q.patterns_set_fingerprint_fields, new_id, fields)
                 print(f"added pattern {new_id} ({args.name}); the ingest stage picks it up within "
                       f"{s.patterns_refresh_s:g}s")
+                return 0
+            if args.action == "fingerprint":
+                fields = _fingerprint_fields(args.fields)
+                name = await conn.fetchval(q.patterns_set_fingerprint_fields, args.id, fields)
+                if name is None:
+                    raise CliError(f"no pattern with id {args.id}")
+                print(f"pattern {args.id} ({name}) fingerprints its errors from "
+                      f"{','.join(fields) if fields else 'the message template'}")
                 return 0
             if args.action in ("disable", "enable"):
                 name = await conn.fetchval(q.patterns_set_disabled, args.id, args.action == "disable")
@@ -548,12 +559,43 @@ def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"pattern {args.id} ({name}) {args.action}d")
                 return 0
             rows = [r for r in await conn.fetch(q.patterns_all) if r["disabled_at"] is None]
-        return _pattern_test(args.message, rows, s, args)
+        from elk_resolver.alias_cache import AliasCache
+
+        aliases = AliasCache(pool, merge_every_s=None)
+        await aliases.refresh()
+        code = _pattern_test(args.message, rows, s, args, aliases.current)
+        await _print_alias(pool, code)
+        return 0
 
     return _with_pool(settings, work)
 
 
-def _pattern_test(message: str, rows: Sequence[asyncpg.Record], settings: Settings, args: argparse.Namespace) -> int:
+def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
+    return _with_pool(settings, lambda pool, _s: errors_cli.main(args, pool))
+
+
+def _fingerprint_fields(text: str) -> list[str] | None:
+    try:
+        return errors_cli.parse_fields(text)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _print_alias(pool: asyncpg.Pool, tested: tuple[str, str]) -> None:
+    """The alias ``patterns test`` found: which stored error the message would count on."""
+    own, resolved = tested
+    if own == resolved:
+        print("alias:      none (the message counts on its own fingerprint)")
+        return
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT id, fingerprint_template FROM error_logs WHERE hash_signature = $1", resolved)
+        why = await conn.fetchval("SELECT reason FROM error_aliases WHERE from_hash = $1", own)
+    target = f"error {row['id']} {row['fingerprint_template']!r}" if row else f"fingerprint {resolved}"
+    print(f"alias:      counts on {target} ({errors_cli._why(why) if why else 'learned template'})")
+
+
+def _pattern_test(message: str, rows: Sequence[asyncpg.Record], settings: Settings, args: argparse.Namespace,
+                  aliases=None) -> tuple[str, str]:
     """What the ingest stage would make of a message: the same prepare step it runs."""
     import orjson
 
@@ -569,7 +611,7 @@ def _pattern_test(message: str, rows: Sequence[asyncpg.Record], settings: Settin
         config = IngestConfig(config.max_record_bytes, args.fingerprint, config.id_field, config.id_header)
     patterns = PatternSet(rows)
     batch = prepare_batch([RawRecord(orjson.dumps(event))], patterns=patterns,
-                          masker=SecretMasker(settings.mask_extra_patterns), config=config)
+                          masker=SecretMasker(settings.mask_extra_patterns), config=config, aliases=aliases)
     if batch.dead_letters:
         raise CliError(f"the message cannot be an event: {batch.dead_letters[0].reason}")
     error = next(iter(batch.errors.values()))
@@ -581,9 +623,9 @@ def _pattern_test(message: str, rows: Sequence[asyncpg.Record], settings: Settin
               f"(priority {pattern.priority}, auto_resolve {'yes' if pattern.auto_resolve else 'no'})")
     print(f"error_type: {error.error_type}")
     print(f"message:    {error.message}")
-    print(f"template:   {error.template}  ({config.fingerprint_version})")
-    print(f"hash:       {error.hash}")
-    return 0
+    print(f"template:   {error.template}  ({error.version})")
+    print(f"hash:       {error.own_hash}")
+    return error.own_hash, error.hash
 
 
 # --- commands: Kafka and Elasticsearch ------------------------------------------------------
@@ -675,6 +717,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "report": cmd_report,
     "status": cmd_status,
     "patterns": cmd_patterns,
+    "errors": cmd_errors,
     "solutions": cmd_solutions,
     "maintain": cmd_maintain,
     "approvals": cmd_approvals,
@@ -788,6 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--category", required=True, help="becomes error_type of matching errors")
     add.add_argument("--priority", type=int, default=5, help="1 = highest (default 5)")
     add.add_argument("--auto-resolve", action="store_true", help="allow automatic remediation")
+    add.add_argument("--fingerprint-fields", default="",
+                     help="fingerprint its errors from these fields (pattern,namespace,workload,capture:NAME...)")
     for verb in ("disable", "enable"):
         p = actions.add_parser(verb, help=f"{verb} a pattern by id (the row stays)")
         p.add_argument("id", type=int)
@@ -795,6 +840,11 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("message")
     test.add_argument("--error-type", help="the ECS error.type the event would carry")
     test.add_argument("--fingerprint", choices=["exact", "template"], help="default: the configured version")
+
+    fp = actions.add_parser("fingerprint", help="fingerprint a pattern's errors from fields instead of the template")
+    fp.add_argument("id", type=int)
+    fp.add_argument("fields", help="comma-separated: pattern,namespace,workload,... or capture:NAME; '' = template")
+    errors_cli.add_parser(sub, _Parser)
 
     solutions = sub.add_parser("solutions", help="solutions with their learned success rates")
     solutions.add_argument("action", choices=["list"], nargs="?", default="list")

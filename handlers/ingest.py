@@ -159,6 +159,8 @@ class _Error:
     message: str
     template: str
     version: str
+    own_hash: str
+    """the fingerprint before the alias index (``hash`` is where it counts)."""
     severity: str
     source_system: str
     stack_trace: str | None
@@ -435,6 +437,7 @@ def prepare_into(
             message=message,
             template=fp.template,
             version=fp.version,
+            own_hash=fp.hash,
             severity=severity,
             source_system=source,
             stack_trace=stack,

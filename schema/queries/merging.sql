@@ -162,3 +162,10 @@ SELECT from_hash, to_hash FROM error_aliases;
 
 -- name: alias-learned
 SELECT hash_signature, error_type, tokens FROM error_templates WHERE learned;
+
+-- name: patterns-set-fingerprint-fields
+-- A pattern's fingerprint rule (NULL: the message template).
+UPDATE error_patterns SET fingerprint_fields = $2 WHERE id = $1 RETURNING pattern_name;
+
+-- name: errors-pattern
+SELECT id, pattern_name, fingerprint_fields FROM error_patterns WHERE id = $1;

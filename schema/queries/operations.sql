@@ -150,7 +150,8 @@ WHERE id = $1;
 
 -- name: patterns-all
 -- Every error pattern in match order, disabled ones included.
-SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve, created_at, disabled_at
+SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve, created_at, disabled_at,
+       fingerprint_fields
 FROM error_patterns
 ORDER BY COALESCE(priority, 5), id;
 
