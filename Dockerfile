@@ -17,8 +17,10 @@ COPY streams ./streams
 COPY handlers ./handlers
 COPY schema ./schema
 ARG EXTRAS=kubernetes
+# the venv keeps the service and its dependencies only: pip and setuptools (~24 MB) go
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install ".[${EXTRAS}]" \
+ && /opt/venv/bin/pip uninstall -q -y pip setuptools \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 FROM ${PYTHON_IMAGE}
