@@ -1,45 +1,23 @@
 """``elk-resolver approvals list|approve ID|reject ID`` and ``elk-resolver kill-switch on|off|status``.
 
-The decisions are made in the database by :mod:`handlers.execute`; this module parses the
-arguments, prints readable tables, and (when a broker is configured) publishes what changed to
-the results and approvals topics, as the execution stage would. The state is already committed
-when publishing is attempted, so a broker that does not answer only costs the events (a
-warning says so), never the decision.
-
-An approved request runs here, in this process, with this process's settings: the same policy,
-kubectl configuration and allowlists as the service, and ``executed_by`` = the approver.
-
-Wiring (the ``elk-resolver`` entry point)::
-
-    parser = argparse.ArgumentParser(prog="elk-resolver")
-    sub = parser.add_subparsers(dest="command")
-    approvals_cli.add_commands(sub)
-    args = parser.parse_args()
-    if args.command in approvals_cli.COMMANDS:
-        sys.exit(asyncio.run(approvals_cli.main(args, make_settings())))
+A face over :mod:`elk_resolver.operations` (the web console is the other): this module parses
+the arguments, says who the decision is recorded as (``--by``, else ``ELK_RESOLVER_OPERATOR``,
+else ``$USER``) and prints readable tables. The approver allowlist applies here as in the
+console. When a broker is configured, what changed is published to the results and approvals
+topics; the decision is already committed then, so a broker that does not answer only costs
+the events (a warning says so), never the decision.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from elk_resolver import operations
 from elk_resolver.db import create_pool
-from elk_resolver.policy import ExecutionPolicy
-from handlers.execute import (
-    ApprovalError,
-    Runtime,
-    approve,
-    get_kill_switch,
-    list_approvals,
-    reject,
-    set_kill_switch,
-)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -59,35 +37,23 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     listing.add_argument("--limit", type=int, default=50)
     ok = actions.add_parser("approve", help="approve and run a pending request")
     ok.add_argument("id", type=int)
-    ok.add_argument("--by", help="approver name recorded as executed_by (default: $USER)")
+    ok.add_argument("--by", help="who approves, recorded as executed_by (default: ELK_RESOLVER_OPERATOR, else $USER)")
     no = actions.add_parser("reject", help="reject a pending request")
     no.add_argument("id", type=int)
     no.add_argument("--reason", default=None)
-    no.add_argument("--by", help="who rejects (default: $USER)")
+    no.add_argument("--by", help="who rejects (default: ELK_RESOLVER_OPERATOR, else $USER)")
     for p in (listing, ok, no):
         p.add_argument("--no-publish", action="store_true", help="do not publish events to Kafka")
 
     kill = subparsers.add_parser("kill-switch", help="stop (on) or allow (off) all execution")
     kill.add_argument("state", choices=["on", "off", "status"])
-    kill.add_argument("--by", help="who flips it (default: $USER)")
+    kill.add_argument("--by", help="who flips it (default: ELK_RESOLVER_OPERATOR, else $USER)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elk-resolver")
     add_commands(parser.add_subparsers(dest="command", required=True))
     return parser
-
-
-def _who(explicit: str | None) -> str:
-    if explicit and explicit.strip():
-        return explicit.strip()
-    for var in ("USER", "LOGNAME"):
-        if os.environ.get(var):
-            return os.environ[var]
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return ""
 
 
 def _ts(value: datetime | None) -> str:
@@ -179,15 +145,25 @@ async def main(
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool, out: TextIO, err: TextIO) -> int:
     publish = not getattr(args, "no_publish", False)
+
+    async def publisher(results: list[ExecutionResult], events: list[ApprovalEvent]) -> None:
+        if publish:
+            await _publish(settings, results, events, err)
+
     if args.command == "kill-switch":
-        if args.state == "status":
-            row = await get_kill_switch(pool=pool)
-        else:
-            who = _who(args.by)
-            if not who:
-                print("error: say who you are with --by NAME", file=err)
-                return 2
-            row = await set_kill_switch(args.state == "on", who, pool=pool)
+        try:
+            if args.state == "status":
+                row = await operations.kill_switch(pool, settings)
+            else:
+                person, source = operations.cli_person(settings, args.by)
+                if person is None:
+                    print("error: say who you are with --by NAME or ELK_RESOLVER_OPERATOR", file=err)
+                    return 2
+                print(f"recorded as {person.name} (from {source})", file=err)
+                row = await operations.set_kill_switch(pool, settings, args.state == "on", person)
+        except operations.Refused as exc:
+            print(f"error: {exc}", file=err)
+            return 1
         state = "ON (all execution stopped)" if row["kill_switch"] else "off"
         if settings.kill_switch:
             state += "; the ELK_RESOLVER_KILL_SWITCH setting is also on"
@@ -196,41 +172,29 @@ async def _dispatch(args: argparse.Namespace, settings: Settings, pool: asyncpg.
 
     if args.action == "list":
         status = None if args.status == "all" else args.status
-        rows = await list_approvals(pool=pool, status=status, limit=args.limit)
+        rows, _ = await operations.list_approvals(pool, status=status, limit=args.limit)
         if not rows:
             print(f"no {'' if status is None else status + ' '}approvals", file=out)
         else:
             print(_approvals_table(rows), file=out)
         return 0
 
-    who = _who(args.by)
-    if not who:
-        print("error: say who you are with --by NAME (it is recorded as executed_by)", file=err)
+    person, source = operations.cli_person(settings, args.by)
+    if person is None:
+        print("error: say who you are with --by NAME or ELK_RESOLVER_OPERATOR (it is recorded as executed_by)",
+              file=err)
         return 2
+    print(f"deciding as {person.name} (from {source}); this name is recorded as executed_by and in the decision log",
+          file=out)
     try:
         if args.action == "approve":
-            runtime = Runtime()
-            es = None
-            if settings.elasticsearch_url:
-                from elk_resolver.executors.elasticsearch import make_client
-
-                es = make_client(settings)
-                runtime = Runtime(elasticsearch=es)
-            try:
-                event, results = await approve(
-                    args.id, who, pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
-                    runtime=runtime,
-                )  # fmt: skip
-            finally:
-                if es is not None:
-                    await es.close()
+            decision = await operations.approve(pool, settings, args.id, person, publish=publisher)
         else:
-            event, results = await reject(args.id, who, args.reason, pool=pool)
-    except ApprovalError as exc:
+            decision = await operations.reject(pool, settings, args.id, person, args.reason, publish=publisher)
+    except operations.Refused as exc:
         print(f"error: {exc}", file=err)
         return 1
-    print(f"approval {event.approval_id} {event.status} by {event.decided_by}", file=out)
-    print(_results_table(results), file=out)
-    if publish:
-        await _publish(settings, results, [event], err)
+    print(f"approval {decision.approval_id} {decision.status} by {decision.by}", file=out)
+    if decision.results:
+        print(_results_table(decision.results), file=out)
     return 0

@@ -418,32 +418,17 @@ async def _demo(settings: Settings, *, timeout: float) -> int:
 # --- commands: reading and maintaining the database -----------------------------------------
 
 
-REPORTS = (
-    ("report_error_stats", "Error statistics by type (last 7 days)"),
-    ("report_solution_ranking", "Solution success ranking"),
-    ("report_recent_executions", "Executions in the last 24 hours"),
-    ("report_system_status", "System status"),
-)
-
-
 async def _print_report(pool: asyncpg.Pool, *, as_json: bool) -> None:
-    from elk_resolver.db import queries
+    from elk_resolver import operations
 
-    q = queries()
-    found: dict[str, list[dict[str, Any]]] = {}
-    async with pool.acquire() as conn:
-        for name, title in REPORTS:
-            rows = await conn.fetch(q[name])
-            found[name.removeprefix("report_")] = _records(rows)
-            if not as_json:
-                print(f"== {title} ==")
-                if rows:
-                    print(table(list(rows[0].keys()), [tuple(r.values()) for r in rows]))
-                else:
-                    print("(no rows)")
-                print()
+    found = await operations.report(pool)
     if as_json:
-        print(json.dumps(found, indent=2, default=str))
+        print(json.dumps({name: _records(rows) for name, _, rows in found}, indent=2, default=str))
+        return
+    for _, title, rows in found:
+        print(f"== {title} ==")
+        print(table(list(rows[0].keys()), [tuple(r.values()) for r in rows]) if rows else "(no rows)")
+        print()
 
 
 def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool, Settings], Any]) -> int:
@@ -514,58 +499,13 @@ def cmd_maintain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
-    from elk_resolver.classify import PatternRow, PatternSet
-    from elk_resolver.db import queries
-
-    q = queries()
+    from elk_resolver import operations
 
     async def work(pool: asyncpg.Pool, s: Settings) -> int:
-        async with pool.acquire() as conn:
-            if args.action == "list":
-                rows = await conn.fetch(q.patterns_all)
-                with _quiet("elk_resolver.classify"):  # shown in the table instead
-                    invalid = dict(PatternSet(r for r in rows if r["disabled_at"] is None).invalid)
-                print(table(["id", "name", "regex", "category", "priority", "auto", "state"], [
-                    (r["id"], r["pattern_name"], r["pattern_regex"], r["error_category"], r["priority"],
-                     "yes" if r["auto_resolve"] else "no",
-                     "disabled" if r["disabled_at"] else ("INVALID" if r["id"] in invalid else "enabled"))
-                    for r in rows]))
-                return 0
-            if args.action == "add":
-                with _quiet("elk_resolver.classify"):  # the refusal below says it in one line
-                    probe = PatternSet([PatternRow(0, args.name, args.regex, args.category, args.priority)])
-                if probe.invalid:
-                    raise CliError(f"regex refused: {probe.invalid[0][1]}")
-                fields = _fingerprint_fields(args.fingerprint_fields)
-                new_id = await conn.fetchval(q.patterns_add, args.name, args.regex, args.category,
-                                             args.priority, args.auto_resolve)
-                if fields:
-                    await conn.execute(q.patterns_set_fingerprint_fields, new_id, fields)
-                print(f"added pattern {new_id} ({args.name}); the ingest stage picks it up within "
-                      f"{s.patterns_refresh_s:g}s")
-                return 0
-            if args.action == "fingerprint":
-                fields = _fingerprint_fields(args.fields)
-                name = await conn.fetchval(q.patterns_set_fingerprint_fields, args.id, fields)
-                if name is None:
-                    raise CliError(f"no pattern with id {args.id}")
-                print(f"pattern {args.id} ({name}) fingerprints its errors from "
-                      f"{','.join(fields) if fields else 'the message template'}")
-                return 0
-            if args.action in ("disable", "enable"):
-                name = await conn.fetchval(q.patterns_set_disabled, args.id, args.action == "disable")
-                if name is None:
-                    raise CliError(f"no pattern with id {args.id}")
-                print(f"pattern {args.id} ({name}) {args.action}d")
-                return 0
-            rows = [r for r in await conn.fetch(q.patterns_all) if r["disabled_at"] is None]
-        from elk_resolver.alias_cache import AliasCache
-
-        aliases = AliasCache(pool, merge_every_s=None)
-        await aliases.refresh()
-        code = _pattern_test(args.message, rows, s, args, aliases.current)
-        await _print_alias(pool, code)
-        return 0
+        try:
+            return await _patterns(args, s, pool)
+        except operations.Refused as exc:
+            raise CliError(str(exc)) from None
 
     return _with_pool(settings, work)
 
@@ -594,38 +534,49 @@ async def _print_alias(pool: asyncpg.Pool, tested: tuple[str, str]) -> None:
     print(f"alias:      counts on {target} ({errors_cli._why(why) if why else 'learned template'})")
 
 
-def _pattern_test(message: str, rows: Sequence[asyncpg.Record], settings: Settings, args: argparse.Namespace,
-                  aliases=None) -> tuple[str, str]:
-    """What the ingest stage would make of a message: the same prepare step it runs."""
-    import orjson
+async def _patterns(args: argparse.Namespace, s: Settings, pool: asyncpg.Pool) -> int:
+    from elk_resolver import operations
 
-    from elk_resolver.classify import PatternSet
-    from elk_resolver.masking import SecretMasker
-    from handlers.ingest import IngestConfig, RawRecord, prepare_batch
-
-    event: dict[str, Any] = {"message": message, "log": {"level": "error"}}
-    if args.error_type:
-        event["error"] = {"type": args.error_type}
-    config = IngestConfig.from_settings(settings)
-    if args.fingerprint:
-        config = IngestConfig(config.max_record_bytes, args.fingerprint, config.id_field, config.id_header)
-    patterns = PatternSet(rows)
-    batch = prepare_batch([RawRecord(orjson.dumps(event))], patterns=patterns,
-                          masker=SecretMasker(settings.mask_extra_patterns), config=config, aliases=aliases)
-    if batch.dead_letters:
-        raise CliError(f"the message cannot be an event: {batch.dead_letters[0].reason}")
-    error = next(iter(batch.errors.values()))
-    pattern = error.pattern
-    if pattern is None:
+    if args.action == "list":
+        with _quiet("elk_resolver.classify"):  # shown in the table instead
+            rows = await operations.list_patterns(pool)
+        print(table(["id", "name", "regex", "category", "priority", "auto", "state"], [
+            (r["id"], r["pattern_name"], r["pattern_regex"], r["error_category"], r["priority"],
+             "yes" if r["auto_resolve"] else "no", r["state"].upper() if r["state"] == "invalid" else r["state"])
+            for r in rows]))
+        return 0
+    person, _ = operations.cli_person(s)
+    if args.action == "add":
+        fields = _fingerprint_fields(args.fingerprint_fields)
+        with _quiet("elk_resolver.classify"):  # the refusal says it in one line
+            new_id = await operations.add_pattern(pool, person, args.name, args.regex, args.category, args.priority,
+                                                  args.auto_resolve, fingerprint_fields=fields)
+        print(f"added pattern {new_id} ({args.name}); the ingest stage picks it up within {s.patterns_refresh_s:g}s")
+        return 0
+    if args.action == "fingerprint":
+        fields = _fingerprint_fields(args.fields)
+        name = await operations.set_pattern_fingerprint_fields(pool, args.id, fields, person)
+        print(f"pattern {args.id} ({name}) fingerprints its errors from "
+              f"{','.join(fields) if fields else 'the message template'}")
+        return 0
+    if args.action in ("disable", "enable"):
+        name = await operations.set_pattern_enabled(pool, args.id, args.action == "enable", person)
+        print(f"pattern {args.id} ({name}) {args.action}d")
+        return 0
+    result = await operations.test_message(pool, s, args.message, error_type=args.error_type,
+                                           fingerprint=args.fingerprint)
+    p = result.pattern
+    if p is None:
         print("pattern:    none matched (error_type falls back to the ECS error.type, else 'unclassified')")
     else:
-        print(f"pattern:    {pattern.id} {pattern.pattern_name!r} /{pattern.pattern_regex}/ "
-              f"(priority {pattern.priority}, auto_resolve {'yes' if pattern.auto_resolve else 'no'})")
-    print(f"error_type: {error.error_type}")
-    print(f"message:    {error.message}")
-    print(f"template:   {error.template}  ({error.version})")
-    print(f"hash:       {error.own_hash}")
-    return error.own_hash, error.hash
+        print(f"pattern:    {p['id']} {p['name']!r} /{p['regex']}/ "
+              f"(priority {p['priority']}, auto_resolve {'yes' if p['auto_resolve'] else 'no'})")
+    print(f"error_type: {result.error_type}")
+    print(f"message:    {result.message}")
+    print(f"template:   {result.template}  ({result.fingerprint_version})")
+    print(f"hash:       {result.own_hash}")
+    await _print_alias(pool, (result.own_hash, result.hash))
+    return 0
 
 
 # --- commands: Kafka and Elasticsearch ------------------------------------------------------

@@ -1,0 +1,417 @@
+"""The operations a person performs, for every face: the CLI and the web console both call these
+and hold no logic of their own (list, approve, reject, incident-wide decisions, patterns, the
+kill switch, the report, and the console's read views).
+
+Who decides is a :class:`Person`; :func:`may_decide` is the approver allowlist
+(``console_approvers``: user names or ``group:NAME``; empty lets any authenticated person
+decide). The decider's name is what the execution records carry (``executed_by``,
+``decision_log.decided_by``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from elk_resolver.db import queries
+from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.ranking import wilson_lower_bound
+from handlers.execute import ApprovalError, Runtime, get_kill_switch, kill_switch_on, reject as reject_request
+from handlers.execute import approve as approve_request
+from handlers.execute import set_kill_switch as store_kill_switch
+from handlers.execute import utc_naive
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from elk_resolver.settings import Settings
+    from streams.contracts import ApprovalEvent, ExecutionResult
+
+Publisher = Callable[[list["ExecutionResult"], list["ApprovalEvent"]], Awaitable[None]]
+PAGE = 50
+
+
+class Refused(Exception):
+    """The operation was not carried out: not allowed, or not possible (the text says why)."""
+
+
+@dataclass(frozen=True)
+class Person:
+    name: str
+    groups: frozenset[str] = frozenset()
+    via: str = "cli"  # cli, login, token, proxy
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass
+class Decision:
+    approval_id: int
+    status: str
+    by: str
+    results: list[Any] = field(default_factory=list)
+    error: str | None = None
+
+
+def may_decide(settings: Settings, person: Person | None) -> bool:
+    if person is None or not person.name:
+        return False
+    allowed = set(settings.console_approvers)
+    if not allowed:
+        return True
+    return person.name in allowed or any(f"group:{g}" in allowed for g in person.groups)
+
+
+def _require(settings: Settings, person: Person | None, what: str) -> Person:
+    if person is None or not person.name:
+        raise Refused(f"{what} needs an authenticated person")
+    if not may_decide(settings, person):
+        raise Refused(f"{person.name} is not on the approver list (console_approvers), so may not {what}")
+    return person
+
+
+def cli_person(settings: Settings, explicit: str | None = None) -> tuple[Person | None, str]:
+    """Who the CLI decides as, and where that name came from (said back to the user)."""
+    if explicit and explicit.strip():
+        return Person(explicit.strip()[:50]), "--by"
+    if settings.operator:
+        return Person(settings.operator.strip()[:50]), "ELK_RESOLVER_OPERATOR"
+    for var in ("USER", "LOGNAME"):
+        if os.environ.get(var):
+            return Person(os.environ[var][:50]), f"${var}"
+    try:
+        return Person(getpass.getuser()[:50]), "the login name"
+    except (KeyError, OSError):
+        return None, ""
+
+
+# --- approvals --------------------------------------------------------------------------------
+
+
+async def list_approvals(pool: asyncpg.Pool, *, status: str | None = "pending", limit: int = PAGE,
+                         offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    q = queries()
+    rows = await pool.fetch(q.console_approvals, status, limit, offset)
+    total = await pool.fetchval(q.console_approvals_count, status)
+    return [dict(r) for r in rows], total
+
+
+async def approval(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any] | None:
+    row = await pool.fetchrow(queries().approval_get, approval_id)
+    return dict(row) if row else None
+
+
+async def _carry_out(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person) -> tuple[Any, list]:
+    """The one place an approval is handed to the execute stage's approve path."""
+    runtime, es = Runtime(), None
+    if settings.elasticsearch_url:
+        from elk_resolver.executors.elasticsearch import make_client
+
+        es = make_client(settings)
+        runtime = Runtime(elasticsearch=es)
+    try:
+        return await approve_request(approval_id, person.name, pool=pool, settings=settings,
+                                     policy=ExecutionPolicy.from_settings(settings), runtime=runtime)
+    finally:
+        if es is not None:
+            await es.close()
+
+
+async def approve(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person | None, *,
+                  publish: Publisher | None = None) -> Decision:
+    person = _require(settings, person, "approve")
+    try:
+        event, results = await _carry_out(pool, settings, approval_id, person)
+    except ApprovalError as exc:
+        raise Refused(str(exc)) from None
+    if publish is not None:
+        await publish(results, [event])
+    return Decision(approval_id, event.status, person.name, results)
+
+
+async def reject(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person | None,
+                 reason: str | None = None, *, publish: Publisher | None = None) -> Decision:
+    person = _require(settings, person, "reject")
+    try:
+        event, results = await reject_request(approval_id, person.name, reason, pool=pool)
+    except ApprovalError as exc:
+        raise Refused(str(exc)) from None
+    if publish is not None:
+        await publish(results, [event])
+    return Decision(approval_id, event.status, person.name, results)
+
+
+async def decide_many(pool: asyncpg.Pool, settings: Settings, approval_ids: Sequence[int], person: Person | None,
+                      *, approve_them: bool, reason: str | None = None,
+                      publish: Publisher | None = None) -> list[Decision]:
+    """An incident-wide decision: the same answer for some or all of its approvals. Each one is
+    decided on its own (one that someone else decided meanwhile is reported, not retried)."""
+    person = _require(settings, person, "approve" if approve_them else "reject")
+    out = []
+    for approval_id in dict.fromkeys(approval_ids):
+        try:
+            if approve_them:
+                out.append(await approve(pool, settings, approval_id, person, publish=publish))
+            else:
+                out.append(await reject(pool, settings, approval_id, person, reason, publish=publish))
+        except Refused as exc:
+            out.append(Decision(approval_id, "refused", person.name, error=str(exc)))
+    return out
+
+
+# --- the kill switch ----------------------------------------------------------------------------
+
+
+async def kill_switch(pool: asyncpg.Pool, settings: Settings) -> dict[str, Any]:
+    row = await get_kill_switch(pool=pool)
+    async with pool.acquire() as conn:
+        on, why = await kill_switch_on(conn, settings)
+    return {**row, "effective": on, "why": why, "setting": settings.kill_switch,
+            "execution_mode": settings.execution_mode}
+
+
+async def set_kill_switch(pool: asyncpg.Pool, settings: Settings, on: bool, person: Person | None) -> dict[str, Any]:
+    """Stopping everything needs only an authenticated person; letting it run again needs a decider."""
+    if on:
+        if person is None or not person.name:
+            raise Refused("turning the kill switch on needs an authenticated person")
+    else:
+        _require(settings, person, "turn the kill switch off")
+    await store_kill_switch(on, person.name, pool=pool)  # type: ignore[union-attr]
+    return await kill_switch(pool, settings)
+
+
+# --- patterns -----------------------------------------------------------------------------------
+
+
+async def list_patterns(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    from elk_resolver.classify import PatternSet
+
+    rows = await pool.fetch(queries().patterns_all)
+    invalid = dict(PatternSet(r for r in rows if r["disabled_at"] is None).invalid)
+    return [
+        {**dict(r), "state": "disabled" if r["disabled_at"] else ("invalid" if r["id"] in invalid else "enabled"),
+         "invalid_reason": invalid.get(r["id"])}
+        for r in rows
+    ]
+
+
+async def set_pattern_enabled(pool: asyncpg.Pool, pattern_id: int, enabled: bool, person: Person | None) -> str:
+    if person is None or not person.name:
+        raise Refused("changing a pattern needs an authenticated person")
+    name = await pool.fetchval(queries().patterns_set_disabled, pattern_id, not enabled)
+    if name is None:
+        raise Refused(f"no pattern with id {pattern_id}")
+    return name
+
+
+async def add_pattern(pool: asyncpg.Pool, person: Person | None, name: str, regex: str, category: str,
+                      priority: int, auto_resolve: bool, *, fingerprint_fields: list[str] | None = None) -> int:
+    from elk_resolver.classify import PatternRow, PatternSet
+
+    if person is None or not person.name:
+        raise Refused("adding a pattern needs an authenticated person")
+    probe = PatternSet([PatternRow(0, name, regex, category, priority)])
+    if probe.invalid:
+        raise Refused(f"regex refused: {probe.invalid[0][1]}")
+    async with pool.acquire() as conn, conn.transaction():
+        new_id = await conn.fetchval(queries().patterns_add, name, regex, category, priority, auto_resolve)
+        if fingerprint_fields:
+            await conn.execute(queries().patterns_set_fingerprint_fields, new_id, fingerprint_fields)
+    return new_id
+
+
+async def set_pattern_fingerprint_fields(pool: asyncpg.Pool, pattern_id: int, fields: list[str] | None,
+                                         person: Person | None) -> str:
+    if person is None or not person.name:
+        raise Refused("changing a pattern needs an authenticated person")
+    name = await pool.fetchval(queries().patterns_set_fingerprint_fields, pattern_id, fields)
+    if name is None:
+        raise Refused(f"no pattern with id {pattern_id}")
+    return name
+
+
+@dataclass
+class PatternTest:
+    pattern: dict[str, Any] | None
+    error_type: str
+    message: str
+    template: str
+    own_hash: str
+    hash: str  # where it counts: its own hash, or the stored error a learned alias sends it to
+    fingerprint_version: str
+
+
+async def test_message(pool: asyncpg.Pool, settings: Settings, message: str, *, error_type: str | None = None,
+                       fingerprint: str | None = None) -> PatternTest:
+    """What the ingest stage would make of a message: the same prepare step it runs."""
+    import orjson
+
+    from elk_resolver.alias_cache import AliasCache
+    from elk_resolver.classify import PatternSet
+    from elk_resolver.masking import SecretMasker
+    from handlers.ingest import IngestConfig, RawRecord, prepare_batch
+
+    rows = [r for r in await pool.fetch(queries().patterns_all) if r["disabled_at"] is None]
+    event: dict[str, Any] = {"message": message, "log": {"level": "error"}}
+    if error_type:
+        event["error"] = {"type": error_type}
+    config = IngestConfig.from_settings(settings)
+    if fingerprint:
+        config = IngestConfig(config.max_record_bytes, fingerprint, config.id_field, config.id_header)
+    aliases = AliasCache(pool, merge_every_s=None)
+    await aliases.refresh()
+    batch = prepare_batch([RawRecord(orjson.dumps(event))], patterns=PatternSet(rows),
+                          masker=SecretMasker(settings.mask_extra_patterns), config=config, aliases=aliases.current)
+    if batch.dead_letters:
+        raise Refused(f"the message cannot be an event: {batch.dead_letters[0].reason}")
+    error = next(iter(batch.errors.values()))
+    p = error.pattern
+    pattern = None if p is None else {"id": p.id, "name": p.pattern_name, "regex": p.pattern_regex,
+                                      "priority": p.priority, "auto_resolve": p.auto_resolve}
+    return PatternTest(pattern, error.error_type, error.message, error.template, error.own_hash, error.hash,
+                       error.version)
+
+
+# --- reports and views --------------------------------------------------------------------------
+
+REPORTS = (
+    ("report_error_stats", "Error statistics by type (last 7 days)"),
+    ("report_solution_ranking", "Solution success ranking"),
+    ("report_recent_executions", "Executions in the last 24 hours"),
+    ("report_system_status", "System status"),
+)
+
+
+async def report(pool: asyncpg.Pool) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The design document's example queries: (name, title, rows) each."""
+    q = queries()
+    async with pool.acquire() as conn:
+        return [(name.removeprefix("report_"), title, [dict(r) for r in await conn.fetch(q[name])])
+                for name, title in REPORTS]
+
+
+def pages(total: int, page: int, per_page: int = PAGE) -> dict[str, int]:
+    last = max(1, math.ceil(total / per_page))
+    page = min(max(1, page), last)
+    return {"page": page, "last": last, "total": total, "offset": (page - 1) * per_page, "per_page": per_page}
+
+
+async def overview(pool: asyncpg.Pool, settings: Settings, *, hours: int = 24) -> dict[str, Any]:
+    q = queries()
+    since = utc_naive() - timedelta(hours=hours)
+    async with pool.acquire() as conn:
+        errors = [dict(r) for r in await conn.fetch(q.console_open_errors, since, 15)]
+        counts = dict(await conn.fetchrow(q.console_open_errors_count, since))
+        trend = [dict(r) for r in await conn.fetch(q.console_trend, since, None)]
+        pending = [dict(r) for r in await conn.fetch(q.console_approvals, "pending", 10, 0)]
+        pending_total = await conn.fetchval(q.console_approvals_count, "pending")
+        runs = [dict(r) for r in await conn.fetch(q.console_runs, None, 10, 0)]
+        status = [dict(r) for r in await conn.fetch(q.system_status_all)]
+    return {"errors": errors, "counts": counts, "trend": _bars(trend, since, hours), "pending": pending,
+            "pending_total": pending_total, "runs": runs, "status": status,
+            "kill_switch": await kill_switch(pool, settings), "hours": hours}
+
+
+def _bars(rows: list[dict[str, Any]], since, hours: int) -> list[dict[str, Any]]:
+    """One bar per hour (empty hours included), heights in percent of the busiest hour."""
+    by_hour = {r["hour"]: r["n"] for r in rows}
+    start = since.replace(minute=0, second=0, microsecond=0)
+    hours_list = [start + timedelta(hours=i) for i in range(hours + 1)]
+    top = max(by_hour.values(), default=0) or 1
+    return [{"hour": h, "n": by_hour.get(h, 0), "pct": round(100 * by_hour.get(h, 0) / top)} for h in hours_list]
+
+
+async def errors(pool: asyncpg.Pool, *, error_type: str | None = None, text: str | None = None,
+                 page: int = 1, per_page: int = PAGE) -> dict[str, Any]:
+    q = queries()
+    total = await pool.fetchval(q.console_errors_count, error_type or None, text or None)
+    paging = pages(total, page, per_page)
+    rows = await pool.fetch(q.console_errors, error_type or None, text or None, per_page, paging["offset"])
+    types = [r["error_type"] for r in await pool.fetch(q.console_error_types)]
+    return {"rows": [dict(r) for r in rows], "paging": paging, "types": types}
+
+
+def kibana_link(settings: Settings, error: dict[str, Any]) -> str | None:
+    """Kibana Discover around this error's first and last sighting, filtered to it."""
+    if not settings.kibana_url:
+        return None
+
+    def rison(text: str) -> str:
+        return "'" + text.replace("!", "!!").replace("'", "!'") + "'"
+
+    if error.get("elasticsearch_id"):
+        kql = f'_id:"{error["elasticsearch_id"]}"'
+    else:
+        words = " ".join(str(error.get("error_message") or "").split()[:12]).replace('"', "")
+        kql = f'message:"{words}"'
+    first = (error.get("created_at") or utc_naive()) - timedelta(minutes=15)
+    last = (error.get("last_seen_at") or utc_naive()) + timedelta(minutes=15)
+    g = f"(time:(from:{rison(first.isoformat() + 'Z')},to:{rison(last.isoformat() + 'Z')}))"
+    view = f"dataSource:(dataViewId:{rison(settings.kibana_data_view)},type:dataView)," if settings.kibana_data_view else ""
+    a = f"({view}query:(language:kuery,query:{rison(kql)}))"
+    safe = "():,'!*-_.~"
+    return f"{settings.kibana_url.rstrip('/')}/app/discover#/?_g={quote(g, safe=safe)}&_a={quote(a, safe=safe)}"
+
+
+async def error_detail(pool: asyncpg.Pool, settings: Settings, error_id: int) -> dict[str, Any] | None:
+    q = queries()
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(q.console_error, error_id)
+        if row is None:
+            return None
+        error = dict(row)
+        h = error["hash_signature"]
+        since = utc_naive() - timedelta(days=2)
+        trend = [dict(r) for r in await conn.fetch(q.console_trend, since, h)]
+        solutions = []
+        for s in await conn.fetch(q.console_error_solutions, h):
+            s = dict(s)
+            s["lower_bound"] = round(100 * wilson_lower_bound(s["success_count"] or 0, s["execution_count"] or 0), 1)
+            solutions.append(s)
+        runs = [dict(r) for r in await conn.fetch(q.console_error_runs, error_id, 50)]
+        decisions = [dict(r) for r in await conn.fetch(q.console_error_decisions, h, 50)]
+        approvals = [dict(r) for r in await conn.fetch(q.console_error_approvals, h, 20)]
+    return {"error": error, "trend": _bars(trend, since, 48), "solutions": solutions, "runs": runs,
+            "decisions": decisions, "approvals": approvals, "objects": affected_objects(error, approvals),
+            "kibana": kibana_link(settings, error)}
+
+
+def affected_objects(error: dict[str, Any], approvals: list[dict[str, Any]]) -> list[str]:
+    """The objects this error names: its source and Kubernetes context, and the objects its
+    requests would act on."""
+    seen: dict[str, None] = {}
+    if error.get("source_system"):
+        seen[error["source_system"]] = None
+    raw = error.get("raw_log_data") or {}
+    kube = raw.get("kubernetes") if isinstance(raw, dict) else None
+    if isinstance(kube, dict):
+        ns = kube.get("namespace") if isinstance(kube.get("namespace"), str) else None
+        for key in ("pod", "deployment"):
+            value = kube.get(key)
+            name = value.get("name") if isinstance(value, dict) else kube.get(f"{key}.name")
+            if name:
+                seen[f"{ns + '/' if ns else ''}{key}/{name}"] = None
+    for a in approvals:
+        for c in (a.get("request") or {}).get("commands") or []:
+            words = str(c.get("command", "")).split()
+            target = next((w for w in words if "/" in w and not w.startswith("-")), None)
+            ns = words[words.index("-n") + 1] if "-n" in words[:-1] else None
+            if target:
+                seen[f"{ns + '/' if ns else ''}{target}"] = None
+    return list(seen)[:50]
+
+
+async def runs(pool: asyncpg.Pool, *, status: str | None = None, page: int = 1, per_page: int = PAGE) -> dict[str, Any]:
+    q = queries()
+    total = await pool.fetchval(q.console_runs_count, status or None)
+    paging = pages(total, page, per_page)
+    rows = await pool.fetch(q.console_runs, status or None, per_page, paging["offset"])
+    return {"rows": [dict(r) for r in rows], "paging": paging}

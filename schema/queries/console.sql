@@ -1,0 +1,108 @@
+-- Statements of the operations layer (elk_resolver/operations.py) that the console and the
+-- CLI read through. Every list is paged (LIMIT/OFFSET) and ordered on an indexed column, so a
+-- page costs the same with 100 errors or 100,000.
+
+-- name: console-open-errors
+-- Errors seen within the window, most recent first (one page).
+SELECT id, error_type, left(error_message, 300) AS error_message, source_system, severity,
+       occurrence_count, last_seen_at, created_at
+FROM error_logs
+WHERE last_seen_at >= $1
+ORDER BY last_seen_at DESC, id DESC
+LIMIT $2;
+
+-- name: console-open-errors-count
+-- How many errors and occurrences were seen within the window.
+SELECT COUNT(*) AS errors, COALESCE(SUM(occurrence_count), 0) AS occurrences
+FROM error_logs WHERE last_seen_at >= $1;
+
+-- name: console-trend
+-- Occurrences per hour since $1 (all errors, or one when $2 is set).
+SELECT date_trunc('hour', occurred_at) AS hour, COUNT(*) AS n
+FROM error_occurrences
+WHERE occurred_at >= $1 AND ($2::text IS NULL OR hash_signature = $2)
+GROUP BY 1 ORDER BY 1;
+
+-- name: console-errors
+-- One page of errors, newest first; filters on type, text and source are optional.
+SELECT id, error_type, left(error_message, 300) AS error_message, source_system, severity,
+       occurrence_count, last_seen_at, created_at
+FROM error_logs
+WHERE ($1::text IS NULL OR error_type = $1)
+  AND ($2::text IS NULL OR error_message ILIKE '%' || $2 || '%' OR source_system ILIKE '%' || $2 || '%')
+ORDER BY id DESC
+LIMIT $3 OFFSET $4;
+
+-- name: console-errors-count
+-- How many errors the same filters match.
+SELECT COUNT(*) FROM error_logs
+WHERE ($1::text IS NULL OR error_type = $1)
+  AND ($2::text IS NULL OR error_message ILIKE '%' || $2 || '%' OR source_system ILIKE '%' || $2 || '%');
+
+-- name: console-error-types
+-- Error types for the filter (the type index serves it).
+SELECT DISTINCT error_type FROM error_logs ORDER BY error_type LIMIT 200;
+
+-- name: console-error
+-- One error with the pattern that classified it.
+SELECT el.*, p.pattern_name, p.pattern_regex, p.error_category
+FROM error_logs el LEFT JOIN error_patterns p ON p.id = el.pattern_id
+WHERE el.id = $1;
+
+-- name: console-error-solutions
+-- The error's solutions with what they have learned.
+SELECT id, solution_type, solution_description, solution_commands, source, success_rate, execution_count,
+       success_count, verified_run_count, verified_success_count, verified_success_rate,
+       consecutive_failures, tripped_at, last_success_at, choice_reason
+FROM solutions WHERE error_hash = $1 ORDER BY id;
+
+-- name: console-error-runs
+-- The error's runs with output, newest first.
+SELECT eh.id, eh.solution_id, eh.execution_status, eh.execution_output, eh.execution_time, eh.executed_at,
+       eh.executed_by, v.outcome AS verification
+FROM execution_history eh LEFT JOIN verifications v ON v.execution_history_id = eh.id
+WHERE eh.error_log_id = $1 ORDER BY eh.id DESC LIMIT $2;
+
+-- name: console-error-decisions
+-- The error's decisions that were not runs, newest first.
+SELECT id, request_id, solution_id, decision, reason, decided_by, decided_at
+FROM decision_log WHERE hash_signature = $1 ORDER BY id DESC LIMIT $2;
+
+-- name: console-error-approvals
+-- The error's approvals, newest first.
+SELECT id, status, reason, decided_by, created_at, expires_at, decided_at, request
+FROM approvals WHERE hash_signature = $1 ORDER BY id DESC LIMIT $2;
+
+-- name: console-approvals
+-- One page of approvals ($1 NULL: every status) with their error, newest first.
+SELECT a.id, a.request_id, a.hash_signature, a.solution_id, a.status, a.reason, a.decided_by,
+       a.created_at, a.expires_at, a.decided_at, a.request,
+       el.id AS error_log_id, el.error_type, left(el.error_message, 300) AS error_message, el.source_system,
+       el.occurrence_count, s.solution_description
+FROM approvals a
+LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
+LEFT JOIN solutions s ON s.id = a.solution_id
+WHERE ($1::text IS NULL OR a.status = $1)
+ORDER BY a.id DESC
+LIMIT $2 OFFSET $3;
+
+-- name: console-approvals-count
+-- How many approvals have that status.
+SELECT COUNT(*) FROM approvals WHERE ($1::text IS NULL OR status = $1);
+
+-- name: console-runs
+-- One page of runs ($1 NULL: every status), newest first.
+SELECT eh.id, eh.execution_status, left(eh.execution_output, 2000) AS execution_output, eh.execution_time,
+       eh.executed_at, eh.executed_by, eh.error_log_id, el.error_type, el.source_system,
+       eh.solution_id, s.solution_description, v.outcome AS verification
+FROM execution_history eh
+LEFT JOIN error_logs el ON el.id = eh.error_log_id
+LEFT JOIN solutions s ON s.id = eh.solution_id
+LEFT JOIN verifications v ON v.execution_history_id = eh.id
+WHERE ($1::text IS NULL OR eh.execution_status = $1)
+ORDER BY eh.id DESC
+LIMIT $2 OFFSET $3;
+
+-- name: console-runs-count
+-- How many runs have that status.
+SELECT COUNT(*) FROM execution_history WHERE ($1::text IS NULL OR execution_status = $1);
