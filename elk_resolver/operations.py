@@ -316,7 +316,7 @@ async def overview(pool: asyncpg.Pool, settings: Settings, *, hours: int = 24) -
         runs = [dict(r) for r in await conn.fetch(q.console_runs, None, 10, 0)]
         status = [dict(r) for r in await conn.fetch(q.system_status_all)]
     return {"errors": errors, "counts": counts, "trend": _bars(trend, since, hours), "pending": pending,
-            "pending_total": pending_total, "runs": runs, "status": status,
+            "pending_total": pending_total, "runs": runs, "components": status,
             "kill_switch": await kill_switch(pool, settings), "hours": hours}
 
 
@@ -415,3 +415,33 @@ async def runs(pool: asyncpg.Pool, *, status: str | None = None, page: int = 1, 
     paging = pages(total, page, per_page)
     rows = await pool.fetch(q.console_runs, status or None, per_page, paging["offset"])
     return {"rows": [dict(r) for r in rows], "paging": paging}
+
+
+async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any] | None:
+    """An approval as a decider sees it: what would run on which object and why, the error,
+    the solution's record, and what came of it."""
+    q = queries()
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(q.console_approval, approval_id)
+        if row is None:
+            return None
+        a = dict(row)
+        request = a.get("request") or {}
+        runs_of_request = [dict(r) for r in await conn.fetch(q.console_request_runs, a["request_id"])]
+        decisions = [dict(r) for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
+        history = [dict(r) for r in await conn.fetch(q.console_solution_runs, a["solution_id"], 10)]
+    error = {"source_system": a.get("source_system"), "raw_log_data": a.get("raw_log_data")}
+    return {"approval": a, "commands": request.get("commands") or [], "objects": affected_objects(error, [a]),
+            "runs": runs_of_request, "decisions": decisions, "history": history,
+            "pending": a["status"] == "pending" and a["expires_at"] > utc_naive()}
+
+
+def incidents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pending approvals grouped by error: one incident, decided for some or all of its objects."""
+    groups: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        g = groups.setdefault(r["hash_signature"], {"hash": r["hash_signature"], "error_type": r.get("error_type"),
+                                                    "error_message": r.get("error_message"),
+                                                    "error_log_id": r.get("error_log_id"), "approvals": []})
+        g["approvals"].append({**r, "objects": affected_objects({"source_system": r.get("source_system")}, [r])})
+    return list(groups.values())

@@ -11,7 +11,8 @@ reverse: stages drain and commit first, then the broker and the pool close, HTTP
 
 Endpoints: ``/health`` (the process is alive), ``/ready`` (every stage ready and the database
 answers), ``/metrics`` (Prometheus text), ``/asyncapi`` (the AsyncAPI document of every topic
-and event contract, JSON) and ``/asyncapi.html`` (the same, rendered).
+and event contract, JSON) and ``/asyncapi.html`` (the same, as a page), and the web console
+(:mod:`elk_resolver.console`: ``/``, ``/errors``, ``/approvals``, ``/patterns``, ``/runs``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_lates
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from elk_resolver import migrate, notify
+from elk_resolver import console, migrate, notify
 from elk_resolver.db import create_pool, queries
 from elk_resolver.settings import Settings
 from streams.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
@@ -362,13 +363,13 @@ class App:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/asyncapi", self._asyncapi_json)
         app.router.add_get("/asyncapi.json", self._asyncapi_json)
-        app.router.add_get("/asyncapi.html", self._asyncapi_html)
+        console.install(app, self.settings, pool=lambda: self.pool, publish=self._publish, asyncapi=self._document)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()
         self.http_port = self._runner.addresses[0][1]
-        log.info("HTTP on %s (/health /ready /metrics /asyncapi)", self.http_url)
+        log.info("HTTP on %s (console, /health /ready /metrics /asyncapi)", self.http_url)
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "stages": list(self.stages)})
@@ -389,25 +390,12 @@ class App:
     async def _asyncapi_json(self, _: web.Request) -> web.Response:
         return web.json_response(self._document())
 
-    async def _asyncapi_html(self, _: web.Request) -> web.Response:
-        from faststream.specification.asyncapi.site import get_asyncapi_html
+    async def _publish(self, results: list[ExecutionResult], events: list[ApprovalEvent]) -> None:
+        """What a decision in the console changed, on the results and approvals topics."""
+        if self.broker is not None:
+            from streams.execute import publish_outcomes
 
-        spec = AsyncAPI(title="ELK Auto Resolver")  # rendering only needs the document
-        spec.to_specification = lambda: _JsonSpec(self._document())  # type: ignore[method-assign]
-        return web.Response(text=get_asyncapi_html(spec.to_specification(), try_it_out_path=None),
-                            content_type="text/html")
-
-
-class _JsonSpec:
-    """What ``get_asyncapi_html`` reads from a specification: its JSON."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self._document = document
-
-    def to_json(self) -> str:
-        import orjson
-
-        return orjson.dumps(self._document).decode()
+            await publish_outcomes(self.broker, self.settings, results, events)
 
 
 def create_app(

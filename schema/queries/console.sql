@@ -106,3 +106,30 @@ LIMIT $2 OFFSET $3;
 -- name: console-runs-count
 -- How many runs have that status.
 SELECT COUNT(*) FROM execution_history WHERE ($1::text IS NULL OR execution_status = $1);
+
+-- name: console-approval
+-- One approval with its error and solution.
+SELECT a.id, a.request_id, a.hash_signature, a.solution_id, a.status, a.reason, a.decided_by,
+       a.created_at, a.expires_at, a.decided_at, a.request,
+       el.id AS error_log_id, el.error_type, el.error_message, el.source_system, el.occurrence_count,
+       el.raw_log_data, s.solution_description, s.success_rate, s.execution_count, s.consecutive_failures,
+       s.tripped_at
+FROM approvals a
+LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
+LEFT JOIN solutions s ON s.id = a.solution_id
+WHERE a.id = $1;
+
+-- name: console-request-runs
+-- The run a request caused, if any.
+SELECT id, execution_status, execution_output, execution_time, executed_at, executed_by
+FROM execution_history WHERE request_id = $1 ORDER BY id;
+
+-- name: console-request-decisions
+-- The decisions recorded for a request.
+SELECT id, decision, reason, decided_by, decided_at, details
+FROM decision_log WHERE request_id = $1 ORDER BY id;
+
+-- name: console-solution-runs
+-- A solution's recent runs (what an approver weighs).
+SELECT id, execution_status, executed_at, executed_by, left(execution_output, 500) AS execution_output
+FROM execution_history WHERE solution_id = $1 ORDER BY id DESC LIMIT $2;

@@ -1,0 +1,336 @@
+"""The console's pages and forms; each handler reads or calls :mod:`elk_resolver.operations`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from aiohttp import web
+
+from elk_resolver import operations
+from elk_resolver.console.auth import SEED_COOKIE, SESSION_COOKIE, Gate
+from elk_resolver.settings import Settings
+
+log = logging.getLogger("elk_resolver.console")
+
+PERSON = web.RequestKey("console_person", object)
+SEED = web.RequestKey("console_csrf_seed", str)
+HERE = resources.files("elk_resolver.console")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self';"
+                               " frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M:%S}"
+    return "" if value is None else str(value)
+
+
+def _ago(value: Any) -> str:
+    if not isinstance(value, datetime):
+        return ""
+    seconds = (operations.utc_naive() - value).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.0f}{unit} ago" if seconds > 0 else f"in {-seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s ago" if seconds >= 0 else f"in {-seconds:.0f}s"
+
+
+def _duration(value: Any) -> str:
+    return f"{value.total_seconds():.2f}s" if isinstance(value, timedelta) else ""
+
+
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+        autoescape=jinja2.select_autoescape(["html"], default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(when=_when, ago=_ago, duration=_duration,
+                       pretty=lambda v: json.dumps(v, indent=2, default=str, ensure_ascii=False))
+    return env
+
+
+class Console:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Callable[[], Any],
+        *,
+        publish: operations.Publisher | None = None,
+        asyncapi: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._pool = pool
+        self.publish = publish
+        self.asyncapi = asyncapi
+        self.gate = Gate.from_settings(settings)
+        self.env = environment()
+
+    @property
+    def pool(self):
+        pool = self._pool()
+        if pool is None:
+            raise web.HTTPServiceUnavailable(text="the database pool is not open")
+        return pool
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        if not self._is_console(request.path):
+            return await handler(request)
+        person = self.gate.person(request)
+        request[PERSON] = person
+        seed, new_seed = self.gate.seed(request)
+        request[SEED] = seed
+        open_paths = ("/login", "/static/")
+        if not request.path.startswith(open_paths) and not self.gate.may_read(request, person):
+            if request.method == "GET":
+                raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
+            return self._refuse(request, 401, "sign in first")
+        if request.method == "POST":
+            form = await request.post()
+            why = self.gate.same_site_post(request, form.get("csrf")) if person is None or person.via != "token" else None
+            if why is None and person is None and request.path != "/login":
+                why = "every change needs an authenticated person: sign in"
+            if why is not None:
+                log.warning("console refused %s %s from %s: %s", request.method, request.path, request.remote, why)
+                return self._refuse(request, 403, why)
+        response = await handler(request)
+        if new_seed:
+            response.set_cookie(SEED_COOKIE, seed, **self.gate.cookie_options(request))
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    @staticmethod
+    def _is_console(path: str) -> bool:
+        return path in ("/", "/login", "/logout", "/kill-switch", "/asyncapi.html") or path.startswith(
+            ("/errors", "/approvals", "/patterns", "/runs", "/static/"))
+
+    def _refuse(self, request: web.Request, status: int, why: str) -> web.Response:
+        return self.render(request, "message.html", {"title": "Refused", "text": why, "back": "/"}, status=status)
+
+    def render(self, request: web.Request, template: str, ctx: dict[str, Any], *, status: int = 200) -> web.Response:
+        seed = request.get(SEED) or self.gate.seed(request)[0]
+        person = request.get(PERSON)
+        base = {
+            "person": person, "csrf": self.gate.csrf_token(seed), "path": request.path,
+            "may_decide": operations.may_decide(self.settings, person), "login_enabled": bool(self.settings.console_users),
+            "settings": self.settings,
+        }  # fmt: skip
+        body = self.env.get_template(template).render(**base, **ctx)
+        return web.Response(text=body, content_type="text/html", status=status)
+
+    @staticmethod
+    def _int(request: web.Request, name: str, default: int = 1) -> int:
+        try:
+            return max(1, int(request.query.get(name, default)))
+        except ValueError:
+            return default
+
+    @staticmethod
+    def _query(request: web.Request, **change: Any) -> str:
+        params = {**request.query, **{k: v for k, v in change.items()}}
+        return "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+    # -- reading ------------------------------------------------------------------------------
+    async def overview(self, request: web.Request) -> web.Response:
+        data = await operations.overview(self.pool, self.settings)
+        return self.render(request, "overview.html", data)
+
+    async def errors(self, request: web.Request) -> web.Response:
+        kind, text = request.query.get("type") or None, (request.query.get("q") or "").strip() or None
+        data = await operations.errors(self.pool, error_type=kind, text=text, page=self._int(request, "page"))
+        return self.render(request, "errors.html", {**data, "type": kind or "", "q": text or "",
+                                                    "link": lambda **c: self._query(request, **c)})
+
+    async def error(self, request: web.Request) -> web.Response:
+        data = await operations.error_detail(self.pool, self.settings, int(request.match_info["id"]))
+        if data is None:
+            raise web.HTTPNotFound(text="no such error")
+        return self.render(request, "error.html", data)
+
+    async def approvals(self, request: web.Request) -> web.Response:
+        status = request.query.get("status", "pending")
+        status = None if status == "all" else status
+        paging = operations.pages(0, 1)
+        rows, total = await operations.list_approvals(self.pool, status=status, limit=paging["per_page"],
+                                                      offset=(self._int(request, "page") - 1) * paging["per_page"])
+        paging = operations.pages(total, self._int(request, "page"))
+        groups = operations.incidents(rows) if status == "pending" else []
+        return self.render(request, "approvals.html", {
+            "rows": rows, "groups": groups, "status": status or "all", "paging": paging,
+            "link": lambda **c: self._query(request, **c)})  # fmt: skip
+
+    async def approval(self, request: web.Request) -> web.Response:
+        data = await operations.approval_detail(self.pool, int(request.match_info["id"]))
+        if data is None:
+            raise web.HTTPNotFound(text="no such approval")
+        return self.render(request, "approval.html", {**data, "done": request.query.get("done", "")})
+
+    async def patterns(self, request: web.Request) -> web.Response:
+        rows = await operations.list_patterns(self.pool)
+        message = (request.query.get("message") or "").strip()
+        test, problem = None, None
+        if message:
+            try:
+                test = await operations.test_message(self.pool, self.settings, message,
+                                                     error_type=request.query.get("error_type") or None)
+            except operations.Refused as exc:
+                problem = str(exc)
+        return self.render(request, "patterns.html", {"rows": rows, "message": message, "test": test,
+                                                      "problem": problem})
+
+    async def runs(self, request: web.Request) -> web.Response:
+        status = request.query.get("status") or None
+        data = await operations.runs(self.pool, status=status, page=self._int(request, "page"))
+        switch = await operations.kill_switch(self.pool, self.settings)
+        return self.render(request, "runs.html", {**data, "status": status or "", "kill_switch": switch,
+                                                  "link": lambda **c: self._query(request, **c)})
+
+    async def asyncapi_html(self, request: web.Request) -> web.Response:
+        document = self.asyncapi() if self.asyncapi else {"channels": {}, "components": {}}
+        return self.render(request, "asyncapi.html", asyncapi_view(document))
+
+    # -- changing -------------------------------------------------------------------------------
+    async def decide(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        approval_id = int(request.match_info["id"])
+        person = request[PERSON]
+        try:
+            if form.get("action") == "approve":
+                decision = await operations.approve(self.pool, self.settings, approval_id, person, publish=self.publish)
+            else:
+                decision = await operations.reject(self.pool, self.settings, approval_id, person,
+                                                   (form.get("reason") or "").strip() or None, publish=self.publish)
+        except operations.Refused as exc:
+            return self._refuse(request, 403, str(exc))
+        raise web.HTTPSeeOther(f"/approvals/{approval_id}?done={decision.status}")
+
+    async def decide_incident(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        person = request[PERSON]
+        field = "all_ids" if form.get("scope") == "all" else "ids"
+        ids = [int(v) for v in form.getall(field, []) if str(v).isdigit()]
+        if not ids:
+            return self._refuse(request, 400, "no approval selected")
+        try:
+            decisions = await operations.decide_many(
+                self.pool, self.settings, ids, person, approve_them=form.get("action") == "approve",
+                reason=(form.get("reason") or "").strip() or None, publish=self.publish)  # fmt: skip
+        except operations.Refused as exc:
+            return self._refuse(request, 403, str(exc))
+        return self.render(request, "decided.html", {"decisions": decisions})
+
+    async def toggle_pattern(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        try:
+            await operations.set_pattern_enabled(self.pool, int(request.match_info["id"]), form.get("enable") == "1",
+                                                 request[PERSON])
+        except operations.Refused as exc:
+            return self._refuse(request, 403, str(exc))
+        raise web.HTTPSeeOther("/patterns")
+
+    async def set_kill_switch(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        try:
+            await operations.set_kill_switch(self.pool, self.settings, form.get("state") == "on",
+                                             request[PERSON])
+        except operations.Refused as exc:
+            return self._refuse(request, 403, str(exc))
+        raise web.HTTPSeeOther("/runs")
+
+    # -- signing in -------------------------------------------------------------------------------
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self.render(request, "login.html", {"next": request.query.get("next", "/"), "problem": None})
+
+    async def login(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        person = self.gate.login(str(form.get("username", "")), str(form.get("password", "")))
+        target = str(form.get("next") or "/")
+        if not target.startswith("/") or target.startswith("//"):
+            target = "/"
+        if person is None:
+            return self.render(request, "login.html", {"next": target, "problem": "wrong name or password"},
+                               status=401)
+        response = web.HTTPSeeOther(target)
+        response.set_cookie(SESSION_COOKIE, self.gate.session_value(person), **self.gate.cookie_options(request))
+        raise response
+
+    async def logout(self, request: web.Request) -> web.Response:
+        response = web.HTTPSeeOther("/")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        raise response
+
+
+def asyncapi_view(document: dict[str, Any]) -> dict[str, Any]:
+    """The AsyncAPI document as tables: each topic with its producers, consumers and message, and
+    each schema with its fields."""
+    topics: dict[str, dict[str, Any]] = {}
+    messages = document.get("components", {}).get("messages", {})
+    for name, channel in document.get("channels", {}).items():
+        t = topics.setdefault(channel.get("address", name), {"address": channel.get("address", name), "producers": [],
+                                                             "consumers": [], "about": "", "payload": None})
+        (t["producers"] if name.startswith("to_") else t["consumers"]).append(channel.get("description", ""))
+        t["about"] = t["about"] or channel.get("description", "").split(": ", 1)[-1]
+        for ref in channel.get("messages", {}).values():
+            message = messages.get(ref.get("$ref", "").rsplit("/", 1)[-1], {})
+            payload = message.get("payload", {}).get("$ref", "")
+            if payload:
+                t["payload"] = payload.rsplit("/", 1)[-1]
+    schemas = []
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        required = set(schema.get("required", []))
+        fields = []
+        for field, spec in (schema.get("properties") or {}).items():
+            kinds = spec.get("type") or [s.get("type") or s.get("$ref", "").rsplit("/", 1)[-1]
+                                         for s in spec.get("anyOf", []) if s] or spec.get("$ref", "").rsplit("/", 1)[-1]
+            fields.append({"name": field, "type": kinds if isinstance(kinds, str) else " | ".join(map(str, kinds)),
+                           "required": field in required, "description": spec.get("description", "")})
+        schemas.append({"name": name, "description": schema.get("description", ""), "fields": fields})
+    return {"info": document.get("info", {}), "topics": sorted(topics.values(), key=lambda t: t["address"]),
+            "schemas": schemas}
+
+
+def install(
+    app: web.Application,
+    settings: Settings,
+    *,
+    pool: Callable[[], Any],
+    publish: operations.Publisher | None = None,
+    asyncapi: Callable[[], dict[str, Any]] | None = None,
+) -> Console:
+    """Add the console's routes and middleware to an aiohttp application."""
+    console = Console(settings, pool, publish=publish, asyncapi=asyncapi)
+    app.middlewares.append(console.middleware)
+    r = app.router
+    r.add_get("/", console.overview)
+    r.add_get("/errors", console.errors)
+    r.add_get("/errors/{id:\\d+}", console.error)
+    r.add_get("/approvals", console.approvals)
+    r.add_get("/approvals/{id:\\d+}", console.approval)
+    r.add_post("/approvals/{id:\\d+}/decide", console.decide)
+    r.add_post("/approvals/decide", console.decide_incident)
+    r.add_get("/patterns", console.patterns)
+    r.add_post("/patterns/{id:\\d+}/toggle", console.toggle_pattern)
+    r.add_get("/runs", console.runs)
+    r.add_post("/kill-switch", console.set_kill_switch)
+    r.add_get("/login", console.login_form)
+    r.add_post("/login", console.login)
+    r.add_post("/logout", console.logout)
+    r.add_get("/asyncapi.html", console.asyncapi_html)
+    r.add_static("/static/", str(HERE / "static"), append_version=True)
+    return console
