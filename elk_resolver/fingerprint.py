@@ -67,10 +67,14 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
         ),
         _P,
     ),
-    # Host names (with an optional port): the same slot holds names and IPs.
+    # Host names (with an optional port): the same slot holds names and IPs. A listed suffix may
+    # be followed by a country code (wsi.edu.pl, example.co.uk); the name must end there.
     (
         ".",
-        re.compile(rf"(?<![\w.-])(?=[A-Za-z][\w-]*\.)[A-Za-z][\w-]*(?:\.[\w-]+)*\.{_TLD}\b(?::\d+)?"),
+        re.compile(
+            rf"(?<![\w.-])(?=[A-Za-z][\w-]*\.)[A-Za-z][\w-]*(?:\.[\w-]+)*\.{_TLD}(?:\.[a-z]{{2}})?\b(?![.-]?\w)"
+            r"(?::\d+)?"
+        ),
         _P,
     ),
     # Dotted lower-case name with a port, whatever its suffix (db.prod:5432). A dot is required:
@@ -108,6 +112,10 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     ),
     # A quoted value after '=' is one value, spaces included: tag="View Lock".
     ("=", re.compile(r"""(=\s*)(?:"[^"]*"|'[^']*')"""), r"\1" + _P),
+    # Windows paths (C:\Windows\..., \\server\share\...): the same class as Unix paths.
+    ("\\", re.compile(r"(?<![\w\\])(?:[A-Za-z]:|\\\\[\w.$-]+)\\[^\s\"'<>|,;()\[\]]*"), _P),
+    # MAC addresses (six hex pairs): all letters at times, so the digit rule alone misses them.
+    ("", re.compile(r"(?<![\w:-])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?![\w:-])"), _P),
     # File paths: absolute, ./relative, ~/home, with a query string if it is a URL path.
     ("/", re.compile(r"(?<![\w./])(?:\.{1,2}|~)?/[\w.\-/%?&=+]+"), _P),
     # Any other token with a slash inside a word (pkg/Class, a/b/c.txt, HTTP/1.1).

@@ -13,7 +13,9 @@ Guards against over-merging, each measured by the benchmark's over-merge share:
   values repeat (states, verbs, component names: each comes back again and again) is left
   alone, one whose values are mostly seen once or twice (ids, user names) is a variable.
   Measured as the share of a family's occurrences that belong to its most frequent values;
-* a slot of the first token or a slot that is a key (``key=``, ``key:``) is never merged;
+* a slot of the first token or a slot that is a key (``key=``, ``key:``) is never merged, and
+  the merged template keeps at least two constant tokens and half of its tokens constant
+  (without this, chains of merges collapse short templates into ``<*> <*>``);
 * a pair an operator split (:attr:`blocked`) is never merged again.
 
 :class:`AliasIndex` is what every ingest copy holds in memory: exact member hash -> canonical,
@@ -47,13 +49,17 @@ class TemplateRow:
 
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
-    min_values: int = 6
+    min_values: int = 5
     """distinct values a slot must have taken (generated values count more, see below)."""
-    generated_weight: int = 2
+    generated_weight: int = 1
     """a ``<*>`` value stands for this many values: it is known to vary."""
     max_repeat_share: float = 0.6
     """at most this share of the family's occurrences may come from values seen 3+ times."""
     repeat_at: int = 3
+    min_constants: int = 2
+    """the merged template keeps at least this many tokens that are not ``<*>``..."""
+    min_constant_share: float = 0.34
+    """... and at least this share of its tokens: a template of placeholders says nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +160,9 @@ def _family_merge(
     family = sorted(family, key=lambda r: order[r.key])
     canonical = family[0]
     if _keyish(canonical.tokens, i):
+        return None
+    constants = sum(1 for j, t in enumerate(canonical.tokens) if j != i and t != WILDCARD)
+    if constants < config.min_constants or constants < config.min_constant_share * len(canonical.tokens):
         return None
     members = [r for r in family[1:] if frozenset((r.key, canonical.key)) not in blocked]
     if not members:

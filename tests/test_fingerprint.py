@@ -133,3 +133,19 @@ def test_hyphenated_and_consonant_heavy_words_stay(words):
 @pytest.mark.parametrize("token", ["xkcdqzvt", "XkQzRtPw", "bcdfghjklm"])
 def test_vowel_free_tokens_are_values(token):
     assert normalize(f"token {token} invalid") == "token <*> invalid"
+
+
+@pytest.mark.parametrize(
+    "message, template",
+    [
+        # the host ends where the dotted name ends: an unlisted last label (pl) is not left over
+        ("rhost biblioteka.wsi.edu.pl failed", "rhost <*> failed"),
+        ("rhost mail.example.com failed", "rhost <*> failed"),
+        (r"CBS cannot open C:\Windows\winsxs\pending.xml, error", "CBS cannot open <*>, error"),
+        (r"share \\fs01\data\x.txt gone", "share <*> gone"),
+        ("link aa:bb:cc:dd:ee:ff down", "link <*> down"),
+        ("link AB-CD-EF-AB-CD-EF down", "link <*> down"),
+    ],
+)
+def test_general_value_classes(message, template):
+    assert normalize(message) == template
