@@ -238,7 +238,17 @@ def _serve(settings: Settings, stages: Sequence[str], *, banner: Callable[[Any],
     return asyncio.run(run_service(settings, stages, on_started=started))
 
 
+def _refuse_unsafe_live(settings: Settings, stages: Sequence[str]) -> None:
+    """Live mode with kubectl needs to know which cluster it acts on; say so in one line."""
+    from elk_resolver.policy import live_kubectl_problem
+
+    problem = live_kubectl_problem(settings) if "execute" in stages else None
+    if problem:
+        raise CliError(problem)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    _refuse_unsafe_live(settings, STAGE_CHOICES)
     with services(settings) as svc:
         asyncio.run(prepare(settings, svc))
         _print_services(svc, settings)
@@ -262,6 +272,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                                         ("ELK_RESOLVER_DATABASE_URL", settings.database_url)) if not value]
     if missing:
         raise CliError(f"run needs {' and '.join(missing)} (`elk-resolver up` starts embedded ones instead)")
+    _refuse_unsafe_live(settings, args.stage or STAGE_CHOICES)
     from elk_resolver.topics import ensure_topics
 
     async def probe() -> None:

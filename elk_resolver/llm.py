@@ -274,12 +274,13 @@ def _command_rules(policy: ExecutionPolicy) -> str:
     lines = [
         "Command types and the only forms that can run automatically:",
         f'- "kubectl": "kubectl <verb> <kind>/<name> -n <namespace>" with a verb from {list(policy.kubectl_verbs)}; '
-        f"namespaces that may be touched: {namespaces}. Flags allowed: -n, --replicas, --to-revision, "
-        "--grace-period, --timeout, -l. Never --kubeconfig, --context, --as, -A.",
+        f"namespaces that may be touched: {namespaces}. Exactly one named object per command. "
+        "Flags allowed: -n, --replicas (scale), --to-revision (rollout undo), --grace-period, --timeout. "
+        "Never selectors (-l), --all, -A, --kubeconfig, --context, --as.",
         '- "elasticsearch": the command is an action name, with "index=NAME" where needed: '
         + "; ".join(
             f'"{a} index=<index>"' if needs else f'"{a}"'
-            for a, (needs, _) in ES_ACTIONS.items()
+            for a, needs in ES_ACTIONS.items()
             if a in policy.elasticsearch_actions
         ),
     ]

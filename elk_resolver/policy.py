@@ -26,6 +26,7 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
 
@@ -81,15 +82,24 @@ class ExecutionPolicy:
     kubectl_context: str | None = None
     kubectl_namespaces: tuple[str, ...] = ()
     kubectl_verbs: tuple[str, ...] = ("rollout restart", "rollout undo", "scale", "delete pod")
+    kubectl_kinds: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_VERB_KINDS))
+    """verb -> the kinds it may act on; a verb missing here acts on nothing."""
+    scale_bounds: ScaleBounds = field(default_factory=lambda: ScaleBounds())
     http_allowlist: tuple[str, ...] = ()
     shell_enabled: bool = False
     shell_allowlist: tuple[str, ...] = ()
-    elasticsearch_actions: tuple[str, ...] = field(default_factory=lambda: tuple(ES_ACTIONS))
+    elasticsearch_actions: tuple[str, ...] = ()
+    """Opt-in (setting elasticsearch_actions): none by default, whatever elasticsearch_url says."""
+    child_env_allowlist: tuple[str, ...] = ()
+    """Variables child processes get besides CHILD_ENV_BASE (setting child_env_allowlist)."""
     default_timeout_s: float = 60.0
     output_limit_bytes: int = 16_384
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExecutionPolicy:
+        unknown = sorted(set(settings.elasticsearch_actions) - set(ES_ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown elasticsearch_actions {unknown} (known: {sorted(ES_ACTIONS)})")
         return cls(
             kubectl_path=settings.kubectl_path,
             kubernetes_executor=settings.kubernetes_executor,
@@ -97,12 +107,34 @@ class ExecutionPolicy:
             kubectl_context=settings.kubectl_context,
             kubectl_namespaces=tuple(settings.kubectl_namespaces),
             kubectl_verbs=tuple(settings.kubectl_verbs),
+            kubectl_kinds={verb: tuple(kinds) for verb, kinds in settings.kubectl_kinds.items()},
+            scale_bounds=ScaleBounds(
+                max_step=settings.kubectl_scale_max_step,
+                max_replicas=settings.kubectl_scale_max_replicas,
+                allow_zero=settings.kubectl_scale_allow_zero,
+            ),
             http_allowlist=tuple(settings.http_allowlist),
             shell_enabled=settings.shell_enabled,
             shell_allowlist=tuple(settings.shell_allowlist),
+            elasticsearch_actions=tuple(settings.elasticsearch_actions),
+            child_env_allowlist=tuple(settings.child_env_allowlist),
             default_timeout_s=settings.command_timeout_s,
             output_limit_bytes=settings.output_limit_bytes,
         )
+
+    def verb_kinds(self, verb: str) -> tuple[str, ...]:
+        """The canonical kinds ``verb`` may act on (``kubectl_kinds``, spellings normalised)."""
+        named = self.kubectl_kinds.get(verb, ())
+        return tuple(dict.fromkeys(k for k in (kind_of(n) for n in named) if k is not None))
+
+    def kubectl_identity_args(self) -> list[str]:
+        """The only --kubeconfig/--context a kubectl child ever gets: the policy's."""
+        args: list[str] = []
+        if self.kubectl_kubeconfig:
+            args += ["--kubeconfig", self.kubectl_kubeconfig]
+        if self.kubectl_context:
+            args += ["--context", self.kubectl_context]
+        return args
 
 
 # --- shared token checks -----------------------------------------------------------------
@@ -153,36 +185,177 @@ def _timeout(cmd: Command, policy: ExecutionPolicy) -> float:
 
 
 # --- kubectl -----------------------------------------------------------------------------
+#
+# Every allowed kubectl command acts on exactly one named object: ``kubectl VERB KIND/NAME -n NS``
+# (or ``KIND NAME``), the kind allowlisted for the verb, the namespace explicit and allowlisted.
+# Anything that could widen it (selectors, --all, -A, files, lists, a missing name) is refused
+# with a reason; so is any flag not listed for the verb.
 
-# Flags that change who kubectl is or which cluster it talks to. Named for a clear reason;
-# the allowlist below refuses them (and every other unknown flag) anyway.
+# Flags that change who kubectl is or which cluster it talks to.
 IDENTITY_FLAGS = frozenset(
     {
         "--kubeconfig", "--context", "--cluster", "--user", "--server", "-s", "--token",
         "--as", "--as-group", "--as-uid", "--username", "--password",
         "--certificate-authority", "--client-certificate", "--client-key",
         "--insecure-skip-tls-verify", "--tls-server-name", "--kuberc",
-        "--all-namespaces", "-A",
     }
 )  # fmt: skip
 
-# Flags a remediation may use; True means the flag takes a value (``--f V`` or ``--f=V``).
-KUBECTL_FLAGS: dict[str, bool] = {
-    "-n": True,
-    "--namespace": True,
-    "--replicas": True,
-    "--current-replicas": True,
-    "--to-revision": True,
-    "--grace-period": True,
-    "--timeout": True,
-    "-l": True,
-    "--selector": True,
-    "--wait": False,  # only as --wait=true/false
-    "--dry-run": False,  # only as --dry-run=server/client/none
+# Flags that make a command act on more than the one object it names (or on objects it does
+# not name at all: files, kustomizations, raw API paths).
+SCOPE_FLAGS = frozenset(
+    {
+        "-l", "--selector", "--field-selector", "--all", "-A", "--all-namespaces",
+        "-f", "--filename", "-k", "--kustomize", "-R", "--recursive", "--raw", "--force", "--prune",
+    }
+)  # fmt: skip
+
+_SCOPE_VALUE_FLAGS = frozenset(
+    {"-l", "--selector", "--field-selector", "-f", "--filename", "-k", "--kustomize", "--raw"}
+)
+
+# Flags a remediation may use, per verb; True means the flag takes a value (``--f V`` or
+# ``--f=V``), False that it is only accepted as ``--f=VALUE``.
+_COMMON_FLAGS: dict[str, bool] = {"-n": True, "--namespace": True, "--dry-run": False}
+VERB_FLAGS: dict[str, dict[str, bool]] = {
+    "rollout restart": {},
+    "rollout undo": {"--to-revision": True},
+    "scale": {"--replicas": True, "--current-replicas": True, "--timeout": True},
+    "delete pod": {"--grace-period": True, "--wait": False, "--timeout": True},
 }
+# Every flag some verb accepts (the RBAC generator reads it).
+KUBECTL_FLAGS: dict[str, bool] = {**_COMMON_FLAGS, **{f: v for flags in VERB_FLAGS.values() for f, v in flags.items()}}
+
+# Conservative defaults of the per-verb kind allowlist (setting kubectl_kinds).
+DEFAULT_VERB_KINDS: dict[str, tuple[str, ...]] = {
+    "rollout restart": ("deployment", "statefulset", "daemonset"),
+    "rollout undo": ("deployment", "statefulset", "daemonset"),
+    "scale": ("deployment", "statefulset"),
+    "delete pod": ("pod",),
+}
+_KIND_ALIASES = {
+    "deployment": "deployment", "deployments": "deployment", "deploy": "deployment",
+    "statefulset": "statefulset", "statefulsets": "statefulset", "sts": "statefulset",
+    "daemonset": "daemonset", "daemonsets": "daemonset", "ds": "daemonset",
+    "replicaset": "replicaset", "replicasets": "replicaset", "rs": "replicaset",
+    "pod": "pod", "pods": "pod", "po": "pod",
+}  # fmt: skip
+_KIND_GROUPS = {"deployment": "apps", "statefulset": "apps", "daemonset": "apps", "replicaset": "apps", "pod": ""}
+
 _NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_POSITIONAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$")
-_POD_KINDS = frozenset({"pod", "pods", "po"})
+# Kubernetes object names: a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.').
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DURATION = re.compile(r"^[0-9]+(ms|s|m|h)?$")
+_BOOL = frozenset({"true", "false"})
+_DRY_RUN = frozenset({"server", "client", "none"})
+
+
+def kind_of(text: str) -> str | None:
+    """The canonical kind for kubectl's spellings (``deploy``, ``Deployments``,
+    ``deployment.apps``), or None for a kind this policy does not know."""
+    name, dot, group = text.lower().partition(".")
+    kind = _KIND_ALIASES.get(name)
+    if kind is None or (dot and group != _KIND_GROUPS[kind]):
+        return None
+    return kind
+
+
+@dataclass(frozen=True)
+class ScaleBounds:
+    """How far one ``kubectl scale`` may move a workload from its current replica count."""
+
+    max_step: int = 2
+    max_replicas: int = 20
+    allow_zero: bool = False
+
+    def problem(self, current: int, target: int) -> str | None:
+        if target == 0 and not self.allow_zero:
+            return "scaling to 0 replicas stops the workload (kubectl_scale_allow_zero is false)"
+        if target > self.max_replicas:
+            return f"--replicas={target} is above the ceiling kubectl_scale_max_replicas={self.max_replicas}"
+        if abs(target - current) > self.max_step:
+            return (
+                f"--replicas={target} moves {abs(target - current)} replicas from the current {current}; "
+                f"at most kubectl_scale_max_step={self.max_step} per command"
+            )
+        return None
+
+
+def _flag_value_problem(name: str, value: str) -> str | None:
+    if name in ("-n", "--namespace"):
+        return None  # checked with the allowlist below
+    if name in ("--replicas", "--current-replicas", "--to-revision", "--grace-period"):
+        if not value.isdigit():
+            return f"{name} must be a non-negative integer, not {value!r}"
+        if name == "--grace-period" and int(value) < 1:
+            return "--grace-period must be at least 1 (0 means a forced delete)"
+        return None
+    if name == "--timeout":
+        return None if _DURATION.match(value) else f"--timeout must be a duration such as 30s, not {value!r}"
+    if name == "--wait":
+        return None if value in _BOOL else f"--wait must be true or false, not {value!r}"
+    if name == "--dry-run":
+        return None if value in _DRY_RUN else f"--dry-run must be server, client or none, not {value!r}"
+    return None
+
+
+def _split_flag(token: str) -> tuple[str, str | None]:
+    """(flag, inline value) the way kubectl's flag parser reads it: ``--name=V``, ``--name``,
+    ``-xV``, ``-x=V``, ``-x``. A short flag with anything attached is read as that flag with a
+    value, so ``-lapp=x`` is ``-l`` and ``-Af`` is ``-A``: both refused as they should be."""
+    if token.startswith("--"):
+        name, eq, value = token.partition("=")
+        return name, value if eq else None
+    name, rest = token[:2], token[2:]
+    if rest.startswith("="):
+        rest = rest[1:]
+    return name, rest if rest else None
+
+
+def _kubectl_verb(positionals: list[str]) -> tuple[str, list[str]]:
+    """(verb as the policy names it, the positionals after the verb)."""
+    if positionals[0] == "rollout" and len(positionals) > 1:
+        return f"rollout {positionals[1]}", positionals[2:]
+    if positionals[0] == "delete":
+        return "delete pod", positionals[1:]
+    return positionals[0], positionals[1:]
+
+
+def _verb_allowed(verb: str, policy: ExecutionPolicy) -> bool:
+    for entry in policy.kubectl_verbs:
+        words = entry.split()
+        if not words:
+            continue
+        if words == ["delete"]:  # 'delete' in the allowlist has always meant 'delete pod'
+            words = ["delete", "pod"]
+        if words == verb.split():
+            return True
+    return False
+
+
+def _one_object(verb: str, rest: list[str], policy: ExecutionPolicy) -> tuple[tuple[str, str] | None, str | None]:
+    """((kind, name), None) when ``rest`` names exactly one object of an allowed kind."""
+    shown = f"kubectl {verb.split()[0] if verb == 'delete pod' else verb}"
+    if any("," in r for r in rest):
+        return None, f"{shown}: a comma list names several objects; name exactly one KIND/NAME"
+    if len(rest) == 1 and "/" in rest[0]:
+        kind_text, _, name = rest[0].partition("/")
+    elif len(rest) == 2 and "/" not in rest[0] and "/" not in rest[1]:
+        kind_text, name = rest
+    elif not rest or (len(rest) == 1 and "/" not in rest[0]):
+        what = f"every {rest[0]} in the namespace" if rest else "an object it does not name"
+        return None, f"{shown} names no object: without a name it would act on {what}; name exactly one KIND/NAME"
+    else:
+        return None, f"{shown} names more than one object ({' '.join(rest)}); name exactly one KIND/NAME"
+    kind = kind_of(kind_text)
+    allowed = policy.verb_kinds(verb)
+    if kind is None or kind not in allowed:
+        return None, f"{shown} may act on {', '.join(allowed) or 'no kind'} (kubectl_kinds), not {kind_text!r}"
+    if "/" in name or not name:
+        return None, f"{rest[0]!r} is not KIND/NAME"
+    if len(name) > 253 or not _OBJECT_NAME.match(name):
+        return None, f"{name!r} is not a valid Kubernetes object name"
+    return (kind, name), None
 
 
 def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
@@ -193,75 +366,84 @@ def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
         return _refuse(f"a kubectl command must start with 'kubectl', not {tokens[0]!r}", "kubectl")
 
     args = tokens[1:]
-    positionals: list[str] = []
-    namespaces: list[str] = []
     # Identity flags are reported first, then the verb (the most useful reason for a human),
-    # then any other flag or argument problem.
-    for token in args:
-        name = token.partition("=")[0]
-        if name in IDENTITY_FLAGS:
-            return _refuse(f"flag {name} changes kubectl's identity or target and is never allowed", "kubectl")
+    # then flags that widen the scope, then any other flag or argument problem.
+    flags: list[tuple[str, str | None, int]] = []
+    positionals: list[str] = []
+    end_of_flags = args.index("--") if "--" in args else len(args)
+    for i, token in enumerate(args[:end_of_flags]):
+        if token.startswith("-") and len(token) > 1:
+            name, value = _split_flag(token)
+            if name in IDENTITY_FLAGS:
+                return _refuse(f"flag {name} changes kubectl's identity or target and is never allowed", "kubectl")
+            flags.append((name, value, i))
+
+    # Split flag values from positionals (the verb and the object).
+    consumed: set[int] = set()
+    parsed: list[tuple[str, str | None]] = []
     arg_problem: str | None = None
-    i = 0
-    while i < len(args):
-        token = args[i]
-        i += 1
-        if not token.startswith("-"):
-            if not _POSITIONAL.match(token):
-                arg_problem = arg_problem or f"argument {token!r} is not a plain resource name"
-            positionals.append(token)
-            continue
-        name, has_inline, value = token.partition("=")
-        if name not in KUBECTL_FLAGS:
-            arg_problem = arg_problem or f"flag {name} is not in the kubectl flag allowlist"
-            continue
-        if not has_inline:
-            if not KUBECTL_FLAGS[name]:
-                arg_problem = arg_problem or f"flag {name} must be written {name}=VALUE"
-                continue
-            if i >= len(args):
+    for name, value, i in flags:
+        takes_value = KUBECTL_FLAGS.get(name, name in _SCOPE_VALUE_FLAGS or None)
+        if value is None and takes_value:
+            if i + 1 < len(args) and not args[i + 1].startswith("-"):
+                value = args[i + 1]
+                consumed.add(i + 1)
+            else:
                 arg_problem = arg_problem or f"flag {name} needs a value"
-                continue
-            value = args[i]
-            i += 1
-        if name in ("-n", "--namespace"):
-            namespaces.append(value)
+        elif value is None and takes_value is False:
+            arg_problem = arg_problem or f"flag {name} must be written {name}=VALUE"
+        parsed.append((name, value))
+    for i, token in enumerate(args):
+        if i < end_of_flags and (i in consumed or (token.startswith("-") and len(token) > 1)):
+            continue
+        if i != end_of_flags:
+            positionals.append(token)
 
     if not positionals:
         return _refuse("no kubectl verb given", "kubectl")
-
-    if positionals[0] == "delete":
-        resources = positionals[1:]
-        if not resources:
-            return _refuse("delete needs a pod resource", "kubectl")
-        kind, _, _ = resources[0].partition("/")
-        if resources[0] in _POD_KINDS:
-            names = resources[1:]
-            if any("/" in n for n in names):
-                return _refuse("delete may only name pods", "kubectl")
-        elif all(r.partition("/")[0] in _POD_KINDS and r.partition("/")[2] for r in resources):
-            pass
-        else:
-            return _refuse(f"delete is allowed for pods only, not {kind!r}", "kubectl")
-        verb = "delete pod"
-        allowed_verb = verb in policy.kubectl_verbs or "delete" in policy.kubectl_verbs
-    else:
-        verb = " ".join(positionals[:2]) if positionals[0] == "rollout" else positionals[0]
-        allowed_verb = any(
-            positionals[: len(entry.split())] == entry.split() for entry in policy.kubectl_verbs if entry.strip()
-        )
-    if not allowed_verb:
+    verb, rest = _kubectl_verb(positionals)
+    if not _verb_allowed(verb, policy):
         return _refuse(
             f"kubectl verb {verb!r} is not in the verb allowlist {list(policy.kubectl_verbs)}", "kubectl"
         )
+    if verb not in VERB_FLAGS:
+        return _refuse(f"kubectl verb {verb!r} is not supported (only {', '.join(VERB_FLAGS)})", "kubectl")
+    if end_of_flags < len(args):
+        return _refuse("'--' (end of flags) is never allowed in a kubectl command", "kubectl")
+    for name, _ in parsed:
+        if name in SCOPE_FLAGS:
+            return _refuse(
+                f"flag {name} widens the command beyond one named object and is never allowed", "kubectl"
+            )
+
+    allowed_flags = {**_COMMON_FLAGS, **VERB_FLAGS[verb]}
+    seen: dict[str, str | None] = {}
+    for name, value in parsed:
+        if name not in allowed_flags:
+            where = "" if name in KUBECTL_FLAGS else " the kubectl flag allowlist"
+            return _refuse(
+                f"flag {name} is not allowed{' for ' + verb if not where else ' by' + where} "
+                f"(allowed: {', '.join(allowed_flags)})",
+                "kubectl",
+            )
+        canonical = "-n" if name == "--namespace" else name
+        if canonical in seen:
+            what = "namespace" if canonical == "-n" else f"flag {name}"
+            return _refuse(f"{what} given more than once", "kubectl")
+        seen[canonical] = value
+        if value is not None:
+            arg_problem = arg_problem or _flag_value_problem(name, value)
     if arg_problem:
         return _refuse(arg_problem, "kubectl")
 
-    if not namespaces:
+    target, problem = _one_object(verb, rest, policy)
+    if problem or target is None:
+        return _refuse(problem or "no object named", "kubectl")
+    kind, name = target
+
+    namespace = seen.get("-n")
+    if not namespace:
         return _refuse("kubectl commands must name their namespace with -n/--namespace", "kubectl")
-    if len(namespaces) > 1:
-        return _refuse("namespace given more than once", "kubectl")
-    namespace = namespaces[0]
     if not _NAMESPACE.match(namespace):
         return _refuse(f"{namespace!r} is not a valid namespace name", "kubectl")
     if not policy.kubectl_namespaces:
@@ -272,17 +454,29 @@ def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
             "kubectl",
         )
 
-    argv = [policy.kubectl_path, *args]
-    if policy.kubectl_kubeconfig:
-        argv += ["--kubeconfig", policy.kubectl_kubeconfig]
-    if policy.kubectl_context:
-        argv += ["--context", policy.kubectl_context]
+    action: dict[str, Any] = {"verb": verb, "kind": kind, "name": name, "namespace": namespace}
+    if verb == "scale":
+        replicas = seen.get("--replicas")
+        if replicas is None:
+            return _refuse("kubectl scale needs --replicas=N", "kubectl")
+        target_count = int(replicas)
+        bounds = policy.scale_bounds
+        # What can be judged without the current count; the executor judges the rest after
+        # reading it (ScaleBounds.problem), right before running.
+        if target_count == 0 and not bounds.allow_zero:
+            return _refuse(bounds.problem(0, 0) or "", "kubectl")
+        if target_count > bounds.max_replicas:
+            return _refuse(bounds.problem(target_count, target_count) or "", "kubectl")
+        action["replicas"] = target_count
+        if seen.get("--current-replicas") is not None:
+            action["current_replicas"] = int(seen["--current-replicas"])  # type: ignore[arg-type]
+
     return Verdict(
         allowed=True,
-        reason=f"kubectl {verb} in namespace {namespace} is allowed",
+        reason=f"kubectl {verb} {kind}/{name} in namespace {namespace} is allowed",
         type="kubectl",
-        argv=argv,
-        action={"verb": verb, "namespace": namespace},
+        argv=[policy.kubectl_path, *args, *policy.kubectl_identity_args()],
+        action=action,
         timeout_s=_timeout(cmd, policy),
     )
 
@@ -407,37 +601,43 @@ def _evaluate_http(cmd: Command, policy: ExecutionPolicy) -> Verdict:
 
 # --- elasticsearch -----------------------------------------------------------------------
 
-# action -> (needs an index, wildcards allowed in the index)
-ES_ACTIONS: dict[str, tuple[bool, bool]] = {
-    # PUT /{index}/_settings {"index.blocks.read_only_allow_delete": null}; after a disk
-    # watermark every index is blocked, hence patterns such as logs-* are accepted here.
-    "clear_read_only_block": (True, True),
+# action -> whether it needs an index. Write actions, so opt-in: ExecutionPolicy's
+# elasticsearch_actions (setting elasticsearch_actions) lists the ones that may run; an
+# Elasticsearch URL configured for the monitor or backfill enables none of them.
+ES_ACTIONS: dict[str, bool] = {
+    # PUT /{index}/_settings {"index.blocks.read_only_allow_delete": null}
+    "clear_read_only_block": True,
     # POST /_cluster/reroute?retry_failed=true
-    "cluster_reroute_retry_failed": (False, False),
+    "cluster_reroute_retry_failed": False,
     # POST /{index}/_ilm/retry
-    "ilm_retry": (True, False),
+    "ilm_retry": True,
 }
-# Elasticsearch's own index-name rules, plus: leading dot allowed (data stream backing indices).
-_INDEX = re.compile(r"^[a-z0-9.][a-z0-9._+-]*$")
-_INDEX_PATTERN = re.compile(r"^[a-z0-9.][a-z0-9._+*-]*$")
+# Elasticsearch's index-name rules (lowercase; no \ / * ? " < > | space , #; not starting with
+# - _ +; not . or ..; at most 255 bytes), narrowed to one concrete, visible index: no wildcard,
+# no list, no _all, no date math, no remote cluster (a:b), and no leading dot, which names
+# system and hidden indices (.security-7, .kibana, data stream backing indices .ds-*).
+_INDEX = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
 
 
-def _index_problem(index: str, wildcards: bool) -> str | None:
+def index_problem(index: str) -> str | None:
+    """Why ``index`` is not one concrete, visible index name; None when it is."""
     if not index:
         return "empty index name"
     if len(index.encode()) > 255:
         return "index name longer than 255 bytes"
-    if index in (".", "..") or ".." in index or index.startswith(("_", "-", "+")) or index == "_all":
+    if index == "_all" or index.startswith("_"):
         return f"index {index!r} is not a concrete index name"
     if "," in index:
         return "one index per command (no commas)"
-    if "*" in index:
-        if not wildcards:
-            return f"wildcards are not allowed for this action ({index!r})"
-        if not index.replace("*", "").strip(".-_"):
-            return f"pattern {index!r} matches everything; name a prefix"
-        return None if _INDEX_PATTERN.match(index) else f"{index!r} is not a valid index pattern"
-    return None if _INDEX.match(index) else f"{index!r} is not a valid index name"
+    if any(c in index for c in "*?"):
+        return f"wildcards are never allowed ({index!r}): name one concrete index"
+    if index.startswith("."):
+        return f"{index!r} is a system or hidden index (leading '.'): never touched automatically"
+    if ":" in index:
+        return f"{index!r} names a remote cluster index"
+    if index.startswith(("-", "+")) or ".." in index or not _INDEX.match(index):
+        return f"{index!r} is not a valid index name"
+    return None
 
 
 def _evaluate_elasticsearch(cmd: Command, policy: ExecutionPolicy) -> Verdict:
@@ -445,6 +645,10 @@ def _evaluate_elasticsearch(cmd: Command, policy: ExecutionPolicy) -> Verdict:
     if problem or not tokens:
         return _refuse(problem or "empty command", "elasticsearch")
     action = tokens[0]
+    if not policy.elasticsearch_actions:
+        return _refuse(
+            "elasticsearch actions are disabled (opt in with the setting elasticsearch_actions)", "elasticsearch"
+        )
     if action not in ES_ACTIONS or action not in policy.elasticsearch_actions:
         return _refuse(
             f"elasticsearch action {action!r} is not allowlisted {sorted(policy.elasticsearch_actions)}",
@@ -461,11 +665,10 @@ def _evaluate_elasticsearch(cmd: Command, policy: ExecutionPolicy) -> Verdict:
         if index is not None and index != cmd.index:
             return _refuse("the command line and the index field disagree", "elasticsearch")
         index = cmd.index
-    needs_index, wildcards = ES_ACTIONS[action]
-    if needs_index:
+    if ES_ACTIONS[action]:
         if index is None:
             return _refuse(f"{action} needs index=NAME", "elasticsearch")
-        problem = _index_problem(index, wildcards)
+        problem = index_problem(index)
         if problem:
             return _refuse(problem, "elasticsearch")
     elif index is not None:
@@ -476,6 +679,36 @@ def _evaluate_elasticsearch(cmd: Command, policy: ExecutionPolicy) -> Verdict:
         type="elasticsearch",
         action={"action": action, "index": index},
         timeout_s=_timeout(cmd, policy),
+    )
+
+
+# --- what child processes and live mode get -------------------------------------------------
+
+# Always passed to kubectl/shell children when the service has them; the rest of the service's
+# environment (DATABASE_URL, LLM keys, every ELK_RESOLVER_* setting...) never is, unless an
+# operator lists a name in child_env_allowlist (ELK_RESOLVER_* names are refused there).
+# KUBERNETES_SERVICE_HOST/PORT are how kubectl finds the API server from inside a pod.
+CHILD_ENV_BASE = ("PATH", "HOME", "KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT")
+
+
+def child_environment(base: Mapping[str, str], allowlist: Iterable[str] = ()) -> dict[str, str]:
+    """The scrubbed environment of a child process: CHILD_ENV_BASE and ``allowlist`` only."""
+    names = (*CHILD_ENV_BASE, *(n for n in allowlist if not n.upper().startswith("ELK_RESOLVER_")))
+    return {name: base[name] for name in names if name in base}
+
+
+def live_kubectl_problem(settings: Settings) -> str | None:
+    """Why live mode must not start with kubectl as configured; None when it may.
+
+    Without an explicit context kubectl acts on whatever current-context its kubeconfig has
+    (a laptop's, a CI runner's). Inside a pod, the service account token names the cluster."""
+    if settings.execution_mode != "live" or not settings.kubectl_namespaces or not settings.kubectl_verbs:
+        return None
+    if settings.kubectl_context or settings.kubectl_serviceaccount_token.is_file():
+        return None
+    return (
+        "live mode with kubectl refuses to start without an explicit cluster: set ELK_RESOLVER_KUBECTL_CONTEXT "
+        f"or run in a pod with a service account (no token at {settings.kubectl_serviceaccount_token})"
     )
 
 

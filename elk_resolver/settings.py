@@ -122,6 +122,32 @@ class Settings(BaseSettings):
     kubectl_verbs: CsvList = Field(
         default_factory=lambda: ["rollout restart", "rollout undo", "scale", "delete pod"]
     )
+    kubectl_kinds: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "rollout restart": ["deployment", "statefulset", "daemonset"],
+            "rollout undo": ["deployment", "statefulset", "daemonset"],
+            "scale": ["deployment", "statefulset"],
+            "delete pod": ["pod"],
+        },
+        description="JSON: kubectl verb -> the kinds it may act on (a verb missing here acts on nothing)",
+    )
+    kubectl_scale_max_step: int = Field(2, ge=1, description="scale moves at most this many replicas from the current count")
+    kubectl_scale_max_replicas: int = Field(20, ge=1, description="scale never goes above this many replicas")
+    kubectl_scale_allow_zero: bool = Field(False, description="scale may stop a workload (--replicas=0)")
+    kubectl_serviceaccount_token: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="present = running in a pod with a service account (live kubectl needs it or a context)",
+    )
+    elasticsearch_actions: CsvList = Field(
+        default_factory=list,
+        description="Elasticsearch write actions that may run (opt-in; elasticsearch_url alone enables none): "
+        "clear_read_only_block, cluster_reroute_retry_failed, ilm_retry",
+    )
+    child_env_allowlist: CsvList = Field(
+        default_factory=list,
+        description="variables passed to kubectl/shell children besides PATH, HOME, KUBECONFIG and "
+        "KUBERNETES_SERVICE_HOST/PORT (never ELK_RESOLVER_*)",
+    )
     http_allowlist: CsvList = Field(default_factory=list, description="URL prefixes webhooks may call")
     shell_enabled: bool = False
     shell_allowlist: CsvList = Field(default_factory=list, description="binaries shell commands may run")
@@ -190,8 +216,18 @@ class Settings(BaseSettings):
         "notify_urls",
         "console_approvers",
         "console_trusted_proxies",
+        "elasticsearch_actions",
+        "child_env_allowlist",
         mode="before",
     )(_split_csv)
+
+    @field_validator("child_env_allowlist")
+    @classmethod
+    def _no_service_secrets(cls, value: list[str]) -> list[str]:
+        leaked = [name for name in value if name.upper().startswith("ELK_RESOLVER_")]
+        if leaked:
+            raise ValueError(f"child processes never get the service's own settings ({', '.join(leaked)})")
+        return value
 
     @field_validator("database_url")
     @classmethod

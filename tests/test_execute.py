@@ -173,7 +173,7 @@ async def test_output_is_truncated_to_the_limit_and_masked(pool, database_url, t
 
 async def test_elasticsearch_command_runs_against_the_stub(pool, database_url):
     async with EsStub() as es:
-        settings = exec_settings(database_url, elasticsearch_url=es.url)
+        settings = exec_settings(database_url, elasticsearch_url=es.url, elasticsearch_actions=["clear_read_only_block"])
         cmd = {"type": "elasticsearch", "command": "clear_read_only_block index=logs-2030.01.01", "safe": True}
         ids = await seed(pool, commands=[cmd])
         client = make_client(settings)

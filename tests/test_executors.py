@@ -13,13 +13,14 @@ from elasticsearch import AsyncElasticsearch
 
 from elk_resolver.executors import run_commands
 from elk_resolver.executors.elasticsearch import make_client
-from elk_resolver.policy import Command, ExecutionPolicy
+from elk_resolver.policy import ES_ACTIONS, Command, ExecutionPolicy, ScaleBounds
 from elk_resolver.settings import make_settings
 from tests.support.es_stub import EsStub, Reply, error_reply
 from tests.support.fake_kubectl import path_with, write_fake_kubectl
 from tests.support.polling import wait_for
 
 RESTART = "kubectl rollout restart deployment/api -n payments"
+ES_POLICY = ExecutionPolicy(elasticsearch_actions=tuple(ES_ACTIONS))  # opted in
 
 
 def kube_policy(fake, **overrides) -> ExecutionPolicy:
@@ -65,6 +66,92 @@ async def test_kubectl_nonzero_exit_is_failed(tmp_path):
     assert result.status == "failed"
     assert result.exit_code == 1
     assert "stderr: fail" in result.output
+
+
+# --- kubectl: environment and bounded scale (issue 10) -------------------------------------
+
+
+async def test_kubectl_gets_a_scrubbed_environment_never_the_services_secrets(tmp_path, monkeypatch):
+    secrets = {
+        "DATABASE_URL": "postgresql://app:s3cret@db/app",
+        "ELK_RESOLVER_DATABASE_URL": "postgresql://app:s3cret@db/app",
+        "ELK_RESOLVER_LLM_API_KEY": "sk-live-abc",
+        "OPENAI_API_KEY": "sk-live-abc",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("KUBECONFIG", "/etc/kube/config")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy:3128")
+    fake = write_fake_kubectl(tmp_path)
+    policy = ExecutionPolicy.from_settings(make_settings(
+        kubectl_path=str(fake.path), kubectl_namespaces="payments", child_env_allowlist="HTTPS_PROXY",
+    ))
+    [result] = await run_commands([k(RESTART)], policy, dry_run=False)  # env=None: the service's own
+    assert result.status == "success", result.output
+    [entry] = fake.entries()
+    env = entry["env"]
+    assert not set(secrets) & set(env)
+    assert "s3cret" not in str(env) and "sk-live" not in str(env)
+    assert env["KUBECONFIG"] == "/etc/kube/config" and env["HTTPS_PROXY"] == "http://proxy:3128"
+    assert env["PATH"] and env["HOME"]
+    # Python may add LC_CTYPE in the child itself (PEP 538); nothing else is there
+    assert set(env) <= {"PATH", "HOME", "KUBECONFIG", "HTTPS_PROXY", "LC_CTYPE"}
+
+
+def test_the_service_settings_cannot_be_allowlisted_for_children():
+    with pytest.raises(ValueError, match="never get the service's own settings"):
+        make_settings(child_env_allowlist="PATH,ELK_RESOLVER_LLM_API_KEY")
+
+
+async def test_scale_reads_the_current_count_and_stays_within_bounds(tmp_path):
+    fake = write_fake_kubectl(tmp_path, replicas={"deployment/api": 3, "deployment/web": 1})
+    policy = kube_policy(fake, kubectl_context="prod")
+    ok, too_far, down_too_far = await run_commands(
+        [
+            k("kubectl scale deployment/api --replicas=5 -n payments"),
+            k("kubectl scale deployment/api --replicas=9 -n payments"),
+            k("kubectl scale deployment/web --replicas=4 -n payments"),
+        ],
+        policy,
+        dry_run=False,
+    )
+    assert ok.status == "success", ok.output
+    assert too_far.refused and "moves 6 replicas from the current 3" in too_far.reason
+    assert down_too_far.refused and "current 1" in down_too_far.reason
+    calls = fake.calls()
+    get = ["get", "deployment/api", "-n", "payments", "-o", "jsonpath={.spec.replicas}", "--context", "prod"]
+    # the count it read is the precondition of the change: kubectl refuses if it moved since
+    assert calls[:2] == [
+        get,
+        ["scale", "deployment/api", "--replicas=5", "-n", "payments", "--context", "prod", "--current-replicas=3"],
+    ]
+    assert [c[0] for c in calls[2:]] == ["get", "get"]  # the refused ones only read
+
+
+async def test_scale_is_refused_when_the_current_count_cannot_be_read_or_disagrees(tmp_path):
+    fake = write_fake_kubectl(tmp_path, replicas={"deployment/api": 2}, default_replicas=None)
+    missing, stale = await run_commands(
+        [
+            k("kubectl scale deployment/gone --replicas=2 -n payments"),
+            k("kubectl scale deployment/api --replicas=3 --current-replicas=1 -n payments"),
+        ],
+        kube_policy(fake),
+        dry_run=False,
+    )
+    assert missing.refused and "cannot read the current replica count of deployment/gone" in missing.reason
+    assert stale.refused and "expects 1 current replicas" in stale.reason
+    assert [c[0] for c in fake.calls()] == ["get", "get"]
+
+
+async def test_scale_to_zero_is_never_run_unless_allowed(tmp_path):
+    fake = write_fake_kubectl(tmp_path, replicas={"deployment/api": 1})
+    line = "kubectl scale deployment/api --replicas=0 -n payments"
+    [refused] = await run_commands([k(line)], kube_policy(fake), dry_run=False)
+    assert refused.refused and "0 replicas" in refused.reason and fake.calls() == []
+    allowed = kube_policy(fake, scale_bounds=ScaleBounds(allow_zero=True))
+    [result] = await run_commands([k(line)], allowed, dry_run=False)
+    assert result.status == "success" and fake.calls()[-1][:3] == ["scale", "deployment/api", "--replicas=0"]
 
 
 def _gone(pid: int) -> bool:
@@ -257,16 +344,16 @@ async def test_elasticsearch_actions_make_the_exact_api_calls(es, es_client):
     commands = [
         {"type": "elasticsearch", "command": "clear_read_only_block index=logs-2024.05.01"},
         {"type": "elasticsearch", "command": "cluster_reroute_retry_failed"},
-        {"type": "elasticsearch", "command": "ilm_retry", "index": ".ds-logs-app-000042"},
+        {"type": "elasticsearch", "command": "ilm_retry", "index": "logs-app-000042"},
     ]
-    results = await run_commands(commands, ExecutionPolicy(), dry_run=False, elasticsearch=es_client)
+    results = await run_commands(commands, ES_POLICY, dry_run=False, elasticsearch=es_client)
 
     assert [r.status for r in results] == ["success"] * 3, [r.output for r in results]
     assert [r.exit_code for r in results] == [200] * 3
     assert es.calls() == [
         ("PUT", "/logs-2024.05.01/_settings"),
         ("POST", "/_cluster/reroute"),
-        ("POST", "/.ds-logs-app-000042/_ilm/retry"),
+        ("POST", "/logs-app-000042/_ilm/retry"),
     ]
     put, reroute, retry = es.requests
     assert put.body == {"index.blocks.read_only_allow_delete": None}
@@ -278,7 +365,7 @@ async def test_elasticsearch_actions_make_the_exact_api_calls(es, es_client):
 async def test_elasticsearch_error_is_failed_with_the_status(es, es_client):
     es.script(error_reply(404, "index_not_found_exception", "no such index [logs-x] token=abc123secret"))
     cmd = {"type": "elasticsearch", "command": "ilm_retry index=logs-x", "critical": True}
-    results = await run_commands([cmd, cmd], ExecutionPolicy(), dry_run=False, elasticsearch=es_client)
+    results = await run_commands([cmd, cmd], ES_POLICY, dry_run=False, elasticsearch=es_client)
     assert len(results) == 1
     assert results[0].status == "failed" and results[0].exit_code == 404
     assert "index_not_found_exception" in results[0].output
@@ -287,44 +374,48 @@ async def test_elasticsearch_error_is_failed_with_the_status(es, es_client):
 
 async def test_unacknowledged_elasticsearch_call_is_failed(es, es_client):
     es.script(Reply(body={"acknowledged": False}))
-    cmd = {"type": "elasticsearch", "command": "clear_read_only_block index=logs-*"}
-    [result] = await run_commands([cmd], ExecutionPolicy(), dry_run=False, elasticsearch=es_client)
+    cmd = {"type": "elasticsearch", "command": "clear_read_only_block index=logs-1"}
+    [result] = await run_commands([cmd], ES_POLICY, dry_run=False, elasticsearch=es_client)
     assert result.status == "failed"
-    assert es.calls() == [("PUT", "/logs-*/_settings")]
+    assert es.calls() == [("PUT", "/logs-1/_settings")]
 
 
 async def test_slow_elasticsearch_is_a_timeout(es, es_client):
     es.script(Reply(delay_s=5))
     cmd = {"type": "elasticsearch", "command": "cluster_reroute_retry_failed", "timeout_s": 0.5}
     started = time.monotonic()
-    [result] = await run_commands([cmd], ExecutionPolicy(), dry_run=False, elasticsearch=es_client)
+    [result] = await run_commands([cmd], ES_POLICY, dry_run=False, elasticsearch=es_client)
     assert result.status == "timeout", result.output
     assert time.monotonic() - started < 4
 
 
 async def test_unconfigured_elasticsearch_fails_without_a_call():
     cmd = {"type": "elasticsearch", "command": "cluster_reroute_retry_failed"}
-    [result] = await run_commands([cmd], ExecutionPolicy(), dry_run=False, elasticsearch=None)
+    [result] = await run_commands([cmd], ES_POLICY, dry_run=False, elasticsearch=None)
     assert result.status == "failed" and "not configured" in result.output
     assert make_client(make_settings(elasticsearch_url=None)) is None
+    # a URL set for the monitor alone gives the executors no client
+    assert make_client(make_settings(elasticsearch_url="http://es:9200")) is None
 
 
 async def test_client_from_settings_sends_the_api_key(es):
-    settings = make_settings(elasticsearch_url=es.url, elasticsearch_api_key="a2V5OnNlY3JldA==")
+    settings = make_settings(elasticsearch_url=es.url, elasticsearch_api_key="a2V5OnNlY3JldA==",
+                             elasticsearch_actions="ilm_retry")
     async with make_client(settings) as client:
         cmd = {"type": "elasticsearch", "command": "ilm_retry index=logs-1"}
-        [result] = await run_commands([cmd], ExecutionPolicy(), dry_run=False, elasticsearch=client)
+        [result] = await run_commands([cmd], ES_POLICY, dry_run=False, elasticsearch=client)
     assert result.status == "success"
     assert es.requests[0].headers["Authorization"] == "ApiKey a2V5OnNlY3JldA=="
 
 
 async def test_client_from_settings_uses_basic_auth(es):
     settings = make_settings(
-        elasticsearch_url=es.url, elasticsearch_username="elastic", elasticsearch_password="changeme"
+        elasticsearch_url=es.url, elasticsearch_username="elastic", elasticsearch_password="changeme",
+        elasticsearch_actions="cluster_reroute_retry_failed",
     )
     async with make_client(settings) as client:
         cmd = {"type": "elasticsearch", "command": "cluster_reroute_retry_failed"}
-        [result] = await run_commands([cmd], ExecutionPolicy(), dry_run=False, elasticsearch=client)
+        [result] = await run_commands([cmd], ES_POLICY, dry_run=False, elasticsearch=client)
     assert result.status == "success"
     assert es.requests[0].headers["Authorization"] == "Basic ZWxhc3RpYzpjaGFuZ2VtZQ=="
 

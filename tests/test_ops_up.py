@@ -65,3 +65,38 @@ def test_an_unreachable_broker_is_one_line(database_url, monkeypatch, capsys):
         code = main(argv)
         err = capsys.readouterr().err
         assert code == 5 and err.count("\n") == 1 and "cannot reach Kafka" in err, err
+
+
+def test_live_mode_with_kubectl_refuses_to_start_without_a_context_or_a_service_account(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("ELK_RESOLVER_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("ELK_RESOLVER_EXECUTION_MODE", "live")
+    monkeypatch.setenv("ELK_RESOLVER_KUBECTL_NAMESPACES", "shop")
+    token = tmp_path / "serviceaccount" / "token"
+    monkeypatch.setenv("ELK_RESOLVER_KUBECTL_SERVICEACCOUNT_TOKEN", str(token))
+    monkeypatch.delenv("ELK_RESOLVER_KUBECTL_CONTEXT", raising=False)
+    for argv in (["run"], ["run", "--stage", "execute"], ["up"]):
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1, err
+        assert "live mode with kubectl refuses to start" in err and "ELK_RESOLVER_KUBECTL_CONTEXT" in err
+    # Stages that run nothing are not held back by it (they fail later, on the fake broker).
+    assert "refuses to start" not in _first_line(main, ["run", "--stage", "ingest"], capsys)
+
+    from elk_resolver.policy import live_kubectl_problem
+    from elk_resolver.settings import make_settings
+
+    assert live_kubectl_problem(make_settings(execution_mode="dry-run")) is None
+    assert live_kubectl_problem(make_settings(kubectl_context="prod")) is None
+    assert live_kubectl_problem(make_settings(kubectl_namespaces=[])) is None  # kubectl can act nowhere
+    token.parent.mkdir()
+    token.write_text("eyJ...")
+    assert live_kubectl_problem(make_settings()) is None  # in a pod with a service account
+
+
+def _first_line(run, argv, capsys) -> str:
+    run(argv)
+    return capsys.readouterr().err.split("\n")[0]

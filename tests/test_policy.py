@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from elk_resolver.policy import Command, ExecutionPolicy, evaluate, safe_flag, url_allowed
+from elk_resolver.policy import ES_ACTIONS, Command, ExecutionPolicy, evaluate, safe_flag, url_allowed
 from elk_resolver.settings import make_settings
 
 POLICY = ExecutionPolicy(
     kubectl_path="/opt/bin/kubectl",
     kubectl_namespaces=("payments", "elk-stack"),
     http_allowlist=("https://hooks.example.com/elk/", "http://127.0.0.1:9000/notify"),
+    elasticsearch_actions=tuple(ES_ACTIONS),
 )
 
 
@@ -29,8 +30,11 @@ def kubectl(line: str, policy: ExecutionPolicy = POLICY):
         "kubectl rollout undo deployment/api --namespace payments --to-revision=3",
         "kubectl scale deployment/api --replicas=3 --namespace=elk-stack",
         "kubectl delete pod api-5f7c9 -n payments",
-        "kubectl delete pods/api-5f7c9 pod/api-6a1b2 -n payments --grace-period=30",
-        "kubectl delete pod -l app=api -n payments",
+        "kubectl delete pods/api-5f7c9 -n payments --grace-period=30",
+        "kubectl rollout restart statefulset/es-data -n elk-stack",
+        "kubectl rollout restart deploy api -n payments",
+        "kubectl rollout restart deployment.apps/api -n payments",
+        "kubectl scale statefulset es-data --replicas 4 -n elk-stack",
     ],
 )
 def test_allowlisted_kubectl_commands_are_allowed(line):
@@ -106,6 +110,7 @@ def test_unbalanced_quotes_are_refused():
         ("kubectl apply -f evil.yaml -n payments", "apply"),
         ("kubectl rollout pause deployment/api -n payments", "rollout pause"),
         ("kubectl get secrets -n payments", "get"),
+        ("kubectl rollout history deployment/api -n payments", "rollout history"),
         ("kubectl patch deployment api -n payments", "patch"),
     ],
 )
@@ -135,6 +140,97 @@ def test_narrower_verb_allowlist_is_honoured():
 )
 def test_delete_is_for_pods_only(line):
     assert not kubectl(line).allowed
+
+
+# --- kubectl: exactly one named object (issue 10) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        # selectors, in every spelling kubectl's flag parser accepts
+        ("kubectl delete pods -l app=api -n payments", "flag -l widens"),
+        ("kubectl delete pod -lapp=api -n payments", "flag -l widens"),
+        ("kubectl delete pod -l=app=api -n payments", "flag -l widens"),
+        ("kubectl delete pod --selector app=api -n payments", "flag --selector widens"),
+        ("kubectl delete pod --selector=app=api -n payments", "flag --selector widens"),
+        ("kubectl delete pod --field-selector=status.phase=Failed -n payments", "flag --field-selector widens"),
+        ("kubectl rollout restart deployment -l tier=web -n payments", "flag -l widens"),
+        ("kubectl delete pods --all -n payments", "flag --all widens"),
+        ("kubectl delete pods --all=true -n payments", "flag --all widens"),
+        ("kubectl rollout restart deployment/api -A", "flag -A widens"),
+        ("kubectl rollout restart deployment/api -n payments --all-namespaces", "flag --all-namespaces widens"),
+        ("kubectl rollout restart deployment/api -n payments -Af", "flag -A widens"),
+        ("kubectl delete -f pods.yaml -n payments", "flag -f widens"),
+        ("kubectl delete --filename=pods.yaml -n payments", "flag --filename widens"),
+        ("kubectl delete -k overlays/prod -n payments", "flag -k widens"),
+        ("kubectl delete pod api-1 -n payments --force --grace-period=0", "flag --force widens"),
+        ("kubectl delete pod api-1 -n payments --raw=/api", "flag --raw widens"),
+        ("kubectl rollout restart deployment/api -n payments -R", "flag -R widens"),
+        # a missing name: every object of the kind in the namespace
+        ("kubectl rollout restart deployment -n payments", "names no object"),
+        ("kubectl rollout restart -n payments", "names no object"),
+        ("kubectl delete pods -n payments", "names no object"),
+        ("kubectl scale deployment --replicas=3 -n payments", "names no object"),
+        # several objects
+        ("kubectl rollout restart deployment a b -n payments", "more than one object"),
+        ("kubectl rollout restart deploy/a deploy/b -n payments", "more than one object"),
+        ("kubectl rollout restart deployment/a,deployment/b -n payments", "comma list"),
+        ("kubectl rollout restart deployment a,b -n payments", "comma list"),
+        ("kubectl delete pod api-1 api-2 -n payments", "more than one object"),
+        ("kubectl delete pods/api-1 pod/api-2 -n payments", "more than one object"),
+        # kinds per verb
+        ("kubectl scale replicaset/api-7d9f --replicas=2 -n payments", "not 'replicaset'"),
+        ("kubectl scale job/backup --replicas=2 -n payments", "not 'job'"),
+        ("kubectl scale hpa/api --replicas=2 -n payments", "not 'hpa'"),
+        ("kubectl rollout restart pod/api-1 -n payments", "not 'pod'"),
+        ("kubectl rollout restart deployment.batch/api -n payments", "not 'deployment.batch'"),
+        ("kubectl delete deployment api -n payments", "not 'deployment'"),
+        ("kubectl delete node/worker-1 -n payments", "not 'node'"),
+        # names
+        ("kubectl rollout restart deployment/API -n payments", "not a valid Kubernetes object name"),
+        ("kubectl rollout restart deployment/api/x -n payments", "not KIND/NAME"),
+        ("kubectl rollout restart deployment/ -n payments", "not KIND/NAME"),
+        # scale: --replicas required, an integer, never 0, under the ceiling
+        ("kubectl scale deployment/api -n payments", "needs --replicas"),
+        ("kubectl scale deployment/api --replicas=0 -n payments", "scaling to 0"),
+        ("kubectl scale deployment/api --replicas=-1 -n payments", "non-negative integer"),
+        ("kubectl scale deployment/api --replicas=x -n payments", "non-negative integer"),
+        ("kubectl scale deployment/api --replicas=500 -n payments", "above the ceiling"),
+        ("kubectl scale deployment/api --replicas=3 --replicas=4 -n payments", "more than once"),
+        # flags of another verb, flags nobody needs
+        ("kubectl rollout restart deployment/api --replicas=3 -n payments", "not allowed"),
+        ("kubectl rollout restart deployment/api -n payments --to-revision=2", "not allowed"),
+        ("kubectl rollout restart deployment/api -n payments -o yaml", "not allowed"),
+        ("kubectl rollout restart deployment/api -n payments -- extra", "'--'"),
+    ],
+)
+def test_commands_that_could_act_on_more_than_one_named_object_are_refused(line, reason):
+    verdict = kubectl(line)
+    assert not verdict.allowed and verdict.argv is None
+    assert reason in verdict.reason, verdict.reason
+
+
+def test_an_allowed_command_names_its_one_object():
+    verdict = kubectl("kubectl rollout restart deploy api -n payments")
+    assert verdict.action == {"verb": "rollout restart", "kind": "deployment", "name": "api", "namespace": "payments"}
+    scale = kubectl("kubectl scale deployment/api --replicas=3 -n payments")
+    assert scale.action == {"verb": "scale", "kind": "deployment", "name": "api", "namespace": "payments", "replicas": 3}
+
+
+def test_kinds_and_scale_bounds_come_from_settings():
+    settings = make_settings(
+        kubectl_namespaces="payments",
+        kubectl_kinds={"rollout restart": ["deployment"], "scale": ["deployment", "replicaset"]},
+        kubectl_scale_max_replicas=5,
+        kubectl_scale_allow_zero=True,
+    )
+    policy = ExecutionPolicy.from_settings(settings)
+    assert not kubectl("kubectl rollout restart statefulset/db -n payments", policy).allowed
+    assert kubectl("kubectl scale rs/api-7d9f --replicas=0 -n payments", policy).allowed
+    assert "ceiling" in kubectl("kubectl scale deployment/api --replicas=6 -n payments", policy).reason
+    # a verb with no kinds acts on nothing
+    assert "no kind" in kubectl("kubectl delete pod api-1 -n payments", policy).reason
 
 
 def test_namespace_not_allowlisted_is_refused():
@@ -177,8 +273,7 @@ def test_namespace_given_twice_is_refused():
         "--user admin",
         "--cluster other",
         "--insecure-skip-tls-verify",
-        "--all-namespaces",
-        "-A",
+        "--context=prod-admin",
     ],
 )
 def test_identity_and_target_flags_are_refused(flag):
@@ -187,7 +282,7 @@ def test_identity_and_target_flags_are_refused(flag):
     assert "never allowed" in verdict.reason
 
 
-@pytest.mark.parametrize("flag", ["-f x.yaml", "--filename=x", "-nkube-system", "--", "--force", "-o yaml"])
+@pytest.mark.parametrize("flag", ["-f x.yaml", "--filename=x", "-nkube-system", "--", "--force", "-o yaml", "--v=9"])
 def test_unknown_flags_are_refused(flag):
     assert not kubectl(f"kubectl rollout restart deployment/api -n payments {flag}").allowed
 
@@ -299,10 +394,9 @@ def test_enabled_shell_runs_only_allowlisted_programs_without_metacharacters():
     "cmd, action",
     [
         ({"command": "clear_read_only_block index=logs-2024.05.01"}, {"action": "clear_read_only_block", "index": "logs-2024.05.01"}),
-        ({"command": "clear_read_only_block index=logs-*"}, {"action": "clear_read_only_block", "index": "logs-*"}),
         ({"command": "clear_read_only_block", "index": "app"}, {"action": "clear_read_only_block", "index": "app"}),
         ({"command": "cluster_reroute_retry_failed"}, {"action": "cluster_reroute_retry_failed", "index": None}),
-        ({"command": "ilm_retry index=.ds-logs-app-000042"}, {"action": "ilm_retry", "index": ".ds-logs-app-000042"}),
+        ({"command": "ilm_retry index=logs-app-000042"}, {"action": "ilm_retry", "index": "logs-app-000042"}),
     ],
 )  # fmt: skip
 def test_allowlisted_elasticsearch_actions_pass(cmd, action):
@@ -332,6 +426,46 @@ def test_allowlisted_elasticsearch_actions_pass(cmd, action):
 )
 def test_elasticsearch_outside_allowlist_is_refused(command):
     assert not evaluate({"type": "elasticsearch", "command": command}, POLICY).allowed
+
+
+@pytest.mark.parametrize(
+    "index, reason",
+    [
+        (".security-7", "system or hidden index"),
+        (".kibana_1", "system or hidden index"),
+        (".ds-logs-app-000042", "system or hidden index"),
+        ("logs-*", "wildcards"),
+        ("logs-2024.05.0?", "wildcards"),
+        ("*", "wildcards"),
+        ("_all", "not a concrete index"),
+        ("logs-a,logs-b", "no commas"),
+        ("remote:logs", "remote cluster"),
+        ("<logs-{now/d}>", "not a valid index name"),
+        ("-logs", "not a valid index name"),
+        ("Logs", "not a valid index name"),
+        ("a" * 256, "longer than 255 bytes"),
+    ],
+)
+def test_elasticsearch_actions_take_one_concrete_visible_index(index, reason):
+    for action in ("clear_read_only_block", "ilm_retry"):
+        verdict = evaluate({"type": "elasticsearch", "command": action, "index": index}, POLICY)
+        assert not verdict.allowed and reason in verdict.reason, verdict.reason
+
+
+def test_elasticsearch_actions_are_opt_in_and_a_url_alone_enables_none():
+    cmd = {"type": "elasticsearch", "command": "clear_read_only_block index=logs-2024.05.01"}
+    verdict = evaluate(cmd, ExecutionPolicy())
+    assert not verdict.allowed and "disabled" in verdict.reason
+    monitor_only = ExecutionPolicy.from_settings(make_settings(elasticsearch_url="http://es:9200"))
+    assert monitor_only.elasticsearch_actions == ()
+    assert not evaluate(cmd, monitor_only).allowed
+    opted = ExecutionPolicy.from_settings(
+        make_settings(elasticsearch_url="http://es:9200", elasticsearch_actions="clear_read_only_block")
+    )
+    assert evaluate(cmd, opted).allowed
+    assert not evaluate({"type": "elasticsearch", "command": "ilm_retry index=a"}, opted).allowed
+    with pytest.raises(ValueError, match="unknown elasticsearch_actions"):
+        ExecutionPolicy.from_settings(make_settings(elasticsearch_actions="delete_index"))
 
 
 def test_elasticsearch_index_field_and_command_line_must_agree():

@@ -1,18 +1,23 @@
 """Run solution commands under the execution policy: ``process`` (kubectl, shell), ``http``
 and ``elasticsearch`` executors.
 
+Child processes get a scrubbed environment (:func:`~elk_resolver.policy.child_environment`), and
+``kubectl scale`` is bounded by the replica count read right before it (:mod:`.scale`).
+
 :func:`run_commands` evaluates every command again right before it runs: the stored ``safe``
 flag is never trusted, so a row edited after analysis, or a policy narrowed since, still wins.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from elk_resolver.executors.result import CommandResult, Status, bound_text
-from elk_resolver.policy import Command, ExecutionPolicy, Verdict, evaluate
+from elk_resolver.policy import Command, ExecutionPolicy, Verdict, child_environment, evaluate
 
 if TYPE_CHECKING:
     import httpx
@@ -58,7 +63,16 @@ async def run_command(
     if cmd.type in ("kubectl", "shell"):
         from elk_resolver.executors import process
 
-        return await process.run(cmd, verdict, timeout_s=timeout_s, output_limit=limit, env=env)
+        # Never the service's own environment: its secrets stay in this process.
+        child_env = child_environment(os.environ if env is None else env, policy.child_env_allowlist)
+        if verdict.type == "kubectl" and verdict.action and verdict.action.get("verb") == "scale":
+            from elk_resolver.executors import scale
+
+            argv, refusal = await scale.bounded_argv(cmd, verdict, policy, timeout_s=timeout_s, env=child_env)
+            if argv is None:
+                return _not_run(cmd, Verdict(allowed=False, reason=refusal, type="kubectl"), dry_run=False, limit=limit)
+            verdict = replace(verdict, argv=argv)
+        return await process.run(cmd, verdict, timeout_s=timeout_s, output_limit=limit, env=child_env)
     if cmd.type == "http":
         from elk_resolver.executors import http
 

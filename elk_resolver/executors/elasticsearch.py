@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 
 def make_client(settings: Settings) -> AsyncElasticsearch | None:
-    """The client the executors use; None when no Elasticsearch is configured. Caller closes it."""
-    if not settings.elasticsearch_url:
+    """The client the executors use; None when no Elasticsearch is configured or no write
+    action is opted in (elasticsearch_actions): a URL set for the monitor enables nothing."""
+    if not settings.elasticsearch_url or not settings.elasticsearch_actions:
         return None
     auth: dict[str, Any] = {}
     if settings.elasticsearch_api_key:

@@ -8,6 +8,8 @@
 Behaviour is chosen per invocation: the first rule whose key equals one of the arguments wins,
 else ``default``. Modes: ``ok`` (print ``output``, exit 0), ``fail`` (print, exit 1), ``hang``
 (start a sleeping grandchild, record both pids, sleep), ``flood`` (print ``flood_bytes``).
+``kubectl get KIND/NAME ... -o jsonpath={.spec.replicas}`` answers ``replicas[KIND/NAME]``
+(else ``default_replicas``; None: NotFound). Every entry records the environment it got.
 The script is written with the running interpreter, so it needs nothing else installed.
 """
 
@@ -26,7 +28,18 @@ import json, os, subprocess, sys, time
 CONFIG = json.loads({config!r})
 args = sys.argv[1:]
 mode = next((m for key, m in CONFIG["rules"].items() if key in args), CONFIG["default"])
-entry = {{"argv": args, "mode": mode, "pid": os.getpid()}}
+entry = {{"argv": args, "mode": mode, "pid": os.getpid(), "env": dict(os.environ)}}
+if args[:1] == ["get"] and "jsonpath={{.spec.replicas}}" in args:
+    # the executor reading a workload's replica count before a bounded scale
+    count = CONFIG["replicas"].get(args[1], CONFIG["default_replicas"])
+    entry["mode"] = "get"
+    with open(CONFIG["log"], "a") as log:
+        log.write(json.dumps(entry) + "\n")
+    if count is None:
+        sys.stderr.write('Error from server (NotFound): "' + args[1] + '" not found\n')
+        sys.exit(1)
+    sys.stdout.write(str(count))
+    sys.exit(0)
 if mode == "hang":
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     entry["child_pid"] = child.pid
@@ -69,11 +82,14 @@ def write_fake_kubectl(
     rules: dict[str, str] | None = None,
     output: str = "deployment.apps/api restarted password=hunter2",
     flood_bytes: int = 100_000,
+    replicas: dict[str, int] | None = None,
+    default_replicas: int | None = 2,
 ) -> FakeKubectl:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     log = directory / f"{name}.calls.jsonl"
-    config = {"rules": rules or {}, "default": default, "output": output, "log": str(log), "flood_bytes": flood_bytes}
+    config = {"rules": rules or {}, "default": default, "output": output, "log": str(log), "flood_bytes": flood_bytes,
+              "replicas": replicas or {}, "default_replicas": default_replicas}
     path.write_text(_SCRIPT.format(python=sys.executable, config=json.dumps(config)))
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return FakeKubectl(path=path, log=log)
