@@ -59,8 +59,15 @@ async def test_scale_patches_the_scale_subresource(api):
     assert result.status == "success", result.output
     [write] = api.writes()
     assert (write.method, write.path) == ("PATCH", "/apis/apps/v1/namespaces/payments/deployments/api/scale")
-    assert write.body == {"spec": {"replicas": 4}}
+    assert write.body["spec"] == {"replicas": 4} and write.body["metadata"]["resourceVersion"]
     assert api.objects[("deployments", "payments", "api")]["spec"]["replicas"] == 4
+
+
+async def test_scale_through_the_api_stays_within_the_bounds_of_the_current_count(api):
+    api.add_deployment("payments", "api", replicas=2)
+    result = await run(api, "kubectl scale deployment/api -n payments --replicas=9")
+    assert result.status == "failed" and "moves 7 replicas from the current 2" in result.output
+    assert api.writes() == []
 
 
 async def test_scale_with_current_replicas_checks_first_and_changes_nothing_when_it_differs(api):

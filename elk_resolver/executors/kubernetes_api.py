@@ -7,8 +7,9 @@ several (a selector, a kind without a name):
                      kubectl.kubernetes.io/restartedAt = now (what kubectl does)
     rollout undo     deployments: GET it, list its ReplicaSets, PATCH the template back to the
                      previous revision's (or --to-revision's)
-    scale            PATCH the scale subresource; with --current-replicas, GET it first and patch
-                     with its resourceVersion, so a change in between fails instead of racing
+    scale            GET the scale subresource, refuse a move outside the policy's bounds from
+                     that count (and a --current-replicas that differs), PATCH it with its
+                     resourceVersion, so a change in between fails instead of racing
     delete pod       DELETE the one named pod
 
 Credentials: the configured kubeconfig and context (ELK_RESOLVER_KUBECTL_KUBECONFIG,
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from elk_resolver.executors.result import CommandResult, bound_text
 from elk_resolver.kubernetes.objects import NotOneObject, Target, target_of
-from elk_resolver.policy import Command, ExecutionPolicy, Verdict
+from elk_resolver.policy import Command, ExecutionPolicy, ScaleBounds, Verdict
 
 if TYPE_CHECKING:
     from lightkube import AsyncClient
@@ -72,18 +73,22 @@ async def _restart(client: AsyncClient, t: Target) -> str:
     return f"{t.kind}.apps/{t.name} restarted"
 
 
-async def _scale(client: AsyncClient, t: Target) -> str:
+async def _scale(client: AsyncClient, t: Target, bounds: ScaleBounds | None = None) -> str:
     from lightkube.types import PatchType
 
     if t.replicas is None:
         raise NotOneObject("scale needs --replicas")
     scale = _resource(t.kind).Scale
-    body: dict[str, Any] = {"spec": {"replicas": t.replicas}}
-    if t.current_replicas is not None:
-        current = await client.get(scale, t.name, namespace=t.namespace)
-        if current.spec.replicas != t.current_replicas:
-            raise Precondition(f"expected {t.current_replicas} replicas, {t} has {current.spec.replicas}")
-        body["metadata"] = {"resourceVersion": current.metadata.resourceVersion}
+    # Always read the current count: the policy's bounds are relative to it, and its
+    # resourceVersion makes the write fail if the count moved in between.
+    current = await client.get(scale, t.name, namespace=t.namespace)
+    if t.current_replicas is not None and current.spec.replicas != t.current_replicas:
+        raise Precondition(f"expected {t.current_replicas} replicas, {t} has {current.spec.replicas}")
+    problem = bounds.problem(current.spec.replicas or 0, t.replicas) if bounds is not None else None
+    if problem:
+        raise Precondition(f"refused by policy: {problem}")
+    body: dict[str, Any] = {"spec": {"replicas": t.replicas},
+                            "metadata": {"resourceVersion": current.metadata.resourceVersion}}
     await client.patch(scale, t.name, body, namespace=t.namespace, patch_type=PatchType.MERGE)
     return f"{t.kind}.apps/{t.name} scaled"
 
@@ -166,7 +171,10 @@ async def run(
         return result("failed", None, f"Kubernetes API: {exc}")
     try:
         async with asyncio.timeout(timeout_s):
-            text = await ACTIONS[target.verb](client, target)
+            if target.verb == "scale":
+                text = await _scale(client, target, policy.scale_bounds)
+            else:
+                text = await ACTIONS[target.verb](client, target)
     except TimeoutError:
         return result("timeout", None, f"{target}: no answer from the Kubernetes API within {timeout_s:g}s")
     except ApiError as exc:
