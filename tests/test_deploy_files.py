@@ -1,5 +1,5 @@
 """docker-compose.yml parses, and every file it mounts or builds from exists; the Logstash
-pipeline writes what the resolver reads."""
+pipeline writes what the resolver reads. (What the Dockerfile copies: test_image_context.py.)"""
 
 from __future__ import annotations
 
