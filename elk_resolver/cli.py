@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -342,7 +343,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
             })
             print(f"demo: embedded Kafka at {svc.kafka_bootstrap_servers}, PostgreSQL at {svc.database_url} "
                   f"(temporary), execution mode dry-run", flush=True)
-            return asyncio.run(_demo(live, timeout=args.timeout))
+            return asyncio.run(_demo(live, timeout=args.timeout, serve=args.serve))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -352,7 +353,7 @@ def demo_events() -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-async def _demo(settings: Settings, *, timeout: float) -> int:
+async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> int:
     import orjson
     from aiokafka import AIOKafkaProducer
 
@@ -421,6 +422,13 @@ async def _demo(settings: Settings, *, timeout: float) -> int:
                     [tuple(r.values()) for r in errors]))
         print()
         await _print_report(app.pool, as_json=False)
+        if serve:
+            print(f"demo: the web console is at {app.http_url}/ (reading is open on loopback); Ctrl-C stops",
+                  flush=True)
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await stop.wait()
     finally:
         await app.stop()
     return 0
@@ -753,6 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "network failures, with repeats) through the real pipeline, waits until "
                                       "every stage has processed them, prints the report and exits.")
     demo.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for processing (default 120)")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep the service and its web console running on the demo data until Ctrl-C")
 
     replay = sub.add_parser(
         "replay", help="re-read the raw topic from a time through a fresh consumer group",

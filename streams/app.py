@@ -126,7 +126,7 @@ def asyncapi_document(settings: Settings, *, version: str = "0.1.0") -> dict[str
             # "model" would be looked up in the module and not found
             handler.__annotations__ = {"event": model, "return": None}
 
-            spec.subscriber(topic, group_id=consumer, title=f"on_{name}", description=about)(handler)
+            spec.subscriber(topic, group_id=consumer, title=f"on_{name}", description=f"{consumer}: {about}")(handler)
 
     s = settings
     declare(s.topic_raw, LogstashEvent, consumer=s.group_ingest, producer="Logstash",
