@@ -89,3 +89,11 @@ def test_rbac_reads_the_policy_the_service_runs_with():
     settings = make_settings(kubectl_namespaces=["a", "b"], kubectl_verbs=["scale"])
     docs = manifests(ExecutionPolicy.from_settings(settings))
     assert [d["metadata"]["namespace"] for d in docs if d["kind"] == "Role"] == ["a", "b"]
+
+
+def test_kinds_per_verb_from_the_policy_narrow_the_grant(monkeypatch, capsys):
+    docs = rbac_for(monkeypatch, capsys, kubectl_namespaces="shop", kubectl_verbs="scale,rollout restart",
+                    kubectl_kinds='{"scale": ["deployment"], "rollout restart": ["deploy", "pod"]}')
+    resources = {r for _, _, r, _ in granted(docs)}
+    # scale: deployments only; restart: deployments (a pod cannot be rolled out, so never granted)
+    assert resources == {"deployments", "deployments/scale"}

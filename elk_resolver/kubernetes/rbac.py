@@ -1,7 +1,7 @@
 """The Role and RoleBinding per allowlisted namespace that grant what the policy allows, no more.
 
 Read from the :class:`~elk_resolver.policy.ExecutionPolicy` the service runs with (its
-namespaces, kubectl verbs and the kinds each verb may act on), so the grant follows the
+namespaces, kubectl verbs and ``verb_kinds``, the kinds each verb may act on), so the grant follows the
 policy: drop a verb from ``ELK_RESOLVER_KUBECTL_VERBS`` and its rules disappear from the next
 ``elk-resolver kubernetes rbac``. A verb this module has no mapping for is an error, never a
 wider grant. Every rule names its resources; none grants ``*``, secrets or anything
@@ -13,7 +13,8 @@ What each verb does on the API server (kubectl and the API executor alike):
 rollout restart    get, patch the workload (the pod template's restartedAt annotation)
 rollout undo       get, patch the workload; list its ReplicaSets (deployments) or
                    ControllerRevisions (statefulsets, daemonsets) to find the previous one
-scale              get the workload (kubectl reads it first); get, patch its ``scale``
+scale              get the workload (the kubectl executor reads the current count with
+                   ``kubectl get`` to apply the scale bounds); get, patch its ``scale``
                    subresource (update too while the policy lets ``--current-replicas`` through:
                    kubectl then writes the scale with a precondition)
 delete pod         delete pods (one named pod; kubectl's default ``--wait`` would also need get
@@ -30,7 +31,7 @@ from typing import Any
 import yaml
 
 from elk_resolver import policy as policy_module
-from elk_resolver.kubernetes.objects import KINDS, VERB_KINDS, kind_name, policy_verb
+from elk_resolver.kubernetes.objects import RESOURCES, policy_verb
 from elk_resolver.policy import ExecutionPolicy
 
 ROLE_NAME = "elk-resolver-remediation"
@@ -38,6 +39,10 @@ LABELS = {"app.kubernetes.io/name": "elk-resolver", "app.kubernetes.io/component
 
 _HISTORY = {"deployment": ("apps", "replicasets"), "statefulset": ("apps", "controllerrevisions"),
             "daemonset": ("apps", "controllerrevisions")}
+# What kubectl itself accepts per verb: a kind the policy names beyond these could never be
+# acted on, so it is never granted.
+_KUBECTL_CAN = {"rollout restart": set(_HISTORY), "rollout undo": set(_HISTORY),
+                "scale": {"deployment", "statefulset", "replicaset"}, "delete pod": {"pod"}}
 
 
 class RbacError(ValueError):
@@ -51,32 +56,21 @@ class Grant:
     verb: str
 
 
-def verb_kinds(policy: ExecutionPolicy, verb: str) -> tuple[str, ...]:
-    """The kinds the policy lets ``verb`` act on: its per-verb allowlist where it has one,
-    otherwise every kind kubectl accepts for the verb."""
-    allowed = VERB_KINDS[verb]
-    per_verb = getattr(policy, "kubectl_kinds", None)
-    if isinstance(per_verb, dict):
-        named = per_verb.get(verb)
-        if named is None:
-            return ()
-        return tuple(k for k in allowed if k in {kind_name(n) for n in named})
-    return allowed
-
-
 def grants(policy: ExecutionPolicy) -> list[Grant]:
     out: list[Grant] = []
     for entry in policy.kubectl_verbs:
         if not entry.strip():
             continue
         verb = policy_verb(entry)
-        if verb not in VERB_KINDS:
+        if verb not in policy_module.VERB_FLAGS:
             raise RbacError(
                 f"the policy allows kubectl verb {entry!r}, which has no RBAC mapping; "
-                f"remove it from ELK_RESOLVER_KUBECTL_VERBS (known: {', '.join(VERB_KINDS)})"
+                f"remove it from ELK_RESOLVER_KUBECTL_VERBS (known: {', '.join(policy_module.VERB_FLAGS)})"
             )
-        for kind in verb_kinds(policy, verb):
-            group, resource = KINDS[kind]
+        for kind in policy.verb_kinds(verb):
+            if kind not in _KUBECTL_CAN.get(verb, ()):
+                continue
+            group, resource = RESOURCES[kind]
             if verb == "delete pod":
                 out.append(Grant(group, resource, "delete"))
             elif verb.startswith("rollout "):
@@ -86,7 +80,7 @@ def grants(policy: ExecutionPolicy) -> list[Grant]:
             elif verb == "scale":
                 out += [Grant(group, resource, "get"), Grant(group, f"{resource}/scale", "get"),
                         Grant(group, f"{resource}/scale", "patch")]
-                if "--current-replicas" in policy_module.KUBECTL_FLAGS:
+                if "--current-replicas" in policy_module.VERB_FLAGS["scale"]:
                     out.append(Grant(group, f"{resource}/scale", "update"))
     return out
 
