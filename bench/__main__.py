@@ -11,7 +11,9 @@ target is a ratio against something measured here):
 3. peak RSS of the stage's process during the throughput run;
 4. classification cost with 3, 30 and 300 patterns;
 5. the success-rate trigger (document's recount vs migration 0008) at 0 and 100k history rows;
-6. grouping accuracy on LogHub-2k (bench.grouping).
+6. grouping accuracy on LogHub-2k (bench.grouping);
+7. growth: the ingest rate with 1,000,000 stored errors against empty tables, their sizes and
+   the upsert's plan at both sizes (bench.growth).
 
 Every section runs on its own: one that cannot run here (no corpus without ``../shared``, no
 stack) or that fails is reported with the reason, and the others still run and report.
@@ -44,7 +46,7 @@ import orjson
 from bench import stats
 from bench.events import generate, pattern_rows
 
-SECTIONS = ("throughput", "latency", "classification", "trigger", "grouping")
+SECTIONS = ("throughput", "latency", "classification", "trigger", "grouping", "growth")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTITIONS = 8
 TEMPLATE_DB = "bench_template"
@@ -209,9 +211,14 @@ def _committed_total(children: list[Child]) -> int:
 # --- 1 + 3: throughput and memory --------------------------------------------------------
 
 
-async def run_project(stack: Stack, raw_topic_records: list[bytes], processes: int, timeout: float) -> dict:
+async def run_project(
+    stack: Stack, raw_topic_records: list[bytes], processes: int, timeout: float, database_url: str | None = None
+) -> dict:
+    """The stage's rate on ``raw_topic_records``: on a fresh database, dropped after, unless
+    ``database_url`` names one to use (and keep)."""
     n = len(raw_topic_records)
-    database_url = await stack.fresh_database()
+    keep = database_url is not None
+    database_url = database_url or await stack.fresh_database()
     topics = await stack.topics(f"project{processes}")
     await produce(stack.bootstrap, topics["raw"], raw_topic_records)
     env = stack.env(database_url, topics, f"bench-ingest-{uuid.uuid4().hex[:8]}")
@@ -242,7 +249,8 @@ async def run_project(stack: Stack, raw_topic_records: list[bytes], processes: i
             await c.stop()
     counters = [c.latest for c in children]
     rows = await _count_rows(database_url)
-    await stack.drop_database(database_url)
+    if not keep:
+        await stack.drop_database(database_url)
     if t1 is None or t0 is None:
         return {"events": n, "rate": None, "note": f"did not finish within {timeout:.0f} s", "counters": counters}
     window = t1 - t0
@@ -392,11 +400,12 @@ async def run_limit_upsert(stack: Stack, batches: list) -> dict:
     }
 
 
-async def run_project_sql(stack: Stack, batches: list) -> dict:
+async def run_project_sql(stack: Stack, batches: list, database_url: str | None = None) -> dict:
     from elk_resolver.db import create_pool
     from handlers.ingest import PartitionCache, store_batch
 
-    database_url = await stack.fresh_database()
+    keep = database_url is not None
+    database_url = database_url or await stack.fresh_database()
     events = sum(b.error_events for b in batches)
     partitions = PartitionCache()
     async with await create_pool(database_url, min_size=1, max_size=1) as pool:
@@ -407,7 +416,8 @@ async def run_project_sql(stack: Stack, batches: list) -> dict:
                     stored = await store_batch(conn, b, partitions=partitions)
                 partitions.add(stored.months_created)
             seconds = time.perf_counter() - started
-    await stack.drop_database(database_url)
+    if not keep:
+        await stack.drop_database(database_url)
     return {
         "events": events,
         "seconds": seconds,
@@ -482,6 +492,63 @@ async def section_throughput(stack: Stack, args, results: dict) -> None:
             out["project_1"].get("cpu_us_per_event"), out["naive"].get("cpu_us_per_event")
         ),
     }
+
+
+# --- 7: growth ----------------------------------------------------------------------------
+
+
+def _again(batch):
+    """The same errors as ``batch`` with new occurrences (other event identities): the update path."""
+    import copy
+
+    again = copy.copy(batch)
+    again.occurrences = {(f"{identity}-again", when): v for (identity, when), v in batch.occurrences.items()}
+    return again
+
+
+async def section_growth(stack: Stack, args, results: dict) -> None:
+    """Ingest against empty tables and against ``--growth-rows`` stored errors, same run."""
+    from bench import growth
+
+    rows = args.growth_rows
+    data = generate(args.growth_events, seed=args.seed + 2)
+    other = generate(args.growth_events, seed=args.seed + 3)
+    out: dict[str, Any] = {"preloaded": rows, "events": len(data.records)}
+    results["growth"] = out
+    empty, full = await stack.fresh_database(), await stack.fresh_database()
+    try:
+        loaded = await growth.preload(full, rows)
+        out["preload_seconds"] = loaded["seconds"]
+        say(f"growth: {rows:,} errors and occurrences preloaded in {loaded['seconds']:.0f} s")
+        databases = {"empty": empty, "full": full}
+        out["sizes_before"] = {label: await growth.sizes(url) for label, url in databases.items()}
+        probe = _prepared_batches(other.records[:1000], "growth-probe")[0]
+        out["plan_new_errors"] = {label: await growth.upsert_plan(url, probe) for label, url in databases.items()}
+
+        # the stage end to end, empty then full; then its SQL alone, full then empty
+        for label, url in databases.items():
+            out[f"stage_{label}"] = await run_project(stack, data.records, 1, args.timeout, database_url=url)
+            say(f"  stage on {label}: {stats.fmt_rate(out[f'stage_{label}']['rate'])}")
+        batches = _prepared_batches(other.records, "growth-sql")
+        for label in ("full", "empty"):
+            out[f"sql_{label}"] = await run_project_sql(stack, batches, database_url=databases[label])
+            say(f"  SQL alone on {label}: {stats.fmt_rate(out[f'sql_{label}']['rate'])}")
+        again = _again(_prepared_batches(data.records[:1000], "growth-again")[0])
+        out["plan_known_errors"] = {label: await growth.upsert_plan(url, again) for label, url in databases.items()}
+        out["sizes_after"] = {label: await growth.sizes(url) for label, url in databases.items()}
+        out["table_stats"] = {label: await growth.table_stats(url) for label, url in databases.items()}
+    finally:
+        await stack.drop_database(empty)
+        await stack.drop_database(full)
+    out["ratio_stage"] = stats.ratio(out["stage_full"].get("rate"), out["stage_empty"].get("rate"))
+    out["ratio_sql"] = stats.ratio(out["sql_full"].get("rate"), out["sql_empty"].get("rate"))
+    out["note"] = (
+        f"{rows:,} distinct errors with one occurrence each loaded with SQL (generate_series), vacuumed and "
+        f"checkpointed; then {len(data.records):,} events through one ingest process on each database (empty first), "
+        "and the stage's SQL alone on another set of events (full first). Plans: the upsert of 1,000 new events, "
+        "and of 1,000 new occurrences of errors already stored, EXPLAIN (ANALYZE, BUFFERS, WAL), rolled back."
+    )
+    say(f"  growth ratios: stage {stats.fmt_ratio(out['ratio_stage'])}, SQL alone {stats.fmt_ratio(out['ratio_sql'])}")
 
 
 # --- 2: latency ----------------------------------------------------------------------------
@@ -751,6 +818,8 @@ def targets(results: dict) -> list[dict]:
     add("classification: 300 patterns ≤ 1.5× 3 patterns", v, stats.fmt_ratio(v), at_most=1.5)
     v = g("trigger.incremental.ratio")
     add("trigger (0008): rate at 100k history ≥ 0.8× rate at 0", v, stats.fmt_ratio(v), at_least=0.8)
+    v = g("growth.ratio_stage")
+    add("growth: ingest rate with 1M stored errors ≥ 0.9× empty tables", v, stats.fmt_ratio(v), at_least=0.9)
     v = g("grouping.average.template")
     add("grouping accuracy (template, average) ≥ 0.85", v, stats.fmt_number(v, 3), at_least=0.85)
     return rows
@@ -772,6 +841,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trigger-inserts", type=int, default=2000, help="at most this many per round")
     parser.add_argument("--trigger-seconds", type=float, default=6.0, help="time per side, over all rounds")
     parser.add_argument("--trigger-rounds", type=int, default=6)
+    parser.add_argument("--growth-rows", type=int, default=1_000_000, help="errors preloaded for the growth section")
+    parser.add_argument("--growth-events", type=int, default=100_000, help="events ingested at each size")
     parser.add_argument("--timeout", type=float, default=300, help="give up on one throughput run after this")
     parser.add_argument("--corpus", default=None, help="grouping corpus (default ../shared/corpus/loghub-2k)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="where latest.json/latest.md go")
@@ -782,6 +853,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.latency_seconds = min(args.latency_seconds, 5)
         args.trigger_history = min(args.trigger_history, 20_000)
         args.trigger_seconds = min(args.trigger_seconds, 2.0)
+        args.growth_rows = min(args.growth_rows, 100_000)
+        args.growth_events = min(args.growth_events, 20_000)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -804,8 +877,9 @@ RUNNERS = {
     "trigger": section_trigger,
     "throughput": section_throughput,
     "latency": section_latency,
+    "growth": section_growth,
 }
-NEEDS_STACK = {"throughput", "latency", "trigger"}
+NEEDS_STACK = {"throughput", "latency", "trigger", "growth"}
 
 
 async def run_sections(stack: Stack | None, args, results: dict, stack_error: str | None = None) -> None:
@@ -838,7 +912,7 @@ async def run_sections(stack: Stack | None, args, results: dict, stack_error: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from elk_resolver.embedded import EmbeddedKafka, EmbeddedPostgres
+    from elk_resolver.embedded import DURABLE_SETTINGS, EmbeddedKafka, EmbeddedPostgres
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -863,8 +937,9 @@ def main(argv: list[str] | None = None) -> int:
                 kafka.start()
                 stack = Stack(pg.dsn("postgres"), kafka.bootstrap_servers)
                 results["stack"] = (
-                    "embedded PostgreSQL (durable: fsync on, synchronous_commit on, shared_buffers 128MB) and the "
-                    "Tansu broker (memory only), on this machine, sharing its CPUs with the benchmark"
+                    "embedded PostgreSQL (durable: fsync, synchronous_commit and full_page_writes on; "
+                    f"{', '.join(DURABLE_SETTINGS)}) and the Tansu broker (memory only), on this machine, sharing "
+                    "its CPUs with the benchmark"
                 )
             except Exception as exc:  # the sections that need no stack still run
                 log.exception("starting the embedded stack failed")

