@@ -9,7 +9,6 @@ import re
 import time
 
 import aiohttp
-import pytest
 
 from elk_resolver.console.auth import hash_password, token_hash
 from streams.app import create_app
@@ -209,6 +208,33 @@ async def test_pages_render_for_100000_errors_with_paged_indexed_queries(setting
     assert max(timings.values()) < 10
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
+async def test_cookies_are_secure_behind_tls_and_the_error_page_links_to_kibana_discover(settings, pool, tmp_path):
+    s, _ = console_settings(settings, tmp_path, console_trusted_proxies=["127.0.0.1"],
+                            kibana_url="https://kibana.example:5601")
+    ids = await seed(pool)
+    async with create_app(s, [], serve_http=True) as app, browser() as http:
+        async with http.get(f"{app.http_url}/login", headers={"X-Forwarded-Proto": "https"}) as r:
+            cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" in cookie
+        async with http.get(f"{app.http_url}/errors/{ids[0]}") as r:
+            html = await r.text()
+    [link] = re.findall(r'href="(https://kibana\.example:5601/app/discover[^"]+)"', html)
+    assert "CrashLoopBackOff" in link.replace("%20", " ") and "_g=(time:(from:" in link
+
+
+async def test_the_cli_says_who_it_decides_as_and_obeys_the_approver_list(settings, pool, tmp_path, monkeypatch):
+    import io
+
+    from elk_resolver import approvals_cli
+
+    s, _ = console_settings(settings, tmp_path, operator="oncall-bot")
+    approval = await pending_approval(pool, await seed(pool))
+    out, err = io.StringIO(), io.StringIO()
+    code = await approvals_cli.main(["approvals", "reject", str(approval), "--no-publish"], s, pool=pool, out=out, err=err)
+    assert code == 1 and "oncall-bot is not on the approver list" in err.getvalue()
+    assert "deciding as oncall-bot (from ELK_RESOLVER_OPERATOR)" in out.getvalue()
+    s = s.model_copy(update={"operator": "alice"})
+    out = io.StringIO()
+    code = await approvals_cli.main(["approvals", "reject", str(approval), "--no-publish"], s, pool=pool, out=out, err=err)
+    assert code == 0 and "rejected by alice" in out.getvalue()
+    assert await pool.fetchval("SELECT decided_by FROM approvals WHERE id = $1", approval) == "alice"

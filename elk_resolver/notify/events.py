@@ -84,68 +84,67 @@ def _error_facts(row: Any) -> dict[str, Any]:
     }
 
 
-async def pending_approval(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, approval_id: int) -> int:
-    """A request waits for a person (new solution, breaker, stale event, analysis decision)."""
+def _where(row: Any) -> str:
+    return f"{row['error_type'] or 'error'} on {row['source_system'] or '?'}"
+
+
+async def _about_approval(conn: Any, settings: Settings, approval_id: int, kind: str, title: str, facts_of) -> int:
     row = await conn.fetchrow(queries().notify_approval, approval_id)
     if row is None:
         return 0
-    request = row["request"] or {}
-    facts = {
-        **_error_facts(row),
-        "why a person must decide": _clip(row["reason"], 400),
-        "solution": row["solution_description"],
-        "expires": _when(row["expires_at"]),
-        "would run": _commands(request.get("commands")),
-    }
+    suffix = "pending" if kind == "pending_approval" else "expired"
     return await emit(
-        conn, settings, f"approval:{approval_id}:pending", "pending_approval",
-        f"Approval {approval_id} needed: {row['error_type'] or 'error'} on {row['source_system'] or '?'}",
-        facts, f"{console_base(settings)}/approvals/{approval_id}",
+        conn, settings, f"approval:{approval_id}:{suffix}", kind, title.format(row=row, where=_where(row)),
+        {**_error_facts(row), **facts_of(row)}, f"{console_base(settings)}/approvals/{approval_id}",
+    )  # fmt: skip
+
+
+async def _about_run(conn: Any, settings: Settings, history_id: int, kind: str, title: str, facts_of) -> int:
+    row = await conn.fetchrow(queries().notify_run, history_id)
+    if row is None:
+        return 0
+    return await emit(
+        conn, settings, f"run:{history_id}:{kind.removeprefix('run_')}", kind, title.format(row=row, where=_where(row)),
+        {**_error_facts(row), **facts_of(row)}, f"{console_base(settings)}/errors/{row['error_log_id']}",
+    )  # fmt: skip
+
+
+async def pending_approval(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, approval_id: int) -> int:
+    """A request waits for a person (new solution, breaker, stale event, analysis decision)."""
+    return await _about_approval(
+        conn, settings, approval_id, "pending_approval", f"Approval {approval_id} needed: {{where}}",
+        lambda row: {"why a person must decide": _clip(row["reason"], 400), "solution": row["solution_description"],
+                     "expires": _when(row["expires_at"]),
+                     "would run": _commands((row["request"] or {}).get("commands"))},
     )  # fmt: skip
 
 
 async def approval_expired(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, approval_id: int) -> int:
     """Nobody decided in time: the request was denied."""
-    row = await conn.fetchrow(queries().notify_approval, approval_id)
-    if row is None:
-        return 0
-    facts = {**_error_facts(row), "expired": _when(row["expires_at"]),
-             "would have run": _commands((row["request"] or {}).get("commands"))}  # fmt: skip
-    return await emit(
-        conn, settings, f"approval:{approval_id}:expired", "approval_expired",
-        f"Approval {approval_id} expired undecided: the request was denied", facts,
-        f"{console_base(settings)}/approvals/{approval_id}",
+    return await _about_approval(
+        conn, settings, approval_id, "approval_expired",
+        f"Approval {approval_id} expired undecided: the request was denied",
+        lambda row: {"expired": _when(row["expires_at"]),
+                     "would have run": _commands((row["request"] or {}).get("commands"))},
     )  # fmt: skip
 
 
 async def run_failed(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, execution_history_id: int) -> int:
     """A run ended failed or timeout."""
-    row = await conn.fetchrow(queries().notify_run, execution_history_id)
-    if row is None:
-        return 0
-    facts = {
-        **_error_facts(row), "status": row["execution_status"], "by": row["executed_by"],
-        "solution": row["solution_description"], "ran": _commands(row["solution_commands"]),
-        "output": _clip(row["execution_output"], 800),
-    }  # fmt: skip
-    return await emit(
-        conn, settings, f"run:{execution_history_id}:failed", "run_failed",
-        f"Run {execution_history_id} {row['execution_status']}: {row['error_type'] or 'error'} on {row['source_system'] or '?'}",
-        facts, f"{console_base(settings)}/errors/{row['error_log_id']}",
+    return await _about_run(
+        conn, settings, execution_history_id, "run_failed", f"Run {execution_history_id} {{row[execution_status]}}: {{where}}",
+        lambda row: {"status": row["execution_status"], "by": row["executed_by"], "solution": row["solution_description"],
+                     "ran": _commands(row["solution_commands"]), "output": _clip(row["execution_output"], 800)},
     )  # fmt: skip
 
 
 async def run_recurred(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, execution_history_id: int) -> int:
     """A run exited 0 but the error came back inside the verification window."""
-    row = await conn.fetchrow(queries().notify_run, execution_history_id)
-    if row is None:
-        return 0
-    facts = {**_error_facts(row), "evidence": row["evidence"], "solution": row["solution_description"],
-             "ran": _commands(row["solution_commands"])}  # fmt: skip
-    return await emit(
-        conn, settings, f"run:{execution_history_id}:recurred", "run_recurred",
-        f"Run {execution_history_id} did not fix it: {row['error_type'] or 'error'} recurred on {row['source_system'] or '?'}",
-        facts, f"{console_base(settings)}/errors/{row['error_log_id']}",
+    return await _about_run(
+        conn, settings, execution_history_id, "run_recurred",
+        f"Run {execution_history_id} did not fix it, the error recurred: {{where}}",
+        lambda row: {"evidence": row["evidence"], "solution": row["solution_description"],
+                     "ran": _commands(row["solution_commands"])},
     )  # fmt: skip
 
 
