@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from elk_resolver import errors_cli, logs
 from elk_resolver.embedded import EmbeddedError, EmbeddedNotInstalled
+from elk_resolver.console import commands as console_command
 from elk_resolver.kubernetes import command as kubernetes_command
 from elk_resolver.migrate import MigrationError, check, migrate
 from elk_resolver.settings import Settings, make_settings
@@ -693,6 +694,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "approvals": cmd_approvals,
     "kill-switch": cmd_approvals,
     "kubernetes": lambda args, settings: kubernetes_command.run(args, settings),
+    "console": lambda args, settings: console_command.run(args, settings),
 }
 
 
@@ -829,7 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep this many days (default ELK_RESOLVER_RETENTION_DAYS)")
     approvals_cli.add_commands(sub)
     kubernetes_command.add_commands(sub)
-    for name in (*approvals_cli.COMMANDS, "kubernetes"):  # their parsers too answer bad arguments in one line
+    console_command.add_commands(sub)
+    for name in (*approvals_cli.COMMANDS, "kubernetes", "console"):  # their parsers too answer bad arguments in one line
         choice = sub.choices[name]
         choice.__class__ = _Parser
         for action in choice._actions:  # noqa: SLF001 - argparse keeps nested parsers here

@@ -238,3 +238,21 @@ async def test_the_cli_says_who_it_decides_as_and_obeys_the_approver_list(settin
     code = await approvals_cli.main(["approvals", "reject", str(approval), "--no-publish"], s, pool=pool, out=out, err=err)
     assert code == 0 and "rejected by alice" in out.getvalue()
     assert await pool.fetchval("SELECT decided_by FROM approvals WHERE id = $1", approval) == "alice"
+
+
+def test_console_commands_make_a_working_password_hash_and_token(monkeypatch, capsys):
+    import io
+
+    from elk_resolver.cli import main
+    from elk_resolver.console.auth import check_password
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["console", "hash-password", "alice"]) == 0
+    entry = capsys.readouterr().out
+    import json
+
+    assert check_password("correct horse", json.loads(entry)["alice"])
+    assert main(["console", "new-token", "bot"]) == 0
+    out = capsys.readouterr().out
+    token = re.search(r"not stored\): (\S+)", out).group(1)
+    assert json.loads(out.split("entry: ", 1)[1])["bot"] == token_hash(token)
