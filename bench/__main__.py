@@ -830,8 +830,8 @@ def targets(results: dict) -> list[dict]:
     add("trigger (0008): rate at 100k history ≥ 0.8× rate at 0", v, stats.fmt_ratio(v), at_least=0.8)
     v = g("growth.ratio_stage")
     add("growth: ingest rate with 1M stored errors ≥ 0.9× empty tables", v, stats.fmt_ratio(v), at_least=0.9)
-    v = g("grouping.average.template")
-    add("grouping accuracy (template, average) ≥ 0.85", v, stats.fmt_number(v, 3), at_least=0.85)
+    v = g("grouping.average.service")
+    add("grouping accuracy (service, average) ≥ 0.85", v, stats.fmt_number(v, 3), at_least=0.85)
     return rows
 
 

@@ -23,6 +23,7 @@ own row again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections import defaultdict
@@ -87,14 +88,21 @@ async def run_merge_pass(
         if state["rules_digest"] is not None and state["rules_digest"] != digest:
             result.remapped = await remap(conn, version)
             changed = changed or result.remapped > 0
-        result.swept = len(await conn.fetch(q.merge_sweep))
+        stale = await conn.fetch(q.merge_sweep_candidates)
+        if stale:
+            await lock_rows(conn, [h for r in stale for h in r])
+            result.swept = len(await conn.fetch(q.merge_sweep))
         rows = await conn.fetch(q.merge_live_rows)
         blocked = [frozenset((r["hash_a"], r["hash_b"])) for r in await conn.fetch(q.merge_blocked)]
         templates = [
             TemplateRow(r["hash_signature"], r["error_type"], tuple(r["tokens"]), r["occurrence_count"]) for r in rows
         ]
         error_types = {r["hash_signature"]: r["error_type"] for r in rows}
-        for merge in plan_merges(templates, blocked=blocked, config=config):
+        # CPU work off the event loop: the ingest stage shares it
+        planned = await asyncio.to_thread(plan_merges, templates, blocked=blocked, config=config)
+        if planned:
+            await lock_rows(conn, [h for m in planned for h in (m.canonical, *m.members)])
+        for merge in planned:
             await merge_into(conn, merge.canonical, merge.members, merge.reason(), PASS_ACTOR)
             await conn.execute(q.merge_set_template, merge.canonical, error_types[merge.canonical], list(merge.tokens), True)
             result.merges.append({"canonical": merge.canonical, "members": list(merge.members), **merge.reason()})
@@ -111,6 +119,11 @@ async def run_merge_pass(
             extra={"stage": "ingest"},
         )
     return result
+
+
+async def lock_rows(conn: asyncpg.Connection, hashes: list[str]) -> None:
+    """Lock the rows up front in hash order, as ingest's upsert does: no deadlock with it."""
+    await conn.execute(queries().merge_lock_rows, sorted(set(hashes)))
 
 
 async def merge_into(
@@ -172,6 +185,7 @@ async def operator_merge(pool: asyncpg.Pool, canonical_id: int, member_id: int, 
         if canonical_id == member_id:
             raise ValueError("an error cannot be merged into itself")
         reason = {"rule": "operator", "by": actor}
+        await lock_rows(conn, [a["hash_signature"], b["hash_signature"]])
         moved = await merge_into(conn, a["hash_signature"], [b["hash_signature"]], reason, actor)
         await conn.execute(q.merge_bump_generation)
     return {"canonical": canonical_id, "member": member_id, "moved_occurrences": moved}
@@ -194,6 +208,7 @@ async def operator_split(pool: asyncpg.Pool, error_id: int, actor: str) -> list[
             pairs = [(m["hash_signature"], row["hash_signature"]) for m in await conn.fetch(q.merge_members, row["hash_signature"]) if m["id"] is not None]
         if not pairs:
             raise ValueError(f"error {error_id} is neither merged nor has merged members")
+        await lock_rows(conn, [h for pair in pairs for h in pair])
         for member, canonical_hash in pairs:
             moved = await conn.fetchval(q.merge_split, member, canonical_hash, actor)
             await conn.execute(q.merge_log, "split", member, canonical_hash, {"moved_back": moved}, actor)

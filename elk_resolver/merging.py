@@ -116,35 +116,32 @@ def plan_merges(
     blocked_set = {frozenset(b) for b in blocked}
     merges: list[Merge] = []
     changed = True
-    while changed:
+    while changed:  # rounds: a merge can make a new family (its canonical gained a <*>)
         changed = False
-        buckets: dict[tuple[str, int], list[TemplateRow]] = defaultdict(list)
+        buckets: dict[tuple[str, int], list[str]] = defaultdict(list)
         for row in live.values():
-            buckets[(row.error_type, len(row.tokens))].append(row)
-        for (_, width), bucket in buckets.items():
-            if len(bucket) < 2:
+            buckets[(row.error_type, len(row.tokens))].append(row.key)
+        for (_, width), keys in buckets.items():
+            if len(keys) < 2:
                 continue
             for i in range(1, width):
+                # each row is in one family per position, so merges at this position cannot
+                # touch another family of it; the next position sees the merged tokens
                 families: dict[tuple[str, ...], list[TemplateRow]] = defaultdict(list)
-                for row in bucket:
-                    if row.key in live:
+                for key in keys:
+                    row = live.get(key)
+                    if row is not None:
                         families[row.tokens[:i] + row.tokens[i + 1 :]].append(row)
                 for family in families.values():
                     merge = _family_merge(family, i, blocked_set, order, config)
                     if merge is None:
                         continue
                     merges.append(merge)
+                    canonical = live[merge.canonical]
                     for key in merge.members:
-                        del live[key]
-                    live[merge.canonical].tokens = merge.tokens
-                    live[merge.canonical].count = sum(r.count for r in family if r.key in merge.members) + live[
-                        merge.canonical
-                    ].count
+                        canonical.count += live.pop(key).count
+                    canonical.tokens = merge.tokens
                     changed = True
-                if changed:
-                    break
-            if changed:
-                break
     return merges
 
 

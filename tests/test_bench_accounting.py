@@ -98,9 +98,9 @@ def _sample_results() -> dict:
             "incremental": {"rate_0": 16000.0, "rate_100k": 15000.0, "ratio": 15 / 16},
         },
         "grouping": {
-            "columns": ["exact", "template"],
-            "files": {"HDFS_2k.log_structured.csv": {"exact": 0.2, "template": 1.0}},
-            "average": {"exact": 0.2, "template": 1.0},
+            "columns": ["exact", "template", "service"],
+            "files": {"HDFS_2k.log_structured.csv": {"exact": 0.2, "template": 1.0, "service": 1.0}},
+            "average": {"exact": 0.2, "template": 1.0, "service": 1.0},
         },
     }
     results["targets"] = targets(results)
@@ -120,7 +120,7 @@ def test_targets_report_each_bound_with_its_status():
     assert by_name["classification: 300 patterns ≤ 1.5× 3 patterns"]["status"] == "met"
     assert by_name["trigger (0008): rate at 100k history ≥ 0.8× rate at 0"]["status"] == "met"
     assert by_name["growth: ingest rate with 1M stored errors ≥ 0.9× empty tables"]["status"] == "not measured"
-    assert by_name["grouping accuracy (template, average) ≥ 0.85"]["measured"] == "1.000"
+    assert by_name["grouping accuracy (service, average) ≥ 0.85"]["measured"] == "1.000"
 
 
 def test_targets_without_measurements_say_not_measured():

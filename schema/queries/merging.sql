@@ -93,6 +93,16 @@ ON CONFLICT (from_hash) DO UPDATE SET
 -- name: merge-log
 INSERT INTO error_merge_log (action, from_hash, to_hash, detail, actor) VALUES ($1, $2, $3, $4, $5);
 
+-- name: merge-lock-rows
+-- Lock rows in hash order, the order ingest's upsert takes them in: no deadlock between the two.
+SELECT id FROM error_logs WHERE hash_signature = any($1::text[]) ORDER BY hash_signature FOR UPDATE;
+
+-- name: merge-sweep-candidates
+-- Merged rows a copy counted on before its alias index reloaded, with their canonical rows.
+SELECT e.hash_signature AS member, c.hash_signature AS canonical
+FROM error_logs e JOIN error_logs c ON c.id = e.merged_into
+WHERE e.occurrence_count > 0;
+
 -- name: merge-sweep
 -- Events a copy counted on a merged row before its alias index reloaded: move them on.
 WITH m AS (
