@@ -17,7 +17,6 @@ When the database is unreachable the last index stays in use.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -26,10 +25,9 @@ import asyncpg
 from elk_resolver.db import queries
 from elk_resolver.merge_pass import run_merge_pass
 from elk_resolver.merging import AliasIndex
+from elk_resolver.periodic import keep_refreshing, stop_task
 
 log = logging.getLogger(__name__)
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
 class AliasCache:
@@ -47,6 +45,7 @@ class AliasCache:
         self._version = version
         self._generation: int | None = None
         self._task: asyncio.Task | None = None
+        self._next_pass = 0.0
         self.current = AliasIndex()
         self.reloads = 0
         self.passes = 0
@@ -77,27 +76,16 @@ class AliasCache:
         await self.refresh()
         self._task = asyncio.create_task(self._loop(), name="alias-cache")
 
+    async def _tick(self) -> None:
+        await self.refresh()
+        if self._merge_every_s and time.monotonic() >= self._next_pass:
+            self._next_pass = time.monotonic() + self._merge_every_s
+            await self.merge_pass()
+
     async def _loop(self) -> None:
-        failing = False
-        next_pass = time.monotonic() + (self._merge_every_s or 0)
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.refresh()
-                if self._merge_every_s and time.monotonic() >= next_pass:
-                    next_pass = time.monotonic() + self._merge_every_s
-                    await self.merge_pass()
-                if failing:
-                    log.info("error aliases refresh works again")
-                failing = False
-            except _DB_ERRORS as exc:
-                if not failing:
-                    log.warning("error aliases refresh failed, keeping the last index: %s", exc)
-                failing = True
+        self._next_pass = time.monotonic() + (self._merge_every_s or 0)
+        await keep_refreshing(self._tick, self._refresh_s, "error aliases", log)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)

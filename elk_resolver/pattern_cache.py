@@ -12,17 +12,15 @@ When the database is unreachable the last good set stays in use.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import asyncpg
 
 from elk_resolver.classify import PatternSet
 from elk_resolver.db import queries
+from elk_resolver.periodic import keep_refreshing, stop_task
 
 log = logging.getLogger(__name__)
-
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
 class PatternCache:
@@ -67,22 +65,8 @@ class PatternCache:
         self._task = asyncio.create_task(self._loop(), name="pattern-cache")
 
     async def _loop(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(self._refresh_s)
-            try:
-                await self.refresh()
-                if failing:
-                    log.info("error_patterns refresh works again")
-                failing = False
-            except _DB_ERRORS as exc:
-                if not failing:  # once per outage, not every refresh
-                    log.warning("error_patterns refresh failed, keeping the last set: %s", exc)
-                failing = True
+        await keep_refreshing(self.refresh, self._refresh_s, "error_patterns", log)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_task(task)
