@@ -41,14 +41,15 @@ def _playbook(key: str, command: str) -> dict:
 
 def _event(key: str) -> bytes:
     return orjson.dumps({
-        "@timestamp": datetime.now(UTC).isoformat(), "message": f"zzq-{key} failure in api",
+        "@timestamp": datetime.now(UTC).isoformat(), "message": f"zzq-{key} failure in {key}",
         "log": {"level": "error"}, "event": {"hash": f"e2e-{key}"},
-        "kubernetes": {"namespace": "payments", "deployment": {"name": "api"}, "pod": {"name": "api-7d9f5-bcdfg"}},
+        # one workload per scenario, so per-object budgets never hide a scenario behind another
+        "kubernetes": {"namespace": "payments", "deployment": {"name": key}, "pod": {"name": f"{key}-7d9f5-bcdfg"}},
     })  # fmt: skip
 
 
 async def test_wide_or_unbounded_commands_never_run_and_say_why(settings, pool, tmp_path):
-    fake = write_fake_kubectl(tmp_path / "bin", replicas={"deployment/api": 2})
+    fake = write_fake_kubectl(tmp_path / "bin", replicas={f"deployment/{key}": 2 for key in SCENARIOS})
     books = tmp_path / "playbooks"
     books.mkdir()
     for key, (command, _) in SCENARIOS.items():
@@ -95,8 +96,8 @@ async def test_wide_or_unbounded_commands_never_run_and_say_why(settings, pool, 
 
     # The one bounded command ran, once; nothing else reached kubectl but the replica read.
     assert sorted(fake.calls()) == [
-        ["get", "deployment/api", "-n", "payments", "-o", "jsonpath={.spec.replicas}", "--context", "e2e"],
-        ["rollout", "restart", "deployment/api", "-n", "payments", "--context", "e2e"],
+        ["get", "deployment/far", "-n", "payments", "-o", "jsonpath={.spec.replicas}", "--context", "e2e"],
+        ["rollout", "restart", "deployment/good", "-n", "payments", "--context", "e2e"],
     ]
     assert found["good"]["outcome"] == "success"
     async with pool.acquire() as conn:
