@@ -148,9 +148,9 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     ("()", re.compile(r"\(\)"), "(" + _P + ")"),
     # "1024 bytes (1 KB)": a value restated in brackets is still one value.
     ("<*> (<*>)", re.compile(r"<\*> \(<\*>\)"), _P),
-    # Adjacent placeholders joined by light punctuation are one value (lists, ranges, a.b.c):
-    # a list of 2 and a list of 5 ids are the same event.
-    ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|, )<\*>)+"), _P),
+    # Adjacent placeholders joined by light punctuation or a space are one value (lists,
+    # ranges, a.b.c, "3 4 5"): a list of 2 and a list of 5 ids are the same event.
+    ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|,? )<\*>)+"), _P),
 )
 
 

@@ -85,7 +85,9 @@ async def run_merge_pass(
             upto = new_rows[-1]["id"]
             result.tokenized = len(new_rows)
         digest = rules_digest(version)
-        if state["rules_digest"] is not None and state["rules_digest"] != digest:
+        # also on the first pass (no digest yet): rows stored before this feature, or by an
+        # older release, were fingerprinted by older rules
+        if state["rules_digest"] != digest:
             result.remapped = await remap(conn, version)
             changed = changed or result.remapped > 0
         stale = await conn.fetch(q.merge_sweep_candidates)
@@ -146,28 +148,42 @@ async def merge_into(
 async def remap(conn: asyncpg.Connection, version: str) -> int:
     """Fingerprint every template row again with the current rules. Rows that now share a
     fingerprint merge into the oldest; the new fingerprint is aliased to that row, so new
-    events count on the row that holds the history. Returns the aliases recorded."""
+    events count on the row that holds the history (a merged row's new fingerprint goes to
+    its canonical row). Rows whose fingerprint did not change are not written. Returns the
+    aliases recorded."""
     q = queries()
     groups: dict[str, list[asyncpg.Record]] = defaultdict(list)
     templates: dict[str, str] = {}
-    for row in await conn.fetch(q.merge_remap_rows):
+    rows = await conn.fetch(q.merge_remap_rows)
+    hash_of = {r["id"]: r["hash_signature"] for r in rows}
+    for row in rows:
         fp = fingerprint(row["error_type"], row["error_message"], version)
         groups[fp.hash].append(row)
         templates[fp.hash] = fp.template
     count = 0
-    for new_hash, rows in groups.items():
-        same = [r for r in rows if r["hash_signature"] == new_hash]
-        target = (same or rows)[0]  # rows come oldest first
-        others = [r["hash_signature"] for r in rows if r is not target and r["merged_into"] is None]
-        reason = {"rule": "version", "version": version}
+    reason = {"rule": "version", "version": version}
+    for new_hash, group in groups.items():
+        live = [r for r in group if r["merged_into"] is None]
+        if len(group) == 1 and group[0]["hash_signature"] == new_hash:
+            continue  # unchanged
+        same = [r for r in live if r["hash_signature"] == new_hash]
+        if live:
+            target = (same or live)[0]["hash_signature"]  # rows come oldest first
+        else:  # only merged rows: their canonical row
+            target = hash_of.get(group[0]["merged_into"])
+            if target is None:
+                continue
+        others = [r["hash_signature"] for r in live if r["hash_signature"] != target]
         if others:
-            await merge_into(conn, target["hash_signature"], others, reason, PASS_ACTOR)
+            await lock_rows(conn, [target, *others])
+            await merge_into(conn, target, others, reason, PASS_ACTOR)
             count += len(others)
-        if new_hash != target["hash_signature"]:
-            await conn.execute(q.merge_add_alias, new_hash, target["hash_signature"], reason, 0, PASS_ACTOR)
-            await conn.execute(q.merge_log, "remap", new_hash, target["hash_signature"], reason, PASS_ACTOR)
+        if new_hash != target:
+            await conn.execute(q.merge_add_alias, new_hash, target, reason, 0, PASS_ACTOR)
+            await conn.execute(q.merge_log, "remap", new_hash, target, reason, PASS_ACTOR)
             count += 1
-        await conn.execute(q.merge_set_version, target["hash_signature"], version, templates[new_hash])
+        if live:
+            await conn.execute(q.merge_set_version, target, version, templates[new_hash])
     return count
 
 

@@ -9,6 +9,7 @@ import pytest
 from bench.grouping import OnlineService, grouping_accuracy, split_shares
 from elk_resolver.alias_cache import AliasCache
 from elk_resolver.classify import PatternSet
+from elk_resolver.fingerprint import fingerprint
 from elk_resolver.merge_pass import operator_merge, operator_split, run_merge_pass
 from elk_resolver.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, slot_is_variable
 from elk_resolver.masking import SecretMasker
@@ -233,3 +234,25 @@ def test_rule_fields_from_regex_captures():
     other = rule_fingerprint("resource", row, "OOMKilled in container worker", {})
     assert one.hash == two.hash != other.hash
     assert one.template == "rule pattern=7 capture:container=api" and one.version == "rule"
+
+
+async def test_rows_from_older_rules_keep_their_history_on_the_first_pass(pool):
+    """A row stored before a rule existed (here: its hash kept the pod name, as before the
+    Kubernetes class) is found by the first pass, and new events count on it."""
+    message = "pod web-bcdfghjkl-xkcdq crashed"
+    old_hash = fingerprint("kubernetes", message, "exact").hash
+    old_id = await pool.fetchval(
+        "INSERT INTO error_logs (error_type, error_message, source_system, hash_signature, fingerprint_version,"
+        " fingerprint_template, occurrence_count) VALUES ('kubernetes', $1, 'k8s', $2, 'template', $1, 7) RETURNING id",
+        message,
+        old_hash,
+    )
+    result = await run_merge_pass(pool)
+    assert result.remapped == 1
+    cache = AliasCache(pool, merge_every_s=None)
+    await cache.refresh()
+    res = await ingest(pool, ["pod web-7d9f8b6c5-x2k4q crashed"], aliases=cache.current,
+                       error={"type": "kubernetes"})
+    assert res.events[0].error_log_id == old_id
+    assert await pool.fetchval("SELECT occurrence_count FROM error_logs WHERE id = $1", old_id) == 8
+    assert (await run_merge_pass(pool)).remapped == 0  # once
