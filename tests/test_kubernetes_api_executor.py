@@ -162,3 +162,29 @@ async def test_no_configured_identity_and_no_service_account_makes_no_call(api, 
     [result] = await run_commands([k("kubectl rollout restart deployment/api -n payments")], policy, dry_run=False)
     assert result.status == "failed" and "service account" in result.output
     assert api.requests == []
+
+
+async def test_rollout_undo_to_a_named_revision(api):
+    deployment = api.add_deployment("payments", "api", revision=3, image="app:3")
+    for revision in (1, 2, 3):
+        api.add_replicaset(deployment, revision=revision, image=f"app:{revision}")
+    result = await run(api, "kubectl rollout undo deployment/api -n payments --to-revision=1")
+    assert result.status == "success", result.output
+    assert api.objects[("deployments", "payments", "api")]["spec"]["template"]["spec"]["containers"][0]["image"] == "app:1"
+
+
+async def test_rollout_undo_of_a_statefulset_needs_kubectl_and_changes_nothing(api):
+    api.add_deployment("payments", "db", kind="statefulsets")
+    result = await run(api, "kubectl rollout undo statefulset/db -n payments")
+    assert result.status == "failed" and "kubectl executor" in result.output
+    assert api.requests == []
+
+
+async def test_a_context_alone_reads_the_kubeconfig_kubectl_would(api, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig))
+    api.add_deployment("payments", "api")
+    policy = ExecutionPolicy.from_settings(make_settings(kubernetes_executor="api", kubectl_context="stub",
+                                                         kubectl_namespaces=["payments"]))
+    [result] = await run_commands([k("kubectl rollout restart deployment/api -n payments")], policy, dry_run=False)
+    assert result.status == "success", result.output
+    assert len(api.writes()) == 1

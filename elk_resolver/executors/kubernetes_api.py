@@ -20,6 +20,7 @@ lying around (~/.kube/config), so the identity is always the one the operator ch
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,9 @@ def make_client(policy: ExecutionPolicy, *, timeout_s: float, service_account: P
     from lightkube import AsyncClient, KubeConfig
 
     if policy.kubectl_kubeconfig or policy.kubectl_context:
-        config = KubeConfig.from_file(policy.kubectl_kubeconfig) if policy.kubectl_kubeconfig else KubeConfig.from_env()
+        # a context alone names one in the kubeconfig kubectl would read (never the service account)
+        default = (os.environ.get("KUBECONFIG") or "").split(os.pathsep)[0] or Path.home() / ".kube" / "config"
+        config = KubeConfig.from_file(policy.kubectl_kubeconfig or default)
         single = config.get(context_name=policy.kubectl_context) if policy.kubectl_context else config.get()
         if single is None:
             raise NoIdentity(f"context {policy.kubectl_context!r} is not in the kubeconfig")
