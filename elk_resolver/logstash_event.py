@@ -72,6 +72,10 @@ class ParsedEvent:
     context: dict[str, str]
     raw: dict[str, Any]
     """The decoded record, unmasked."""
+    event_time: datetime | None = None
+    """``timestamp`` when ``@timestamp`` was readable and plausible (see
+    :data:`EARLIEST_EVENT_TIME`), else ``None``: the caller then uses a time that is the
+    same on every delivery (the record's Kafka timestamp), never the parse time."""
 
 
 # --- dotted paths --------------------------------------------------------------------------
@@ -296,21 +300,29 @@ def _context(raw: dict[str, Any], message: str, get: Any = None) -> dict[str, st
 # --- the record ----------------------------------------------------------------------------
 
 
-def _timestamp(v: Any) -> datetime:
-    if isinstance(v, str):
-        try:
+# Event times outside these bounds are taken for junk (a zeroed or overflowed clock, a field
+# in the wrong unit): year 1 or 9999 would also create a monthly partition that retention
+# drops at once, so every replay would count the event again.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1)
+LATEST_EVENT_TIME = datetime(2200, 1, 1)
+
+
+def _event_time(v: Any) -> datetime | None:
+    """``@timestamp`` as a naive UTC datetime, or ``None`` when unreadable or implausible."""
+    ts: datetime | None = None
+    try:
+        if isinstance(v, str):
             ts = datetime.fromisoformat(v)
-        except ValueError:
-            ts = None
-        if ts is not None:
-            return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
-    elif isinstance(v, int | float) and not isinstance(v, bool):
-        seconds = v / 1000 if abs(v) > 1e11 else v  # epoch milliseconds or seconds
-        try:
-            return datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
-        except (OverflowError, OSError, ValueError):
-            pass
-    return datetime.now(UTC).replace(tzinfo=None)
+            if ts.tzinfo is not None:
+                ts = ts.astimezone(UTC).replace(tzinfo=None)
+        elif isinstance(v, int | float) and not isinstance(v, bool):
+            seconds = v / 1000 if abs(v) > 1e11 else v  # epoch milliseconds or seconds
+            ts = datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
+    except (OverflowError, OSError, ValueError):
+        return None
+    if ts is None or not EARLIEST_EVENT_TIME <= ts < LATEST_EVENT_TIME:
+        return None
+    return ts
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -323,7 +335,7 @@ def _header(headers: Any, name: str) -> str | None:
         return None
     if isinstance(v, bytes | bytearray | memoryview):
         v = bytes(v).decode("utf-8", "replace")
-    v = str(v).strip()
+    v = str(v).replace("\x00", "").strip()  # PostgreSQL text cannot hold U+0000
     return v or None
 
 
@@ -352,7 +364,7 @@ def history_mark(headers: Any) -> tuple[str | None, bool]:
 
 def _id_value(v: Any) -> str | None:
     if isinstance(v, str):
-        v = v.strip()
+        v = v.replace("\x00", "").strip() if "\x00" in v else v.strip()
         return v or None
     if isinstance(v, int) and not isinstance(v, bool):
         return str(v)
@@ -438,8 +450,9 @@ def parse_record(
     es_id = _id_value(get(id_field)) or _header(headers, id_header)
     identity = es_id or hashlib.sha256(value).hexdigest()
 
+    event_time = _event_time(raw.get("@timestamp"))
     return ParsedEvent(
-        timestamp=_timestamp(raw.get("@timestamp")),
+        timestamp=event_time or datetime.now(UTC).replace(tzinfo=None),
         message=message,
         stack_trace=stack,
         level_raw=level_raw,
@@ -450,4 +463,5 @@ def parse_record(
         event_identity=identity,
         context=context,
         raw=raw,
+        event_time=event_time,
     )

@@ -73,6 +73,7 @@ __all__ = [
     "build_events",
     "encode_events",
     "handle_batch",
+    "is_stale_pattern",
     "prepare_batch",
     "prepare_into",
     "store_batch",
@@ -256,28 +257,43 @@ class PartitionCache:
     def add(self, months: Iterable[date]) -> None:
         self.known.update(months)
 
+    def forget_if_vanished(self, exc: BaseException) -> bool:
+        """Forget every known month when ``exc`` says a partition is missing (dropped by
+        retention or by hand while the service runs); True when the write should be tried
+        again (it then creates the partition), False when ``exc`` is about something else."""
+        if isinstance(exc, asyncpg.CheckViolationError) and "no partition of relation" in str(exc) and self.known:
+            self.known.clear()
+            return True
+        return False
+
+
+def is_stale_pattern(exc: BaseException) -> bool:
+    """The write refers to an ``error_patterns`` row deleted since the patterns were loaded
+    (the schema allows deleting one: ``error_logs.pattern_id`` is ON DELETE SET NULL). The
+    events are valid: reload the patterns and classify them again."""
+    if not isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return False
+    return "pattern_id" in (exc.constraint_name or "") or "error_patterns" in (exc.detail or "")
+
 
 # --- step 1: CPU ------------------------------------------------------------------------------
 
 
-def _event_time(raw: dict[str, Any], parsed: datetime, kafka_ms: int | None) -> datetime:
-    """``@timestamp`` when the event has a readable one; else the record's Kafka timestamp.
+def _event_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None) -> datetime:
+    """``@timestamp`` when the event has a readable, plausible one; else the record's Kafka
+    timestamp.
 
     The parser falls back to the current time, which differs on every delivery: the
     occurrence key includes the time, so that fallback would count a redelivery again. The
     Kafka timestamp is stored with the record and so is the same on every delivery."""
-    ts = raw.get("@timestamp")
-    if isinstance(ts, str):
-        try:
-            datetime.fromisoformat(ts)
-            return parsed
-        except ValueError:
-            pass
-    elif isinstance(ts, int | float) and not isinstance(ts, bool):
+    if parsed is not None:
         return parsed
     if kafka_ms is not None and kafka_ms >= 0:
-        return datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
-    return parsed
+        try:
+            return datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return fallback
 
 
 def _strip_nul(obj: Any) -> Any:
@@ -391,7 +407,7 @@ def prepare_into(
         else:
             fp = fingerprint(error_type, message, version)
         h = fp.hash if resolve is None else resolve(error_type, fp.template, fp.hash)
-        when = _event_time(ev.raw, ev.timestamp, rec.timestamp)
+        when = _event_time(ev.event_time, ev.timestamp, rec.timestamp)
         key = (ev.event_identity, when)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence

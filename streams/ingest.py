@@ -68,6 +68,7 @@ from handlers.ingest import (
     StoredBatch,
     _masked_bytes,
     encode_events,
+    is_stale_pattern,
     prepare_batch,
     prepare_into,
     store_batch,
@@ -80,6 +81,7 @@ STAGE = "ingest"
 _STOP = object()
 _PREPARE_SLICE = 100  # records prepared between two turns of the event loop (~5 ms)
 _GC_GEN0_THRESHOLD = 10_000
+_STALE_PATTERN_RETRIES = 3  # reloads of error_patterns before a batch is stored record by record
 
 
 def _tune_gc() -> None:
@@ -473,35 +475,62 @@ class IngestStage:
         # of three. Its other statements are idempotent (creating a missing month's
         # partition, before it) or read-only (after it: ids of rows it left untouched).
         async with self.pool.acquire() as conn:
-            stored = await store_batch(
-                conn, prepared, partitions=self.partitions, fingerprint_version=self.config.fingerprint_version
-            )
+            try:
+                stored = await store_batch(
+                    conn, prepared, partitions=self.partitions, fingerprint_version=self.config.fingerprint_version
+                )
+            except asyncpg.CheckViolationError as exc:
+                if not self.partitions.forget_if_vanished(exc):
+                    raise
+                log.warning("an error_occurrences partition vanished (%s); creating it again", exc,
+                            extra={"stage": STAGE})
+                stored = await store_batch(
+                    conn, prepared, partitions=self.partitions, fingerprint_version=self.config.fingerprint_version
+                )
         self.partitions.add(stored.months_created)
         return stored
 
+    def _prepare(self, records: list[Any]) -> PreparedBatch:
+        return prepare_batch(records, patterns=self.patterns.current, masker=self.masker, config=self.config)
+
     async def _store(self, batch: _Batch) -> None:
-        try:
-            batch.stored = await self._retry("database", batch, lambda: self._transaction(batch.prepared))
-        except asyncpg.PostgresError as exc:
-            log.error(
-                "database refused batch %s (%s: %s); storing it record by record",
-                batch.where(),
-                type(exc).__name__,
-                exc,
-                extra={"stage": STAGE},
-            )
-            await self._store_one_by_one(batch)
-            return
+        for attempt in range(_STALE_PATTERN_RETRIES + 1):
+            try:
+                batch.stored = await self._retry("database", batch, lambda: self._transaction(batch.prepared))
+                break
+            except asyncpg.PostgresError as exc:
+                if is_stale_pattern(exc) and attempt < _STALE_PATTERN_RETRIES:
+                    # A pattern row was deleted while cached: valid events, stale cache.
+                    log.info("error_patterns changed under batch %s; reloading and classifying it again",
+                             batch.where(), extra={"stage": STAGE})
+                    await self._retry("database", batch, self.patterns.refresh)
+                    batch.prepared = self._prepare(batch.records)
+                    continue
+                log.error(
+                    "database refused batch %s (%s: %s); storing it record by record",
+                    batch.where(),
+                    type(exc).__name__,
+                    exc,
+                    extra={"stage": STAGE},
+                )
+                await self._store_one_by_one(batch)
+                return
         batch.messages = self._messages(batch.prepared, batch.stored, batch.prepared.dead_letters)
 
     async def _store_one_by_one(self, batch: _Batch) -> None:
         """The slow path for a batch PostgreSQL refused for its data: isolate the records."""
-        patterns = self.patterns.current
         messages: list = []
         for rec in batch.records:
-            prepared = prepare_batch([rec], patterns=patterns, masker=self.masker, config=self.config)
+            prepared = self._prepare([rec])
             try:
-                stored = await self._retry("database", batch, lambda p=prepared: self._transaction(p))
+                try:
+                    stored = await self._retry("database", batch, lambda p=prepared: self._transaction(p))
+                except asyncpg.PostgresError as exc:
+                    if not is_stale_pattern(exc):
+                        raise
+                    await self._retry("database", batch, self.patterns.refresh)
+                    prepared = self._prepare([rec])
+                    stored = await self._retry("database", batch, lambda p=prepared: self._transaction(p))
             except asyncpg.PostgresError as exc:
                 dead = DeadLetter(
                     _masked_bytes(self.masker, rec.value), "db_rejected", f"{type(exc).__name__}: {exc}",

@@ -35,3 +35,8 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO elk_resolver_user;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO elk_readonly;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT INSERT, SELECT, UPDATE ON TABLES TO elk_resolver_user;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO elk_resolver_user;
+
+-- The SECURITY DEFINER functions (0004, hardened in 0035): EXECUTE for the service role
+-- only (a new month's partition; retention), never PUBLIC nor the read-only role.
+GRANT EXECUTE ON FUNCTION ensure_error_occurrences_partition(DATE) TO elk_resolver_user;
+GRANT EXECUTE ON FUNCTION drop_expired_error_occurrences_partitions(DATE) TO elk_resolver_user;

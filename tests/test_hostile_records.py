@@ -1,0 +1,67 @@
+"""Records whose values sit at the edges (issue 12): stored once, with a time that is the same
+on every delivery, never dead-lettered for a value PostgreSQL would refuse."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+import pytest
+
+from elk_resolver.masking import SecretMasker
+from elk_resolver.pattern_cache import PatternCache
+from handlers.ingest import PartitionCache, RawRecord, handle_batch
+
+KAFKA_MS = 1_714_557_600_000  # 2024-05-01T10:00:00Z: the record's broker timestamp
+KAFKA_TIME = datetime(2024, 5, 1, 10, 0)
+
+
+def event(ts, n):
+    value = {"message": f"edge case {n} failed", "log": {"level": "error"}, "event": {"hash": f"edge-{n}"}}
+    if ts is not ...:
+        value["@timestamp"] = ts
+    return value
+
+
+async def ingest(pool, records):
+    cache = PatternCache(pool)
+    await cache.refresh()
+    return await handle_batch(records, pool=pool, patterns=cache.current, masker=SecretMasker(),
+                              partitions=PartitionCache())
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        9 * 10**18,  # numeric, out of any calendar
+        -9 * 10**18,
+        1e300,
+        "0001-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+01:00",  # before year 1 once in UTC
+        "9999-12-31T23:59:59-05:00",  # after year 9999 once in UTC
+        "1969-07-20T20:17:40Z",
+        "2999-01-01T00:00:00Z",
+        "not a time",
+        ...,
+    ],
+)
+async def test_unusable_timestamp_is_stored_at_the_record_time_and_counted_once(pool, ts):
+    rec = RawRecord(orjson.dumps(event(ts, 1)), topic="raw", partition=0, offset=7, timestamp=KAFKA_MS)
+    first = await ingest(pool, [rec])
+    assert first.dead_letters == []
+    again = await ingest(pool, [rec])  # a replay of the same record
+    assert again.counts.new_occurrences == 0
+    assert await pool.fetchval("SELECT occurrence_count FROM error_logs") == 1
+    assert await pool.fetchval("SELECT occurred_at FROM error_occurrences") == KAFKA_TIME
+
+
+async def test_event_id_header_holding_nul_is_stored(pool):
+    rec = RawRecord(orjson.dumps(event("2024-05-01T10:00:00Z", 2)), headers=[("event_id", b"abc\x00def")],
+                    timestamp=KAFKA_MS)
+    value = orjson.loads(rec.value)
+    del value["event"]
+    rec.value = orjson.dumps(value)
+    result = await ingest(pool, [rec])
+    assert result.dead_letters == []
+    assert await pool.fetchval("SELECT elasticsearch_id FROM error_logs") == "abcdef"
+    assert (await ingest(pool, [rec])).counts.new_occurrences == 0
