@@ -7,7 +7,10 @@ next comment line describes it. They are loaded once, at start, into :data:`Quer
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import re
+import socket
 from functools import cache
 from importlib import resources
 
@@ -21,6 +24,30 @@ def _dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+log = logging.getLogger(__name__)
+
+# A statement that has not answered in this long is treated as a connection failure (retried
+# with backoff): a frozen or half-dead server must not hang a stage silently.
+COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+KEEPALIVE_IDLE_S = 30
+"""TCP keepalives, both ways: the client's socket probes after this many idle seconds (and
+every 10 s after, 3 misses close it), and the server is asked to do the same, so a
+connection whose peer vanished (host down, network cut) fails instead of waiting forever."""
+
+
+def _keepalive(conn: asyncpg.Connection, idle_s: int) -> None:
+    transport = getattr(conn, "_transport", None)  # asyncpg exposes no socket option
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     """orjson for json/jsonb both ways: faster than the stdlib and handles datetimes."""
     for typename in ("json", "jsonb"):
@@ -32,16 +59,59 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 SERVER_SETTINGS = {"timezone": "UTC", "application_name": "elk-resolver"}
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, **kwargs) -> asyncpg.Pool:
-    server_settings = {**SERVER_SETTINGS, **kwargs.pop("server_settings", {})}
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    command_timeout: float | None = COMMAND_TIMEOUT_S,
+    keepalive_idle_s: int = KEEPALIVE_IDLE_S,
+    **kwargs,
+) -> asyncpg.Pool:
+    """The pool every part of the service uses: orjson codecs, UTC sessions, a command
+    timeout (``command_timeout``, seconds, per statement), a connect timeout and TCP
+    keepalives."""
+    server_settings = {
+        **SERVER_SETTINGS,
+        "tcp_keepalives_idle": str(keepalive_idle_s),
+        "tcp_keepalives_interval": "10",
+        "tcp_keepalives_count": "3",
+        **kwargs.pop("server_settings", {}),
+    }
+    kwargs.setdefault("timeout", CONNECT_TIMEOUT_S)
+
+    async def init(conn: asyncpg.Connection) -> None:
+        _keepalive(conn, keepalive_idle_s)
+        await init_connection(conn)
+
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=init_connection,
+        init=init,
         server_settings=server_settings,
+        command_timeout=command_timeout,
         **kwargs,
     )
+
+
+def pool_options(settings) -> dict:
+    """The pool's timeouts from settings (``db_command_timeout_s``, ``db_connect_timeout_s``)."""
+    return {
+        "command_timeout": settings.db_command_timeout_s,
+        "timeout": settings.db_connect_timeout_s,
+        "keepalive_idle_s": settings.db_keepalive_idle_s,
+    }
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float) -> None:
+    """Close gracefully within ``timeout``, else terminate: a frozen server must not hold a
+    shutdown (its connections' statements were abandoned and are redelivered anyway)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("database pool did not close in %.0fs (%s); terminating its connections", timeout, exc)
+        pool.terminate()
 
 
 class Queries(dict[str, str]):

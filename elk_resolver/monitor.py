@@ -199,15 +199,29 @@ async def check_postgresql(pool: asyncpg.Pool) -> ComponentStatus:
     )
 
 
-def check_stages(stages: Iterable[Any]) -> list[ComponentStatus]:
-    """The service's own stages in this process: ready is healthy, started but not ready a warning."""
+def instance_name() -> str:
+    """This copy of the service in ``system_status``: ``host:pid``, the host cut so that
+    ``stage.<name>@<instance>`` fits the 50-character column."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}"
+
+
+def check_stages(stages: Iterable[Any], causes: dict[str, str] | None = None) -> list[ComponentStatus]:
+    """The service's own stages in this process, one row per stage *and copy*
+    (``stage.ingest@host:pid``), so a failing copy is not hidden by a healthy one: ready is
+    healthy; started but not ready, or stalled (``causes`` names why), a warning; stopped an
+    error."""
     instance = {"host": socket.gethostname(), "pid": os.getpid()}
+    causes = causes or {}
     found = []
     for stage in stages:
         ready = bool(getattr(stage, "ready", False))
         started = bool(getattr(stage, "started", True))
-        status = HEALTHY if ready else (WARNING if started else ERROR)
-        found.append(ComponentStatus(f"stage.{stage.name}", status, {**instance, "ready": ready, "started": started}))
+        cause = causes.get(stage.name)
+        status = HEALTHY if ready and cause is None else (WARNING if started else ERROR)
+        details = {**instance, "ready": ready and cause is None, "started": started}
+        if cause:
+            details["cause"] = cause
+        found.append(ComponentStatus(f"stage.{stage.name}@{instance_name()}", status, details))
     return found
 
 
@@ -216,6 +230,7 @@ async def run_checks(
     pool: asyncpg.Pool,
     *,
     stages: Iterable[Any] = (),
+    causes: dict[str, str] | None = None,
     client: httpx.AsyncClient | None = None,
 ) -> list[ComponentStatus]:
     """Every configured check, concurrently."""
@@ -235,20 +250,23 @@ async def run_checks(
     finally:
         if own_client:
             await client.aclose()
-    return results + check_stages(stages)
+    return results + check_stages(stages, causes)
 
 
-async def record(pool: asyncpg.Pool, results: Iterable[ComponentStatus]) -> None:
-    sql = queries().upsert_system_status
+async def record(pool: asyncpg.Pool, results: Iterable[ComponentStatus], *, silent_after_s: float = 90.0) -> None:
+    """Upsert the rows, and mark as ``error`` the stage rows of copies that have not reported
+    for ``silent_after_s`` (a copy that was killed cannot say so itself)."""
+    q = queries()
     async with pool.acquire() as conn, conn.transaction():
         # one order for every copy of the service: concurrent upserts cannot deadlock
         for result in sorted(results, key=lambda r: r.component):
-            await conn.execute(sql, result.component[:50], result.status, result.details)
+            await conn.execute(q.upsert_system_status, result.component[:50], result.status, result.details)
+        await conn.execute(q.system_status_mark_silent_copies, silent_after_s)
 
 
 async def check_and_record(settings: Settings, pool: asyncpg.Pool, **kwargs: Any) -> list[ComponentStatus]:
     results = await run_checks(settings, pool, **kwargs)
-    await record(pool, results)
+    await record(pool, results, silent_after_s=max(90.0, 3 * settings.monitor_interval_s))
     return results
 
 

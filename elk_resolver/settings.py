@@ -163,6 +163,24 @@ class Settings(BaseSettings):
         2.0, gt=0, description="how often approvals expire and verifications are judged"
     )
 
+    # --- faults -----------------------------------------------------------------------
+    db_command_timeout_s: float = Field(30.0, gt=0, description="a statement slower than this counts as a failure")
+    db_connect_timeout_s: float = Field(10.0, gt=0)
+    db_keepalive_idle_s: int = Field(30, ge=1, description="TCP keepalive idle time of database connections")
+    shutdown_timeout_s: float = Field(
+        20.0, gt=0, description="SIGTERM exits within this, whatever the broker or database do"
+    )
+    stall_after_s: float = Field(
+        30.0, gt=0, description="a stage with lag above stall_lag_threshold and no commit for this long is not ready"
+    )
+    stall_lag_threshold: int = Field(0, ge=0, description="lag a stalled stage may have and still be ready")
+    lag_interval_s: float = Field(5.0, gt=0, description="how often committed offsets and log ends are read")
+    topic_check_interval_s: float = Field(5.0, gt=0, description="how often the managed topics are checked")
+    manage_topics: bool = Field(True, description="create missing topics again (e.g. after a broker restart)")
+    metrics_db_interval_s: float = Field(
+        30.0, ge=0, description="database figures in /metrics are at most this old (0: read on every scrape)"
+    )
+
     # --- operating --------------------------------------------------------------------
     http_host: str = "127.0.0.1"
     http_port: int = 8080

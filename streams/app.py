@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -35,10 +37,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from elk_resolver import console, migrate, notify
-from elk_resolver.db import create_pool, queries
+from elk_resolver.db import close_pool, create_pool, pool_options, queries
 from elk_resolver.settings import Settings
 from streams.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
 from streams.stage import Stage
+from streams.watch import LagWatch, TopicWatch
 
 log = logging.getLogger("elk_resolver.app")
 
@@ -208,8 +211,12 @@ class App:
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._registry = CollectorRegistry()
-        self._lag = Gauge("elk_resolver_consumer_lag", "records behind the highwater, per stage", ["stage"],
-                          registry=self._registry)
+        self._lag = Gauge("elk_resolver_consumer_lag",
+                          "records of the partitions this copy holds that its group has not committed "
+                          "(log end - committed offset)", ["stage"], registry=self._registry)
+        self._group_lag = Gauge("elk_resolver_group_lag",
+                                "records of the stage's topic its group has not committed, every partition",
+                                ["stage"], registry=self._registry)
         self._ready = Gauge("elk_resolver_stage_ready", "1 when the stage has its partitions", ["stage"],
                             registry=self._registry)
         self._executions = Gauge("elk_resolver_executions", "execution_history rows by status", ["status"],
@@ -224,6 +231,9 @@ class App:
                                   registry=self._registry)
         self._asyncapi: dict[str, Any] | None = None
         self.notifier: notify.Dispatcher | None = None
+        self.topic_watch: TopicWatch | None = None
+        self.lag_watches: dict[str, LagWatch] = {}
+        self._db_figures_at: float | None = None
 
     @property
     def http_url(self) -> str | None:
@@ -236,7 +246,7 @@ class App:
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
-        self.pool = await create_pool(s.database_url, min_size=1, max_size=10)  # type: ignore[arg-type]
+        self.pool = await create_pool(s.database_url, min_size=1, max_size=10, **pool_options(s))  # type: ignore[arg-type]
         try:
             async with self.pool.acquire() as conn:
                 await migrate.check(conn)
@@ -262,6 +272,7 @@ class App:
             ]
             if failures:
                 raise failures[0]
+            await self._start_watches()
             if "monitor" in self.stages:
                 await self._start_stage("monitor", self.stages["monitor"])
             self.notifier = notify.Dispatcher(s, self.pool)
@@ -270,12 +281,59 @@ class App:
             await self.stop()
             raise
 
+    def _consumed(self, name: str, stage: Any) -> tuple[str, str] | None:
+        """(topic, group) a stage consumes, for its lag."""
+        s = self.settings
+        if name == "ingest":
+            return s.topic_raw, getattr(stage, "group_id", s.group_ingest)
+        if name == "analyze":
+            return s.topic_analysis, s.group_analyze
+        if name == "execute":
+            return s.topic_execution, s.group_execute
+        return None
+
+    async def _start_watches(self) -> None:
+        self.topic_watch = TopicWatch(self.settings)
+        await self.topic_watch.start()
+        for name, stage in self.stages.items():
+            consumed = self._consumed(name, stage)
+            if consumed is None or not hasattr(stage, "assignment"):
+                continue
+            watch = LagWatch(self.settings, stage=name, topic=consumed[0], group_id=consumed[1],
+                             assignment=lambda st=stage: st.assignment)
+            await watch.start()
+            self.lag_watches[name] = watch
+        monitor = self.stages.get("monitor")
+        if monitor is not None:
+            monitor.causes = self.causes
+
+    def causes(self) -> dict[str, str]:
+        """Why a stage is not ready, per stage (empty when all is well), for /ready and the monitor."""
+        found: dict[str, str] = {}
+        topic_cause = self.topic_watch.cause if self.topic_watch is not None else None
+        for name, stage in self.stages.items():
+            if name == "monitor":
+                continue
+            watch = self.lag_watches.get(name)
+            if topic_cause:
+                found[name] = topic_cause
+            elif watch is not None and watch.stalled_for is not None:
+                found[name] = f"no progress for {watch.stalled_for:.0f}s with {watch.lag} records behind"
+            elif not getattr(stage, "ready", False):
+                found[name] = "no partitions assigned"
+        return found
+
     async def _start_stage(self, name: str, stage: Stage) -> None:
         await stage.start()
         self.started_stages.append(stage)
         log.info("stage %s started", name, extra={"stage": name})
 
     async def stop(self) -> None:
+        for watch in [*self.lag_watches.values(), self.topic_watch]:
+            if watch is not None:
+                await watch.stop()
+        self.lag_watches = {}
+        self.topic_watch = None
         order = {name: i for i, name in enumerate(self.stages)}
         self.started_stages.sort(key=lambda st: order.get(st.name, 0))
         for stage in reversed(self.started_stages):
@@ -292,8 +350,7 @@ class App:
                 await self.broker.stop()
             self.broker = None
         if self.pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.pool.close(), 10)
+            await close_pool(self.pool, min(10.0, self.settings.shutdown_timeout_s / 4))
             self.pool = None
         if self._runner is not None:
             await self._runner.cleanup()
@@ -319,11 +376,17 @@ class App:
         return True, "ok"
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        stages = {name: bool(getattr(st, "ready", False)) for name, st in self.stages.items()}
+        causes = self.causes()
+        stages = {name: bool(getattr(st, "ready", False)) and name not in causes for name, st in self.stages.items()}
         started = len(self.started_stages) == len(self.stages) and bool(self.stages)
         db_ok, db_detail = await self.database_ok()
         ok = started and all(stages.values()) and db_ok
-        return ok, {"ready": ok, "stages": stages, "started": started, "database": db_detail}
+        body = {"ready": ok, "stages": stages, "started": started, "database": db_detail}
+        if causes:
+            body["causes"] = causes
+        if self.lag_watches:
+            body["lag"] = {name: w.snapshot() for name, w in self.lag_watches.items()}
+        return ok, body
 
     async def metrics_text(self) -> bytes:
         from streams import metrics as m  # the stages' counters live in the default registry
@@ -334,23 +397,32 @@ class App:
                 for counter in (m.EVENTS_IN, m.EVENTS_SKIPPED, m.PUBLISHED):
                     counter.labels(name)  # every consuming stage shows, at 0 before its first event
                 m.BATCH_SECONDS.labels(name)
-                lag = await consumer_lag(stage)
+                watch = self.lag_watches.get(name)
+                lag = watch.lag if watch is not None else await consumer_lag(stage)
                 if lag is not None:
                     self._lag.labels(name).set(lag)
+                if watch is not None and watch.group_lag is not None:
+                    self._group_lag.labels(name).set(watch.group_lag)
         if self.pool is not None:
+            # execution_history's GROUP BY reads the whole table: at most once per
+            # metrics_db_interval_s, not on every scrape; the alerting figures are cheap and current
+            s = self.settings
+            due = self._db_figures_at is None or time.monotonic() - self._db_figures_at >= s.metrics_db_interval_s
             q = queries()
             try:
                 async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
                     async with self.pool.acquire() as conn:
-                        rows = await conn.fetch(q.executions_by_status)
+                        rows = await conn.fetch(q.executions_by_status) if due else None
                         pending = await conn.fetchval(q.approvals_pending_count)
                         gauges = await conn.fetchrow(q.alerting_gauges)
-                for row in rows:
-                    self._executions.labels(row["status"]).set(row["n"])
+                if rows is not None:
+                    for row in rows:
+                        self._executions.labels(row["status"]).set(row["n"])
+                    self._db_figures_at = time.monotonic()
                 self._approvals.set(pending)
                 self._approval_age.set(gauges["oldest_pending_s"] or 0)
                 self._breakers.set(gauges["breakers_open"])
-                self._kill_switch.set(1 if self.settings.kill_switch or gauges["kill_switch"] else 0)
+                self._kill_switch.set(1 if s.kill_switch or gauges["kill_switch"] else 0)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("metrics: database figures unavailable: %s", exc)
         return generate_latest(REGISTRY) + generate_latest(self._registry)
@@ -418,13 +490,26 @@ async def run_service(
     stop: asyncio.Event | None = None,
     **options: Any,
 ) -> int:
-    """Run until SIGINT or SIGTERM (or ``stop`` is set), then shut everything down cleanly."""
+    """Run until SIGINT or SIGTERM (or ``stop`` is set), then shut everything down cleanly,
+    within ``settings.shutdown_timeout_s`` whatever the dependencies do: past it the stop is
+    abandoned (what was not committed is redelivered), and after a signal a watchdog thread
+    ends the process a few seconds later still, should the event loop itself be stuck."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
+    watchdog: list[threading.Timer] = []
+
+    def on_signal() -> None:
+        if not watchdog:
+            timer = threading.Timer(settings.shutdown_timeout_s + 5.0, _exit_now, args=(settings.shutdown_timeout_s,))
+            timer.daemon = True
+            timer.start()
+            watchdog.append(timer)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
     app = create_app(settings, stages, **options)
     started = time.monotonic()
@@ -437,7 +522,19 @@ async def run_service(
         await stop.wait()
         log.info("stopping after %.0fs", time.monotonic() - started)
     finally:
-        await app.stop()
+        try:
+            await asyncio.wait_for(app.stop(), settings.shutdown_timeout_s)
+        except TimeoutError:
+            log.error("stop took longer than %.0fs; leaving without it (uncommitted records are redelivered)",
+                      settings.shutdown_timeout_s)
         for sig in installed:
             loop.remove_signal_handler(sig)
+        for timer in watchdog:
+            timer.cancel()
     return 0
+
+
+def _exit_now(deadline_s: float) -> None:
+    log.critical("still running %.0fs after the stop signal; exiting now", deadline_s + 5.0)
+    logging.shutdown()
+    os._exit(70)

@@ -184,7 +184,7 @@ class IngestStage:
         group_id: str | None = None,
         bootstrap_servers: str | None = None,
         queue_depth: int = 2,
-        graceful_timeout_s: float = 15.0,
+        graceful_timeout_s: float | None = None,
         after_db_commit: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
@@ -210,7 +210,8 @@ class IngestStage:
         self.metrics = IngestMetrics()
         self._after_db_commit = after_db_commit
         self._queue_depth = queue_depth
-        self._graceful_timeout_s = graceful_timeout_s
+        # half the shutdown deadline drains; the rest closes the clients
+        self._graceful_timeout_s = graceful_timeout_s if graceful_timeout_s is not None else settings.shutdown_timeout_s / 2
         self._generation = 0
         self._assigned: set[TopicPartition] = set()
         self._pending_commit: dict[TopicPartition, int] = {}
@@ -227,6 +228,10 @@ class IngestStage:
     @property
     def ready(self) -> bool:
         return bool(self._assigned) and not self._stopping
+
+    @property
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._assigned)
 
     async def start(self) -> None:
         s = self.settings
@@ -276,18 +281,24 @@ class IngestStage:
 
     async def stop(self) -> None:
         """Stop fetching, finish the batches already fetched (up to ``graceful_timeout_s``;
-        unfinished ones are redelivered), commit, leave the group."""
+        unfinished ones are redelivered), commit, leave the group. Bounded whatever the
+        database or the broker do: past the deadline every step is abandoned."""
         if self._stopping:
             return
         self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._graceful_timeout_s
         fetch, db, commit = self._tasks or (None, None, None)
         if fetch is not None:
             fetch.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await fetch
-            await self._db_q.put(_STOP)
             try:
-                await asyncio.wait_for(asyncio.gather(db, commit), self._graceful_timeout_s)
+                async with asyncio.timeout_at(deadline):
+                    # the queue may be full while the database is down: waiting for room
+                    # is part of the drain, and bounded like it
+                    await self._db_q.put(_STOP)
+                    await asyncio.gather(db, commit)
             except (TimeoutError, Exception):
                 self._abandon = True
                 for task in (db, commit):
@@ -296,12 +307,17 @@ class IngestStage:
         self._tasks = []
         await self.patterns.stop()
         await self.aliases.stop()
+        # What is left (commit, leaving the group, the producer's flush) gets a few seconds
+        # each: with the broker down they would otherwise wait for its request timeouts.
+        last_steps = max(1.0, deadline - loop.time())
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await self._commit_pending()
-            await self._consumer.stop()
+                await asyncio.wait_for(self._commit_pending(), last_steps)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._consumer.stop(), last_steps)
         if self._producer is not None:
-            await self._producer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), last_steps)
         m.ASSIGNED_PARTITIONS.labels(STAGE).set(0)
         log.info("ingest stopped", extra={"stage": STAGE})
 
@@ -699,7 +715,7 @@ def build_ingest(
 
 async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     """``python -m streams.ingest``: this stage alone, until SIGTERM or SIGINT."""
-    from elk_resolver.db import create_pool
+    from elk_resolver.db import close_pool, create_pool, pool_options
     from elk_resolver.settings import make_settings
     from elk_resolver.topics import ensure_topics
 
@@ -717,7 +733,8 @@ async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
-    async with await create_pool(settings.database_url, min_size=1, max_size=4) as pool:
+    pool = await create_pool(settings.database_url, min_size=1, max_size=4, **pool_options(settings))
+    try:
         stage = build_ingest(settings, pool=pool, after_db_commit=after_db_commit)
         await stage.start()
         try:
@@ -727,6 +744,8 @@ async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
                 runner.result()
         finally:
             await stage.stop()
+    finally:
+        await close_pool(pool, 2.0)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class MonitorStage:
         self.settings = settings
         self.pool = pool
         self.stages = list(stages)  # the app sets the stages of this process after building them
+        self.causes: Any = None  # the app sets it: () -> {stage: why it is not ready}
         self.maintenance_every = maintenance_every
         self.last_results: list[monitor.ComponentStatus] = []
         self.checks_done = 0
@@ -62,7 +63,8 @@ class MonitorStage:
         self._task = self._maintenance = None
 
     async def check_once(self) -> list[monitor.ComponentStatus]:
-        results = await monitor.check_and_record(self.settings, self.pool, stages=self.stages)
+        causes = self.causes() if self.causes is not None else None
+        results = await monitor.check_and_record(self.settings, self.pool, stages=self.stages, causes=causes)
         self.last_results = results
         self.checks_done += 1
         return results

@@ -80,9 +80,38 @@ async def test_monitor_stage_reports_kafka_lag_and_its_peer_stages(settings, poo
     by_name = {r.component: r for r in results}
     assert by_name["kafka"].status == "healthy"
     assert by_name["kafka"].details["consumer_lag"]["ingest"]["lag"] == 0
-    assert by_name["stage.ingest"].status == "warning"
+    own = f"stage.ingest@{monitor.instance_name()}"
+    assert by_name[own].status == "warning"
     rows = await _rows(pool)
-    assert set(rows) == {"kafka", "postgresql", "stage.ingest"}
+    assert set(rows) == {"kafka", "postgresql", own}
+
+
+async def test_each_copy_has_its_own_stage_row_and_a_silent_copy_turns_error(pool, database_url):
+    """Two copies used to write the same stage.<name> row: a failing copy was hidden by a
+    healthy one, and a killed copy stayed 'healthy' for ever."""
+
+    class Stage:
+        name = "ingest"
+        started = True
+
+        def __init__(self, ready):
+            self.ready = ready
+
+    settings = make_settings(database_url=database_url)
+    await monitor.check_and_record(settings, pool, stages=[Stage(True)])
+    other = "stage.ingest@other-host:4242"
+    await monitor.record(pool, [monitor.ComponentStatus(other, "healthy", {"ready": True})])
+    await monitor.record(pool, [monitor.check_stages([Stage(False)], {"ingest": "no progress for 40s"})[0]])
+    rows = await _rows(pool)
+    own = f"stage.ingest@{monitor.instance_name()}"
+    assert rows[own]["status"] == "warning" and rows[own]["metadata"]["cause"] == "no progress for 40s"
+    assert rows[other]["status"] == "healthy"
+    await pool.execute("UPDATE system_status SET last_check = NOW() - interval '5 minutes' WHERE component_name = $1",
+                       other)
+    await monitor.check_and_record(settings, pool, stages=[Stage(True)])
+    rows = await _rows(pool)
+    assert rows[other]["status"] == "error" and rows[other]["metadata"]["cause"] == "this copy stopped reporting"
+    assert rows[own]["status"] == "healthy"
 
 
 async def test_group_lag_counts_records_behind_the_committed_offsets(settings):

@@ -13,6 +13,14 @@ ON CONFLICT (component_name) DO UPDATE SET
     last_error_at = COALESCE(EXCLUDED.last_error_at, system_status.last_error_at),
     metadata = EXCLUDED.metadata;
 
+-- name: system-status-mark-silent-copies
+-- Stage rows (stage.<name>@<host:pid>) of a copy that stopped reporting become 'error'.
+UPDATE system_status
+SET status = 'error', error_count = coalesce(error_count, 0) + 1, last_error_at = NOW(),
+    metadata = coalesce(metadata, '{}'::jsonb) || jsonb_build_object('cause', 'this copy stopped reporting')
+WHERE component_name LIKE 'stage.%@%' AND status <> 'error'
+  AND last_check < NOW() - make_interval(secs => $1::float8);
+
 -- name: system-status-all
 -- Every component row, worst first (the document's dashboard order) with its metadata.
 SELECT component_name, status, error_count, last_check, last_error_at, metadata

@@ -8,8 +8,10 @@ started by a test (``controllable``); tests that need that skip otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -31,6 +33,22 @@ class PostgresService:
     kind: str
     stop: Callable[[], None] | None = None
     start: Callable[[], None] | None = None
+    pid: Callable[[], int | None] | None = None
+
+    def freeze(self) -> None:
+        """SIGSTOP the server and all its backends: connections stay open, nothing answers."""
+        self._signal_tree(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_tree(signal.SIGCONT)
+
+    def _signal_tree(self, sig: int) -> None:
+        root = self.pid() if self.pid is not None else None
+        if root is None:
+            raise RuntimeError("PostgreSQL is not under the test's control")
+        for pid in [root, *_children(root)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
 
     @property
     def controllable(self) -> bool:
@@ -39,6 +57,20 @@ class PostgresService:
     def dsn(self, database: str) -> str:
         base, _, _ = self.admin_dsn.rpartition("/")
         return f"{base}/{database}"
+
+
+def _children(root: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == root:
+            found.append(int(entry.name))
+    return found
 
 
 def kafka_service(stack: ExitStack) -> KafkaService:
@@ -70,4 +102,5 @@ def postgres_service(stack: ExitStack) -> PostgresService:
     server = EmbeddedPostgres(workdir / "data", durable=False)
     server.start()
     stack.callback(server.stop)
-    return PostgresService(server.dsn("postgres"), "embedded", stop=server.stop, start=server.start)
+    return PostgresService(server.dsn("postgres"), "embedded", stop=server.stop, start=server.start,
+                           pid=lambda: server.pid)

@@ -1,0 +1,273 @@
+"""What a stage cannot see from inside: how far its group is behind, and whether the topics
+it depends on still exist. The app runs one :class:`LagWatch` per consuming stage and one
+:class:`TopicWatch`; ``/ready``, ``/metrics`` and the monitor read them.
+
+* Lag is the group's *committed* offset against the log end, for every partition of the
+  stage's topic, read from the broker by a probe consumer that assigns (never joins) and
+  fetches a few bytes: the log end comes from the fetch response's highwater, because
+  Tansu's ``end_offsets`` is wrong after a batched send (shared notes). A stage whose fetch
+  is paused (database down) or whose partitions vanished still shows its true lag, where
+  the consumer's own ``highwater - position`` read 0.
+* A stage is *stalled* when the lag of the partitions it holds is above
+  ``stall_lag_threshold`` and its group committed nothing for ``stall_after_s``.
+* Topics: a broker that restarted without its data (the embedded one keeps everything in
+  memory) has none of the service's topics. The watch says so in one log line, reports the
+  cause, creates the topics again with the configured partition count (``manage_topics``),
+  and logs once more when they are back; the consumers then rejoin by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from elk_resolver.kafka_offsets import probe_consumer
+from elk_resolver.topics import ensure_topics
+
+log = logging.getLogger("elk_resolver.watch")
+
+
+class _Probe:
+    """A long-lived probe consumer that reconnects after a failure."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str | None) -> None:
+        self._servers = bootstrap_servers
+        self._group_id = group_id
+        self.consumer: Any = None
+
+    async def get(self) -> Any:
+        if self.consumer is None:
+            consumer = probe_consumer(self._servers, group_id=self._group_id, metadata_max_age_ms=5000)
+            try:
+                await asyncio.wait_for(consumer.start(), 10)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                raise
+            self.consumer = consumer
+        return self.consumer
+
+    async def reset(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), 5)
+
+
+class _Periodic:
+    interval_s: float
+    name: str
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name=self.name)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._close()
+
+    async def _loop(self) -> None:
+        while True:
+            await self.check()
+            await asyncio.sleep(self.interval_s)
+
+    async def check(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        pass
+
+
+class LagWatch(_Periodic):
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        stage: str,
+        topic: str,
+        group_id: str,
+        assignment: Callable[[], Iterable[TopicPartition]],
+    ) -> None:
+        super().__init__()
+        self.name = f"lag-{stage}"
+        self.stage = stage
+        self.topic = topic
+        self.group_id = group_id
+        self.interval_s = settings.lag_interval_s
+        self.stall_after_s = settings.stall_after_s
+        self.threshold = settings.stall_lag_threshold
+        self._assignment = assignment
+        self._probe = _Probe(settings.kafka_bootstrap_servers, group_id)
+        self._assigned_in_probe: set[TopicPartition] = set()
+        self.per_partition: dict[int, int] = {}
+        """Committed offset to log end, per partition of the topic (last good reading)."""
+        self.committed: dict[int, int | None] = {}
+        self.error: str | None = None
+        self.checked_at: float | None = None
+        self._progress_at = time.monotonic()
+        self._last_committed: dict[int, int | None] = {}
+
+    @property
+    def group_lag(self) -> int | None:
+        return sum(self.per_partition.values()) if self.per_partition else (None if self.error else 0)
+
+    @property
+    def lag(self) -> int | None:
+        """Lag of the partitions this stage's consumer holds (0 when it holds none)."""
+        if self.error and not self.per_partition:
+            return None
+        held = {tp.partition for tp in self._assignment() if tp.topic == self.topic}
+        return sum(v for p, v in self.per_partition.items() if p in held)
+
+    @property
+    def stalled_for(self) -> float | None:
+        """Seconds without progress while behind, once past ``stall_after_s``; else None."""
+        lag = self.lag
+        if lag is None or lag <= self.threshold:
+            return None
+        idle = time.monotonic() - self._progress_at
+        return idle if idle >= self.stall_after_s else None
+
+    async def check(self) -> None:
+        try:
+            await asyncio.wait_for(self._read(), max(5.0, self.interval_s * 2))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure to read offsets is reported, not raised
+            if self.error is None:
+                log.warning("lag of %s unknown: %s: %s", self.stage, type(exc).__name__, exc,
+                            extra={"stage": self.stage})
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
+            self.per_partition = {}
+            self._assigned_in_probe = set()
+            await self._probe.reset()
+            return
+        if self.error is not None:
+            log.info("lag of %s readable again", self.stage, extra={"stage": self.stage})
+        self.error = None
+        self.checked_at = time.monotonic()
+
+    async def _read(self) -> None:
+        consumer = await self._probe.get()
+        parts = consumer.partitions_for_topic(self.topic)
+        if not parts:
+            await consumer.topics()  # a metadata request
+            parts = consumer.partitions_for_topic(self.topic)
+        if not parts:
+            raise LookupError(f"topic {self.topic} does not exist")
+        tps = {TopicPartition(self.topic, p) for p in parts}
+        if tps != self._assigned_in_probe:
+            consumer.assign(sorted(tps))
+            self._assigned_in_probe = tps
+        committed = {tp: await consumer.committed(tp) for tp in tps}
+        for tp, offset in committed.items():
+            if offset is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, offset)
+        starts = {tp: await consumer.position(tp) for tp in tps}
+        asked = time.time() * 1000
+        deadline = time.monotonic() + 5
+        while True:
+            await consumer.getmany(timeout_ms=100, max_records=1)
+            fresh = all((consumer.last_poll_timestamp(tp) or 0) >= asked for tp in tps)
+            if fresh or time.monotonic() > deadline:
+                break
+        if not fresh:
+            raise TimeoutError("no fetch response for every partition")
+        self.per_partition = {tp.partition: max(0, (consumer.highwater(tp) or 0) - starts[tp]) for tp in tps}
+        now_committed = {tp.partition: committed[tp] for tp in tps}
+        if now_committed != self._last_committed or self.lag == 0:
+            self._progress_at = time.monotonic()
+        self._last_committed = now_committed
+        self.committed = now_committed
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"lag": self.lag, "group_lag": self.group_lag}
+        stalled = self.stalled_for
+        if stalled is not None:
+            out["stalled_s"] = round(stalled)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    async def _close(self) -> None:
+        await self._probe.reset()
+
+
+class TopicWatch(_Periodic):
+    name = "topic-watch"
+
+    def __init__(self, settings: Any) -> None:
+        super().__init__()
+        self.settings = settings
+        self.interval_s = settings.topic_check_interval_s
+        self.topics = list(dict.fromkeys(settings.topics()))
+        self.manage = settings.manage_topics
+        self._probe = _Probe(settings.kafka_bootstrap_servers, None)
+        self.missing: list[str] = []
+        self.error: str | None = None
+        self.recreated = 0
+        self.since: float | None = None
+
+    @property
+    def cause(self) -> str | None:
+        if self.error:
+            return f"broker unreachable: {self.error}"
+        if self.missing:
+            return f"topics missing on the broker: {', '.join(self.missing)}"
+        return None
+
+    async def check(self) -> None:
+        try:
+            consumer = await self._probe.get()
+            existing = await asyncio.wait_for(consumer.topics(), 10)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as the cause, once per episode
+            if self.error is None:
+                log.warning("broker unreachable for the topic check: %s: %s", type(exc).__name__, exc)
+                self.since = self.since or time.monotonic()
+            self.error = f"{type(exc).__name__}: {exc}"[:300]
+            await self._probe.reset()
+            return
+        self.error = None
+        missing = [t for t in self.topics if t not in existing]
+        if missing and not self.missing:
+            self.since = self.since or time.monotonic()
+            log.error(
+                "topics missing on the broker (restarted without its data?): %s; %s", ", ".join(missing),
+                "creating them again" if self.manage else "not ready until they exist (manage_topics is off)",
+            )
+        self.missing = missing
+        if missing and self.manage:
+            try:
+                created = await asyncio.wait_for(
+                    ensure_topics(self.settings.kafka_bootstrap_servers, missing,
+                                  partitions=self.settings.topic_partitions,
+                                  replication_factor=self.settings.topic_replication_factor), 15)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - tried again next check
+                log.warning("creating topics %s failed: %s", ", ".join(missing), exc)
+                return
+            self.recreated += len(created)
+            self.missing = []
+        if not self.missing and self.since is not None:
+            log.warning("topics present again after %.1fs", time.monotonic() - self.since)
+            self.since = None
+
+    async def _close(self) -> None:
+        await self._probe.reset()
