@@ -621,7 +621,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             ranges = ", ".join(f"p{p}:{a}-{b}" for p, (a, b) in sorted(result.ranges.items()))
             print(f"replayed {result.records} records of {s.topic_raw} ({ranges}) through group {result.group_id}")
             print(f"  {result.errors} error events, {result.new_occurrences} not counted before, "
-                  f"{result.new_rows} new distinct errors, {result.skipped} not errors, {result.bad_records} bad")
+                  f"{result.new_rows} new distinct errors, {result.skipped} not errors, {result.bad_records} bad, "
+                  f"{result.db_rejected} refused by PostgreSQL (dead-lettered)")
             mode = "remediation allowed (--execute)" if args.execute else "marked replay: no remediation"
             print(f"  {result.published} analysis events published, {mode}")
             return 0

@@ -11,6 +11,11 @@
   analysis events it publishes carry ``replay: true`` and ``history: replay`` (no remediation)
   unless ``--execute``, and occurrences it records first are stored with ``history = 'replay'``.
   Bad records are counted, not dead-lettered again (the live stage did that the first time).
+* A record PostgreSQL refuses (a value a constraint forbids) goes to the DLQ as
+  ``db_rejected`` with its topic, partition and offset, and the replay goes on; rows of a
+  deleted pattern or a dropped partition are handled as ingest handles them. The producer
+  and the fetch sizes are ingest's: analysis events land on the partition of their hash,
+  and a record as large as ingest accepts replays too.
 """
 
 from __future__ import annotations
@@ -21,14 +26,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from elk_resolver.kafka_offsets import fetch_highwaters, offset_for_time, partitions_of, start_or_close
 from elk_resolver.masking import SecretMasker
 from elk_resolver.pattern_cache import PatternCache
 from elk_resolver.progress import Progress
 from elk_resolver.settings import Settings
-from handlers.ingest import IngestConfig, PartitionCache, handle_batch
+from handlers.ingest import (
+    DeadLetter,
+    IngestConfig,
+    IngestResult,
+    PartitionCache,
+    db_rejected,
+    handle_batch,
+    is_stale_pattern,
+)
+from streams.ingest import analysis_producer, raw_fetch_options
 
 log = logging.getLogger("elk_resolver.replay")
 
@@ -42,6 +56,8 @@ class ReplayResult:
     new_rows: int = 0
     skipped: int = 0
     bad_records: int = 0
+    db_rejected: int = 0
+    """Records PostgreSQL refused, dead-lettered with their offsets."""
     published: int = 0
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
 
@@ -70,10 +86,10 @@ async def replay(
         auto_offset_reset="earliest",
         max_poll_records=s.batch_max_records,
         fetch_max_wait_ms=100,
+        **raw_fetch_options(s),
     )
     await start_or_close(consumer)
-    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers, acks=1, enable_idempotence=False,
-                                linger_ms=2)
+    producer = analysis_producer(s)
     try:
         await producer.start()
         tps = await partitions_of(consumer, s.topic_raw)
@@ -117,25 +133,36 @@ async def replay(
                     consumer.pause(tp)
             if not records:
                 continue
-            outcome = await handle_batch(
-                records, pool=pool, patterns=cache.current, masker=masker, config=config,
-                partitions=partitions, replay=not execute,
-            )
+            async def ingest(batch: list) -> IngestResult:
+                return await handle_batch(
+                    batch, pool=pool, patterns=cache.current, masker=masker, config=config,
+                    partitions=partitions, replay=not execute,
+                )
+
+            outcomes, refused = await _store_or_isolate(records, ingest, cache, partitions, masker)
             futures = [
                 await producer.send(s.topic_analysis, event.model_dump_json().encode(),
                                     key=event.hash_signature.encode())
+                for outcome in outcomes
                 for event in outcome.events
             ]
+            for dead in refused:
+                log.error("replay: PostgreSQL refused %s[%d]@%d (%s); dead-lettered", dead.topic, dead.partition,
+                          dead.offset, dead.detail)
+                futures.append(await producer.send(s.topic_dlq, dead.value, headers=dead.headers()))
             for future in futures:
                 await future
-            c = outcome.counts
-            result.records += c.events_in
-            result.errors += c.errors
-            result.new_occurrences += c.new_occurrences
-            result.new_rows += c.new_rows
-            result.skipped += c.skipped
-            result.bad_records += c.dead_lettered
-            result.published += len(futures)
+            for outcome in outcomes:
+                c = outcome.counts
+                result.records += c.events_in
+                result.errors += c.errors
+                result.new_occurrences += c.new_occurrences
+                result.new_rows += c.new_rows
+                result.skipped += c.skipped
+                result.bad_records += c.dead_lettered
+                result.published += len(outcome.events)
+            result.records += len(refused)
+            result.db_rejected += len(refused)
             # the fresh group's offsets say how far this replay got (visible to the lag tools)
             await consumer.commit({TopicPartition(r.topic, r.partition): r.offset + 1 for r in records})
             if progress is not None:
@@ -145,3 +172,29 @@ async def replay(
         await consumer.stop()
     return result
 
+
+
+_RELOADS = 3
+
+
+async def _store_or_isolate(records, ingest, cache: PatternCache, partitions: PartitionCache, masker: SecretMasker):
+    """Store a batch; when PostgreSQL refuses it for its data, store its records one by one
+    and return the ones still refused as dead letters. A deleted pattern row reloads the
+    patterns, a vanished partition is created again, before a record counts as refused."""
+    for attempt in range(_RELOADS + 1):
+        try:
+            return [await ingest(records)], []
+        except asyncpg.PostgresError as exc:
+            if attempt < _RELOADS and (partitions.forget_if_vanished(exc) or is_stale_pattern(exc)):
+                await cache.refresh()
+                continue
+            if len(records) == 1:
+                return [], [db_rejected(masker, records[0], exc)]
+            break
+    outcomes: list = []
+    refused: list = []
+    for rec in records:
+        done, dead = await _store_or_isolate([rec], ingest, cache, partitions, masker)
+        outcomes += done
+        refused += dead
+    return outcomes, refused

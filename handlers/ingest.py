@@ -71,6 +71,7 @@ __all__ = [
     "RawRecord",
     "StoredBatch",
     "build_events",
+    "db_rejected",
     "encode_events",
     "handle_batch",
     "is_stale_pattern",
@@ -324,6 +325,14 @@ def _masked_bytes(masker: SecretMasker, value: bytes | None) -> bytes | None:
         return value if masked == value else masked
     masked_text = masker.mask_text(text)
     return value if masked_text == text else masked_text.encode()
+
+
+def db_rejected(masker: SecretMasker, rec: RecordLike, exc: BaseException) -> DeadLetter:
+    """The dead letter of a record PostgreSQL refuses on its own (not a connection problem)."""
+    return DeadLetter(
+        _masked_bytes(masker, rec.value), "db_rejected", f"{type(exc).__name__}: {exc}",
+        rec.topic, rec.partition, rec.offset,
+    )
 
 
 def prepare_batch(

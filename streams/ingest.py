@@ -66,7 +66,7 @@ from handlers.ingest import (
     PartitionCache,
     PreparedBatch,
     StoredBatch,
-    _masked_bytes,
+    db_rejected,
     encode_events,
     is_stale_pattern,
     prepare_batch,
@@ -143,7 +143,7 @@ class _Batch:
         return ", ".join(f"{tp.topic}[{tp.partition}]@{off - 1}" for tp, off in sorted(self.offsets.items()))
 
 
-def _partition_by_hash(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+def partition_by_hash(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
     """The partition of a record keyed by a hex ``hash_signature``: its first 8 hex digits
     modulo the partition count, so every event of one error lands on one partition. Cheaper
     than aiokafka's pure-Python murmur2 by ~10 µs a record; unkeyed records (dead letters)
@@ -154,6 +154,30 @@ def _partition_by_hash(key: bytes | None, all_partitions: list[int], available: 
         return all_partitions[int(key[:8], 16) % len(all_partitions)]
     except ValueError:  # not hex: any stable choice will do
         return all_partitions[zlib.crc32(key) % len(all_partitions)]
+
+
+def analysis_producer(settings: Any, bootstrap_servers: str | None = None) -> AIOKafkaProducer:
+    """The producer of analysis events and dead letters (ingest and replay): keyed by hash
+    with :func:`partition_by_hash`, requests large enough for the largest record ingest
+    accepts (``max_record_bytes``), no idempotence (Tansu has none)."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
+        acks=1,
+        enable_idempotence=False,
+        linger_ms=2,
+        max_batch_size=1 << 20,
+        max_request_size=max(2 << 20, settings.max_record_bytes + (64 << 10)),
+        request_timeout_ms=15000,
+        retry_backoff_ms=200,
+        partitioner=partition_by_hash,
+    )
+
+
+def raw_fetch_options(settings: Any) -> dict[str, int]:
+    """Fetch sizes of a consumer of ``topic_raw`` (ingest, replay): room for the largest
+    record ingest accepts."""
+    per_partition = max(4 << 20, settings.max_record_bytes + (64 << 10))
+    return {"fetch_max_bytes": max(64 << 20, per_partition), "max_partition_fetch_bytes": per_partition}
 
 
 class _Abandoned(Exception):
@@ -237,17 +261,7 @@ class IngestStage:
         s = self.settings
         await self.patterns.start()
         await self.aliases.start()
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
-            acks=1,
-            enable_idempotence=False,
-            linger_ms=2,
-            max_batch_size=1 << 20,
-            max_request_size=max(2 << 20, s.max_record_bytes + (64 << 10)),
-            request_timeout_ms=15000,
-            retry_backoff_ms=200,
-            partitioner=_partition_by_hash,
-        )
+        self._producer = analysis_producer(s, self.bootstrap_servers)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id,
@@ -260,8 +274,7 @@ class IngestStage:
             # so this only bounds a stuck event loop.
             max_poll_interval_ms=300_000,
             max_poll_records=s.batch_max_records,
-            fetch_max_bytes=64 << 20,
-            max_partition_fetch_bytes=4 << 20,
+            **raw_fetch_options(s),
             fetch_max_wait_ms=max(10, s.batch_timeout_ms),
         )
         await self._producer.start()
@@ -548,10 +561,7 @@ class IngestStage:
                     prepared = self._prepare([rec])
                     stored = await self._retry("database", batch, lambda p=prepared: self._transaction(p))
             except asyncpg.PostgresError as exc:
-                dead = DeadLetter(
-                    _masked_bytes(self.masker, rec.value), "db_rejected", f"{type(exc).__name__}: {exc}",
-                    rec.topic, rec.partition, rec.offset,
-                )
+                dead = db_rejected(self.masker, rec, exc)
                 messages += self._messages(prepared, None, [dead])
                 batch.prepared.dead_letters.append(dead)
                 continue
@@ -580,7 +590,7 @@ class IngestStage:
         """Hand the messages to the producer as one record batch per (topic, partition),
         built here, instead of one ``send`` each (``send`` runs the partitioner, the
         accumulator and a future per record). Partitions are chosen as the producer's
-        partitioner (:func:`_partition_by_hash`) would; the order of the messages within a
+        partitioner (:func:`partition_by_hash`) would; the order of the messages within a
         partition is kept. Returns one future per message (the future of its record batch),
         so a failed batch re-sends exactly its messages."""
         producer = self._producer
@@ -590,7 +600,7 @@ class IngestStage:
             parts = partitions_of.get(topic)
             if parts is None:
                 parts = partitions_of[topic] = sorted(await producer.partitions_for(topic))
-            groups.setdefault((topic, _partition_by_hash(key, parts, parts)), []).append(i)
+            groups.setdefault((topic, partition_by_hash(key, parts, parts)), []).append(i)
         futures: list[Any] = [None] * len(messages)
         for (topic, partition), indices in groups.items():
             builder = producer.create_batch()
