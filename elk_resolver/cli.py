@@ -333,6 +333,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         "execution_mode": "dry-run", "http_port": 0, "monitor_interval_s": 5.0,
         # the namespaces of the shipped events, so dry-run shows what would run there
         "kubectl_namespaces": ["production", "elk-stack"],
+        # and the Elasticsearch actions (opt-in): dry-run shows them, nothing can run
+        "elasticsearch_actions": ["clear_read_only_block", "cluster_reroute_retry_failed", "ilm_retry"],
         "log_level": "DEBUG" if args.verbose else "WARNING",
     })
     logs.configure(json_lines=demo.log_json, level=demo.log_level)

@@ -277,12 +277,15 @@ def _command_rules(policy: ExecutionPolicy) -> str:
         f"namespaces that may be touched: {namespaces}. Exactly one named object per command. "
         "Flags allowed: -n, --replicas (scale), --to-revision (rollout undo), --grace-period, --timeout. "
         "Never selectors (-l), --all, -A, --kubeconfig, --context, --as.",
-        '- "elasticsearch": the command is an action name, with "index=NAME" where needed: '
+        '- "elasticsearch": the command is an action name, with "index=NAME" (one concrete index, no '
+        'wildcard, no name starting with ".") where needed: '
         + "; ".join(
             f'"{a} index=<index>"' if needs else f'"{a}"'
             for a, needs in ES_ACTIONS.items()
             if a in policy.elasticsearch_actions
-        ),
+        )
+        if policy.elasticsearch_actions
+        else '- "elasticsearch": not available (no action enabled)',
     ]
     if policy.http_allowlist:
         lines.append(f'- "http": "POST <url>" with a URL under {list(policy.http_allowlist)}')
