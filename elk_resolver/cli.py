@@ -698,6 +698,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "kill-switch": cmd_approvals,
     "kubernetes": lambda args, settings: kubernetes_command.run(args, settings),
     "console": lambda args, settings: console_command.run(args, settings),
+    "playbooks": cmd_approvals,
 }
 
 

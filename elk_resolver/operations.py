@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from elk_resolver.db import queries
-from elk_resolver.policy import ExecutionPolicy
 from elk_resolver.ranking import wilson_lower_bound
-from handlers.execute import ApprovalError, Runtime, get_kill_switch, kill_switch_on, reject as reject_request
+from handlers.execute import ApprovalError, get_kill_switch, kill_switch_on, reject as reject_request
 from handlers.execute import approve as approve_request
+from handlers.execute import approve_incident as approve_incident_request
+from handlers.execute import list_incidents as list_incident_rows
+from handlers.execute import reject_incident as reject_incident_request
+from handlers.execute import list_playbook_controls, set_playbook_enabled
 from handlers.execute import set_kill_switch as store_kill_switch
 from handlers.execute import utc_naive
 
@@ -31,9 +34,10 @@ if TYPE_CHECKING:
     import asyncpg
 
     from elk_resolver.settings import Settings
-    from streams.contracts import ApprovalEvent, ExecutionResult
+    from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
-Publisher = Callable[[list["ExecutionResult"], list["ApprovalEvent"]], Awaitable[None]]
+# (results, approval events[, pointers at approved requests for the execution topic])
+Publisher = Callable[..., Awaitable[None]]
 PAGE = 50
 
 
@@ -58,6 +62,8 @@ class Decision:
     by: str
     results: list[Any] = field(default_factory=list)
     error: str | None = None
+    handed_over: list[str] = field(default_factory=list)
+    """request ids handed to the execute stage (an approval runs there, not here)"""
 
 
 def may_decide(settings: Settings, person: Person | None) -> bool:
@@ -108,32 +114,52 @@ async def approval(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any] | Non
     return dict(row) if row else None
 
 
-async def _carry_out(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person) -> tuple[Any, list]:
-    """The one place an approval is handed to the execute stage's approve path."""
-    runtime, es = Runtime(), None
-    if settings.elasticsearch_url:
-        from elk_resolver.executors.elasticsearch import make_client
-
-        es = make_client(settings)
-        runtime = Runtime(elasticsearch=es)
-    try:
-        return await approve_request(approval_id, person.name, pool=pool, settings=settings,
-                                     policy=ExecutionPolicy.from_settings(settings), runtime=runtime)
-    finally:
-        if es is not None:
-            await es.close()
-
-
 async def approve(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person | None, *,
                   publish: Publisher | None = None) -> Decision:
+    """Record the approval; the execute stage of the running service carries it out once (the
+    pointer is published on the execution topic; its maintenance pass also finds approvals
+    whose pointer never arrived). Nothing runs in the deciding process."""
     person = _require(settings, person, "approve")
     try:
-        event, results = await _carry_out(pool, settings, approval_id, person)
+        event, pointer = await approve_request(approval_id, person.name, pool=pool, settings=settings)
+    except ApprovalError as exc:
+        raise Refused(str(exc)) from None
+    if publish is not None:
+        await publish([], [event], [pointer])
+    return Decision(approval_id, event.status, person.name, [], handed_over=[pointer.request_id])
+
+
+async def list_incidents(pool: asyncpg.Pool, *, status: str | None = "pending", limit: int = PAGE) -> list[dict[str, Any]]:
+    """Systemic holds: each names every held object and the signs they share."""
+    return await list_incident_rows(pool=pool, status=status, limit=limit)
+
+
+async def approve_incident(pool: asyncpg.Pool, settings: Settings, incident_id: int, person: Person | None,
+                           objects: Sequence[str] | None = None, *, publish: Publisher | None = None) -> Decision:
+    """Approve a systemic hold for every object, or only ``objects`` (the rest are rejected);
+    the execute stage restarts each approved object once."""
+    person = _require(settings, person, "approve")
+    try:
+        event, pointers = await approve_incident_request(
+            incident_id, person.name, list(objects) if objects else None, pool=pool, settings=settings
+        )
+    except ApprovalError as exc:
+        raise Refused(str(exc)) from None
+    if publish is not None:
+        await publish([], [event], pointers)
+    return Decision(incident_id, event.status, person.name, [], handed_over=[p.request_id for p in pointers])
+
+
+async def reject_incident(pool: asyncpg.Pool, settings: Settings, incident_id: int, person: Person | None,
+                          reason: str | None = None, *, publish: Publisher | None = None) -> Decision:
+    person = _require(settings, person, "reject")
+    try:
+        event, results = await reject_incident_request(incident_id, person.name, reason, pool=pool)
     except ApprovalError as exc:
         raise Refused(str(exc)) from None
     if publish is not None:
         await publish(results, [event])
-    return Decision(approval_id, event.status, person.name, results)
+    return Decision(incident_id, event.status, person.name, results)
 
 
 async def reject(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person | None,
@@ -164,6 +190,18 @@ async def decide_many(pool: asyncpg.Pool, settings: Settings, approval_ids: Sequ
         except Refused as exc:
             out.append(Decision(approval_id, "refused", person.name, error=str(exc)))
     return out
+
+
+async def playbook_controls(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    return await list_playbook_controls(pool=pool)
+
+
+async def switch_playbook(pool: asyncpg.Pool, settings: Settings, name: str, enabled: bool,
+                          person: Person | None) -> dict[str, Any]:
+    """Off means off: a disabled playbook's stored solutions stop running automatically in every
+    executor copy at their next decision."""
+    person = _require(settings, person, "enable or disable a playbook")
+    return await set_playbook_enabled(name, enabled, person.name, pool=pool)
 
 
 # --- the kill switch ----------------------------------------------------------------------------

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Catalogue",
     "DroppedCommand",
+    "ForeignTarget",
     "MissingPlaceholder",
     "Playbook",
     "PlaybookError",
@@ -79,6 +80,17 @@ class PlaybookError(ValueError):
 
 class RenderError(ValueError):
     """A playbook cannot be rendered for this context."""
+
+
+class ForeignTarget(RenderError):
+    """The message names its subject in another namespace than the event's own: the playbook's
+    extraction may not cross it, and the event's own workload is not the subject either."""
+
+    def __init__(self, playbook: str, names: str, own: str | None) -> None:
+        super().__init__(
+            f"playbook {playbook!r}: the message names {names}, outside the event's namespace"
+            f" ({own or 'none'}); a target is only taken from the message inside the event's own namespace"
+        )
 
 
 class MissingPlaceholder(RenderError):
@@ -244,21 +256,36 @@ class Playbook(BaseModel):
     def values_for(self, context: Mapping[str, str], message: str | None = None) -> dict[str, str]:
         """Values extracted from the message, then the context, then the defaults.
 
-        The message wins over the context: when it names its subject (``pod=api-..._payments``
-        in a kubelet back-off event, ``index [logs-...]`` in a cluster block) that subject is
-        what the fix must target, while the ECS ``kubernetes.*`` fields describe the pod that
-        shipped the log line. The first ``extract`` regex that sets a name wins.
+        Only the names this playbook declares in ``extract`` can come from the message, and
+        only inside the event's own namespace: an extraction that names a namespace (a group
+        called ``namespace`` or ``*_namespace``) other than the event's ``kubernetes.namespace``,
+        or any namespace when the event has none, is dropped whole. Inside that bound the
+        message wins over the context: when it names its subject (``pod=api-..._payments`` in
+        a kubelet back-off event, ``index [logs-...]`` in a cluster block) that subject is what
+        the fix must target. The first ``extract`` regex that sets a name wins. When the only
+        subject the message names is in another namespace, :class:`ForeignTarget` is raised: the
+        event's own workload (an event exporter, say) is not what the message is about.
         """
         extracted: dict[str, str] = {}
+        foreign: list[str] = []
+        own_namespace = context.get("namespace")
         if message:
             for rx in self._extract_rx:
                 m = rx.search(message)
                 if not m:
                     continue
-                for name in rx.groupindex:
-                    value = m.group(name)
-                    if value and name not in extracted:
-                        extracted[name] = value
+                found = {name: m.group(name) for name in rx.groupindex if m.group(name)}
+                if any(
+                    (name == "namespace" or name.endswith("_namespace")) and value != own_namespace
+                    for name, value in found.items()
+                ):
+                    # names another namespace (or the event has none): not this event's object
+                    foreign.append(", ".join(f"{k}={v}" for k, v in sorted(found.items())))
+                    continue
+                for name, value in found.items():
+                    extracted.setdefault(name, value)
+        if foreign and not extracted:
+            raise ForeignTarget(self.name, "; ".join(foreign), own_namespace)
         values = {k: v for k, v in context.items() if isinstance(v, str) and v}
         values.update(extracted)
         for name, default in self.defaults.items():

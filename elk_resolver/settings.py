@@ -162,6 +162,21 @@ class Settings(BaseSettings):
     execution_maintenance_interval_s: float = Field(
         2.0, gt=0, description="how often approvals expire and verifications are judged"
     )
+    # budgets per object and for the fleet (issue 10): cooldown_s and max_runs_per_hour count
+    # per object (kind/name/namespace), whatever error, solution or copy asks
+    fleet_max_actions: int = Field(5, ge=0, description="automatic actions per fleet_window_s, overall")
+    fleet_max_actions_per_namespace: int = Field(3, ge=0, description="automatic actions per fleet_window_s per namespace")
+    fleet_window_s: float = Field(600.0, gt=0)
+    systemic_hold_objects: int = Field(
+        4, ge=1, description="more distinct objects than this needing one kind of action in systemic_window_s: hold"
+    )
+    systemic_window_s: float = Field(300.0, gt=0)
+    run_lost_after_s: float = Field(
+        900.0, gt=0, description="a claimed live run with no recorded outcome after this is lost (the reaper)"
+    )
+    approved_sweep_after_s: float = Field(
+        5.0, ge=0, description="an approval whose pointer never reached the execute stage is run after this"
+    )
 
     # --- faults -----------------------------------------------------------------------
     db_command_timeout_s: float = Field(30.0, gt=0, description="a statement slower than this counts as a failure")

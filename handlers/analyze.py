@@ -15,7 +15,9 @@ tests call it directly. One call per :class:`AnalysisEvent`:
    claims the hash in ``llm_requests`` (one row per hash) and only the winner calls the model.
 4. Rank the candidates with :mod:`elk_resolver.ranking` (Wilson lower bound over verified or
    executed outcomes) and store why the winner won (``choice_reason``).
-5. Decide ``auto`` or ``approval`` and build the :class:`ExecutionRequest`.
+5. Bind the chosen solution to the event's own object (:mod:`elk_resolver.targets`), render it,
+   give the analysis stage's view (``auto`` or ``approval``), and store the
+   :class:`PlannedRequest` in ``planned_requests``; the stream publishes only its pointer.
 
 The decision is ``auto`` only when all of these hold, otherwise ``approval`` with every reason
 that failed: the event is not a replay and not stale; a pattern matched and allows
@@ -36,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +54,8 @@ from elk_resolver.llm import AnalysisRequest, LLMFallback, LLMSolution
 from elk_resolver.playbooks import PLACEHOLDER, Catalogue, RenderError, validate_value
 from elk_resolver.policy import Command, ExecutionPolicy, evaluate, safe_flag
 from elk_resolver.ranking import Candidate, choose
-from streams.contracts import AnalysisEvent, CommandSpec, ExecutionRequest
+from elk_resolver.targets import Target, Workload, target_of_command, workload_of
+from streams.contracts import AnalysisEvent, CommandSpec, PlannedRequest
 
 if TYPE_CHECKING:
     from elk_resolver.llm import LLMClient
@@ -76,7 +80,7 @@ _NOT_CONTENT = frozenset({"description", "safe"})
 class Analysis:
     """What one call did. ``request`` is None when there is nothing to run or ask about."""
 
-    request: ExecutionRequest | None
+    request: PlannedRequest | None
     solution_id: int | None = None
     created: list[int] = field(default_factory=list)
     """ids of the solutions this call inserted (empty when they existed already)."""
@@ -107,22 +111,93 @@ def request_id_for(event: AnalysisEvent, solution_id: int) -> str:
 
 
 def placeholder_context(event: AnalysisEvent) -> dict[str, str]:
-    """Placeholder values from the event, named as the playbooks name them.
+    """Placeholder values from the event's own structured fields, named as the playbooks name them.
 
-    ``service.name`` is the application that logged the error; ``{service}`` in a playbook is
-    the *target* named by the message (Connection refused), so the former is ``source_service``.
+    ``{deployment}`` (and ``{statefulset}``, ``{workload}``/``{workload_kind}``) is the workload
+    the event came from: ``kubernetes.deployment.name``, else its pod name resolved to the owner
+    the way Kubernetes names pods (:func:`elk_resolver.targets.workload_of`); never a value from
+    another event of the same error. ``service.name`` is the application that logged the error;
+    ``{service}`` in a playbook is the *target* named by the message (Connection refused), so
+    the former is ``source_service``.
     """
     ctx = event.context
     values = {
         "namespace": ctx.namespace,
         "pod": ctx.pod,
         "container": ctx.container,
-        "deployment": ctx.deployment,
         "index": ctx.index,
         "source_service": ctx.service,
         "host": ctx.host,
     }
+    workload = _workload(event)
+    if workload is not None:
+        values["workload"] = workload.name
+        values["workload_kind"] = workload.kind
+        if workload.kind in ("deployment", "statefulset", "daemonset"):
+            values[workload.kind] = workload.name
     return {k: v for k, v in values.items() if isinstance(v, str) and v}
+
+
+def _workload(event: AnalysisEvent) -> Workload | None:
+    return workload_of({"deployment": event.context.deployment, "pod": event.context.pod})
+
+
+def is_history(event: AnalysisEvent) -> bool:
+    """The history mark: the one place the analysis stage reads it (ingest sets ``replay`` for
+    backfilled and replayed events the operator did not ask to act on). Stored with the request
+    as ``planned_requests.history``; the execute stage never runs such a request."""
+    return bool(event.replay)
+
+
+_DEPENDENCY = re.compile(
+    r"\b(?P<host>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)+)(?::(?P<port>[0-9]{2,5}))\b"
+)
+
+
+def _signs(event: AnalysisEvent) -> dict[str, str]:
+    """What an incident's objects may share: namespace, node/host, the dependency host named
+    in the message (``db.payments.svc:5432``)."""
+    signs = {"namespace": event.context.namespace, "host": event.context.host}
+    m = _DEPENDENCY.search(event.error_message)
+    if m:
+        signs["dependency"] = m.group(0)
+    return {k: v for k, v in signs.items() if v}
+
+
+def _bind(
+    commands: list[dict[str, Any]],
+    event: AnalysisEvent,
+    allowed_names: set[str],
+) -> tuple[Target | None, str, list[str]]:
+    """The one object ``commands`` touch, checked against the event: ``(target, action, problems)``.
+
+    Every command must name the same single object; a Kubernetes object must be in the event's
+    own namespace and be the event's own workload, or a name the playbook extracted from this
+    event's message (``allowed_names``, already confined to the event's namespace)."""
+    problems: list[str] = []
+    found = [target_of_command(c) for c in commands]
+    for index, (target, _, problem) in enumerate(found):
+        if target is None:
+            problems.append(f"target: command {index + 1} {problem}")
+    targets = {t.key: t for t, _, _ in found if t is not None}
+    if len(targets) > 1:
+        problems.append(f"target: the commands touch {len(targets)} objects ({', '.join(sorted(targets))}); an action names one")
+    if not found or found[0][0] is None:
+        return None, found[0][1] if found else "", problems
+    target, action = found[0][0], found[0][1]
+    ctx = event.context
+    if target.type == "kubectl":
+        if target.namespace != ctx.namespace:
+            problems.append(
+                f"target: {target.label()} is outside the event's namespace ({ctx.namespace or 'none'})"
+            )
+        elif target.name not in allowed_names:
+            workload = _workload(event)
+            own = f"{workload.kind}/{workload.name}" if workload else "no workload"
+            problems.append(f"target: {target.label()} is not the event's own object ({own} -n {ctx.namespace})")
+    elif target.type == "elasticsearch" and target.kind == "index" and target.name not in allowed_names:
+        problems.append(f"target: index {target.name} is not named by the event")
+    return target, action, problems
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -351,21 +426,27 @@ async def analyze(
     touched = False
     for playbook in fitting:
         try:
-            rendered = playbook.render(values, message=event.error_message, policy=policy)
+            playbook.render(values, message=event.error_message, policy=policy)  # fits this event?
         except RenderError as exc:
             result.skipped_playbooks[playbook.name] = str(exc)
             continue
-        if content_hash(rendered.solution_type, rendered.commands) in stored:
+        # The solution is the action with its parameters (the template), not this event's
+        # render: one row serves every object of the error and pools its success rate over them.
+        commands = [c.model_dump(exclude_none=True) for c in playbook.commands]
+        if content_hash(playbook.solution_type, commands) in stored:
             continue
         touched = True
+        description = playbook.description
+        if playbook.manual_steps:
+            description += "\nManual steps:\n" + "\n".join(f"- {step}" for step in playbook.manual_steps)
         sid, created = await _store(
             pool,
             event.hash_signature,
-            solution_type=rendered.solution_type,
-            description=rendered.description,
-            commands=rendered.commands,
+            solution_type=playbook.solution_type,
+            description=description,
+            commands=commands,
             source="playbook",
-            playbook_name=rendered.playbook,
+            playbook_name=playbook.name,
         )
         if created:
             result.created.append(sid)
@@ -405,12 +486,27 @@ async def analyze(
     async with pool.acquire() as conn:
         await conn.execute(queries().analyze_set_choice_reason, row["id"], choice_reason)
 
-    # Fill, re-check, decide.
+    # Bind to the event's own object, fill, re-check, decide.
     reasons: list[str] = []
     commands: list[CommandSpec] = []
     stored_commands = list(row["solution_commands"] or [])
+    row_values = values
+    source_playbook = catalogue.get(row["playbook_name"]) if row["source"] == "playbook" and row["playbook_name"] else None
+    if source_playbook is not None:
+        # defaults and the playbook's declared extractions (confined to the event's namespace)
+        try:
+            row_values = source_playbook.values_for(values, event.error_message)
+        except RenderError as exc:
+            result.note = f"no request: {exc}"
+            log.info("%s (%s)", result.note, event.hash_signature[:12])
+            return result
+    allowed_names = {v for k, v in row_values.items() if values.get(k) != v}
+    if "workload" in values:
+        allowed_names.add(values["workload"])
+    if event.context.index:
+        allowed_names.add(event.context.index)
     for index, stored_command in enumerate(stored_commands):
-        filled, problems = _fill_command(stored_command, values)
+        filled, problems = _fill_command(stored_command, row_values)
         for problem in problems:
             reasons.append(f"placeholder: command {index + 1}: {problem}")
         verdict = evaluate(filled, policy)
@@ -424,6 +520,8 @@ async def analyze(
         commands.append(CommandSpec.model_validate(filled))
     if not commands:
         reasons.append("no commands: the solution is manual steps only")
+    target, action, target_problems = _bind([c.model_dump() for c in commands], event, allowed_names) if commands else (None, "", [])
+    reasons += target_problems
 
     event_time = _as_utc(event.event_time)
     age = (now - event_time).total_seconds()
@@ -449,19 +547,45 @@ async def analyze(
             f"pattern {pattern.name!r} allows auto_resolve; all {len(commands)} command(s) inside the policy;"
             f" {trust_text}"
         )
-    result.request = ExecutionRequest(
+    planned = PlannedRequest(
         request_id=request_id_for(event, row["id"]),
         error_log_id=event.error_log_id,
         hash_signature=event.hash_signature,
         solution_id=row["id"],
         solution_source=row["source"],
+        playbook_name=row["playbook_name"],
         commands=commands,
         decision=decision,
         reason=reason,
         choice_reason=choice_reason,
         pattern=pattern,
+        target=target.as_dict() if target is not None else None,
+        action=action or (row["solution_type"] or ""),
+        signs=_signs(event),
         event_time=event_time,
-        replay=event.replay,
+        replay=is_history(event),
         requested_at=now,
     )
+    result.request = await store_request(pool, planned)
     return result
+
+
+async def store_request(pool: asyncpg.Pool | asyncpg.Connection, planned: PlannedRequest) -> PlannedRequest:
+    """Store ``planned`` for the execute stage; return what is stored under its id (a claimed
+    request is final: a redelivered event's analysis then returns the claimed row)."""
+    q = queries()
+    body = planned.model_dump(mode="json")
+    inserted = await pool.fetchval(
+        q.analyze_store_request, planned.request_id, planned.error_log_id, planned.hash_signature,
+        planned.solution_id, planned.pattern.id if planned.pattern else None, planned.target_key,
+        planned.namespace, planned.action, planned.replay, _naive(planned.event_time),
+        _naive(planned.requested_at), body, planned.digest(),
+    )  # fmt: skip
+    if inserted is not None:
+        return planned
+    stored = await pool.fetchval(q.analyze_stored_request, planned.request_id)
+    return PlannedRequest.model_validate(stored)
+
+
+def _naive(value: datetime) -> datetime:
+    return _as_utc(value).replace(tzinfo=None)

@@ -3,31 +3,42 @@
 Plain async functions over an asyncpg pool; no broker. The stream (``streams/execute.py``), the
 approvals CLI and the tests call them directly, and publish what they return.
 
+What travels on the execution topic is a pointer (:class:`ExecutionRequest`): ids and a digest.
+:func:`load_request` reads the :class:`PlannedRequest` the analysis stage stored in
+``planned_requests`` (solution, error, pattern, the one bound object, the rendered commands,
+the history mark); a message that carries anything else, names an id nobody stored, or whose
+ids or digest differ from the row is ``refused`` (logged in ``decision_log``, nothing claimed).
+
 The guards, in order (the first that applies decides):
 
 1. ``execution_mode=off`` or the kill switch (the setting, or the ``resolver_controls`` row)
    -> ``skipped``. Nothing is claimed, so the request can still run later if redelivered.
-2. The claim: ``execution_requests`` gets the request id once. Already there -> ``duplicate``.
-   Replays and two executors consuming the same request both end here.
-3. Under ``pg_advisory_xact_lock(hash, solution)`` (every later guard sees a consistent view
-   across instances): the solution must exist (``denied``), and every command must pass the
-   policy (``denied``, listing the refusals: approval could not make them runnable).
-4. A request marked ``replay`` -> ``skipped`` (replays never remediate).
-5. Needs a person -> ``pending_approval`` (stored and returned with an approval event): the
-   event is older than ``stale_after_s``; the analysis stage decided ``approval``; a command is
-   not flagged safe; or the breaker is open (``consecutive_failures >= breaker_threshold`` or
-   ``tripped_at`` set), with the solution's recent history attached. One pending approval per
-   solution and hash is enough: further ones are ``skipped``.
-6. Cooldown (a run of this solution for this hash within ``cooldown_s``) and the hourly cap
-   (``max_runs_per_hour``) -> ``skipped``. Counted over ``execution_requests.slot_at`` under the
-   lock, so a run still in flight counts: 1,000 identical requests cause one run.
-7. ``dry-run`` -> ``dry_run`` with what would have run; nothing runs, no history row.
-8. ``live`` -> the slot is taken and committed, the commands run (each one evaluated again by
-   the executors), then exactly one ``execution_history`` row is written with the request id.
+2. The claim: ``execution_requests`` gets the request id once. Already there -> ``duplicate``,
+   unless a person approved the waiting request (an approval or an incident object): then it
+   runs here, once (:func:`_start_approved`).
+3. Under a lock on the bound object (``pg_advisory_xact_lock`` on its key, across every copy):
+   the solution must exist and every command must pass the current policy (``denied``).
+4. History (replayed, backfilled) -> ``skipped``.
+5. Off means off: the playbook the solution came from is disabled (``playbooks disable``, read
+   from ``playbook_controls`` now, or gone from this copy's catalogue) or the pattern is
+   disabled -> ``skipped``.
+6. Per object: cooldown (``cooldown_s``) and hourly cap (``max_runs_per_hour``) over every slot
+   taken on the object, whatever error, solution or copy took it -> ``skipped``. A run still in
+   flight counts: 1,000 requests about one deployment cause one restart.
+7. Needs a person -> ``pending_approval`` (one pending approval per object): stale event; the
+   analysis stage's view is ``approval``; a command not flagged safe; no bound object; the
+   pattern (read now) does not allow auto_resolve; an LLM solution not yet trusted; the breaker.
+8. Under one fleet-wide lock: the systemic hold (more than ``systemic_hold_objects`` distinct
+   objects needed this kind of action within ``systemic_window_s``) -> ``held`` in the one
+   pending incident for that action; then the fleet budget (``fleet_max_actions`` overall and
+   ``fleet_max_actions_per_namespace`` per ``fleet_window_s``) -> ``pending_approval``.
+9. ``dry-run`` -> ``dry_run`` with what would have run; nothing runs, no history row.
+10. ``live`` -> the slot is taken and committed, the commands run (each one evaluated again by
+    the executors), then exactly one ``execution_history`` row records the run and its object.
 
-After a successful run the hash is watched for ``verification_window_s``: any later occurrence
-(a request about a newer event, ``error_occurrences``, ``error_logs.last_seen_at``) turns it
-``recurred``, silence turns it ``resolved`` (:func:`verify_outcomes`).
+After a successful run the object is watched for ``verification_window_s``: the same object
+needing the same kind of action again turns it ``recurred``, silence ``resolved``
+(:func:`verify_outcomes`). :func:`reap_lost_runs` records runs that died after their claim.
 """
 
 from __future__ import annotations
@@ -43,18 +54,20 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+import orjson
 
 from elk_resolver.db import is_transient_db_error, queries
 from elk_resolver.executors import CommandResult, run_commands
 from elk_resolver.executors.result import bound_text
 from elk_resolver.masking import mask_text
 from elk_resolver.policy import ExecutionPolicy, evaluate
-from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
+from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult, PlannedRequest
 
 if TYPE_CHECKING:
     import httpx
     from elasticsearch import AsyncElasticsearch
 
+    from elk_resolver.playbooks import Catalogue
     from elk_resolver.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,7 +103,7 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def _result(req: ExecutionRequest, outcome: str, reason: str, now: datetime, **extra: Any) -> ExecutionResult:
+def _result(req: PlannedRequest, outcome: str, reason: str, now: datetime, **extra: Any) -> ExecutionResult:
     return ExecutionResult(
         request_id=req.request_id,
         hash_signature=req.hash_signature,
@@ -114,7 +127,7 @@ async def kill_switch_on(conn: asyncpg.Connection, settings: Settings) -> tuple[
 
 async def _decide(
     conn: asyncpg.Connection,
-    req: ExecutionRequest,
+    req: PlannedRequest,
     decision: str,
     reason: str,
     now: datetime,
@@ -129,11 +142,11 @@ async def _decide(
     )  # fmt: skip
 
 
-async def _finish(conn: asyncpg.Connection, req: ExecutionRequest, outcome: str, now: datetime) -> None:
+async def _finish(conn: asyncpg.Connection, req: PlannedRequest, outcome: str, now: datetime) -> None:
     await conn.execute(queries().finish_request, req.request_id, "done", outcome, now)
 
 
-def _refusals(req: ExecutionRequest, policy: ExecutionPolicy) -> list[dict[str, str]]:
+def _refusals(req: PlannedRequest, policy: ExecutionPolicy) -> list[dict[str, str]]:
     refused = []
     for spec in req.commands:
         verdict = evaluate(spec.model_dump(), policy)
@@ -142,7 +155,7 @@ def _refusals(req: ExecutionRequest, policy: ExecutionPolicy) -> list[dict[str, 
     return refused
 
 
-def _dry_run_plan(req: ExecutionRequest, policy: ExecutionPolicy) -> list[dict[str, Any]]:
+def _dry_run_plan(req: PlannedRequest, policy: ExecutionPolicy) -> list[dict[str, Any]]:
     plan = []
     for spec in req.commands:
         verdict = evaluate(spec.model_dump(), policy)
@@ -193,26 +206,79 @@ class _Plan:
     approved: bool = False
 
 
+def _refused(pointer: ExecutionRequest, reason: str, now: datetime) -> ExecutionResult:
+    return ExecutionResult(
+        request_id=pointer.request_id, hash_signature=pointer.hash_signature, solution_id=pointer.solution_id,
+        error_log_id=pointer.error_log_id, outcome="refused", reason=reason, at=_aware(now),
+    )  # fmt: skip
+
+
+async def load_request(
+    pointer: ExecutionRequest, *, pool: asyncpg.Pool, now: datetime
+) -> tuple[PlannedRequest | None, ExecutionResult | None]:
+    """The stored request ``pointer`` points at, or why the message is refused.
+
+    Refused (logged in ``decision_log``, nothing claimed, so the genuine pointer still runs):
+    a message carrying anything but the pointer's fields; an id the analysis stage never
+    stored; ids or digest that differ from the stored row; a row edited after it was stored.
+    """
+    extra = sorted((pointer.model_extra or {}).keys())
+    row = await pool.fetchrow(queries().planned_request, pointer.request_id)
+    req = None
+    if extra:
+        problem = (
+            f"the message carries {', '.join(extra)}: a request on the execution topic is a pointer;"
+            " what runs is read from the database"
+        )
+    elif row is None:
+        problem = "no stored request has this id (the analysis stage did not write it)"
+    else:
+        req = PlannedRequest.model_validate(row["request"])
+        if req.digest() != row["digest"]:
+            problem = "the stored request differs from what the analysis stage wrote (digest mismatch)"
+        elif (pointer.error_log_id, pointer.hash_signature, pointer.solution_id) != (
+            req.error_log_id, req.hash_signature, req.solution_id,
+        ):  # fmt: skip
+            problem = "the message's error, hash or solution differs from the stored request"
+        elif pointer.digest != row["digest"]:
+            problem = "the message's digest differs from the stored request (edited or forged)"
+        else:
+            return req, None
+    reason = f"refused: {problem}"
+    details = {"message": orjson.loads(mask_text(orjson.dumps(pointer.model_dump(mode="json")).decode()))}
+    await pool.execute(
+        queries().insert_decision, pointer.request_id, pointer.hash_signature, pointer.solution_id,
+        pointer.error_log_id, "refused", reason, details, None, now,
+    )  # fmt: skip
+    log.warning("execution request %s refused: %s", pointer.request_id[:16], problem)
+    return None, _refused(pointer, reason, now)
+
+
 async def handle_request(
-    req: ExecutionRequest,
+    pointer: ExecutionRequest,
     *,
     pool: asyncpg.Pool,
     settings: Settings,
     policy: ExecutionPolicy,
     now: datetime | None = None,
     runtime: Runtime | None = None,
+    catalogue: Catalogue | None = None,
 ) -> list[ExecutionResult]:
-    """Decide, and maybe run, one execution request; return every outcome to publish.
+    """Load the request ``pointer`` names, decide, and maybe run it; return every outcome.
 
-    Safe to call again with the same request (redelivery, replay, retry after an error): the
-    claim makes every call after the first a ``duplicate`` that runs nothing.
+    Safe to call again with the same pointer (redelivery, replay, retry after an error): the
+    claim makes every call after the first a ``duplicate`` that runs nothing, except the one
+    call after a person approved it, which runs it once.
     """
     now = utc_naive(now)
     runtime = runtime or Runtime()
-    results = await record_recurrence(
-        req.hash_signature, req.event_time, pool=pool, settings=settings, now=now, request_id=req.request_id
+    req, refused = await load_request(pointer, pool=pool, now=now)
+    if req is None:
+        return [refused] if refused is not None else []
+    results = await record_recurrence(req, pool=pool, settings=settings, now=now)
+    plan = await _decide_request(
+        req, pool=pool, settings=settings, policy=policy, now=now, runtime=runtime, catalogue=catalogue
     )
-    plan = await _decide_request(req, pool=pool, settings=settings, policy=policy, now=now, runtime=runtime)
     results += plan.results
     if plan.run:
         results.append(
@@ -224,14 +290,116 @@ async def handle_request(
     return results
 
 
+def _object_key(req: PlannedRequest) -> str:
+    """What the locks and budgets count by: the bound object, else (no object could be bound,
+    so the request can only ever wait for a person) the solution and error."""
+    return req.target_key or f"unbound:{req.hash_signature}/{req.solution_id}"
+
+
+async def _switched_off(
+    conn: asyncpg.Connection, req: PlannedRequest, solution: Mapping[str, Any], catalogue: Catalogue | None
+) -> str | None:
+    """Off means off: why the playbook or pattern behind ``req`` is disabled now (else None)."""
+    q = queries()
+    name = solution["playbook_name"] if solution["source"] == "playbook" else None
+    if name:
+        control = await conn.fetchrow(q.playbook_control_get, name)
+        if control is not None and control["disabled_at"] is not None:
+            return (
+                f"playbook {name!r} is disabled (by {control['updated_by']} at"
+                f" {control['disabled_at']:%Y-%m-%d %H:%M:%S} UTC): its stored solutions do not run automatically"
+            )
+        if catalogue is not None and catalogue.get(name) is None:
+            return f"playbook {name!r} is not in this executor's catalogue (removed or disabled in playbooks_dir)"
+    if req.pattern is not None:
+        pattern = await conn.fetchrow(q.pattern_state, req.pattern.id)
+        if pattern is None or pattern["disabled_at"] is not None:
+            return f"pattern {req.pattern.name!r} is disabled: its errors are not remediated automatically"
+    return None
+
+
+async def _approval_reason(
+    conn: asyncpg.Connection,
+    req: PlannedRequest,
+    solution: Mapping[str, Any],
+    *,
+    settings: Settings,
+    now: datetime,
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """Why a person must decide, read from the database and the current settings (else None)."""
+    age = (now - utc_naive(req.event_time)).total_seconds()
+    if age > settings.stale_after_s:
+        return f"stale event: {age:.0f}s old (stale_after_s={settings.stale_after_s:g})", []
+    if req.decision == "approval":
+        return f"analysis requires approval: {req.reason}", []
+    if not all(spec.safe for spec in req.commands):
+        return "a command is not flagged safe", []
+    if req.target_key is None:
+        return "no single object is bound to the request", []
+    if req.pattern is None:
+        return "no pattern matched, so nothing allows auto_resolve", []
+    pattern = await conn.fetchrow(queries().pattern_state, req.pattern.id)
+    if pattern is None or not pattern["auto_resolve"]:
+        return f"pattern {req.pattern.name!r} does not allow auto_resolve (now)", []
+    if solution["source"] == "llm" and solution["approved_success_count"] < settings.llm_trust_after_successes:
+        return (
+            f"untrusted: LLM solution has {solution['approved_success_count']}/{settings.llm_trust_after_successes}"
+            " approved successes"
+        ), []
+    if solution["tripped_at"] is not None or solution["consecutive_failures"] >= settings.breaker_threshold:
+        reason = (
+            f"circuit breaker open: {solution['consecutive_failures']} consecutive failed or unverified runs"
+            f" (breaker_threshold={settings.breaker_threshold})"
+        )
+        return reason, await _history(conn, req.solution_id)
+    return None, []
+
+
+async def _budget_reason(
+    conn: asyncpg.Connection, req: PlannedRequest, kinds: list[str], *, settings: Settings, now: datetime
+) -> str | None:
+    """Per object: the cooldown and the hourly cap, over every slot on the object."""
+    recent = await conn.fetchrow(queries().recent_slots_target, _object_key(req), kinds, now)
+    what = req.target.get("key") if req.target else "this solution and error"
+    if recent["last_at"] is not None and (now - recent["last_at"]).total_seconds() < settings.cooldown_s:
+        return (
+            f"cooldown: {what} was acted on at {recent['last_at']:%H:%M:%S} UTC"
+            f" (cooldown_s={settings.cooldown_s:g}, per object)"
+        )
+    if recent["last_hour"] >= settings.max_runs_per_hour:
+        return (
+            f"rate limit: {recent['last_hour']} actions on {what} in the last hour"
+            f" (max_runs_per_hour={settings.max_runs_per_hour}, per object)"
+        )
+    return None
+
+
+async def _fleet_reason(
+    conn: asyncpg.Connection, req: PlannedRequest, kinds: list[str], *, settings: Settings, now: datetime
+) -> str | None:
+    """The fleet budget: automatic actions per window, overall and in the request's namespace."""
+    since = now - timedelta(seconds=settings.fleet_window_s)
+    counts = await conn.fetchrow(queries().fleet_slots, kinds, since, req.namespace)
+    window = f"in the last {settings.fleet_window_s:g}s"
+    if counts["total"] >= settings.fleet_max_actions:
+        return f"fleet budget: {counts['total']} actions {window} (fleet_max_actions={settings.fleet_max_actions})"
+    if req.namespace and counts["namespace"] >= settings.fleet_max_actions_per_namespace:
+        return (
+            f"fleet budget: {counts['namespace']} actions in namespace {req.namespace} {window}"
+            f" (fleet_max_actions_per_namespace={settings.fleet_max_actions_per_namespace})"
+        )
+    return None
+
+
 async def _decide_request(
-    req: ExecutionRequest,
+    req: PlannedRequest,
     *,
     pool: asyncpg.Pool,
     settings: Settings,
     policy: ExecutionPolicy,
     now: datetime,
     runtime: Runtime,
+    catalogue: Catalogue | None = None,
 ) -> _Plan:
     q = queries()
     async with pool.acquire() as conn, conn.transaction():
@@ -244,90 +412,121 @@ async def _decide_request(
             await _decide(conn, req, "skipped", reason, now)
             return _Plan([_result(req, "skipped", reason, now)])
 
-        # 2. the claim
+        # 2. the claim; a claimed request runs again only once, after a person approved it
         claimed = await conn.fetchval(
             q.claim_request, req.request_id, req.hash_signature, req.solution_id, req.error_log_id,
-            runtime.instance, now,
+            runtime.instance, now, req.target_key, req.namespace,
         )  # fmt: skip
         if claimed is None:
+            approver = await conn.fetchval(q.approver_of_waiting_request, req.request_id)
+            if approver is not None:
+                return await _start_approved(conn, req, approver, settings=settings, policy=policy, now=now)
             reason = "request already claimed (redelivered, replayed, or handled by another executor)"
             await _decide(conn, req, "duplicate", reason, now)
             return _Plan([_result(req, "duplicate", reason, now)])
 
-        # 3. one decision at a time per solution and hash, across every executor instance
-        await conn.execute(q.lock_solution_hash, req.hash_signature, req.solution_id)
+        # 3. one decision at a time per object, across every executor copy
+        await conn.execute(q.lock_object, _object_key(req))
         solution = await conn.fetchrow(q.solution_state, req.solution_id)
         if solution is None:
-            reason = f"solution {req.solution_id} does not exist"
-            await _decide(conn, req, "denied", reason, now)
-            await _finish(conn, req, "denied", now)
-            return _Plan([_result(req, "denied", reason, now)])
+            return await _close(conn, req, "denied", f"solution {req.solution_id} does not exist", now)
         refused = _refusals(req, policy)
         if not req.commands:
             refused = [{"type": "", "command": "", "reason": "the request has no commands"}]
         if refused:
             reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)
-            await _decide(conn, req, "denied", reason, now, details={"refused": refused})
-            await _finish(conn, req, "denied", now)
             log.warning("request %s denied: %s", req.request_id, reason)
-            return _Plan([_result(req, "denied", reason, now, details={"refused": refused})])
+            return await _close(conn, req, "denied", reason, now, details={"refused": refused})
 
-        # 4. replays never remediate
+        # 4. history is never acted on
         if req.replay:
-            reason = "replayed event: replays never run remediation"
-            await _decide(conn, req, "skipped", reason, now)
-            await _finish(conn, req, "skipped", now)
-            return _Plan([_result(req, "skipped", reason, now)])
+            return await _close(conn, req, "skipped", "history (replayed or backfilled event): never remediated", now)
 
-        # 5. needs a person?
-        age = (now - utc_naive(req.event_time)).total_seconds()
-        history: list[dict[str, Any]] = []
-        approval_reason = None
-        if age > settings.stale_after_s:
-            approval_reason = f"stale event: {age:.0f}s old (stale_after_s={settings.stale_after_s:g})"
-        elif req.decision == "approval":
-            approval_reason = f"analysis requires approval: {req.reason}"
-        elif not all(spec.safe for spec in req.commands):
-            approval_reason = "a command is not flagged safe"
-        elif solution["tripped_at"] is not None or solution["consecutive_failures"] >= settings.breaker_threshold:
-            approval_reason = (
-                f"circuit breaker open: {solution['consecutive_failures']} consecutive failed or unverified runs"
-                f" (breaker_threshold={settings.breaker_threshold})"
-            )
-            history = await _history(conn, req.solution_id)
-        if approval_reason:
-            return await _ask_for_approval(conn, req, approval_reason, history, settings=settings, now=now)
+        # 5. off means off
+        off = await _switched_off(conn, req, solution, catalogue)
+        if off:
+            return await _close(conn, req, "skipped", off, now)
 
-        # 6. cooldown and hourly cap, over live runs (and, in dry-run mode, would-be runs too)
+        # 6. per object: cooldown and hourly cap, over live runs (in dry-run mode would-be runs too)
         slot = "dry_run" if settings.execution_mode == "dry-run" else "live"
         kinds = ["live", "dry_run"] if slot == "dry_run" else ["live"]
-        recent = await conn.fetchrow(q.recent_slots, req.hash_signature, req.solution_id, kinds, now)
-        reason = None
-        if recent["last_at"] is not None and (now - recent["last_at"]).total_seconds() < settings.cooldown_s:
-            reason = (
-                f"cooldown: this solution ran for this error at {recent['last_at']:%H:%M:%S} UTC"
-                f" (cooldown_s={settings.cooldown_s:g})"
-            )
-        elif recent["last_hour"] >= settings.max_runs_per_hour:
-            reason = f"rate limit: {recent['last_hour']} runs in the last hour (max_runs_per_hour={settings.max_runs_per_hour})"
+        reason = await _budget_reason(conn, req, kinds, settings=settings, now=now)
         if reason:
-            await _decide(conn, req, "skipped", reason, now)
-            await _finish(conn, req, "skipped", now)
-            return _Plan([_result(req, "skipped", reason, now)])
+            return await _close(conn, req, "skipped", reason, now)
 
-        # 7. dry run
+        # 7. needs a person?
+        reason, history = await _approval_reason(conn, req, solution, settings=settings, now=now)
+        if reason:
+            return await _ask_for_approval(conn, req, reason, history, settings=settings, now=now)
+
+        # 8. the fleet: systemic hold, then the budget (one fleet-wide lock for both)
+        await conn.execute(q.lock_fleet)
+        since = now - timedelta(seconds=settings.systemic_window_s)
+        demand = await conn.fetchval(q.systemic_demand, req.action, since)
+        if demand > settings.systemic_hold_objects:
+            return await _hold(conn, req, demand, settings=settings, now=now)
+        reason = await _fleet_reason(conn, req, kinds, settings=settings, now=now)
+        if reason:
+            return await _ask_for_approval(conn, req, reason, [], settings=settings, now=now)
+
+        # 9. dry run
         if slot == "dry_run":
             await conn.execute(q.take_slot, req.request_id, "dry_run", now, "done")
             return _Plan([await _record_dry_run(conn, req, policy, now, by=AUTO)])
 
-        # 8. live: the slot is committed before anything runs
+        # 10. live: the slot is committed before anything runs
         await conn.execute(q.take_slot, req.request_id, "live", now, "running")
         return _Plan([], run=True)
 
 
+async def _close(
+    conn: asyncpg.Connection,
+    req: PlannedRequest,
+    outcome: str,
+    reason: str,
+    now: datetime,
+    *,
+    details: dict[str, Any] | None = None,
+    by: str | None = None,
+) -> _Plan:
+    """A final decision that runs nothing: logged, the request finished, the outcome returned."""
+    await _decide(conn, req, outcome, reason, now, details=details, by=by)
+    await _finish(conn, req, outcome, now)
+    return _Plan([_result(req, outcome, reason, now, details=details or {}, executed_by=by)])
+
+
+async def _start_approved(
+    conn: asyncpg.Connection,
+    req: PlannedRequest,
+    approver: str,
+    *,
+    settings: Settings,
+    policy: ExecutionPolicy,
+    now: datetime,
+) -> _Plan:
+    """A person approved the waiting request: it runs here, once. The approval overrides
+    staleness, the analysis view, the breaker, the budgets and the hold; not ``off``, the kill
+    switch (checked before) or the policy."""
+    q = queries()
+    await conn.execute(q.lock_object, _object_key(req))
+    if await conn.fetchval(q.start_approved_run, req.request_id, "running") is None:
+        reason = "request already claimed (redelivered, replayed, or handled by another executor)"
+        await _decide(conn, req, "duplicate", reason, now)
+        return _Plan([_result(req, "duplicate", reason, now)])
+    refused = _refusals(req, policy)
+    if refused:
+        reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)
+        return await _close(conn, req, "denied", reason, now, details={"refused": refused}, by=approver)
+    if settings.execution_mode == "dry-run":
+        await conn.execute(q.take_slot, req.request_id, "dry_run", now, "done")
+        return _Plan([await _record_dry_run(conn, req, policy, now, by=approver)])
+    await conn.execute(q.take_slot, req.request_id, "live", now, "running")
+    return _Plan([], run=True, executed_by=approver, approved=True)
+
+
 async def _ask_for_approval(
     conn: asyncpg.Connection,
-    req: ExecutionRequest,
+    req: PlannedRequest,
     reason: str,
     history: list[dict[str, Any]],
     *,
@@ -335,30 +534,89 @@ async def _ask_for_approval(
     now: datetime,
 ) -> _Plan:
     q = queries()
-    pending = await conn.fetchval(q.pending_approval_for, req.hash_signature, req.solution_id, now)
+    pending = await conn.fetchval(q.pending_approval_for_object, _object_key(req), now)
     if pending is not None:
-        why = f"approval {pending} for this solution and error is already pending ({reason})"
-        await _decide(conn, req, "skipped", why, now)
-        await _finish(conn, req, "skipped", now)
-        return _Plan([_result(req, "skipped", why, now)])
+        why = f"approval {pending} for {req.target_key or 'this solution and error'} is already pending ({reason})"
+        return await _close(conn, req, "skipped", why, now)
     expires = now + timedelta(seconds=settings.approval_ttl_s)
     row = await conn.fetchrow(
         q.insert_approval, req.request_id, req.hash_signature, req.solution_id,
-        req.model_dump(mode="json"), reason, now, expires,
+        req.model_dump(mode="json"), reason, now, expires, _object_key(req),
     )  # fmt: skip
     await conn.execute(q.await_approval, req.request_id)
     event = ApprovalEvent(
         approval_id=row["id"], request_id=req.request_id, hash_signature=req.hash_signature,
         solution_id=req.solution_id, status="pending", reason=reason, expires_at=_aware(row["expires_at"]),
-        history=history,
+        history=history, target_key=req.target_key,
     )  # fmt: skip
     details = {"approval_id": row["id"], "approval": event.model_dump(mode="json")}
     await _decide(conn, req, "pending_approval", reason, now, details={"approval_id": row["id"], "history": history})
     return _Plan([_result(req, "pending_approval", reason, now, details=details)])
 
 
+async def _hold(
+    conn: asyncpg.Connection, req: PlannedRequest, demand: int, *, settings: Settings, now: datetime
+) -> _Plan:
+    """The systemic hold: this object joins the one pending incident for its kind of action."""
+    q = queries()
+    reason = (
+        f"systemic hold: {demand} distinct objects needed {req.action} in the last {settings.systemic_window_s:g}s"
+        f" (systemic_hold_objects={settings.systemic_hold_objects}); automatic runs stop, one approval for the incident"
+    )
+    incident = await conn.fetchrow(q.open_incident, req.action, now)
+    if incident is None:
+        await conn.execute(q.expire_incident_for_action, req.action, now)
+        incident = await conn.fetchrow(
+            q.insert_incident, req.action, reason, now, now + timedelta(seconds=settings.approval_ttl_s)
+        )
+    added = await conn.fetchval(
+        q.add_incident_object, incident["id"], _object_key(req), req.request_id, req.namespace, req.signs, now
+    )
+    if added is None:
+        return await _close(conn, req, "skipped", f"{req.target_key} is already held in incident {incident['id']}", now)
+    await conn.execute(q.await_approval, req.request_id)
+    event = await incident_event(conn, incident["id"], req)
+    await _decide(conn, req, "held", reason, now, details={"incident_id": incident["id"]})
+    details = {"incident_id": incident["id"], "approval": event.model_dump(mode="json")}
+    return _Plan([_result(req, "pending_approval", reason, now, details=details)])
+
+
+async def incident_summary(conn: asyncpg.Connection | asyncpg.Pool, incident_id: int) -> dict[str, Any]:
+    """Every object of an incident and the signs they share (namespace, host/node, dependency)."""
+    rows = await conn.fetch(queries().incident_objects, incident_id)
+    signs: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for key, value in (row["signs"] or {}).items():
+            counts = signs.setdefault(key, {})
+            counts[str(value)] = counts.get(str(value), 0) + 1
+    objects = [
+        {"target_key": r["target_key"], "request_id": r["request_id"], "namespace": r["namespace"], "status": r["status"]}
+        for r in rows
+    ]
+    shared = {k: v for k, v in signs.items() if len(v) == 1 and sum(v.values()) == len(rows)}
+    return {"objects": objects, "signs": signs, "shared": {k: next(iter(v)) for k, v in shared.items()}}
+
+
+async def incident_event(
+    conn: asyncpg.Connection | asyncpg.Pool, incident_id: int, req: PlannedRequest | None = None
+) -> ApprovalEvent:
+    row = await conn.fetchrow(queries().incident_get, incident_id)
+    summary = await incident_summary(conn, incident_id)
+    first = summary["objects"][0] if summary["objects"] else {}
+    status = {"pending": "pending", "decided": "approved", "expired": "expired"}[row["status"]]
+    if row["status"] == "decided" and not any(o["status"] == "approved" for o in summary["objects"]):
+        status = "rejected"
+    return ApprovalEvent(
+        approval_id=row["id"], request_id=req.request_id if req else first.get("request_id", ""),
+        hash_signature=req.hash_signature if req else "", solution_id=req.solution_id if req else 0,
+        status=status, reason=row["reason"], decided_by=row["decided_by"], expires_at=_aware(row["expires_at"]),
+        target_key=req.target_key if req else None,
+        incident={"id": row["id"], "action": row["action"], **summary},
+    )  # fmt: skip
+
+
 async def _record_dry_run(
-    conn: asyncpg.Connection, req: ExecutionRequest, policy: ExecutionPolicy, now: datetime, *, by: str
+    conn: asyncpg.Connection, req: PlannedRequest, policy: ExecutionPolicy, now: datetime, *, by: str
 ) -> ExecutionResult:
     plan = _dry_run_plan(req, policy)
     reason = "dry-run mode: recorded what would run, ran nothing"
@@ -405,7 +663,7 @@ async def _retrying(what: str, attempt, *, deadline_s: float = 120.0):
 
 
 async def _run_and_record(
-    req: ExecutionRequest,
+    req: PlannedRequest,
     *,
     pool: asyncpg.Pool,
     settings: Settings,
@@ -432,7 +690,7 @@ async def _run_and_record(
         async with pool.acquire() as conn, conn.transaction():
             history_id = await conn.fetchval(
                 q.insert_history, req.error_log_id, req.solution_id, status, output, duration, now,
-                executed_by, req.request_id,
+                executed_by, req.request_id, req.target_key, req.target,
             )  # fmt: skip
             if history_id is None:  # an earlier attempt committed; its answer was lost
                 return await conn.fetchval(q.history_id_for_request, req.request_id), None
@@ -445,6 +703,7 @@ async def _run_and_record(
                 await conn.execute(
                     q.insert_verification, history_id, req.hash_signature, req.solution_id, req.request_id,
                     req.error_log_id, finished, finished + timedelta(seconds=settings.verification_window_s),
+                    req.target_key, req.action,
                 )  # fmt: skip
             return history_id, state
 
@@ -503,22 +762,23 @@ async def _apply_verdicts(
 
 
 async def record_recurrence(
-    hash_signature: str,
-    event_time: datetime,
+    req: PlannedRequest,
     *,
     pool: asyncpg.Pool,
     settings: Settings,
     now: datetime | None = None,
-    request_id: str | None = None,
 ) -> list[ExecutionResult]:
-    """The error ``hash_signature`` happened at ``event_time``: a pending verification whose run
-    finished before that, and whose window covers it, is ``recurred``."""
+    """The object ``req`` is bound to needed the same kind of action again at its event time:
+    a pending verification of a run on that object, finished before then and whose window
+    covers it, is ``recurred``. Another object with the same error proves nothing about this
+    run. (A run recorded before objects were bound is judged by its error hash.)"""
     now = utc_naive(now)
-    evidence = f"the error recurred at {utc_naive(event_time):%Y-%m-%d %H:%M:%S} UTC"
-    if request_id:
-        evidence += f" (request {request_id})"
+    at = utc_naive(req.event_time)
+    evidence = f"{req.target_key or 'the error'} needed {req.action or 'the action'} again at {at:%Y-%m-%d %H:%M:%S} UTC (request {req.request_id})"
     async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(queries().recurred_by_request, hash_signature, utc_naive(event_time), now, evidence)
+        rows = await conn.fetch(
+            queries().recurred_by_request, req.hash_signature, at, now, evidence, req.target_key, req.action
+        )
         return await _apply_verdicts(conn, rows, "recurred", settings, now)
 
 
@@ -552,47 +812,131 @@ async def approve(
     *,
     pool: asyncpg.Pool,
     settings: Settings,
-    policy: ExecutionPolicy,
     now: datetime | None = None,
-    runtime: Runtime | None = None,
-) -> tuple[ApprovalEvent, list[ExecutionResult]]:
-    """Approve and run the request (in dry-run mode: record what would run). ``by`` becomes
-    ``executed_by``. A person's approval overrides staleness, the analysis decision, the breaker
-    and the cooldown; it does not override the kill switch, ``off`` or the policy."""
+) -> tuple[ApprovalEvent, ExecutionRequest]:
+    """Record a person's approval; return the event and the pointer to publish on the execution
+    topic. Nothing runs here: the execute stage of the running service carries the request out
+    (once), with ``executed_by`` = ``by``. It also runs approvals whose pointer never arrived
+    (:func:`approved_waiting`). A person's approval overrides staleness, the analysis view, the
+    breaker, the budgets and the hold; it does not override the kill switch, ``off`` or the
+    policy."""
     now = utc_naive(now)
-    runtime = runtime or Runtime()
-    by = (by or "").strip()[:50]
-    if not by:
-        raise ApprovalError("an approver name is required")
+    by = _approver(by)
     q = queries()
     async with pool.acquire() as conn, conn.transaction():
-        if settings.execution_mode == "off":
-            raise ApprovalError("execution_mode is off: nothing can run; the approval stays pending")
-        killed, why = await kill_switch_on(conn, settings)
-        if killed:
-            raise ApprovalError(f"{why}: the approval stays pending")
+        await _can_run(conn, settings)
         row = await conn.fetchrow(q.approval_decide, approval_id, "approved", by, now, None)
         if row is None:
             raise ApprovalError(await _why_not_pending(conn, approval_id, now))
-        req = ExecutionRequest.model_validate(row["request"])
-        event = _approval_event(row)
-        await conn.execute(q.lock_solution_hash, req.hash_signature, req.solution_id)
-        if await conn.fetchval(q.start_approved_run, req.request_id, "running") is None:
-            raise ApprovalError(f"request {req.request_id} is not waiting for approval")
-        refused = _refusals(req, policy)
-        if refused:
-            reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)
-            await _decide(conn, req, "denied", reason, now, details={"refused": refused}, by=by)
-            await _finish(conn, req, "denied", now)
-            return event, [_result(req, "denied", reason, now, executed_by=by, details={"refused": refused})]
-        if settings.execution_mode == "dry-run":
-            await conn.execute(q.take_slot, req.request_id, "dry_run", now, "done")
-            return event, [await _record_dry_run(conn, req, policy, now, by=by)]
-        await conn.execute(q.take_slot, req.request_id, "live", now, "running")
-    result = await _run_and_record(
-        req, pool=pool, settings=settings, policy=policy, now=now, runtime=runtime, executed_by=by, approved=True
-    )
-    return event, [result]
+        req = await _stored(conn, row["request_id"])
+        await _decide(conn, req, "approved", f"approved by {by}", now, details={"approval_id": approval_id}, by=by)
+    return _approval_event(row), req.pointer()
+
+
+def _approver(by: str) -> str:
+    by = (by or "").strip()[:50]
+    if not by:
+        raise ApprovalError("an approver name is required")
+    return by
+
+
+async def _can_run(conn: asyncpg.Connection, settings: Settings) -> None:
+    if settings.execution_mode == "off":
+        raise ApprovalError("execution_mode is off: nothing can run; the approval stays pending")
+    killed, why = await kill_switch_on(conn, settings)
+    if killed:
+        raise ApprovalError(f"{why}: the approval stays pending")
+
+
+async def _stored(conn: asyncpg.Connection | asyncpg.Pool, request_id: str) -> PlannedRequest:
+    row = await conn.fetchrow(queries().planned_request, request_id)
+    if row is None:
+        raise ApprovalError(f"request {request_id} is not stored")
+    return PlannedRequest.model_validate(row["request"])
+
+
+async def approve_incident(
+    incident_id: int,
+    by: str,
+    objects: list[str] | None = None,
+    *,
+    pool: asyncpg.Pool,
+    settings: Settings,
+    now: datetime | None = None,
+) -> tuple[ApprovalEvent, list[ExecutionRequest]]:
+    """Approve a held incident for every object (``objects`` None) or the named ones (target
+    keys); the rest are rejected. Returns the pointers to publish: the execute stage runs each
+    approved object's request once."""
+    now = utc_naive(now)
+    by = _approver(by)
+    q = queries()
+    async with pool.acquire() as conn, conn.transaction():
+        await _can_run(conn, settings)
+        incident = await conn.fetchrow(q.incident_decide, incident_id, by, now)
+        if incident is None:
+            raise ApprovalError(await _why_incident_not_pending(conn, incident_id, now))
+        held = {r["target_key"]: r for r in await conn.fetch(q.incident_objects, incident_id)}
+        chosen = list(held) if objects is None else list(dict.fromkeys(objects))
+        unknown = [o for o in chosen if o not in held]
+        if unknown:
+            raise ApprovalError(f"incident {incident_id} does not hold {', '.join(unknown)}")
+        pointers = []
+        for key, row in held.items():
+            req = await _stored(conn, row["request_id"])
+            if key in chosen:
+                await conn.execute(q.incident_object_decide, incident_id, key, "approved", by, now)
+                await _decide(conn, req, "approved", f"incident {incident_id} approved by {by}", now,
+                              details={"incident_id": incident_id}, by=by)  # fmt: skip
+                pointers.append(req.pointer())
+            else:
+                await conn.execute(q.incident_object_decide, incident_id, key, "rejected", by, now)
+                await _close(conn, req, "denied", f"incident {incident_id}: {by} approved other objects", now, by=by)
+        event = await incident_event(conn, incident_id)
+    return event, pointers
+
+
+async def reject_incident(
+    incident_id: int, by: str, reason: str | None = None, *, pool: asyncpg.Pool, now: datetime | None = None
+) -> tuple[ApprovalEvent, list[ExecutionResult]]:
+    now = utc_naive(now)
+    by = (by or "").strip()[:50] or "unknown"
+    q = queries()
+    results = []
+    async with pool.acquire() as conn, conn.transaction():
+        if await conn.fetchrow(q.incident_decide, incident_id, by, now) is None:
+            raise ApprovalError(await _why_incident_not_pending(conn, incident_id, now))
+        why = f"incident {incident_id} rejected by {by}" + (f": {reason}" if reason else "")
+        for row in await conn.fetch(q.incident_objects, incident_id):
+            await conn.execute(q.incident_object_decide, incident_id, row["target_key"], "rejected", by, now)
+            req = await _stored(conn, row["request_id"])
+            results += (await _close(conn, req, "denied", why, now, by=by)).results
+        event = await incident_event(conn, incident_id)
+    return event, results
+
+
+async def _why_incident_not_pending(conn: asyncpg.Connection, incident_id: int, now: datetime) -> str:
+    row = await conn.fetchrow(queries().incident_get, incident_id)
+    if row is None:
+        return f"incident {incident_id} does not exist"
+    if row["status"] == "pending" and row["expires_at"] <= now:
+        return f"incident {incident_id} expired at {row['expires_at']:%Y-%m-%d %H:%M:%S} UTC"
+    return f"incident {incident_id} is already {row['status']} (by {row['decided_by']})"
+
+
+async def list_incidents(*, pool: asyncpg.Pool, status: str | None = "pending", limit: int = 50) -> list[dict[str, Any]]:
+    out = []
+    for row in await pool.fetch(queries().incidents_list, status, limit):
+        out.append({**dict(row), **await incident_summary(pool, row["id"])})
+    return out
+
+
+async def approved_waiting(*, pool: asyncpg.Pool, settings: Settings, now: datetime | None = None) -> list[ExecutionRequest]:
+    """Pointers of approved requests the execute stage has not started after
+    ``approved_sweep_after_s`` (the approver's publish was lost): the stage runs them."""
+    now = utc_naive(now)
+    since = now - timedelta(seconds=settings.approved_sweep_after_s)
+    rows = await pool.fetch(queries().approved_waiting, since)
+    return [PlannedRequest.model_validate(r["request"]).pointer() for r in rows]
 
 
 async def _why_not_pending(conn: asyncpg.Connection, approval_id: int, now: datetime) -> str:
@@ -620,28 +964,75 @@ async def reject(
         )
         if row is None:
             raise ApprovalError(await _why_not_pending(conn, approval_id, now))
-        req = ExecutionRequest.model_validate(row["request"])
+        req = await _stored(conn, row["request_id"])
         why = f"rejected by {by}" + (f": {reason}" if reason else "")
-        await _decide(conn, req, "denied", why, now, details={"approval_id": approval_id}, by=by)
-        await _finish(conn, req, "denied", now)
-    return _approval_event(row), [_result(req, "denied", why, now, executed_by=by)]
+        plan = await _close(conn, req, "denied", why, now, details={"approval_id": approval_id}, by=by)
+    return _approval_event(row), plan.results
 
 
 async def expire_approvals(
     *, pool: asyncpg.Pool, now: datetime | None = None
 ) -> tuple[list[ApprovalEvent], list[ExecutionResult]]:
-    """Deny every pending approval past its expiry."""
+    """Deny every pending approval and incident past its expiry."""
     now = utc_naive(now)
+    q = queries()
     events, results = [], []
     async with pool.acquire() as conn, conn.transaction():
-        for row in await conn.fetch(queries().approvals_expire, now):
-            req = ExecutionRequest.model_validate(row["request"])
+        for row in await conn.fetch(q.approvals_expire, now):
+            req = await _stored(conn, row["request_id"])
             why = f"approval {row['id']} expired undecided at {row['expires_at']:%Y-%m-%d %H:%M:%S} UTC"
-            await _decide(conn, req, "denied", why, now, details={"approval_id": row["id"], "expired": True})
-            await _finish(conn, req, "denied", now)
+            results += (await _close(conn, req, "denied", why, now, details={"approval_id": row["id"], "expired": True})).results
             events.append(_approval_event(row))
-            results.append(_result(req, "denied", why, now))
+        for row in await conn.fetch(q.incidents_expire, now):
+            why = f"incident {row['id']} expired undecided at {row['expires_at']:%Y-%m-%d %H:%M:%S} UTC"
+            for obj in await conn.fetch(q.incident_objects, row["id"]):
+                await conn.execute(q.incident_object_decide, row["id"], obj["target_key"], "expired", None, now)
+                req = await _stored(conn, obj["request_id"])
+                results += (await _close(conn, req, "denied", why, now, details={"incident_id": row["id"]})).results
+            events.append(await incident_event(conn, row["id"]))
     return events, results
+
+
+# --- the reaper ----------------------------------------------------------------------------
+
+
+async def reap_lost_runs(*, pool: asyncpg.Pool, settings: Settings, now: datetime | None = None) -> list[ExecutionResult]:
+    """Runs that took their live slot more than ``run_lost_after_s`` ago and never recorded an
+    outcome (the executor crashed, or hung past every timeout): each gets an ``unknown``
+    execution_history row (the success rate and the breaker count it as a failure), a 'lost'
+    decision, and its request is finished, so it is never run again without a new decision."""
+    now = utc_naive(now)
+    q = queries()
+    results = []
+    async with pool.acquire() as conn, conn.transaction():
+        for row in await conn.fetch(q.lost_runs, now - timedelta(seconds=settings.run_lost_after_s)):
+            req = await _stored(conn, row["request_id"]) if row["planned"] else None
+            if req is None:  # a run from before requests were stored; record what the claim knows
+                req = PlannedRequest(
+                    request_id=row["request_id"], error_log_id=row["error_log_id"] or 0,
+                    hash_signature=row["hash_signature"], solution_id=row["solution_id"], solution_source="manual",
+                    commands=[], decision="approval", reason="", event_time=row["slot_at"], requested_at=row["slot_at"],
+                )  # fmt: skip
+            reason = (
+                f"lost: the run claimed by {row['claimed_by']} at {row['slot_at']:%Y-%m-%d %H:%M:%S} UTC recorded"
+                f" no outcome within run_lost_after_s={settings.run_lost_after_s:g} (crash or timeout);"
+                " recorded as unknown, not re-run without a decision"
+            )
+            history_id = await conn.fetchval(
+                q.insert_history, req.error_log_id, req.solution_id, "unknown", reason,
+                (now - row["slot_at"]).total_seconds(), row["slot_at"], (row["claimed_by"] or AUTO)[:50],
+                req.request_id, req.target_key, req.target,
+            )  # fmt: skip
+            await conn.execute(q.finish_request, req.request_id, "done", "lost", now)
+            state = await conn.fetchrow(q.solution_after_run, req.solution_id, True, False, settings.breaker_threshold, now)
+            await _decide(conn, req, "lost", reason, now, details={"execution_history_id": history_id})
+            log.error("execution request %s: %s", req.request_id[:16], reason)
+            details = {"claimed_by": row["claimed_by"]}
+            if state is not None:
+                details["consecutive_failures"] = state["consecutive_failures"]
+                details["breaker_tripped"] = state["tripped_at"] is not None
+            results.append(_result(req, "lost", reason, now, execution_history_id=history_id, details=details))
+    return results
 
 
 async def set_kill_switch(on: bool, by: str, *, pool: asyncpg.Pool, now: datetime | None = None) -> dict[str, Any]:
@@ -652,3 +1043,17 @@ async def set_kill_switch(on: bool, by: str, *, pool: asyncpg.Pool, now: datetim
 async def get_kill_switch(*, pool: asyncpg.Pool) -> dict[str, Any]:
     row = await pool.fetchrow(queries().kill_switch_get)
     return dict(row) if row else {"kill_switch": False, "updated_by": None, "updated_at": None}
+
+
+async def set_playbook_enabled(
+    name: str, enabled: bool, by: str, *, pool: asyncpg.Pool, now: datetime | None = None
+) -> dict[str, Any]:
+    """Switch a playbook off (its stored solutions stop running automatically in every executor
+    copy, at their next decision) or back on."""
+    now = utc_naive(now)
+    row = await pool.fetchrow(queries().playbook_control_set, name[:100], None if enabled else now, (by or "unknown")[:50], now)
+    return dict(row)
+
+
+async def list_playbook_controls(*, pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    return [dict(r) for r in await pool.fetch(queries().playbook_controls)]

@@ -6,8 +6,9 @@ a time in partition order. For each record:
 1. Validate it into :class:`AnalysisEvent`. A record that is not one goes to the dead-letter
    topic with the reason and its origin (:class:`DeadLetterHeaders`), then it is acked.
 2. Run :func:`handlers.analyze.analyze`.
-3. Publish the :class:`ExecutionRequest` to ``elk.errors.execution`` keyed by hash_signature and
-   wait for the broker's acknowledgement.
+3. Publish the pointer (:class:`ExecutionRequest`) at the request the handler stored in
+   ``planned_requests`` to ``elk.errors.execution`` keyed by hash_signature and wait for the
+   broker's acknowledgement.
 4. Only then ``msg.ack()``.
 
 Why this shape (see shared/notes/kafka-and-faststream.md): FastStream's default ``ACK_FIRST``
@@ -124,7 +125,7 @@ class AnalyzeStage(SubscribedStage):
         )
         if result.request is not None:
             await self.broker.publish(
-                result.request,
+                result.request.pointer(),
                 topic=self.settings.topic_execution,
                 key=event.hash_signature.encode(),
             )

@@ -462,12 +462,15 @@ class App:
     async def _asyncapi_json(self, _: web.Request) -> web.Response:
         return web.json_response(self._document())
 
-    async def _publish(self, results: list[ExecutionResult], events: list[ApprovalEvent]) -> None:
-        """What a decision in the console changed, on the results and approvals topics."""
+    async def _publish(
+        self, results: list[ExecutionResult], events: list[ApprovalEvent], pointers: list[ExecutionRequest] = ()
+    ) -> None:
+        """What a decision in the console changed, on the results and approvals topics, and
+        approved requests on the execution topic (the execute stage runs them)."""
         if self.broker is not None:
             from streams.execute import publish_outcomes
 
-            await publish_outcomes(self.broker, self.settings, results, events)
+            await publish_outcomes(self.broker, self.settings, results, events, pointers)
 
 
 def create_app(

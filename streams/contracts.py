@@ -6,9 +6,11 @@ error land on one partition and are handled in order by one consumer of each gro
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -81,21 +83,65 @@ class CommandSpec(Contract):
     critical: bool = Field(False, description="a failure stops the remaining commands")
 
 
-class ExecutionRequest(Contract):
-    """Analyze -> execute, on ``elk.errors.execution``."""
+class PlannedRequest(Contract):
+    """What the analysis stage stores in ``planned_requests`` for the execute stage: everything
+    a run needs, bound to one object. It never travels on a topic; :meth:`pointer` does."""
 
     request_id: str = Field(description="idempotency key: one run at most per request id")
     error_log_id: int
     hash_signature: str
     solution_id: int
     solution_source: str = Field(description="playbook, llm or manual")
-    commands: list[CommandSpec]
-    decision: Literal["auto", "approval"] = Field(description="run automatically, or ask a person")
+    playbook_name: str | None = Field(None, description="the playbook the solution was stored from")
+    commands: list[CommandSpec] = Field(description="rendered for the bound object")
+    decision: Literal["auto", "approval"] = Field(description="the analysis stage's view; the execute stage decides")
     reason: str = Field(description="why that decision")
     choice_reason: str = Field("", description="why this solution among the candidates")
     pattern: PatternRef | None = None
+    target: dict[str, Any] | None = Field(None, description="the one object the commands touch (targets.Target)")
+    action: str = Field("", description="the kind of action, e.g. kubectl:rollout restart:deployment")
+    signs: dict[str, Any] = Field(default_factory=dict, description="node, dependency host: what incidents share")
     event_time: datetime = Field(description="when the error happened (staleness is judged on it)")
-    replay: bool = False
+    replay: bool = Field(False, description="history mark: never remediated unless the operator asked")
+    requested_at: datetime
+
+    @property
+    def target_key(self) -> str | None:
+        return (self.target or {}).get("key")
+
+    @property
+    def namespace(self) -> str | None:
+        return (self.target or {}).get("namespace")
+
+    def digest(self) -> str:
+        """SHA-256 of the canonical JSON of the whole request."""
+        body = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(body).hexdigest()
+
+    def pointer(self) -> ExecutionRequest:
+        return ExecutionRequest(
+            request_id=self.request_id,
+            error_log_id=self.error_log_id,
+            hash_signature=self.hash_signature,
+            solution_id=self.solution_id,
+            digest=self.digest(),
+            requested_at=self.requested_at,
+        )
+
+
+class ExecutionRequest(Contract):
+    """Analyze (or an approval) -> execute, on ``elk.errors.execution``: a pointer at a
+    ``planned_requests`` row. The execute stage loads the row and refuses (``decision_log``
+    'refused') a message whose ids or digest differ from it, or that carries anything else
+    (commands, a decision, flags): what runs is decided by the database, never the message."""
+
+    model_config = ConfigDict(extra="allow")
+
+    request_id: str = Field(description="planned_requests.request_id")
+    error_log_id: int
+    hash_signature: str
+    solution_id: int
+    digest: str = Field(description="PlannedRequest.digest() of the stored row")
     requested_at: datetime
 
 
@@ -129,6 +175,10 @@ class ApprovalEvent(Contract):
     decided_by: str | None = None
     expires_at: datetime
     history: list[dict[str, Any]] = Field(default_factory=list, description="recent runs of the solution")
+    target_key: str | None = Field(None, description="the object the request acts on")
+    incident: dict[str, Any] | None = Field(
+        None, description="systemic hold: {id, action, objects: [...], signs: {...}} (approval_id is the incident's id)"
+    )
 
 
 class DeadLetterHeaders:

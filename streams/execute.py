@@ -3,10 +3,13 @@
 One FastStream subscriber (group ``elk-resolver-execute``), ``AckPolicy.MANUAL``, one message at
 a time in partition order. For each record:
 
-1. Validate it into :class:`ExecutionRequest`; a record that is not one goes to the dead-letter
-   topic with the reason and its origin (:class:`DeadLetterHeaders`), then it is acked.
-2. :func:`handlers.execute.handle_request` decides and maybe runs (see its module docstring for
-   the guard order). It is retried on transient errors with backoff; a retry after the claim
+1. Validate it into :class:`ExecutionRequest` (a pointer: ids and a digest); a record that is
+   not one goes to the dead-letter topic with the reason and its origin
+   (:class:`DeadLetterHeaders`), then it is acked.
+2. :func:`handlers.execute.handle_request` loads the stored request the pointer names (refusing
+   a message that is not what the database holds), decides and maybe runs (see its module
+   docstring for the guard order). Approvals are carried out here too: the approver's CLI
+   records the decision and publishes a pointer; this stage runs the approved request once. It is retried on transient errors with backoff; a retry after the claim
    committed answers ``duplicate`` and runs nothing, so a retry can never run a command twice.
 3. Every :class:`ExecutionResult` is published to ``elk.errors.results`` keyed by hash_signature
    (pending approvals also as :class:`ApprovalEvent` on ``elk.errors.approvals``), each awaited
@@ -16,8 +19,9 @@ a time in partition order. For each record:
 
 The handler never returns with a record unfinished (``msg.ack()`` commits the position of every
 assigned partition): it finishes the record or raises only while the stage is stopping, when no
-later ack follows. A background task expires approvals and judges verifications every
-``maintenance_interval_s`` and publishes what they decide.
+later ack follows. A background task, every ``maintenance_interval_s``, expires approvals and
+incidents, judges verifications, records lost runs (the reaper), runs approved requests whose
+pointer never arrived, and publishes what they decide.
 """
 
 from __future__ import annotations
@@ -34,8 +38,16 @@ from pydantic import ValidationError
 
 from elk_resolver import notify
 from elk_resolver.executors.elasticsearch import make_client
+from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
-from handlers.execute import Runtime, expire_approvals, handle_request, verify_outcomes
+from handlers.execute import (
+    Runtime,
+    approved_waiting,
+    expire_approvals,
+    handle_request,
+    reap_lost_runs,
+    verify_outcomes,
+)
 from streams import metrics
 from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, is_transient, validation_detail
 from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
@@ -58,9 +70,13 @@ async def publish_outcomes(
     settings: Settings,
     results: list[ExecutionResult],
     approvals: list[ApprovalEvent] = (),  # type: ignore[assignment]
+    pointers: list[ExecutionRequest] = (),  # type: ignore[assignment]
 ) -> None:
     """Publish results (and approval events, including those carried by ``pending_approval``
-    results) keyed by hash_signature; return once the broker has acknowledged every one."""
+    results) keyed by hash_signature, and pointers at approved requests on the execution topic
+    (the execute stage carries them out); return once the broker has acknowledged every one."""
+    for pointer in pointers:
+        await broker.publish(pointer, topic=settings.topic_execution, key=pointer.hash_signature.encode())
     events = list(approvals)
     for result in results:
         carried = result.details.get("approval") if result.outcome == "pending_approval" else None
@@ -86,12 +102,14 @@ class ExecuteStage(SubscribedStage):
         env: Mapping[str, str] | None = None,
         instance: str | None = None,
         maintenance_interval_s: float = 2.0,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.broker = broker
         self.group_id = group_id or settings.group_execute
         self.policy = policy or ExecutionPolicy.from_settings(settings)
+        self.catalogue = catalogue if catalogue is not None else load_from_settings(settings)
         self.maintenance_interval_s = maintenance_interval_s
         self._env = env
         self._instance = instance
@@ -142,7 +160,8 @@ class ExecuteStage(SubscribedStage):
 
             async def decide() -> None:
                 results[:] = await handle_request(
-                    req, pool=self.pool, settings=self.settings, policy=self.policy, runtime=self._runtime
+                    req, pool=self.pool, settings=self.settings, policy=self.policy, runtime=self._runtime,
+                    catalogue=self.catalogue,
                 )
 
             await self._worker.retrying(decide, record, failed_reason="execution-failed")
@@ -156,9 +175,16 @@ class ExecuteStage(SubscribedStage):
     # -- approvals expiry and verification ------------------------------------------------------
 
     async def maintain_once(self, now: datetime | None = None) -> list[ExecutionResult]:
-        """Expire approvals, judge verifications, publish what changed; return the results."""
+        """Expire approvals, judge verifications, reap lost runs, run approvals whose pointer was
+        lost; publish what changed; return the results."""
         events, results = await expire_approvals(pool=self.pool, now=now)
         results += await verify_outcomes(pool=self.pool, settings=self.settings, now=now)
+        results += await reap_lost_runs(pool=self.pool, settings=self.settings, now=now)
+        for pointer in await approved_waiting(pool=self.pool, settings=self.settings, now=now):
+            results += await handle_request(
+                pointer, pool=self.pool, settings=self.settings, policy=self.policy,
+                runtime=self._runtime, catalogue=self.catalogue, now=now,
+            )  # fmt: skip
         if results or events:
             await publish_outcomes(self.broker, self.settings, results, events)
             await notify.outcomes(self.pool, self.settings, results, events)

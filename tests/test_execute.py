@@ -18,6 +18,7 @@ from handlers.execute import (
     ApprovalError,
     Runtime,
     approve,
+    approved_waiting,
     expire_approvals,
     handle_request,
     list_approvals,
@@ -25,7 +26,9 @@ from handlers.execute import (
     set_kill_switch,
     verify_outcomes,
 )
-from streams.contracts import ExecutionRequest
+from elk_resolver.targets import target_of_command
+from handlers.analyze import store_request
+from streams.contracts import PatternRef, PlannedRequest
 from tests.support.es_stub import EsStub
 from tests.support.fake_kubectl import write_fake_kubectl
 
@@ -78,16 +81,22 @@ async def seed(pool, *, commands=None, source="playbook", message=None) -> tuple
     return error_log_id, solution_id, hash_
 
 
-def request(ids, commands=None, *, request_id=None, at=T0, **extra) -> ExecutionRequest:
+def request(ids, commands=None, *, request_id=None, at=T0, **extra) -> PlannedRequest:
+    """A request as the analysis stage stores it, bound to the object its first command names."""
     error_log_id, solution_id, hash_ = ids
-    return ExecutionRequest.model_validate(
+    commands = commands if commands is not None else [kube()]
+    target, action, _ = target_of_command(commands[0]) if commands else (None, "", "")
+    return PlannedRequest.model_validate(
         {
+            "target": target.as_dict() if target else None,
+            "action": action,
+            "pattern": AUTO_PATTERN,
             "request_id": request_id or uuid.uuid4().hex,
             "error_log_id": error_log_id,
             "hash_signature": hash_,
             "solution_id": solution_id,
             "solution_source": "playbook",
-            "commands": commands if commands is not None else [kube()],
+            "commands": commands,
             "decision": "auto",
             "reason": "pattern auto_resolve, every command safe, playbook trusted",
             "event_time": at,
@@ -114,10 +123,34 @@ async def solution(pool, solution_id):
     return await pool.fetchrow("SELECT * FROM solutions WHERE id = $1", solution_id)
 
 
+# A pattern row that allows auto_resolve (the design document's seed data has them).
+AUTO_PATTERN = {"id": 0, "name": "auto", "category": "kubernetes", "priority": 1, "auto_resolve": True}
+
+
+async def stored(pool, req: PlannedRequest):
+    """Store ``req`` as the analysis stage would (the pattern placeholder becomes a real
+    auto_resolve pattern row) and return the pointer the execution topic carries."""
+    if req.pattern is not None and req.pattern.id == 0:
+        row = await pool.fetchrow("SELECT id, pattern_name, error_category FROM error_patterns WHERE auto_resolve ORDER BY id LIMIT 1")
+        pattern = PatternRef(id=row["id"], name=row["pattern_name"], category=row["error_category"], priority=1, auto_resolve=True)
+        req = req.model_copy(update={"pattern": pattern})
+    return (await store_request(pool, req)).pointer()
+
+
 async def handle(req, pool, settings, now=T0, **kw):
     return await handle_request(
-        req, pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings), now=now, **kw
+        await stored(pool, req), pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings), now=now, **kw
     )
+
+
+async def approve_and_run(approval_id, by, *, pool, settings, now=None, policy=None, runtime=None):
+    """A person approves (recorded in the database); the execute stage gets the pointer and runs it."""
+    event, pointer = await approve(approval_id, by, pool=pool, settings=settings, now=now)
+    results = await handle_request(
+        pointer, pool=pool, settings=settings, policy=policy or ExecutionPolicy.from_settings(settings), now=now,
+        runtime=runtime,
+    )  # fmt: skip
+    return event, results
 
 
 # --- runs and the document's trigger -------------------------------------------------------
@@ -235,7 +268,7 @@ async def test_a_thousand_identical_requests_within_a_minute_cause_exactly_one_r
     # Many connections, so the requests really race each other in the database.
     async with await create_pool(database_url, min_size=10, max_size=20) as pool:
         ids = await seed(pool)
-        reqs = [request(ids, at=T0 + timedelta(milliseconds=i * 50)) for i in range(1000)]
+        reqs = [await stored(pool, request(ids, at=T0 + timedelta(milliseconds=i * 50))) for i in range(1000)]
         # Two "instances" (different claim identities), each with its own concurrency.
         runtimes = [Runtime(instance="executor-a"), Runtime(instance="executor-b")]
         results = await asyncio.gather(
@@ -274,13 +307,17 @@ async def test_hourly_cap_limits_runs_even_without_cooldown(pool, database_url, 
     assert last.outcome == "success"
 
 
-async def test_cooldown_is_per_solution_and_hash(pool, database_url, tmp_path):
+async def test_cooldown_is_per_object_whatever_error_or_solution_asks(pool, database_url, tmp_path):
     fake = write_fake_kubectl(tmp_path)
     settings = exec_settings(database_url, fake)
-    a, b = await seed(pool), await seed(pool)
+    a, b, c = await seed(pool), await seed(pool), await seed(pool)
+    other = [kube("kubectl rollout restart deployment/billing -n payments")]
     [ra] = await handle(request(a), pool, settings)
-    [rb] = await handle(request(b), pool, settings)
-    assert (ra.outcome, rb.outcome) == ("success", "success")
+    [rb] = await handle(request(b), pool, settings)  # another error, another solution, same deployment
+    [rc] = await handle(request(c, other), pool, settings)  # another deployment
+    assert (ra.outcome, rb.outcome, rc.outcome) == ("success", "skipped", "success")
+    assert "deployment/api" in rb.reason and rb.reason.startswith("cooldown")
+    assert [call[2] for call in fake.calls()] == ["deployment/api", "deployment/billing"]
     [*_, again] = await handle(request(a, at=T0 + timedelta(minutes=5)), pool, settings, now=T0 + timedelta(minutes=5))
     assert again.outcome == "skipped"
     [*_, after] = await handle(request(a, at=T0 + timedelta(minutes=11)), pool, settings, now=T0 + timedelta(minutes=11))
@@ -319,7 +356,7 @@ async def test_breaker_trips_after_n_failures_and_routes_the_next_request_to_app
 
     # A person approves a run that succeeds: the breaker closes.
     fake.path.write_text(fake.path.read_text().replace('CONFIG["default"])', '"ok")'))
-    _, [run] = await approve(
+    _, [run] = await approve_and_run(
         pending["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
         now=now + timedelta(minutes=1),
     )  # fmt: skip
@@ -349,7 +386,7 @@ async def test_same_request_raced_by_two_instances_runs_once(database_url, tmp_p
     policy = ExecutionPolicy.from_settings(settings)
     async with await create_pool(database_url, min_size=4, max_size=8) as pool:
         ids = await seed(pool)
-        req = request(ids)
+        req = await stored(pool, request(ids))
         results = await asyncio.gather(
             *(
                 handle_request(req, pool=pool, settings=settings, policy=policy, now=T0, runtime=Runtime(instance=f"i{i}"))
@@ -364,8 +401,9 @@ async def test_same_request_raced_by_two_instances_runs_once(database_url, tmp_p
 # --- approvals -------------------------------------------------------------------------------
 
 
-async def _pending(pool, settings, ids, **extra):
-    [result] = await handle(request(ids, decision="approval", reason="LLM solution not yet trusted", **extra), pool, settings)
+async def _pending(pool, settings, ids, commands=None, **extra):
+    req = request(ids, commands, decision="approval", reason="LLM solution not yet trusted", **extra)
+    [result] = await handle(req, pool, settings)
     assert result.outcome == "pending_approval"
     return result
 
@@ -379,7 +417,7 @@ async def test_approve_runs_the_request_with_the_approvers_name(pool, database_u
     [row] = await list_approvals(pool=pool)
     assert row["status"] == "pending" and row["reason"].startswith("analysis requires approval")
 
-    event, [run] = await approve(
+    event, [run] = await approve_and_run(
         row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
         now=T0 + timedelta(minutes=1),
     )  # fmt: skip
@@ -391,7 +429,7 @@ async def test_approve_runs_the_request_with_the_approvers_name(pool, database_u
     assert len(fake.calls()) == 1
     # deciding twice does nothing
     with pytest.raises(ApprovalError, match="already approved"):
-        await approve(row["id"], "bob", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
+        await approve_and_run(row["id"], "bob", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
     assert len(fake.calls()) == 1
 
 
@@ -401,7 +439,7 @@ async def test_approve_in_dry_run_mode_records_dry_run(pool, database_url, tmp_p
     ids = await seed(pool)
     await _pending(pool, settings, ids)
     [row] = await list_approvals(pool=pool)
-    _, [result] = await approve(
+    _, [result] = await approve_and_run(
         row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings), now=T0
     )
     assert result.outcome == "dry_run" and result.executed_by == "alice"
@@ -423,7 +461,7 @@ async def test_reject_denies_and_runs_nothing(pool, database_url, tmp_path):
     assert logged["request_id"] == pending.request_id
     assert fake.calls() == [] and await history(pool) == []
     with pytest.raises(ApprovalError):
-        await approve(row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
+        await approve_and_run(row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
     assert fake.calls() == []
 
 
@@ -435,7 +473,7 @@ async def test_expired_approval_is_denied_and_can_no_longer_be_approved(pool, da
     [row] = await list_approvals(pool=pool)
     assert await expire_approvals(pool=pool, now=T0 + timedelta(seconds=30)) == ([], [])
     with pytest.raises(ApprovalError, match="expired"):
-        await approve(
+        await approve_and_run(
             row["id"], "alice", pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings),
             now=T0 + timedelta(seconds=61),
         )  # fmt: skip
@@ -475,7 +513,7 @@ async def test_kill_switch_setting_and_row_each_stop_everything(pool, database_u
     [r2] = await handle(request(ids), pool, live)
     assert r2.outcome == "skipped" and "oncall" in r2.reason
     with pytest.raises(ApprovalError, match="kill switch"):
-        await approve(row["id"], "alice", pool=pool, settings=live, policy=ExecutionPolicy.from_settings(live))
+        await approve_and_run(row["id"], "alice", pool=pool, settings=live, policy=ExecutionPolicy.from_settings(live))
     off = exec_settings(database_url, fake, execution_mode="off")
     await set_kill_switch(False, "oncall", pool=pool, now=T0)
     [r3] = await handle(request(ids), pool, off)
@@ -517,7 +555,9 @@ async def test_run_followed_by_the_same_error_inside_the_window_is_recurred(pool
     assert run.outcome == "success"
     later = T0 + timedelta(minutes=2)
     results = await handle(request(ids, at=later), pool, settings, now=later)
-    assert [r.outcome for r in results] == ["recurred", "pending_approval"]  # recurred opens the breaker (N=1)
+    # recurred opens the breaker (N=1); the object is inside its cooldown, so nothing is asked yet
+    assert [r.outcome for r in results] == ["recurred", "skipped"]
+    assert results[1].reason.startswith("cooldown")
     assert results[0].execution_history_id == run.execution_history_id
     s = await solution(pool, ids[1])
     assert (s["verified_run_count"], s["verified_success_count"], float(s["verified_success_rate"])) == (1, 0, 0.0)
@@ -526,20 +566,29 @@ async def test_run_followed_by_the_same_error_inside_the_window_is_recurred(pool
     assert await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(hours=1)) == []
 
 
-async def test_recurrence_seen_by_ingest_marks_the_run_recurred(pool, database_url, tmp_path):
+async def test_recurrence_is_judged_on_the_object_the_run_touched(pool, database_url, tmp_path):
+    """The same error on another workload proves nothing about this restart (issue 10: the other
+    workloads' recurrences marked it recurred and tripped the breaker); the same workload needing
+    the same action again does."""
     fake = write_fake_kubectl(tmp_path)
     settings = exec_settings(database_url, fake, verification_window_s=300)
     ids = await seed(pool)
     [run] = await handle(request(ids), pool, settings, now=T0)
+    other = request(ids, [kube("kubectl rollout restart deployment/billing -n payments")], at=T0 + timedelta(minutes=1))
+    await stored(pool, other)
+    # the same error hash was seen again too, on the other workload
     await pool.execute("SELECT ensure_error_occurrences_partition($1::date)", T0.date())
     await pool.execute(
         "INSERT INTO error_occurrences (event_identity, occurred_at, hash_signature) VALUES ('e1', $1, $2)",
-        (T0 + timedelta(minutes=1)).replace(tzinfo=None),
-        ids[2],
-    )
-    [verdict] = await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(minutes=2))
-    assert verdict.outcome == "recurred" and verdict.reason == "error_occurrences"
+        (T0 + timedelta(minutes=1)).replace(tzinfo=None), ids[2],
+    )  # fmt: skip
+    assert await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(minutes=2)) == []
+    await stored(pool, request(ids, at=T0 + timedelta(minutes=3)))  # deployment/api again
+    [verdict] = await verify_outcomes(pool=pool, settings=settings, now=T0 + timedelta(minutes=3, seconds=30))
+    assert verdict.outcome == "recurred" and verdict.reason.startswith("planned_requests")
     assert verdict.execution_history_id == run.execution_history_id
+    [h] = await history(pool)
+    assert h["target_key"] == "k8s:payments/deployment/api" and h["target"]["name"] == "api"
 
 
 async def test_run_followed_by_silence_is_resolved(pool, database_url, tmp_path):
@@ -573,7 +622,7 @@ async def test_cli_lists_approves_rejects_and_flips_the_kill_switch(pool, databa
     a, b = await seed(pool), await seed(pool)
     now = datetime.now(UTC)
     await _pending(pool, settings, a, at=now)
-    await _pending(pool, settings, b, at=now)
+    await _pending(pool, settings, b, [kube("kubectl rollout restart deployment/billing -n payments")], at=now)
 
     async def cli(*argv):
         out, err = io.StringIO(), io.StringIO()
@@ -586,7 +635,12 @@ async def test_cli_lists_approves_rejects_and_flips_the_kill_switch(pool, databa
 
     monkeypatch.setenv("USER", "carol")
     code, text, _ = await cli("approvals", "approve", str(first))
-    assert code == 0 and "approved by carol" in text and "success" in text
+    assert code == 0 and "approved by carol" in text and "handed to the execute stage" in text
+    assert fake.calls() == []  # nothing runs in the CLI process
+    # the execute stage finds the approved request (here: its sweep; live: the pointer) and runs it
+    [pointer] = await approved_waiting(pool=pool, settings=settings.model_copy(update={"approved_sweep_after_s": 0}))
+    [run] = await handle_request(pointer, pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
+    assert run.outcome == "success" and run.executed_by == "carol"
     code, text, _ = await cli("approvals", "reject", str(second), "--reason", "wrong fix", "--by", "dave")
     assert code == 0 and "rejected by dave" in text
     code, _, error = await cli("approvals", "approve", str(second))

@@ -13,10 +13,12 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
-from streams.contracts import DeadLetterHeaders, ExecutionRequest
+from elk_resolver.targets import target_of_command
+from streams.contracts import DeadLetterHeaders, ExecutionRequest, PlannedRequest
 from streams.execute import build_execute
 from tests.support.fake_kubectl import write_fake_kubectl
 from tests.support.polling import wait_for
+from tests.test_execute import AUTO_PATTERN, stored
 
 RESTART = "kubectl rollout restart deployment/api -n payments"
 
@@ -68,16 +70,21 @@ async def seed(pool) -> tuple[int, int, str]:
     return error_log_id, solution_id, hash_
 
 
-def request(ids, **extra) -> ExecutionRequest:
+def planned(ids, **extra) -> PlannedRequest:
     now = datetime.now(UTC)
-    return ExecutionRequest.model_validate(
+    commands = extra.pop("commands", [{"type": "kubectl", "command": RESTART, "safe": True, "critical": True}])
+    target, action, _ = target_of_command(commands[0])
+    return PlannedRequest.model_validate(
         {
+            "target": target.as_dict(),
+            "action": action,
+            "pattern": AUTO_PATTERN,
+            "commands": commands,
             "request_id": uuid.uuid4().hex,
             "error_log_id": ids[0],
             "hash_signature": ids[2],
             "solution_id": ids[1],
             "solution_source": "playbook",
-            "commands": [{"type": "kubectl", "command": RESTART, "safe": True, "critical": True}],
             "decision": "auto",
             "reason": "auto",
             "event_time": now,
@@ -85,6 +92,11 @@ def request(ids, **extra) -> ExecutionRequest:
             **extra,
         }
     )
+
+
+async def request(pool, ids, **extra) -> ExecutionRequest:
+    """Store a request as the analysis stage does; the pointer is what goes on the topic."""
+    return await stored(pool, planned(ids, **extra))
 
 
 def configure(settings, fake, **overrides):
@@ -95,6 +107,9 @@ def configure(settings, fake, **overrides):
             "kubectl_namespaces": ["payments"],
             "command_timeout_s": 5.0,
             "retry_backoff_initial_s": 0.1,
+            "fleet_max_actions": 100,
+            "fleet_max_actions_per_namespace": 100,
+            "systemic_hold_objects": 100,
             **overrides,
         }
     )
@@ -126,7 +141,7 @@ async def test_request_on_the_topic_runs_and_every_outcome_is_published_keyed_by
     async with Collector(settings.kafka_bootstrap_servers, settings.topic_results) as out:
         async with running(settings, pool) as (broker, [stage]):
             assert stage.ready
-            req = request(ids)
+            req = await request(pool, ids)
             await broker.publish(req, topic=settings.topic_execution, key=ids[2].encode())
             await wait_for(lambda: out.values(settings.topic_results), timeout=20, what="a result")
         [record] = [r for r in out.records]
@@ -142,7 +157,7 @@ async def test_a_replayed_request_read_by_two_executor_groups_runs_once(settings
     fake = write_fake_kubectl(tmp_path)
     settings = configure(settings, fake, cooldown_s=0, max_runs_per_hour=100)
     ids = await seed(pool)
-    req = request(ids)
+    req = await request(pool, ids)
     async with Collector(settings.kafka_bootstrap_servers, settings.topic_results) as out:
         # Two groups both receive every record: the strongest form of "two executors at once".
         async with running(settings, pool, f"g-{unique}-a", f"g-{unique}-b") as (broker, stages):
@@ -164,8 +179,10 @@ async def test_two_members_of_one_group_share_the_work_and_each_request_runs_onc
         group = settings.group_execute
         async with running(settings, pool, group, group) as (broker, stages):
             await wait_for(lambda: all(s.assignment for s in stages), timeout=20, what="both members assigned")
-            for ids in seeded:
-                await broker.publish(request(ids), topic=settings.topic_execution, key=ids[2].encode())
+            for i, ids in enumerate(seeded):  # eight deployments: eight objects
+                commands = [{"type": "kubectl", "command": f"kubectl rollout restart deployment/api{i} -n payments", "safe": True}]
+                pointer = await request(pool, ids, commands=commands)
+                await broker.publish(pointer, topic=settings.topic_execution, key=ids[2].encode())
             await wait_for(lambda: len(out.values(settings.topic_results)) >= 8, timeout=20, what="8 results")
             assert sum(s.handled for s in stages) == 8
     assert sorted(r["outcome"] for r in out.values(settings.topic_results)) == ["success"] * 8
@@ -180,7 +197,7 @@ async def test_invalid_request_goes_to_the_dead_letter_topic_with_its_coordinate
         async with running(settings, pool) as (broker, [stage]):
             await broker.publish(b"{not json", topic=settings.topic_execution, key=b"k")
             await broker.publish(b'{"request_id": "x"}', topic=settings.topic_execution, key=b"k")
-            await broker.publish(request(ids), topic=settings.topic_execution, key=b"k")  # after them, same partition
+            await broker.publish(await request(pool, ids), topic=settings.topic_execution, key=b"k")  # after them, same partition
             await wait_for(lambda: out.values(settings.topic_results), timeout=20, what="the valid request's result")
             await wait_for(lambda: len([r for r in out.records if r.topic == settings.topic_dlq]) == 2, timeout=10, what="2 DLQ records")
         dlq = [r for r in out.records if r.topic == settings.topic_dlq]
@@ -199,7 +216,7 @@ async def test_pending_approval_is_published_and_expires_in_the_background(setti
     ids = await seed(pool)
     async with Collector(settings.kafka_bootstrap_servers, settings.topic_results, settings.topic_approvals) as out:
         async with running(settings, pool) as (broker, [stage]):
-            req = request(ids, decision="approval", reason="LLM solution not yet trusted")
+            req = await request(pool, ids, decision="approval", reason="LLM solution not yet trusted")
             await broker.publish(req, topic=settings.topic_execution, key=ids[2].encode())
             await wait_for(
                 lambda: [a["status"] for a in out.values(settings.topic_approvals)] == ["pending", "expired"],

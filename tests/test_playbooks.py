@@ -43,11 +43,12 @@ CASES: list[tuple[str, str | None, str | None, dict[str, Any], list[str]]] = [
         "pod-crashloopbackoff-restart",
         "Pod CrashLoopBackOff",
         "kubernetes",
-        # a kubelet back-off event shipped by the event exporter: the subject is in the message
+        # a kubelet back-off event shipped by the event exporter in the same namespace: the
+        # subject is in the message (another namespace's subject is refused, see below)
         ecs_event(
             "Warning BackOff 2m (x14 over 9m) kubelet CrashLoopBackOff: back-off 5m0s restarting failed "
             "container=api pod=api-7d9c8b6f5-x2kzq_payments(8f1c2e4a-51b7-4d2e-9a63-0c5e7b1f2d44)",
-            namespace="monitoring",
+            namespace="payments",
             pod="event-exporter-6b8d9f7c5-p4t2v",
             container="event-exporter",
         ),
@@ -60,7 +61,7 @@ CASES: list[tuple[str, str | None, str | None, dict[str, Any], list[str]]] = [
         ecs_event(
             "Warning BackOff kubelet CrashLoopBackOff: back-off 2m40s restarting failed "
             "container=api pod=api-7d9c8b6f5-x2kzq_payments(8f1c2e4a-51b7-4d2e-9a63-0c5e7b1f2d44)",
-            namespace="monitoring",
+            namespace="payments",
             pod="event-exporter-6b8d9f7c5-p4t2v",
             container="event-exporter",
         ),
@@ -86,13 +87,13 @@ CASES: list[tuple[str, str | None, str | None, dict[str, Any], list[str]]] = [
         "network",
         ecs_event(
             "org.postgresql.util.PSQLException: could not connect to server: Connection refused\n"
-            '\tIs the server running on host "orders-db.shop-data.svc.cluster.local" (10.96.41.7) and accepting\n'
+            '\tIs the server running on host "orders-db.shop.svc.cluster.local" (10.96.41.7) and accepting\n'
             "\tTCP/IP connections on port 5432?",
             namespace="shop",
             pod="orders-api-5f7b9c6d4-q8w2n",
             container="orders-api",
         ),
-        ["kubectl rollout restart deployment/orders-db -n shop-data"],
+        ["kubectl rollout restart deployment/orders-db -n shop"],
     ),
     (
         "elasticsearch-read-only-index",
@@ -396,3 +397,27 @@ def test_ilm_error_step_as_elasticsearch_logs_it_renders_the_retry():
     (playbook,) = load_playbooks().find(None, "illegal_argument_exception", message)
     rendered = playbook.render({"namespace": "elk-stack"}, message=message)
     assert [c["command"] for c in rendered.commands] == ["ilm_retry index=.ds-logs-app-2024.05.01-0001"]
+
+
+def test_a_target_named_by_the_message_in_another_namespace_is_refused(catalogue) -> None:
+    """Issue 10: a line from namespace sandbox naming payments-api rendered a restart in payments.
+    The message may name a target only inside the event's own namespace; the event's own
+    workload (the sender) is not the subject either, so nothing renders."""
+    from elk_resolver.playbooks import ForeignTarget
+
+    event = ecs_event(
+        "could not connect to server: Connection refused (payments-api.payments.svc:8080)",
+        namespace="sandbox",
+        pod="toy-5f7b9c6d4-q8w2n",
+        container="toy",
+    )
+    with pytest.raises(ForeignTarget, match="outside the event's namespace"):
+        catalogue.get("connection-refused-restart-target").render(context_from_event(event), message=event["message"])
+    crash = ecs_event(
+        "kubelet CrashLoopBackOff: back-off 5m0s restarting failed container=api pod=api-7d9c8b6f5-x2kzq_payments(8f1c)",
+        namespace="monitoring",
+        pod="event-exporter-6b8d9f7c5-p4t2v",
+        container="event-exporter",
+    )
+    with pytest.raises(ForeignTarget):
+        catalogue.get("pod-crashloopbackoff-restart").render(context_from_event(crash), message=crash["message"])

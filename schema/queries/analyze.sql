@@ -55,3 +55,23 @@ WHERE error_hash = $1;
 -- name: analyze-release-llm
 -- Give a claim back when no call was made (rate limited): the hash may be asked again.
 DELETE FROM llm_requests WHERE error_hash = $1 AND outcome = 'pending';
+
+-- name: analyze-store-request
+-- The request the execute stage will load (the topic only carries a pointer). A redelivered
+-- analysis event replaces the row while no executor has claimed it (the newer pointer matches,
+-- an older one is refused); once claimed the row is final (no row back).
+INSERT INTO planned_requests AS p (
+    request_id, error_log_id, hash_signature, solution_id, pattern_id, target_key, namespace,
+    action, history, event_time, requested_at, request, digest
+)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13)
+ON CONFLICT (request_id) DO UPDATE SET
+    pattern_id = EXCLUDED.pattern_id, target_key = EXCLUDED.target_key, namespace = EXCLUDED.namespace,
+    action = EXCLUDED.action, history = EXCLUDED.history, event_time = EXCLUDED.event_time,
+    requested_at = EXCLUDED.requested_at, request = EXCLUDED.request, digest = EXCLUDED.digest
+    WHERE NOT EXISTS (SELECT 1 FROM execution_requests r WHERE r.request_id = p.request_id)
+RETURNING request_id;
+
+-- name: analyze-stored-request
+-- The stored request body.
+SELECT request FROM planned_requests WHERE request_id = $1;

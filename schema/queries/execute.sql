@@ -14,18 +14,15 @@ RETURNING kill_switch, updated_by, updated_at;
 
 -- name: claim-request
 -- The claim: exactly one caller gets a row back for a request id, however often it is delivered.
-INSERT INTO execution_requests (request_id, hash_signature, solution_id, error_log_id, claimed_by, claimed_at)
-VALUES ($1, $2, $3, $4, $5, $6)
+INSERT INTO execution_requests (request_id, hash_signature, solution_id, error_log_id, claimed_by, claimed_at,
+                                target_key, namespace)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (request_id) DO NOTHING
 RETURNING request_id;
 
--- name: lock-solution-hash
--- Serialises every decision about one solution for one error hash, across instances.
-SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::int::text, 5));
-
 -- name: solution-state
 -- What the breaker needs; NULL row when the solution does not exist.
-SELECT id, source, consecutive_failures, tripped_at, approved_success_count
+SELECT id, source, playbook_name, consecutive_failures, tripped_at, approved_success_count
 FROM solutions WHERE id = $1;
 
 -- name: solution-history
@@ -49,26 +46,153 @@ UPDATE execution_requests SET status = $2, outcome = $3, finished_at = $4 WHERE 
 -- The request waits for a person.
 UPDATE execution_requests SET status = 'awaiting_approval', outcome = 'pending_approval' WHERE request_id = $1;
 
--- name: pending-approval-for
--- An undecided, unexpired approval for the same solution and hash (one is enough to ask).
+-- name: pending-approval-for-object
+-- An undecided, unexpired approval for the same object (one is enough to ask).
 SELECT id FROM approvals
-WHERE hash_signature = $1 AND solution_id = $2 AND status = 'pending' AND expires_at > $3
+WHERE target_key = $1 AND status = 'pending' AND expires_at > $2
 ORDER BY id LIMIT 1;
 
 -- name: insert-approval
 -- A pending approval carrying the whole request.
-INSERT INTO approvals (request_id, hash_signature, solution_id, request, reason, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO approvals (request_id, hash_signature, solution_id, request, reason, created_at, expires_at, target_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 RETURNING id, created_at, expires_at;
 
--- name: recent-slots
--- Cooldown and hourly cap, counted over the runs (or would-be runs) of this solution for this hash.
-SELECT
-    (SELECT max(slot_at) FROM execution_requests
-      WHERE hash_signature = $1 AND solution_id = $2 AND slot = any($3::text[])) AS last_at,
-    (SELECT count(*) FROM execution_requests
-      WHERE hash_signature = $1 AND solution_id = $2 AND slot = any($3::text[])
-        AND slot_at > $4::timestamp - interval '1 hour') AS last_hour;
+-- name: recent-slots-target
+-- Cooldown and hourly cap of one object: every run (or would-be run) on it, whatever error,
+-- solution or executor copy took the slot.
+SELECT max(slot_at) AS last_at,
+       count(*) FILTER (WHERE slot_at > $3::timestamp - interval '1 hour') AS last_hour
+FROM execution_requests
+WHERE target_key = $1 AND slot = any($2::text[]);
+
+-- name: fleet-slots
+-- The fleet budget: actions taken since $2, overall and in namespace $3.
+SELECT count(*) AS total, count(*) FILTER (WHERE namespace = $3) AS namespace
+FROM execution_requests
+WHERE slot = any($1::text[]) AND slot_at > $2;
+
+-- name: lock-object
+-- Serialises every decision about one object, across executor copies.
+SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11));
+
+-- name: lock-fleet
+-- Serialises the fleet-wide checks (systemic hold, fleet budget).
+SELECT pg_advisory_xact_lock(hashtextextended('elk-resolver fleet budget', 11));
+
+-- name: systemic-demand
+-- Distinct objects that needed this kind of action since $2 (history excluded).
+SELECT count(DISTINCT target_key) FROM planned_requests
+WHERE action = $1 AND requested_at > $2 AND NOT history AND target_key IS NOT NULL;
+
+-- name: planned-request
+-- The request the analysis stage stored.
+SELECT request_id, request, digest FROM planned_requests WHERE request_id = $1;
+
+-- name: pattern-state
+-- The pattern as it is now (auto_resolve and disabled are read at decision time).
+SELECT id, auto_resolve, disabled_at FROM error_patterns WHERE id = $1;
+
+-- name: playbook-control-get
+-- Whether `playbooks disable` switched a playbook off.
+SELECT playbook_name, disabled_at, updated_by, updated_at FROM playbook_controls WHERE playbook_name = $1;
+
+-- name: playbook-control-set
+-- Disable ($2 = a timestamp) or enable ($2 NULL) a playbook for every executor copy.
+INSERT INTO playbook_controls (playbook_name, disabled_at, updated_by, updated_at)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (playbook_name) DO UPDATE SET disabled_at = $2, updated_by = $3, updated_at = $4
+RETURNING playbook_name, disabled_at, updated_by, updated_at;
+
+-- name: playbook-controls
+-- Every playbook switch.
+SELECT playbook_name, disabled_at, updated_by, updated_at FROM playbook_controls ORDER BY playbook_name;
+
+-- name: approver-of-waiting-request
+-- Who approved a request that waits for a person (an approval or an incident object); NULL when
+-- it is not waiting or nobody approved it.
+SELECT coalesce(
+    (SELECT a.decided_by FROM approvals a WHERE a.request_id = r.request_id AND a.status = 'approved'),
+    (SELECT o.decided_by FROM incident_objects o WHERE o.request_id = r.request_id AND o.status = 'approved'))
+FROM execution_requests r
+WHERE r.request_id = $1 AND r.status = 'awaiting_approval';
+
+-- name: approved-waiting
+-- Approved requests the execute stage has not started since $1 (the pointer was lost).
+SELECT p.request FROM execution_requests r JOIN planned_requests p USING (request_id)
+WHERE r.status = 'awaiting_approval'
+  AND (EXISTS (SELECT 1 FROM approvals a WHERE a.request_id = r.request_id AND a.status = 'approved' AND a.decided_at <= $1)
+       OR EXISTS (SELECT 1 FROM incident_objects o WHERE o.request_id = r.request_id AND o.status = 'approved'
+                  AND o.decided_at <= $1))
+ORDER BY r.claimed_at LIMIT 100;
+
+-- name: open-incident
+-- The pending, unexpired incident for a kind of action.
+SELECT id FROM incidents WHERE action = $1 AND status = 'pending' AND expires_at > $2;
+
+-- name: expire-incident-for-action
+-- A pending incident past its expiry makes way for a new one (the maintenance pass denies its objects).
+UPDATE incidents SET status = 'expired', decided_by = 'auto-resolver', decided_at = $2
+WHERE action = $1 AND status = 'pending' AND expires_at <= $2;
+
+-- name: insert-incident
+-- A new incident (systemic hold) for a kind of action.
+INSERT INTO incidents (action, reason, opened_at, expires_at) VALUES ($1, $2, $3, $4)
+RETURNING id;
+
+-- name: add-incident-object
+-- An object joins an incident once.
+INSERT INTO incident_objects (incident_id, target_key, request_id, namespace, signs, added_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (incident_id, target_key) DO NOTHING
+RETURNING target_key;
+
+-- name: incident-get
+-- One incident.
+SELECT id, action, status, reason, opened_at, expires_at, decided_by, decided_at FROM incidents WHERE id = $1;
+
+-- name: incident-objects
+-- The objects of an incident, in the order they were held.
+SELECT target_key, request_id, namespace, signs, status, decided_by, added_at
+FROM incident_objects WHERE incident_id = $1 ORDER BY added_at, target_key;
+
+-- name: incident-decide
+-- Decide a pending, unexpired incident; no row back means decided already, or expired.
+UPDATE incidents SET status = 'decided', decided_by = $2, decided_at = $3
+WHERE id = $1 AND status = 'pending' AND expires_at > $3
+RETURNING id;
+
+-- name: incident-object-decide
+-- One object's fate in a decided incident.
+UPDATE incident_objects SET status = $3, decided_by = $4, decided_at = $5
+WHERE incident_id = $1 AND target_key = $2;
+
+-- name: incidents-list
+-- Incidents, newest first; $1 NULL lists every status.
+SELECT id, action, status, reason, opened_at, expires_at, decided_by, decided_at
+FROM incidents WHERE ($1::text IS NULL OR status = $1) ORDER BY id DESC LIMIT $2;
+
+-- name: incidents-expire
+-- Undecided incidents past their expiry (their objects are denied), including those a newer
+-- incident already replaced.
+UPDATE incidents i SET status = 'expired', decided_by = coalesce(decided_by, 'auto-resolver'), decided_at = coalesce(decided_at, $1)
+WHERE (status = 'pending' AND expires_at <= $1)
+   OR (status = 'expired' AND EXISTS (SELECT 1 FROM incident_objects o WHERE o.incident_id = i.id AND o.status = 'held'))
+RETURNING id, expires_at;
+
+-- name: lost-runs
+-- Live runs that took their slot before $1 and never recorded an outcome (the reaper).
+SELECT r.request_id, r.hash_signature, r.solution_id, r.error_log_id, r.claimed_by, r.slot_at,
+       EXISTS (SELECT 1 FROM planned_requests p WHERE p.request_id = r.request_id) AS planned
+FROM execution_requests r
+WHERE r.status = 'running' AND r.slot = 'live' AND r.slot_at < $1
+  AND NOT EXISTS (SELECT 1 FROM execution_history h WHERE h.request_id = r.request_id)
+ORDER BY r.slot_at
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: lost-runs-recent
+-- Runs the reaper recorded since $1 (the monitor reports them).
+SELECT count(*) FROM decision_log WHERE decision = 'lost' AND decided_at > $1;
 
 -- name: take-slot
 -- This request runs (live) or would run (dry_run); counted by recent-slots from now on.
@@ -77,8 +201,9 @@ UPDATE execution_requests SET slot = $2, slot_at = $3, status = $4 WHERE request
 -- name: insert-history
 -- Exactly one execution_history row per run; the document's trigger updates the solution.
 INSERT INTO execution_history
-    (error_log_id, solution_id, execution_status, execution_output, execution_time, executed_at, executed_by, request_id)
-VALUES ($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8)
+    (error_log_id, solution_id, execution_status, execution_output, execution_time, executed_at, executed_by, request_id,
+     target_key, target)
+VALUES ($1, $2, $3, $4, make_interval(secs => $5), $6, $7, $8, $9, $10)
 ON CONFLICT (request_id) DO NOTHING
 RETURNING id;
 
@@ -105,32 +230,44 @@ RETURNING consecutive_failures, tripped_at, approved_success_count;
 -- name: insert-verification
 -- Watch the hash after a successful run.
 INSERT INTO verifications
-    (execution_history_id, hash_signature, solution_id, request_id, error_log_id, run_finished_at, window_until)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+    (execution_history_id, hash_signature, solution_id, request_id, error_log_id, run_finished_at, window_until,
+     target_key, action)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (execution_history_id) DO NOTHING;
 
 -- name: recurred-by-request
--- A request for the same hash about an error that happened after a run, inside its window.
+-- A request about the same object ($5) needing the same kind of action ($6) after a run, inside
+-- its window. Runs recorded before objects were bound (target_key NULL) go by the hash ($1).
 UPDATE verifications SET outcome = 'recurred', decided_at = $3, evidence = $4
-WHERE hash_signature = $1 AND outcome = 'pending'
+WHERE outcome = 'pending'
+  AND ((target_key IS NOT NULL AND target_key = $5 AND action IS NOT DISTINCT FROM $6)
+       OR (target_key IS NULL AND hash_signature = $1))
   AND run_finished_at < $2::timestamp AND window_until >= $2::timestamp
 RETURNING execution_history_id, hash_signature, solution_id, request_id, error_log_id, evidence;
 
 -- name: recurred-by-occurrence
--- The ingest stage saw the same hash again after the run, inside the window.
+-- The same object needed the same kind of action again after the run, inside the window (a
+-- stored request about it); for runs from before objects were bound, the ingest stage saw the
+-- same hash again.
 UPDATE verifications v SET outcome = 'recurred', decided_at = $1,
     evidence = CASE
+        WHEN v.target_key IS NOT NULL THEN 'planned_requests: the object needed the action again'
         WHEN EXISTS (SELECT 1 FROM error_occurrences o
                       WHERE o.hash_signature = v.hash_signature
                         AND o.occurred_at > v.run_finished_at AND o.occurred_at <= v.window_until)
         THEN 'error_occurrences' ELSE 'error_logs.last_seen_at' END
 WHERE v.outcome = 'pending'
-  AND (EXISTS (SELECT 1 FROM error_occurrences o
-                WHERE o.hash_signature = v.hash_signature
-                  AND o.occurred_at > v.run_finished_at AND o.occurred_at <= v.window_until)
-       OR EXISTS (SELECT 1 FROM error_logs e
-                   WHERE e.hash_signature = v.hash_signature
-                     AND e.last_seen_at > v.run_finished_at AND e.last_seen_at <= v.window_until))
+  AND ((v.target_key IS NOT NULL
+        AND EXISTS (SELECT 1 FROM planned_requests p
+                     WHERE p.target_key = v.target_key AND p.action IS NOT DISTINCT FROM v.action
+                       AND p.event_time > v.run_finished_at AND p.event_time <= v.window_until))
+    OR (v.target_key IS NULL
+        AND (EXISTS (SELECT 1 FROM error_occurrences o
+                      WHERE o.hash_signature = v.hash_signature
+                        AND o.occurred_at > v.run_finished_at AND o.occurred_at <= v.window_until)
+             OR EXISTS (SELECT 1 FROM error_logs e
+                         WHERE e.hash_signature = v.hash_signature
+                           AND e.last_seen_at > v.run_finished_at AND e.last_seen_at <= v.window_until))))
 RETURNING execution_history_id, hash_signature, solution_id, request_id, error_log_id, evidence;
 
 -- name: resolve-verifications
