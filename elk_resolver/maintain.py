@@ -5,7 +5,8 @@ one that a later step would have cleared):
 
 1. ``decision_log`` rows (dry runs, skips, denials) older than the retention;
 2. ``verifications`` of runs older than the retention, then those ``execution_history`` rows;
-3. decided or expired ``approvals``, then ``execution_requests`` no approval refers to,
+3. decided or expired ``approvals`` and incidents (with their objects), then
+   ``execution_requests`` no approval or incident refers to, stored ``planned_requests``,
    and ``llm_requests`` cache rows, all older than the retention;
 4. ``error_occurrences`` partitions whose whole month is older than the retention
    (``DROP TABLE``: no row-by-row delete, no bloat);
@@ -52,7 +53,10 @@ _BEFORE_PARTITIONS = (
     ("verifications", "maintain_delete_verifications"),
     ("execution_history", "maintain_delete_execution_history"),
     ("approvals", "maintain_delete_approvals"),
+    ("incident_objects", "maintain_delete_incident_objects"),
+    ("incidents", "maintain_delete_incidents"),
     ("execution_requests", "maintain_delete_execution_requests"),
+    ("planned_requests", "maintain_delete_planned_requests"),
     ("llm_requests", "maintain_delete_llm_requests"),
 )
 _AFTER_PARTITIONS = (

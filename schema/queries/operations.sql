@@ -92,7 +92,28 @@ DELETE FROM execution_requests WHERE request_id IN (
     SELECT er.request_id FROM execution_requests er
     WHERE er.claimed_at < $1
       AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.request_id = er.request_id)
+      AND NOT EXISTS (SELECT 1 FROM incident_objects o WHERE o.request_id = er.request_id)
     LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: maintain-delete-incident-objects
+-- Objects of decided or expired incidents opened before the cutoff, one batch.
+DELETE FROM incident_objects WHERE (incident_id, target_key) IN (
+    SELECT o.incident_id, o.target_key FROM incident_objects o JOIN incidents i ON i.id = o.incident_id
+    WHERE i.opened_at < $1 AND i.status <> 'pending'
+    LIMIT $2 FOR UPDATE OF o SKIP LOCKED);
+
+-- name: maintain-delete-incidents
+-- Decided or expired incidents opened before the cutoff whose objects are gone, one batch.
+DELETE FROM incidents WHERE id IN (
+    SELECT i.id FROM incidents i
+    WHERE i.opened_at < $1 AND i.status <> 'pending'
+      AND NOT EXISTS (SELECT 1 FROM incident_objects o WHERE o.incident_id = i.id)
+    LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: maintain-delete-planned-requests
+-- Stored requests older than the cutoff, one batch (a pointer to them is long handled).
+DELETE FROM planned_requests WHERE request_id IN (
+    SELECT request_id FROM planned_requests WHERE requested_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED);
 
 -- name: maintain-delete-llm-requests
 -- LLM cache rows older than the cutoff, one batch.
