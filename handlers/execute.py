@@ -828,7 +828,7 @@ async def approve(
         row = await conn.fetchrow(q.approval_decide, approval_id, "approved", by, now, None)
         if row is None:
             raise ApprovalError(await _why_not_pending(conn, approval_id, now))
-        req = await _stored(conn, row["request_id"])
+        req = await _stored(conn, row["request_id"], row["request"])
         await _decide(conn, req, "approved", f"approved by {by}", now, details={"approval_id": approval_id}, by=by)
     return _approval_event(row), req.pointer()
 
@@ -848,11 +848,19 @@ async def _can_run(conn: asyncpg.Connection, settings: Settings) -> None:
         raise ApprovalError(f"{why}: the approval stays pending")
 
 
-async def _stored(conn: asyncpg.Connection | asyncpg.Pool, request_id: str) -> PlannedRequest:
+async def _stored(
+    conn: asyncpg.Connection | asyncpg.Pool, request_id: str, fallback: Mapping[str, Any] | None = None
+) -> PlannedRequest:
+    """The stored request; for an approval from before requests were stored, the copy the
+    approval row holds (``fallback``), stored now so the execute stage can load it."""
     row = await conn.fetchrow(queries().planned_request, request_id)
-    if row is None:
+    if row is not None:
+        return PlannedRequest.model_validate(row["request"])
+    if fallback is None:
         raise ApprovalError(f"request {request_id} is not stored")
-    return PlannedRequest.model_validate(row["request"])
+    from handlers.analyze import store_request
+
+    return await store_request(conn, PlannedRequest.model_validate(fallback))
 
 
 async def approve_incident(
@@ -964,7 +972,7 @@ async def reject(
         )
         if row is None:
             raise ApprovalError(await _why_not_pending(conn, approval_id, now))
-        req = await _stored(conn, row["request_id"])
+        req = await _stored(conn, row["request_id"], row["request"])
         why = f"rejected by {by}" + (f": {reason}" if reason else "")
         plan = await _close(conn, req, "denied", why, now, details={"approval_id": approval_id}, by=by)
     return _approval_event(row), plan.results
@@ -979,7 +987,7 @@ async def expire_approvals(
     events, results = [], []
     async with pool.acquire() as conn, conn.transaction():
         for row in await conn.fetch(q.approvals_expire, now):
-            req = await _stored(conn, row["request_id"])
+            req = await _stored(conn, row["request_id"], row["request"])
             why = f"approval {row['id']} expired undecided at {row['expires_at']:%Y-%m-%d %H:%M:%S} UTC"
             results += (await _close(conn, req, "denied", why, now, details={"approval_id": row["id"], "expired": True})).results
             events.append(_approval_event(row))
