@@ -104,8 +104,6 @@ async def pipeline(settings, pool, tmp_path: Path, keys) -> AsyncIterator[Pipeli
             "execution_mode": "live", "kubectl_path": str(fake.path), "kubectl_namespaces": ["payments"],
             "kubectl_context": "e2e", "playbooks_dir": books,
             "elasticsearch_url": es.url, "elasticsearch_actions": ["clear_read_only_block"],
-            # every scenario acts on deployment/api: no per-object cooldown, so each one is judged
-            "cooldown_s": 0.0,
         })  # fmt: skip
         app = create_app(live, stages=("ingest", "analyze", "execute"), serve_http=False)
         async with Collector(live.kafka_bootstrap_servers, live.topic_results) as results:
