@@ -303,3 +303,33 @@ async def test_sigkill_after_db_commit_before_kafka_commit_keeps_counts_exact(fa
 
 async def _all_committed(bootstrap, group, topic, total) -> bool:
     return await _committed(bootstrap, group, topic) == total
+
+
+async def test_two_copies_run_one_merge_pass_and_apply_its_aliases(running, fast, producer, pool):
+    """Two ingest copies in one group: one runs the merge pass (advisory lock), both reload
+    the aliases, and new values of the merged family count on one row whichever copy reads them."""
+    settings = fast.model_copy(update={"merge_pass_every_s": 0.5})
+    one = await running(settings)
+    two = await running(settings)
+    tenants = ["acme", "globex", "initech", "umbrella", "hooli", "wayne", "stark", "wonka", "tyrell", "cyberdyne"]
+
+    def event(i, tenant):
+        return {"message": f"quota exceeded for {tenant} tenant", "log": {"level": "error"},
+                "event": {"hash": f"quota-{i}"}, "@timestamp": f"2024-05-01T10:00:{i:02d}Z"}
+
+    await produce(producer, fast.topic_raw, [event(i, t) for i, t in enumerate(tenants[:6])])
+    await wait_for(lambda: pool.fetchval("SELECT count(*) = 6 FROM error_logs"), timeout=30, what="six rows")
+    await wait_for(
+        lambda: pool.fetchval("SELECT count(*) = 5 FROM error_logs WHERE merged_into IS NOT NULL"),
+        timeout=30,
+        what="the merge pass",
+    )
+    generation = await pool.fetchval("SELECT alias_generation FROM fingerprint_state")
+    await wait_for(lambda: one.aliases._generation == generation and two.aliases._generation == generation,
+                   timeout=30, what="both copies reloaded the aliases")
+    assert one.aliases.passes + two.aliases.passes >= 1
+    await produce(producer, fast.topic_raw, [event(10 + i, t) for i, t in enumerate(tenants[6:])] * 3)
+    await wait_for(lambda: pool.fetchval("SELECT sum(occurrence_count) = 10 FROM error_logs"), timeout=30,
+                   what="the new values counted")
+    assert await pool.fetchval("SELECT count(*) FROM error_logs") == 6  # no new row
+    assert await pool.fetchval("SELECT occurrence_count FROM error_logs ORDER BY id LIMIT 1") == 10
