@@ -47,6 +47,30 @@ def ensure_env() -> None:
     stamp_file.write_text(_stamp())
 
 
+# Debian packages some tests drive: the console's browser tests (headless Chromium and its
+# driver) and the alert-rule tests (promtool). Installed here, so the README's test command does
+# its own set-up on a fresh machine; where that cannot be done (not root, no apt-get) the tests
+# that need them say so and fail.
+SYSTEM_TOOLS = {"chromium": "chromium", "chromedriver": "chromium-driver", "promtool": "prometheus"}
+
+
+def ensure_system_tools() -> None:
+    import shutil
+
+    missing = sorted({pkg for tool, pkg in SYSTEM_TOOLS.items() if shutil.which(tool) is None})
+    if not missing:
+        return
+    if os.name != "posix" or os.geteuid() != 0 or shutil.which("apt-get") is None:
+        print(f"dev.py: missing {', '.join(missing)} (Debian packages) and cannot install them here; "
+              "the tests that need them will fail", file=sys.stderr, flush=True)
+        return
+    print(f"dev.py: installing {', '.join(missing)} for the browser and alert-rule tests (first run only)", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+
+
 def run(argv: list[str]) -> int:
     os.chdir(ROOT)
     if os.name == "posix":
@@ -62,6 +86,7 @@ def main(args: list[str]) -> int:
         return 0
     ensure_env()
     if command == "test":
+        ensure_system_tools()
         return run([str(BIN / "python"), "-m", "pytest", *rest])
     if command == "bench":
         return run([str(BIN / "python"), "-m", "bench", *rest])

@@ -129,7 +129,7 @@ async def _ok(http: httpx.AsyncClient) -> bool:
 def promtool() -> str:
     found = shutil.which("promtool")
     if not found:
-        raise RuntimeError("promtool is missing: apt-get install prometheus (.ci/run does)")
+        raise RuntimeError("promtool is missing: apt-get install prometheus (python3 dev.py test does)")
     return found
 
 
