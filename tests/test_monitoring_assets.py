@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.app import create_app
 from tests.support.kubernetes import KUBERNETES_DIR, ROOT
 from tests.support.polling import wait_for
+from tests.support.rows import record_run
 
 DASHBOARD = ROOT / "deploy" / "monitoring" / "grafana-dashboard.json"
 RULES = KUBERNETES_DIR / "components" / "prometheus-operator" / "prometheusrule.yaml"
@@ -82,7 +83,8 @@ def _event(i: int) -> bytes:
 
 
 async def test_dashboard_and_rules_name_only_metrics_a_running_service_exports(settings, pool):
-    app = create_app(settings)  # every stage, as `elk-resolver run` starts them
+    # every stage, as `elk-resolver run` starts them; database figures read on every scrape
+    app = create_app(settings.model_copy(update={"metrics_db_interval_s": 0}))
     async with app:
         async with httpx.AsyncClient(base_url=app.http_url, timeout=10) as http:
             await wait_for(lambda: _ok(http), timeout=60, what="/ready 200")
@@ -99,15 +101,7 @@ async def test_dashboard_and_rules_name_only_metrics_a_running_service_exports(s
 
             await wait_for(dead_lettered, timeout=60, what="the bad record dead-lettered")
             async with pool.acquire() as conn:  # one run, so executions{status} has a sample
-                await conn.execute("""
-                    INSERT INTO error_logs (error_type, error_message, source_system, hash_signature)
-                    VALUES ('network', 'x', 'svc', 'monitoring-h1');
-                    INSERT INTO solutions (error_hash, solution_type, solution_description, solution_commands)
-                    VALUES ('monitoring-h1', 'restart', 'r', '[]');
-                    INSERT INTO execution_history (error_log_id, solution_id, execution_status)
-                    SELECT (SELECT id FROM error_logs WHERE hash_signature = 'monitoring-h1'),
-                           (SELECT id FROM solutions WHERE error_hash = 'monitoring-h1'), 'success';
-                """)
+                await record_run(conn, "monitoring-h1")
             names, labels = exported((await http.get("/metrics")).text)
     # a labelled family with no sample yet (no retry, no notification sent) shows no label
     # names in the text format; read them from the definition of each family the scrape lists

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.app import create_app, stage_builder
 from tests.support.polling import wait_for
+from tests.support.rows import record_run
 
 
 def _event(i: int) -> bytes:
@@ -49,14 +50,7 @@ async def test_ready_is_false_until_partitions_are_assigned_then_metrics_count(s
             await wait_for(ready, timeout=30, what="/ready 200")
 
             async with pool.acquire() as conn:
-                await conn.execute("""
-                    INSERT INTO error_logs (error_type, error_message, source_system, hash_signature)
-                    VALUES ('network', 'x', 'svc', 'h1');
-                    INSERT INTO solutions (error_hash, solution_type, solution_description, solution_commands)
-                    VALUES ('h1', 'restart', 'r', '[]');
-                    INSERT INTO execution_history (error_log_id, solution_id, execution_status)
-                    SELECT (SELECT id FROM error_logs), (SELECT id FROM solutions), 'success';
-                """)
+                await record_run(conn, "h1")
             producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
             await producer.start()
             try:
