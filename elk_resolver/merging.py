@@ -8,7 +8,10 @@ taken many distinct values, it plans to merge the family into its oldest member,
 runs it over PostgreSQL rows under an advisory lock, the grouping benchmark over its own rows.
 
 Guards against over-merging, each measured by the benchmark's over-merge share:
-* a slot must have taken at least ``min_values`` distinct values (an existing ``<*>`` counts as :attr:`MergeConfig.generated_weight` values);
+* a slot must have taken at least ``min_values`` distinct values (an existing ``<*>`` counts
+  as :attr:`MergeConfig.generated_weight` values), ``word_factor`` times as many when every
+  value is a plain word (the shape of states, verbs and component names; ids have digits or
+  punctuation);
 * the values must look like values, not like the few words of a closed set: a slot whose
   values repeat (states, verbs, component names: each comes back again and again) is left
   alone, one whose values are mostly seen once or twice (ids, user names) is a variable.
@@ -56,6 +59,8 @@ class MergeConfig:
     max_repeat_share: float = 0.6
     """at most this share of the family's occurrences may come from values seen 3+ times."""
     repeat_at: int = 3
+    word_factor: int = 2
+    """a slot whose values are all plain words needs this many times ``min_values``."""
     min_constants: int = 2
     """the merged template keeps at least this many tokens that are not ``<*>``..."""
     min_constant_share: float = 0.34
@@ -88,10 +93,19 @@ def _keyish(tokens: tuple[str, ...], i: int) -> bool:
     return i == 0 or tokens[i].endswith(("=", ":"))
 
 
+def _word(value: str) -> bool:
+    """A plain word (letters only, lower case or capitalised or all capitals): the shape of
+    states, verbs and component names, and of user names too; an id has other characters."""
+    return value.isalpha() and (value.islower() or value.isupper() or value[1:].islower())
+
+
 def slot_is_variable(values: Mapping[str, int], config: MergeConfig = MergeConfig()) -> bool:
     """``values``: occurrences per distinct value at one slot of one family."""
     weight = sum(config.generated_weight if _generated(v) else 1 for v in values)
-    if weight < config.min_values:
+    needed = config.min_values
+    if all(_word(v) for v in values):
+        needed *= config.word_factor  # a closed set of words (states...) is rarely this large
+    if weight < needed:
         return False
     total = sum(values.values())
     repeated = sum(n for v, n in values.items() if n >= config.repeat_at and not _generated(v))

@@ -314,7 +314,7 @@ async def test_two_copies_run_one_merge_pass_and_apply_its_aliases(running, fast
     tenants = ["acme", "globex", "initech", "umbrella", "hooli", "wayne", "stark", "wonka", "tyrell", "cyberdyne"]
 
     def event(i, tenant):
-        return {"message": f"quota exceeded for {tenant} tenant", "log": {"level": "error"},
+        return {"message": f"quota exceeded for {tenant}-eu tenant", "log": {"level": "error"},
                 "event": {"hash": f"quota-{i}"}, "@timestamp": f"2024-05-01T10:00:{i:02d}Z"}
 
     await produce(producer, fast.topic_raw, [event(i, t) for i, t in enumerate(tenants[:6])])

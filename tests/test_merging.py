@@ -55,6 +55,9 @@ async def rows(pool):
 def test_slot_of_many_rarely_repeated_values_is_a_variable():
     assert slot_is_variable({t: 1 for t in TENANTS})
     assert not slot_is_variable({t: 1 for t in TENANTS[:4]})  # too few values
+    # five states each seen once: plain words need twice as many values as ids do
+    assert not slot_is_variable({s: 1 for s in STATES + ["Available"]})
+    assert slot_is_variable({f"{t}-eu": 1 for t in TENANTS[:5]})
     assert not slot_is_variable({s: 50 for s in STATES + ["Lost", "Unknown", "Available", "Terminating", "Gone", "X"]})
 
 
