@@ -347,6 +347,11 @@ async def overview(pool: asyncpg.Pool, settings: Settings, *, hours: int = 24) -
     since = utc_naive() - timedelta(hours=hours)
     async with pool.acquire() as conn:
         errors = [dict(r) for r in await conn.fetch(q.console_open_errors, since, 15)]
+        by_hash: dict[str, list[dict[str, Any]]] = {}
+        for r in await conn.fetch(q.console_trend_by_hash, since, [e["hash_signature"] for e in errors]):
+            by_hash.setdefault(r["hash_signature"], []).append({"hour": r["hour"], "n": r["n"]})
+        for e in errors:
+            e["trend"] = _bars(by_hash.get(e["hash_signature"], []), since, hours)
         counts = dict(await conn.fetchrow(q.console_open_errors_count, since))
         trend = [dict(r) for r in await conn.fetch(q.console_trend, since, None)]
         pending = [dict(r) for r in await conn.fetch(q.console_approvals, "pending", 10, 0)]

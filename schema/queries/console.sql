@@ -4,7 +4,7 @@
 
 -- name: console-open-errors
 -- Errors seen within the window, most recent first (one page).
-SELECT id, error_type, left(error_message, 300) AS error_message, source_system, severity,
+SELECT id, hash_signature, error_type, left(error_message, 300) AS error_message, source_system, severity,
        occurrence_count, last_seen_at, created_at
 FROM error_logs
 WHERE last_seen_at >= $1
@@ -133,3 +133,10 @@ FROM decision_log WHERE request_id = $1 ORDER BY id;
 -- A solution's recent runs (what an approver weighs).
 SELECT id, execution_status, executed_at, executed_by, left(execution_output, 500) AS execution_output
 FROM execution_history WHERE solution_id = $1 ORDER BY id DESC LIMIT $2;
+
+-- name: console-trend-by-hash
+-- Occurrences per hour since $1 of each listed error (the hash index serves it).
+SELECT hash_signature, date_trunc('hour', occurred_at) AS hour, COUNT(*) AS n
+FROM error_occurrences
+WHERE hash_signature = any($2::text[]) AND occurred_at >= $1
+GROUP BY 1, 2;
