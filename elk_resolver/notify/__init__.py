@@ -45,7 +45,8 @@ async def outcomes(pool: asyncpg.Pool, settings: Settings, results: Iterable[Any
     queued = 0
     async with pool.acquire() as conn:
         for event in approvals:
-            if event.status == "expired":
+            # a systemic hold's event carries the incident's id as approval_id: not an approvals row
+            if event.status == "expired" and not getattr(event, "incident", None):
                 queued += await approval_expired(conn, settings, event.approval_id)
         for result in results:
             details = result.details or {}
