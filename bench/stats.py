@@ -262,6 +262,27 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
         ]
 
+    dec = g("decision") or {}
+    if dec:
+        out += [
+            "## 2b. Raw event to execution decision (ingest, analyze, execute in one process, dry-run)",
+            "",
+            markdown_table(
+                ("target rate", "achieved send rate", "events", "errors", "decided", "p50", "p99", "max"),
+                [(
+                    fmt_rate(dec.get("target_rate")), fmt_rate(dec.get("send_rate")), fmt_number(dec.get("sent")),
+                    fmt_number(dec.get("errors")), fmt_number(dec.get("decided")),
+                    fmt_number(dec.get("p50_ms"), 1, " ms"), fmt_number(dec.get("p99_ms"), 1, " ms"),
+                    fmt_number(dec.get("max_ms"), 1, " ms"),
+                )],
+            ),  # fmt: skip
+            "",
+            f"Outcomes on the results topic: {', '.join(f'{k} {v:,}' for k, v in (dec.get('outcomes') or {}).items())}.",
+            "",
+            dec.get("note", ""),
+            "",
+        ]
+
     mem = g("memory") or {}
     if mem:
         out += [

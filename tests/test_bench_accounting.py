@@ -86,7 +86,7 @@ def _sample_results() -> dict:
                 "project 1 proc / naive": 20.0,
                 "project 1 proc / bare bulk upsert": 0.4,
                 "project 2 proc / bare bulk upsert": 0.8,
-                "CPU per event, project 1 proc / naive": 0.1,
+                "CPU per event, project 1 proc / naive": 0.02,
             },
         },
         "latency": {"target_rate": 2000, "send_rate": 1999.0, "sent": 100, "received": 100, "p50_ms": 40.0, "p99_ms": 300.0, "max_ms": 310.0},
@@ -109,10 +109,10 @@ def _sample_results() -> dict:
 
 def test_targets_report_each_bound_with_its_status():
     by_name = {t["target"]: t for t in _sample_results()["targets"]}
-    assert len(by_name) == 10
+    assert len(by_name) == 11
     assert by_name["ingest 1 process ≥ 20× naive"]["status"] == "met"
     cpu = next(t for name, t in by_name.items() if name.startswith("ingest CPU per event"))
-    assert cpu["measured"] == "0.100×" and cpu["status"] == "met"
+    assert cpu["measured"] == "0.020×" and cpu["status"] == "met"
     assert by_name["ingest 1 process ≥ 0.8× bare bulk upsert"]["status"] == "NOT met"
     assert by_name["ingest 2 processes ≥ 0.85× bare bulk upsert"]["status"] == "NOT met"
     assert by_name["latency p99 at 2,000 events/s ≤ 100 ms"]["status"] == "NOT met"
