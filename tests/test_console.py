@@ -4,7 +4,6 @@ console's own origin."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 
@@ -13,7 +12,7 @@ import aiohttp
 from elk_resolver.console.auth import hash_password, token_hash
 from streams.app import create_app
 from tests.support.fake_kubectl import write_fake_kubectl
-from tests.test_execute_stream import configure, seed
+from tests.test_execute_stream import configure, request, seed
 
 PAGES = ["/", "/errors", "/errors?type=kubernetes&q=api&page=2", "/approvals", "/approvals?status=all",
          "/patterns", "/patterns?message=OutOfMemoryError+in+pod+api-1", "/runs", "/runs?status=failed",
@@ -27,20 +26,15 @@ def console_settings(settings, tmp_path, **extra):
                      console_secret="test-secret", **extra), fake
 
 
-async def pending_approval(pool, ids) -> int:
-    request_id = hashlib.sha256(str(ids).encode()).hexdigest()[:20]
-    await pool.execute(
-        "INSERT INTO execution_requests (request_id, hash_signature, solution_id, error_log_id, status, claimed_by)"
-        " VALUES ($1, $2, $3, $4, 'awaiting_approval', 'test')", request_id, ids[2], ids[1], ids[0])
-    request = {"request_id": request_id, "error_log_id": ids[0], "hash_signature": ids[2], "solution_id": ids[1],
-               "solution_source": "playbook", "decision": "approval", "reason": "new solution",
-               "commands": [{"type": "kubectl", "command": "kubectl rollout restart deployment/api -n payments",
-                             "safe": True}],
-               "event_time": "2026-01-01T00:00:00Z", "requested_at": "2026-01-01T00:00:00Z"}
-    return await pool.fetchval(
-        "INSERT INTO approvals (request_id, hash_signature, solution_id, request, reason, expires_at)"
-        " VALUES ($1, $2, $3, $4, 'new solution', NOW() + INTERVAL '1 hour') RETURNING id",
-        request_id, ids[2], ids[1], request)
+async def pending_approval(pool, settings, ids) -> int:
+    """A request the execute stage decided needs a person, stored as the stages store it."""
+    from elk_resolver.policy import ExecutionPolicy
+    from handlers.execute import handle_request
+
+    pointer = await request(pool, ids, decision="approval", reason="new solution")
+    [result] = await handle_request(pointer, pool=pool, settings=settings, policy=ExecutionPolicy.from_settings(settings))
+    assert result.outcome == "pending_approval", result
+    return result.details["approval_id"]
 
 
 def browser() -> aiohttp.ClientSession:
@@ -81,7 +75,7 @@ async def test_every_page_renders_for_an_empty_database_with_nothing_from_a_cdn(
 
 async def test_an_unauthenticated_or_cross_site_post_changes_nothing(settings, pool, tmp_path):
     s, fake = console_settings(settings, tmp_path)
-    approval = await pending_approval(pool, await seed(pool))
+    approval = await pending_approval(pool, s, await seed(pool))
     async with create_app(s, [], serve_http=True) as app:
         base = app.http_url
         async with browser() as anonymous:
@@ -117,7 +111,7 @@ async def test_an_unauthenticated_or_cross_site_post_changes_nothing(settings, p
 async def test_a_person_outside_the_approver_list_is_refused_and_the_decider_is_recorded(settings, pool, tmp_path):
     s, fake = console_settings(settings, tmp_path)
     ids = await seed(pool)
-    approval = await pending_approval(pool, ids)
+    approval = await pending_approval(pool, s, ids)
     async with create_app(s, [], serve_http=True) as app:
         base = app.http_url
         async with browser() as bob:
@@ -147,10 +141,9 @@ async def test_a_person_outside_the_approver_list_is_refused_and_the_decider_is_
 async def test_the_proxy_header_is_believed_only_from_the_configured_proxy_and_tokens_need_no_form(
     settings, pool, tmp_path
 ):
-    ids = await seed(pool)
-    approval = await pending_approval(pool, ids)
     s, _ = console_settings(settings, tmp_path, console_trusted_proxies=["10.9.9.9"],
                             console_tokens={"deploy-bot": token_hash("tok-123")})
+    approval = await pending_approval(pool, s, await seed(pool))
     async with create_app(s, [], serve_http=True) as app, browser() as http:
         base = app.http_url
         async with http.get(f"{base}/login") as r:
@@ -228,7 +221,7 @@ async def test_the_cli_says_who_it_decides_as_and_obeys_the_approver_list(settin
     from elk_resolver import approvals_cli
 
     s, _ = console_settings(settings, tmp_path, operator="oncall-bot")
-    approval = await pending_approval(pool, await seed(pool))
+    approval = await pending_approval(pool, s, await seed(pool))
     out, err = io.StringIO(), io.StringIO()
     code = await approvals_cli.main(["approvals", "reject", str(approval), "--no-publish"], s, pool=pool, out=out, err=err)
     assert code == 1 and "oncall-bot is not on the approver list" in err.getvalue()

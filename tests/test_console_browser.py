@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
 
 from elk_resolver.console.auth import hash_password
 from streams.app import create_app
@@ -24,7 +26,7 @@ async def test_approving_in_a_browser_runs_the_command_once_through_the_execute_
                   console_secret="browser-test", cooldown_s=0)
     ids = await seed(pool)
     async with create_app(s, ["execute"], serve_http=True) as app:
-        await app.broker.publish(request(ids, decision="approval", reason="new solution: a person decides"),
+        await app.broker.publish(await request(pool, ids, decision="approval", reason="new solution: a person decides"),
                                  topic=s.topic_execution, key=ids[2].encode())
         approval = await wait_for(lambda: pool.fetchval("SELECT id FROM approvals WHERE status = 'pending'"),
                                   timeout=30, what="the pending approval")
@@ -36,12 +38,14 @@ async def test_approving_in_a_browser_runs_the_command_once_through_the_execute_
                 driver.find_element(By.ID, "username").send_keys("alice")
                 driver.find_element(By.ID, "password").send_keys("alice-pw")
                 driver.find_element(By.ID, "sign-in").click()
+                approve = WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.ID, "approve")))
                 assert "rollout restart deployment/api" in driver.page_source
-                driver.find_element(By.ID, "approve").click()
+                approve.click()  # the click returns before the next page: wait for it
+                WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.ID, "outcome")))
                 return driver.page_source
 
             page = await asyncio.to_thread(sign_in_and_approve)
-            assert "Recorded: approved by alice" in page
+            assert "Recorded: approved by alice" in page, page[page.find("<main>"):page.find("<main>") + 1500]
 
             def outcome_shown() -> str | None:
                 driver.refresh()

@@ -35,7 +35,7 @@ async def test_a_pending_approval_sends_exactly_one_message_per_channel_with_two
         b = create_app(s.model_copy(update={"group_execute": f"g-{unique}-b"}), ["execute"], serve_http=False)
         async with a, b:
             assert a.notifier and b.notifier and a.notifier.channels
-            await a.broker.publish(request(ids, decision="approval", reason="new solution"),
+            await a.broker.publish(await request(pool, ids, decision="approval", reason="new solution"),
                                    topic=s.topic_execution, key=ids[2].encode())
             await wait_for(lambda: hooks.received("/hook") and hooks.received("/chat"), timeout=30, what="messages")
             # both dispatchers keep passing; nothing is left to send and nothing more arrives
@@ -68,8 +68,8 @@ async def test_no_channel_configured_means_nothing_is_queued_or_sent(settings, p
     s = configure(settings, fake)
     ids = await seed(pool)
     async with create_app(s, ["execute"], serve_http=False) as app:
-        await app.broker.publish(request(ids, decision="approval", reason="new"), topic=s.topic_execution,
-                                 key=ids[2].encode())
+        await app.broker.publish(await request(pool, ids, decision="approval", reason="new"),
+                                 topic=s.topic_execution, key=ids[2].encode())
         await wait_for(lambda: pool.fetchval("SELECT count(*) FROM approvals"), timeout=30, what="the approval")
         assert app.notifier is not None and not app.notifier.channels
     assert await pool.fetchval("SELECT count(*) FROM notifications") == 0
