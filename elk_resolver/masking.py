@@ -26,11 +26,15 @@ lower-casing of the text and a few ``in`` tests) shows a candidate.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Iterable
 from typing import Any
 
 import re2
+
+from elk_resolver.secret_rules import TOKEN_RULES, TokenRule
 
 __all__ = ["MASK", "SecretMasker", "is_secret_key", "mask_obj", "mask_text"]
 
@@ -52,6 +56,9 @@ _SECRET_KEY_WORDS = (
     "credential",
     "sessionid",
     "cookie",
+    "accountkey",
+    "amzsignature",
+    "amzcredential",
 )
 _SECRET_KEY_EXACT = frozenset({"auth", "pass", "pin", "cvv", "cvc"})
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -60,6 +67,7 @@ _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 _KEY_WORD_RE = (
     r"pass(?:word|wd|phrase)|pwd|secret|token|api[_.-]?key|access[_.-]?key"
     r"|private[_.-]?key|credentials?|authorization|session[_.-]?id|cookie"
+    r"|account[_.-]?key|amz[_.-]?signature|amz[_.-]?credential"
 )
 # Source-file names in stack frames (``TokenService.java:42``) are not keys.
 _NOT_A_SOURCE_FILE = "".join(
@@ -70,24 +78,66 @@ _KEY_VALUE = re.compile(
     # The look-behind pins the key to the start of a word, which keeps the bounded key scan
     # linear even on a megabyte-long word.
     r"(?<![\w.-])(?P<key>[\w.-]{0,64}?(?i:" + _KEY_WORD_RE + r")[\w.-]{0,64}" + _NOT_A_SOURCE_FILE + r")"
-    r"(?P<sep>[\"']?[ \t]*(?:=>|[:=])[ \t]*)"
+    # the value may stand on the next line (YAML ``password:`` then an indented value)
+    r"(?P<sep>[\"']?[ \t]*(?:=>|[:=])[ \t]*(?:\r?\n[ \t]*)?)"
     r"(?:\"(?P<dscheme>" + _AUTH_SCHEME + r"?)(?:[^\"\\\n]|\\.)*\""
     r"|'(?P<sscheme>" + _AUTH_SCHEME + r"?)(?:[^'\\\n]|\\.)*'"
     r"|(?P<scheme>" + _AUTH_SCHEME + r"?)(?P<value>[^\s,;&\"'<>{}\[\]()]+))"
 )
 # Starts with a literal so Python ``re`` can skip ahead to each ``://``.
-_URL_PASSWORD = re.compile(r"(?P<head>://[^:/?#@\s\"']*):(?P<pw>[^@/?#\s\"']*)@")
+# The password runs to the *last* ``@`` of the authority: ``postgres://u:p@ss@db`` hides ``p@ss``.
+_URL_PASSWORD = re.compile(r"(?P<head>://[^:/?#@\s\"']*):(?P<pw>[^/?#\s\"']*)@")
 _BEARER = re.compile(r"(?P<head>\b(?i:bearer)[ \t]+)[A-Za-z0-9\-._~+/]+=*")
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
-_AWS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])")
+_AWS_KEY_ID = re.compile(
+    r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}(?![A-Z0-9])"
+)
 _PEM = re.compile(
-    r"(?P<head>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)"
+    r"(?P<head>-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)"
     r"[^-]*(?:-(?!----END)[^-]*)*"
-    r"(?P<tail>-----END [A-Z0-9 ]*PRIVATE KEY-----)?",
+    r"(?P<tail>-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----)?",
 )
 # The look-behind sits after the first digit so ``re`` can skip quickly to a digit 2-6.
 _CARD = re.compile(r"[2-6](?<![\w.][2-6])(?:[ -]?\d){12,18}(?!\w)")
 _NOT_DIGIT = re.compile(r"\D")
+
+
+# ``--password VALUE``, ``-p``-style flags spelled out (``--db-password s3cr3t``).
+_FLAG_WORDS = r"password|passwd|pass|pwd|secret|token|api-?key|access-?key"
+_CLI_FLAG = re.compile(
+    r"(?<![\w-])(?P<head>--?(?:[A-Za-z0-9]+[-_])*(?i:" + _FLAG_WORDS + r")[ \t]+)(?P<value>[^\s\"'-][^\s\"']*)"
+)
+# ``curl -u user:pass`` / ``--user user:pass``: the user is kept.
+_CLI_USER = re.compile(r"(?<!\S)(?P<head>(?:-u|--user)[ \t]+[^\s:\"']+:)(?P<pw>[^\s\"']+)")
+# A bare ``Basic <base64 of user:password>`` (the header name elsewhere or cut off).
+_BASIC = re.compile(r"(?P<head>\b(?i:basic)[ \t]+)(?P<b64>[A-Za-z0-9+/]{6,}={0,2})(?![A-Za-z0-9+/=])")
+# Kubernetes env entries as text: {"name":"DB_PASSWORD","value":"..."}, also JSON-escaped.
+_K8S_ENV = re.compile(
+    r'(?P<head>(?P<q>\\?")name(?P=q)[ \t]*:[ \t]*(?P=q)(?P<name>[^"\\]{1,100})(?P=q)[ \t]*,[ \t]*'
+    r'(?P=q)value(?P=q)[ \t]*:[ \t]*(?P=q))(?P<value>.*?)(?P=q)'
+)
+
+
+def _sub_cli_flag(m: re.Match[str]) -> str:
+    return m.group("head") + MASK
+
+
+def _sub_basic(m: re.Match[str]) -> str:
+    b64 = m.group("b64")
+    try:
+        decoded = base64.b64decode(b64 + "=" * (-len(b64) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return m.group(0)
+    # user:password, printable: "Basic authentication" and other words decode to noise
+    if b":" in decoded and all(32 <= c < 127 for c in decoded):
+        return m.group("head") + MASK
+    return m.group(0)
+
+
+def _sub_k8s_env(m: re.Match[str]) -> str:
+    if not is_secret_key(m.group("name")):
+        return m.group(0)
+    return m.group("head") + MASK + m.group("q")
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -133,13 +183,17 @@ def _sub_card(m: re.Match[str]) -> str:
 # precise (Python ``re``) rule for a kind runs only when its candidate was seen. Most log
 # lines match nothing and cost one pass. Order here is the order the rules are applied.
 _CANDIDATES = (
-    ("pem", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----"),
+    ("pem", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY"),
     ("url", r"://[^:/?#@\s\"']*:[^@/?#\s\"']*@"),
     ("key_value", r"(?i:" + _KEY_WORD_RE + r")[\w.-]{0,64}[\"']?[ \t]*(?:=>|[:=])"),
     ("bearer", r"(?i:bearer)[ \t]+[A-Za-z0-9\-._~+/]"),
     ("jwt", r"eyJ[A-Za-z0-9_-]*\.eyJ"),
-    ("aws_key_id", r"(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA)[A-Z0-9]{16}"),
+    ("aws_key_id", r"(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}"),
     ("card", r"[2-6](?:[ -]?[0-9]){12,18}"),
+    ("cli_flag", r"(?i)-(?:" + _FLAG_WORDS + r")[ \t]+[^\s\"'-]"),
+    ("cli_user", r"(?:-u|--user)[ \t]+[^\s:\"']+:[^\s\"']"),
+    ("basic", r"(?i:basic)[ \t]+[A-Za-z0-9+/]{6}"),
+    ("k8s_env", r'name\\?"[ \t]*:[ \t]*\\?"[^"\\]{0,100}(?i:pass|secret|token|key|credential|pwd|auth)'),
 )
 # RE2, because Python ``re`` with IGNORECASE and alternation costs ~50 µs per 600 bytes.
 _KEYWORD = re2.compile("(?i:" + _KEY_WORD_RE + ")")
@@ -188,7 +242,15 @@ def _apply(kind: str, s: str) -> str:
         return _JWT.sub(MASK, s)
     if kind == "aws_key_id":
         return _AWS_KEY_ID.sub(MASK, s)
-    return _CARD.sub(_sub_card, s)
+    if kind == "card":
+        return _CARD.sub(_sub_card, s)
+    if kind == "cli_flag":
+        return _CLI_FLAG.sub(_sub_cli_flag, s)
+    if kind == "cli_user":
+        return _CLI_USER.sub(lambda m: m.group("head") + MASK, s)
+    if kind == "basic":
+        return _BASIC.sub(_sub_basic, s)
+    return _K8S_ENV.sub(_sub_k8s_env, s)
 
 
 _key_cache: dict[str, bool] = {}
@@ -222,7 +284,7 @@ class SecretMasker:
                 raise ValueError(f"mask pattern {pattern!r} does not compile: {exc}") from exc
         self._extra = tuple(rx for _, rx in extra)
         self._set = _candidate_set(p for p, _ in extra) if extra else _BUILTIN_SET
-        self._kinds = tuple([kind for kind, _ in _CANDIDATES] + list(self._extra))
+        self._kinds = tuple([kind for kind, _ in _CANDIDATES] + list(TOKEN_RULES) + list(self._extra))
 
     def mask_text(self, s: str) -> str:
         if not s:
@@ -233,7 +295,12 @@ class SecretMasker:
         kinds = self._kinds
         for i in sorted(hits):
             kind = kinds[i]
-            s = _apply(kind, s) if isinstance(kind, str) else _mask_extra(kind, s)
+            if isinstance(kind, str):
+                s = _apply(kind, s)
+            elif isinstance(kind, TokenRule):
+                s = kind.mask(s, MASK)
+            else:
+                s = _mask_extra(kind, s)
         return s
 
     def mask_obj(self, obj: Any) -> Any:
@@ -254,8 +321,9 @@ class SecretMasker:
             return self.mask_text(obj)
         if isinstance(obj, dict):
             out = None
+            env_secret = _is_secret_env_entry(obj)
             for k, v in obj.items():
-                if isinstance(k, str) and is_secret_key(k):
+                if (isinstance(k, str) and is_secret_key(k)) or (env_secret and k == "value"):
                     nv = v if v is None or v == "" or isinstance(v, bool) else MASK
                 else:
                     nv = self._mask_obj(v)
@@ -276,6 +344,12 @@ class SecretMasker:
         return obj
 
 
+def _is_secret_env_entry(obj: dict) -> bool:
+    """A Kubernetes env entry (``{"name": "DB_PASSWORD", "value": "..."}``) of a secret."""
+    name = obj.get("name") if "value" in obj else None
+    return isinstance(name, str) and is_secret_key(name)
+
+
 def _gather(obj: Any, strings: list[str]) -> bool:
     """Collect the strings under ``obj``; True as soon as a secret-looking key is seen (the
     caller then masks the whole object and ignores ``strings``). Exact-type tests first:
@@ -288,6 +362,8 @@ def _gather(obj: Any, strings: list[str]) -> bool:
                 hit = isinstance(k, str) and is_secret_key(k)
             if hit:
                 return True
+        if "value" in obj and _is_secret_env_entry(obj):
+            return True
         values: Any = obj.values()
     elif isinstance(obj, list):
         values = obj
@@ -316,6 +392,8 @@ def _candidate_set(extra: Iterable[str] = ()) -> Any:
     candidates = re2.Set.SearchSet(options)
     for _, pattern in _CANDIDATES:
         candidates.Add(pattern)
+    for rule in TOKEN_RULES:
+        candidates.Add(rule.pattern)
     for pattern in extra:
         candidates.Add(pattern)
     candidates.Compile()

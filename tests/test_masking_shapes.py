@@ -1,0 +1,95 @@
+"""Every secret shape the fault-injection run found unmasked (issue 12), and the text around
+each one kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from elk_resolver.masking import MASK, mask_obj, mask_text
+from elk_resolver.secret_rules import TOKEN_RULES
+
+GH = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+SLACK_BOT = "xoxb-2048-4096-" + "aBcDeFgHiJkLmNoPqRsTuVwX"
+SLACK_HOOK = "https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMN/aBcDeFgHiJkLmNoPqRsTuVwX"
+STRIPE = "sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc" + "Xy12Zq"  # longer than the 24 the rule names
+GOOGLE = "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q"
+GITLAB = "glpat-" + "xY7zW2vU4tS6rQ8pO0nM"
+NPM = "npm_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8"
+SECRET = "Zq7-w0rd!x"
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        (f"git clone failed with token {GH} for repo", ["git clone failed with token", "for repo"]),
+        (f"slack post failed: {SLACK_BOT} invalid_auth", ["slack post failed:", "invalid_auth"]),
+        (f"POST {SLACK_HOOK} returned 404", ["POST", "returned 404"]),
+        (f"stripe charge failed key={STRIPE} declined", ["stripe charge failed", "declined"]),
+        (f"stripe client {STRIPE} rejected", ["stripe client", "rejected"]),
+        (f"maps quota exceeded for {GOOGLE} today", ["maps quota exceeded for", "today"]),
+        (f"gitlab api 401 with {GITLAB} on push", ["gitlab api 401 with", "on push"]),
+        (f"npm publish failed, token {NPM} revoked", ["npm publish failed, token", "revoked"]),
+        (f"//registry.npmjs.org/:_authToken={NPM}", ["//registry.npmjs.org/:_authToken="]),
+        (f"config:\n  password:\n    {SECRET}\n  user: app", ["config:", "password:", "user: app"]),
+        (f"exec psql --password {SECRET} --host db", ["exec psql --password", "--host db"]),
+        (f"mysqldump --db-password {SECRET} orders", ["mysqldump --db-password", "orders"]),
+        (f"curl -u admin:{SECRET} https://es:9200/_cluster/health", ["curl -u admin:", "https://es:9200"]),
+        (f"curl --user admin:{SECRET} https://es:9200", ["curl --user admin:", "https://es:9200"]),
+        (f'env: [{{"name":"DB_PASSWORD","value":"{SECRET}"}},{{"name":"MODE","value":"prod"}}]',
+         ['"name":"DB_PASSWORD"', '"name":"MODE","value":"prod"']),
+        (f'spec {{\\"name\\":\\"API_TOKEN\\",\\"value\\":\\"{SECRET}\\"}} end',
+         ['\\"name\\":\\"API_TOKEN\\"', "end"]),
+        (f"DefaultEndpointsProtocol=https;AccountName=logs;AccountKey={SECRET}==;EndpointSuffix=core.windows.net",
+         ["AccountName=logs", "EndpointSuffix=core.windows.net"]),
+        (f"GET /b/o?X-Amz-Credential=AKIA/x&X-Amz-Signature={SECRET}abc123 403",
+         ["GET /b/o?", "X-Amz-Signature=", "403"]),
+        ("upstream sent Basic YWRtaW46WnE3LXcwcmQheA== back", ["upstream sent Basic", "back"]),
+        (f"connect postgres://app:p@ss{SECRET}@db:5432/orders refused", ["postgres://app:", "@db:5432/orders"]),
+    ],
+)
+def test_shape_is_masked_and_its_context_kept(text, kept):
+    masked = mask_text(text)
+    for secret in (GH, SLACK_BOT, SLACK_HOOK, STRIPE, GOOGLE, GITLAB, NPM, SECRET, "Zq7-w0rd", "YWRtaW46",
+                   "4eC39Hq", "Xy12Zq", "@ss"):
+        assert secret not in masked, (secret, masked)
+    assert MASK in masked
+    for part in kept:
+        assert part in masked, (part, masked)
+    assert mask_text(masked) == masked  # idempotent
+
+
+def test_pgp_private_key_block_is_masked():
+    text = ("import failed\n-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBGR1c2VyAQgA3v9Xq\n=Ab1c\n"
+            "-----END PGP PRIVATE KEY BLOCK-----\nnext")
+    assert mask_text(text) == ("import failed\n-----BEGIN PGP PRIVATE KEY BLOCK-----***"
+                               "-----END PGP PRIVATE KEY BLOCK-----\nnext")
+
+
+def test_kubernetes_env_entry_is_masked_in_decoded_json():
+    event = {"message": "pod spec rejected", "env": [{"name": "DB_PASSWORD", "value": SECRET},
+                                                       {"name": "LOG_LEVEL", "value": "debug"}]}
+    masked = mask_obj(event)
+    assert masked["env"] == [{"name": "DB_PASSWORD", "value": MASK}, {"name": "LOG_LEVEL", "value": "debug"}]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Basic authentication failed for user admin",
+        "FATAL: password authentication failed for user \"postgres\"",
+        "--password-file /run/secrets/db is missing",
+        "retrying, -u flag given without a user",
+        '{"name":"LOG_LEVEL","value":"debug"}',
+        "APDUException at com.acme.Card.read(Card.java:12)",
+        "request 8c1f3e2a9b7d4c6e8f0a1b2c3d4e5f60 took 30012 ms",
+        "ACTIVE pods: 3, SKIPPED jobs: 2",
+    ],
+)
+def test_ordinary_lines_are_left_alone(line):
+    assert mask_text(line) == line
+
+
+def test_rules_come_from_the_maintained_set():
+    names = {rule.name.split("[")[0] for rule in TOKEN_RULES}
+    assert {"GitHubTokenDetector", "SlackDetector", "StripeDetector", "GitLabTokenDetector",
+            "AzureStorageKeyDetector", "NpmDetector"} <= names
