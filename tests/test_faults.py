@@ -364,3 +364,46 @@ async def _metric_above(run, name: str, floor: float) -> bool:
 
 async def _occurrences_at_least(pool, n: int) -> bool:
     return await pool.fetchval("SELECT count(*) FROM error_occurrences") >= n
+
+
+# --- SIGKILL during ingest ---------------------------------------------------------------------
+
+
+async def test_sigkill_during_ingest_loses_nothing_and_counts_nothing_twice(settings, pool, kafka, tmp_path):
+    """Three copies killed with SIGKILL mid-stream, one after the other, while events flow."""
+    feeder = Feeder(kafka.bootstrap_servers, settings.topic_raw)
+    recoveries = []
+    lag_seen = []
+    try:
+        for n in range(3):
+            with RunProcess(settings, tmp_path, "ingest", name=f"run-{n}", **FAST_RUN) as run:
+                started = time.monotonic()
+                await wait_for(lambda: _status(run, 200), timeout=60, interval=0.2, what="ready")
+                sent = feeder.sent
+                await wait_for(lambda: _occurrences_at_least(pool, sent), timeout=60, interval=0.2,
+                               what="caught up with what was sent while no copy ran")
+                recoveries.append(time.monotonic() - started)
+                lag = await run.metric("elk_resolver_group_lag", stage="ingest")
+                lag_seen.append(lag)
+                run.proc.kill()  # SIGKILL: no drain, no commit
+                run.proc.wait()
+                await run.aclose()
+    finally:
+        total = await feeder.stop()
+    with RunProcess(settings, tmp_path, "ingest", name="run-last", **FAST_RUN) as run:
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = $1::bigint FROM error_occurrences", total),
+                       timeout=90, interval=0.2, what="every event stored")
+        await wait_for(lambda: _metric_at_most(run, "elk_resolver_group_lag", 0), timeout=30,
+                       what="group lag 0 once everything is committed")
+        run.terminate()
+        assert await asyncio.to_thread(run.proc.wait, 20) == 0
+        await run.aclose()
+    assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == total
+    assert await read_topic(kafka.bootstrap_servers, settings.topic_dlq, at_least=0, timeout=3) == []
+    print(f"\nSIGKILL x3: sent {total}, stored {total} once each, dead-lettered 0; start to caught-up per copy "
+          f"{', '.join(f'{r:.1f}s' for r in recoveries)}; last group lag reading before each kill {lag_seen}")
+
+
+async def _metric_at_most(run, name: str, ceiling: float) -> bool:
+    value = await run.metric(name, stage="ingest")
+    return value is not None and value <= ceiling

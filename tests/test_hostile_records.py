@@ -65,3 +65,24 @@ async def test_event_id_header_holding_nul_is_stored(pool):
     assert result.dead_letters == []
     assert await pool.fetchval("SELECT elasticsearch_id FROM error_logs") == "abcdef"
     assert (await ingest(pool, [rec])).counts.new_occurrences == 0
+
+
+async def test_pool_has_a_command_timeout_and_tcp_keepalives(database_url):
+    """A frozen server used to hang a statement (and the first /ready) for as long as it
+    stayed frozen; a peer that vanished was never noticed."""
+    import socket
+
+
+    from elk_resolver.db import create_pool
+
+    async with await create_pool(database_url, min_size=1, max_size=1, command_timeout=0.5,
+                                 keepalive_idle_s=17) as pool:
+        async with pool.acquire() as conn:
+            with pytest.raises(TimeoutError):
+                await conn.execute("SELECT pg_sleep(5)")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SHOW tcp_keepalives_idle") == "17"
+            sock = conn._transport.get_extra_info("socket")  # noqa: SLF001 - what the server cannot show
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 17

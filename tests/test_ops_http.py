@@ -81,3 +81,18 @@ async def test_ready_is_false_until_partitions_are_assigned_then_metrics_count(s
             starting.cancel()
         await app.stop()
     assert app.pool is None
+
+
+async def test_metrics_scrapes_do_not_read_execution_history_each_time(settings, pool):
+    """Every scrape used to run a full GROUP BY over execution_history."""
+    app = create_app(settings.model_copy(update={"metrics_db_interval_s": 300.0}), stages=("monitor",))
+    async with app:
+        async with httpx.AsyncClient(base_url=app.http_url, timeout=10) as http:
+            first = (await http.get("/metrics")).text
+            assert "elk_resolver_approvals_pending" in first
+            async with pool.acquire() as conn, conn.transaction():
+                # while this lock is held, any read of execution_history waits
+                await conn.execute("LOCK TABLE execution_history IN ACCESS EXCLUSIVE MODE")
+                for _ in range(3):
+                    reply = await asyncio.wait_for(http.get("/metrics"), 1.5)
+                    assert reply.status_code == 200
