@@ -150,6 +150,24 @@ async def approve_incident(pool: asyncpg.Pool, settings: Settings, incident_id: 
     return Decision(incident_id, event.status, person.name, [], handed_over=[p.request_id for p in pointers])
 
 
+async def incident_detail(pool: asyncpg.Pool, incident_id: int) -> dict[str, Any] | None:
+    """A systemic hold as a decider sees it: the action, why, every held object with what would
+    run on it and its error, the signs the objects share, and what came of each."""
+    q = queries()
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(q.incident_get, incident_id)
+        if row is None:
+            return None
+        objects = [dict(r) for r in await conn.fetch(q.console_incident_objects, incident_id)]
+    signs: dict[str, set[str]] = {}
+    for o in objects:
+        for key, value in (o["signs"] or {}).items():
+            signs.setdefault(key, set()).add(str(value))
+    shared = {k: next(iter(v)) for k, v in signs.items() if len(v) == 1}
+    return {"incident": dict(row), "objects": objects, "shared": shared,
+            "pending": row["status"] == "pending" and row["expires_at"] > utc_naive()}
+
+
 async def reject_incident(pool: asyncpg.Pool, settings: Settings, incident_id: int, person: Person | None,
                           reason: str | None = None, *, publish: Publisher | None = None) -> Decision:
     person = _require(settings, person, "reject")
@@ -479,8 +497,8 @@ async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any
             "pending": a["status"] == "pending" and a["expires_at"] > utc_naive()}
 
 
-def incidents(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Pending approvals grouped by error: one incident, decided for some or all of its objects."""
+def by_error(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pending approvals grouped by error: one error on several objects, decided for some or all."""
     groups: dict[str, dict[str, Any]] = {}
     for r in rows:
         g = groups.setdefault(r["hash_signature"], {"hash": r["hash_signature"], "error_type": r.get("error_type"),

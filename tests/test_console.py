@@ -12,6 +12,7 @@ import aiohttp
 from elk_resolver.console.auth import hash_password, token_hash
 from streams.app import create_app
 from tests.support.fake_kubectl import write_fake_kubectl
+from tests.support.polling import wait_for
 from tests.test_execute_stream import configure, request, seed
 
 PAGES = ["/", "/errors", "/errors?type=kubernetes&q=api&page=2", "/approvals", "/approvals?status=all",
@@ -249,3 +250,61 @@ def test_console_commands_make_a_working_password_hash_and_token(monkeypatch, ca
     out = capsys.readouterr().out
     token = re.search(r"not stored\): (\S+)", out).group(1)
     assert json.loads(out.split("entry: ", 1)[1])["bot"] == token_hash(token)
+
+
+async def hold(pool, settings, n: int = 3) -> int:
+    """A systemic hold: n objects need the same kind of action at once."""
+    from elk_resolver.policy import ExecutionPolicy
+    from handlers.execute import handle_request
+
+    from elk_resolver import notify
+
+    held = None
+    for i in range(n):
+        command = f"kubectl rollout restart deployment/api-{i} -n payments"
+        pointer = await request(pool, await seed(pool), commands=[{"type": "kubectl", "command": command, "safe": True}])
+        results = await handle_request(pointer, pool=pool, settings=settings,
+                                       policy=ExecutionPolicy.from_settings(settings))
+        await notify.outcomes(pool, settings, results)  # what the execute stage does with them
+        for result in results:
+            held = result.details.get("incident_id") or held
+    assert held is not None, "no systemic hold"
+    return held
+
+
+async def test_a_systemic_hold_is_decided_for_some_of_its_objects_and_sends_one_message(settings, pool, tmp_path):
+    from tests.support.notify_stub import NotifyStub
+
+    async with NotifyStub() as hooks:
+        s, fake = console_settings(settings, tmp_path, systemic_hold_objects=1, execution_mode="dry-run",
+                                   notify_webhook_url=hooks.url + "/hook", notify_webhook_secret="x",
+                                   notify_interval_s=0.1)
+        incident = await hold(pool, s)
+        async with create_app(s, ["execute"], serve_http=True) as app, browser() as http:
+            from elk_resolver import notify
+
+            # notified as it was held (once, however many objects joined); again changes nothing
+            assert await notify.systemic_hold(pool, s, incident) == 0
+            base = app.http_url
+            token = await login(http, base, "alice", "alice-pw")
+            async with http.get(f"{base}/approvals") as r:
+                assert f'href="/incidents/{incident}"' in await r.text()
+            async with http.get(f"{base}/incidents/{incident}") as r:
+                html = await r.text()
+            keys = re.findall(r'name="objects" value="([^"]+)"', html)
+            assert len(keys) >= 2, html
+            async with http.post(f"{base}/incidents/{incident}/decide",
+                                 data={"action": "approve", "objects": keys[0], "csrf": token}) as r:
+                assert r.status == 200 and "Recorded: approved by alice" in await r.text()
+            await wait_for(lambda: pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'dry_run'"
+                                                 " AND decided_by = 'alice'"),
+                           timeout=30, what="the approved object's dry run in the execute stage, as alice")
+            await wait_for(lambda: hooks.received("/hook"), timeout=10, what="the hold's message")
+        statuses = {r["target_key"]: r["status"] for r in await pool.fetch("SELECT * FROM incident_objects")}
+        assert statuses[keys[0]] == "approved" and all(v == "rejected" for k, v in statuses.items() if k != keys[0])
+        ran = await pool.fetch("SELECT request_id FROM decision_log WHERE decision = 'dry_run' AND decided_by = 'alice'")
+        assert [r["request_id"] for r in ran] == [await pool.fetchval(
+            "SELECT request_id FROM incident_objects WHERE target_key = $1", keys[0])]
+    [message] = [m.json() for m in hooks.received("/hook")]
+    assert message["kind"] == "systemic_hold" and message["link"].endswith(f"/incidents/{incident}")
+    assert fake.calls() == []

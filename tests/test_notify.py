@@ -104,10 +104,10 @@ async def test_each_channel_is_rate_limited_per_minute(settings, pool):
     async with NotifyStub() as hooks:
         s = with_channels(settings, hooks, notify_urls=[], notify_rate_per_minute=2)
         ids = await seed(pool)
-        async with pool.acquire() as conn:
-            for n in range(5):
-                await notify.systemic_hold(conn, s, hold_key=f"h{n}", title=f"hold {n}", reason="20 pods at once",
-                                           objects=[f"payments/api-{i}" for i in range(20)], would_run=["kubectl x"])
+        from elk_resolver.notify.events import emit
+
+        for n in range(5):
+            await emit(pool, s, f"test:{n}", "run_failed", f"event {n}", {"n": n}, "https://console.example/")
         dispatcher = notify.Dispatcher(s, pool)
         assert await dispatcher.run_once() == 2
         assert await dispatcher.run_once() == 0

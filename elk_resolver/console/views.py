@@ -118,7 +118,7 @@ class Console:
     @staticmethod
     def _is_console(path: str) -> bool:
         return path in ("/", "/login", "/logout", "/kill-switch", "/asyncapi.html") or path.startswith(
-            ("/errors", "/approvals", "/patterns", "/runs", "/static/"))
+            ("/errors", "/approvals", "/incidents", "/patterns", "/runs", "/static/"))
 
     def _refuse(self, request: web.Request, status: int, why: str) -> web.Response:
         return self.render(request, "message.html", {"title": "Refused", "text": why, "back": "/"}, status=status)
@@ -170,9 +170,10 @@ class Console:
         rows, total = await operations.list_approvals(self.pool, status=status, limit=paging["per_page"],
                                                       offset=(self._int(request, "page") - 1) * paging["per_page"])
         paging = operations.pages(total, self._int(request, "page"))
-        groups = operations.incidents(rows) if status == "pending" else []
+        groups = operations.by_error(rows) if status == "pending" else []
+        holds = await operations.list_incidents(self.pool, status="pending" if status == "pending" else None, limit=20)
         return self.render(request, "approvals.html", {
-            "rows": rows, "groups": groups, "status": status or "all", "paging": paging,
+            "rows": rows, "groups": groups, "holds": holds, "status": status or "all", "paging": paging,
             "link": lambda **c: self._query(request, **c)})  # fmt: skip
 
     async def approval(self, request: web.Request) -> web.Response:
@@ -180,6 +181,32 @@ class Console:
         if data is None:
             raise web.HTTPNotFound(text="no such approval")
         return self.render(request, "approval.html", {**data, "done": request.query.get("done", "")})
+
+    async def incident(self, request: web.Request) -> web.Response:
+        data = await operations.incident_detail(self.pool, int(request.match_info["id"]))
+        if data is None:
+            raise web.HTTPNotFound(text="no such incident")
+        return self.render(request, "incident.html", {**data, "done": request.query.get("done", "")})
+
+    async def decide_hold(self, request: web.Request) -> web.Response:
+        """A systemic hold: approve every object, or the selected ones (the rest are rejected), or reject it."""
+        form = await request.post()
+        incident_id = int(request.match_info["id"])
+        person = request[PERSON]
+        try:
+            if form.get("action") == "approve":
+                chosen = None if form.get("scope") == "all" else [str(v) for v in form.getall("objects", [])]
+                if chosen == []:
+                    return self._refuse(request, 400, "no object selected")
+                decision = await operations.approve_incident(self.pool, self.settings, incident_id, person, chosen,
+                                                             publish=self.publish)
+            else:
+                decision = await operations.reject_incident(self.pool, self.settings, incident_id, person,
+                                                            (form.get("reason") or "").strip() or None,
+                                                            publish=self.publish)
+        except operations.Refused as exc:
+            return self._refuse(request, 403, str(exc))
+        raise web.HTTPSeeOther(f"/incidents/{incident_id}?done={decision.status}")
 
     async def patterns(self, request: web.Request) -> web.Response:
         rows = await operations.list_patterns(self.pool)
@@ -324,6 +351,8 @@ def install(
     r.add_get("/approvals/{id:\\d+}", console.approval)
     r.add_post("/approvals/{id:\\d+}/decide", console.decide)
     r.add_post("/approvals/decide", console.decide_incident)
+    r.add_get("/incidents/{id:\\d+}", console.incident)
+    r.add_post("/incidents/{id:\\d+}/decide", console.decide_hold)
     r.add_get("/patterns", console.patterns)
     r.add_post("/patterns/{id:\\d+}/toggle", console.toggle_pattern)
     r.add_get("/runs", console.runs)

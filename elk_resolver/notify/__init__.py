@@ -50,7 +50,9 @@ async def outcomes(pool: asyncpg.Pool, settings: Settings, results: Iterable[Any
                 queued += await approval_expired(conn, settings, event.approval_id)
         for result in results:
             details = result.details or {}
-            if result.outcome == "pending_approval" and details.get("approval_id"):
+            if result.outcome == "pending_approval" and details.get("incident_id"):
+                queued += await systemic_hold(conn, settings, int(details["incident_id"]))
+            elif result.outcome == "pending_approval" and details.get("approval_id"):
                 queued += await pending_approval(conn, settings, int(details["approval_id"]))
             elif result.outcome in ("failed", "timeout") and result.execution_history_id:
                 queued += await run_failed(conn, settings, result.execution_history_id)

@@ -162,25 +162,26 @@ async def breaker_tripped(conn: asyncpg.Connection | asyncpg.Pool, settings: Set
     )  # fmt: skip
 
 
-async def systemic_hold(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    settings: Settings,
-    *,
-    hold_key: str,
-    title: str,
-    reason: str,
-    objects: list[str],
-    error_count: int | None = None,
-    would_run: list[str] | None = None,
-    link_path: str = "/approvals",
-) -> int:
-    """Many objects fail at once: the execute stage held every run for one incident-wide decision."""
-    shown = [mask_text(o) for o in objects[:20]]
+async def systemic_hold(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, incident_id: int) -> int:
+    """Many objects needed the same kind of action at once: the execute stage held every run of it
+    for one incident-wide decision (one message per incident, however many objects join it)."""
+    rows = await conn.fetch(queries().notify_incident, incident_id)
+    if not rows:
+        return 0
+    first = rows[0]
+    objects = [mask_text(r["target_key"] or "?") for r in rows]
+    errors = {f"{r['error_type']}: {_clip(r['error_message'], 120)}" for r in rows if r["error_type"]}
     facts = {
-        "why a person must decide": _clip(reason, 400),
-        "objects": f"{len(objects)}: " + ", ".join(shown) + (" …" if len(objects) > len(shown) else ""),
-        "errors": error_count,
-        "would run": [_clip(c, 300) for c in (would_run or [])][:10],
+        "why a person must decide": _clip(first["reason"], 400),
+        "objects": f"{len(objects)}: " + ", ".join(objects[:20]) + (" …" if len(objects) > 20 else ""),
+        "namespaces": ", ".join(sorted({r["namespace"] for r in rows if r["namespace"]})),
+        "errors": "; ".join(sorted(errors)[:5]),
+        "occurrences": sum(r["occurrence_count"] or 0 for r in rows),
+        "expires": _when(first["expires_at"]),
+        "would run (first object)": _commands(first["commands"]),
     }
-    return await emit(conn, settings, f"hold:{hold_key}", "systemic_hold", _clip(title, 200), facts,
-                      f"{console_base(settings)}{link_path}")
+    return await emit(
+        conn, settings, f"hold:{incident_id}", "systemic_hold",
+        f"Systemic hold {incident_id}: {len(objects)} objects need {first['action']}; one decision for all or some",
+        facts, f"{console_base(settings)}/incidents/{incident_id}",
+    )  # fmt: skip

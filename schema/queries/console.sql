@@ -140,3 +140,15 @@ SELECT hash_signature, date_trunc('hour', occurred_at) AS hour, COUNT(*) AS n
 FROM error_occurrences
 WHERE hash_signature = any($2::text[]) AND occurred_at >= $1
 GROUP BY 1, 2;
+
+-- name: console-incident-objects
+-- A systemic hold's objects with what would run on each, their error and what came of them.
+SELECT o.target_key, o.request_id, o.namespace, o.signs, o.status, o.decided_by, o.decided_at, o.added_at,
+       p.request -> 'commands' AS commands, p.error_log_id, el.error_type, left(el.error_message, 300) AS error_message,
+       eh.id AS run_id, eh.execution_status, eh.executed_by
+FROM incident_objects o
+LEFT JOIN planned_requests p ON p.request_id = o.request_id
+LEFT JOIN error_logs el ON el.id = p.error_log_id
+LEFT JOIN execution_history eh ON eh.request_id = o.request_id
+WHERE o.incident_id = $1
+ORDER BY o.added_at, o.target_key;

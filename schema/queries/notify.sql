@@ -71,3 +71,15 @@ SELECT s.id, s.solution_description, s.solution_commands, s.consecutive_failures
 FROM solutions s
 LEFT JOIN error_logs el ON el.hash_signature = s.error_hash
 WHERE s.id = $1;
+
+-- name: notify-incident
+-- What a message about a systemic hold says: the incident and its held objects' requests.
+SELECT i.id, i.action, i.status, i.reason, i.opened_at, i.expires_at,
+       o.target_key, o.namespace, p.request -> 'commands' AS commands,
+       el.error_type, el.error_message, el.source_system, el.occurrence_count
+FROM incidents i
+JOIN incident_objects o ON o.incident_id = i.id
+LEFT JOIN planned_requests p ON p.request_id = o.request_id
+LEFT JOIN error_logs el ON el.id = p.error_log_id
+WHERE i.id = $1
+ORDER BY o.added_at, o.target_key;
