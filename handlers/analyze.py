@@ -419,10 +419,13 @@ async def analyze(
 
     rows = await _load(pool, event.hash_signature)
     stored = {r["content_hash"] for r in rows}
+    # off means off: a playbook switched off (playbooks disable) is neither stored nor chosen
+    off = {r["playbook_name"] for r in await pool.fetch(queries().analyze_disabled_playbooks)}
 
     # Playbooks: every fitting one becomes (or already is) a candidate.
     pattern = event.pattern
     fitting = catalogue.find(pattern.name if pattern else None, pattern.category if pattern else event.error_type, event.error_message)
+    fitting = [p for p in fitting if p.name not in off]
     touched = False
     for playbook in fitting:
         try:
@@ -452,6 +455,7 @@ async def analyze(
             result.created.append(sid)
     if touched:
         rows = await _load(pool, event.hash_signature)
+    rows = [r for r in rows if r["playbook_name"] not in off or r["source"] != "playbook"]
 
     usable = [r for r in rows if r["tripped_at"] is None]
     fitted = any(name not in result.skipped_playbooks for name in (p.name for p in fitting))

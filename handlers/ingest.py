@@ -14,7 +14,8 @@ step of the next batch runs in this process while PostgreSQL works on the previo
    therefore never double count.
 
 :func:`build_events` turns the stored batch into one :class:`AnalysisEvent` per distinct
-hash, also when the batch brought no new occurrence: a batch whose commit succeeded but whose
+hash and object (the workload the events came from: the same error from three deployments is
+three events, each bound to its own deployment; 1,000 pods of one deployment are one), also when the batch brought no new occurrence: a batch whose commit succeeded but whose
 publish was lost is published again on redelivery (the later stages are idempotent).
 
 Two marks decide what may be remediated, and both are stored where the later stages read
@@ -59,6 +60,7 @@ from elk_resolver.logstash_event import (
 )
 from elk_resolver.merging import AliasIndex
 from elk_resolver.masking import SecretMasker
+from elk_resolver.targets import subject_key
 from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
 
 __all__ = [
@@ -186,11 +188,13 @@ class _Error:
     the operator asked). None: the batch gives this error nothing to act on."""
     count: int = 1
 
+    others: dict[tuple[str | None, str | None], _Subject] | None = None
+    """Other objects this error came from in the batch (:func:`elk_resolver.targets.subject_key`),
+    each analysed on its own: an action is bound to the event's own workload, so the same
+    error from another workload is another request, never this one's target."""
+
     def note(self, rank: int, trigger: tuple[str, datetime, str | None], actionable: bool) -> None:
-        if rank >= ERROR_RANK and self.error_trigger is None:
-            self.error_trigger = trigger
-        if actionable and (self.act_trigger is None or trigger[1] >= self.act_trigger[1]):
-            self.act_trigger = trigger
+        _note(self, rank, trigger, actionable)
 
     @property
     def reported(self) -> bool:
@@ -202,6 +206,63 @@ class _Error:
         """The occurrence the analysis event names (its identity and time key the
         ``error_occurrences`` row, whose ``history`` column the later stages can read)."""
         return self.act_trigger or self.error_trigger or (self.trigger_identity, self.last_time, None)
+
+    def add_subject(self, context: dict[str, str], rank: int, trigger: tuple[str, datetime, str | None],
+                    actionable: bool, mask: Any) -> None:  # fmt: skip
+        """A repeat event of this error (already counted): note it on the error and on its object."""
+        key = subject_key(context)
+        if self.others is None:
+            own = subject_key(self.context)
+            if key == own:
+                _note(self, rank, trigger, actionable)
+                return
+            # until now every event was about the first event's object
+            self.others = {own: _Subject(self.context, self.count - 1, self.error_trigger, self.act_trigger)}
+        subject = self.others.get(key)
+        if subject is None:
+            joined = "\x1f".join(context.values())
+            if mask(joined) != joined:
+                context = {k: mask(v) for k, v in context.items()}
+            subject = self.others[key] = _Subject(context, 0)
+        subject.count += 1
+        _note(subject, rank, trigger, actionable)
+        _note(self, rank, trigger, actionable)
+
+
+@dataclass(slots=True)
+class _Subject:
+    """The events of one error about one object (workload, else pod, service, host)."""
+
+    context: dict[str, str]
+    count: int
+    error_trigger: tuple[str, datetime, str | None] | None = None
+    act_trigger: tuple[str, datetime, str | None] | None = None
+
+
+    def trigger(self) -> tuple[str, datetime, str | None] | None:
+        return self.act_trigger or self.error_trigger
+
+
+def _note(target: _Error | _Subject, rank: int, trigger: tuple[str, datetime, str | None], actionable: bool) -> None:
+    if rank >= ERROR_RANK and target.error_trigger is None:
+        target.error_trigger = trigger
+    if actionable and (target.act_trigger is None or trigger[1] >= target.act_trigger[1]):
+        target.act_trigger = trigger
+
+
+def _subjects(batch: PreparedBatch) -> Iterable[tuple[str, _Error, dict[str, str], int, tuple[str, datetime, str | None], bool]]:
+    """``(hash, error, context, events, trigger, actionable)`` per error and object of the batch
+    that reached ERROR: one analysis event each."""
+    for h, e in batch.errors.items():
+        if not e.reported:
+            continue
+        if e.others is None:
+            yield h, e, e.context, e.count, e.trigger(), e.act_trigger is not None
+            continue
+        for subject in e.others.values():
+            trigger = subject.trigger()
+            if trigger is not None:
+                yield h, e, subject.context, subject.count, trigger, subject.act_trigger is not None
 
 
 @dataclass(slots=True)
@@ -431,7 +492,12 @@ def prepare_into(
                 err.first_time = when
             if rank > err.rank:
                 err.rank, err.severity = rank, severity
-            err.note(rank, (ev.event_identity, when, mark), actionable)
+            trigger = (ev.event_identity, when, mark)
+            ctx = ev.context
+            if err.others is None and ctx.get("pod") == err.context.get("pod") and ctx.get("namespace") == err.context.get("namespace"):
+                err.note(rank, trigger, actionable)  # the common case: the same pod again
+            else:
+                err.add_subject(_strip_nul(ctx) if nul else ctx, rank, trigger, actionable, mask_text)
             continue
         # The first event of an error in this batch is the one that may be stored: mask the
         # rest of it now (only now: repeats are counted, never stored).
@@ -570,13 +636,10 @@ def _pattern_ref(p: PatternRow | None) -> PatternRef | None:
 
 
 def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = False) -> list[AnalysisEvent]:
-    """One analysis event per distinct hash of the batch, in the batch's order."""
+    """One analysis event per distinct hash and object of the batch, in the batch's order."""
     events = []
-    for h, e in batch.errors.items():
-        if not e.reported:
-            continue
+    for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
         row_id, first_seen, new = stored.rows[h]
-        identity, when, mark = e.trigger()
         events.append(
             AnalysisEvent(
                 error_log_id=row_id,
@@ -587,13 +650,13 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
                 severity=e.severity,
                 source_system=e.source_system,
                 pattern=_pattern_ref(e.pattern),
-                context=_context(e.context),
-                occurrences_in_batch=e.count,
-                new_occurrences=new,
+                context=_context(ctx),
+                occurrences_in_batch=n,
+                new_occurrences=min(new, n),
                 first_seen=first_seen,
                 event_time=when,
                 trigger_event_id=identity,
-                replay=replay or e.act_trigger is None,
+                replay=replay or not actionable,
                 history=mark,
             )
         )
@@ -618,13 +681,9 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
     tenth of the cost, which matters at one event per distinct error per batch."""
     out = []
     dumps = orjson.dumps
-    for h, e in batch.errors.items():
-        if not e.reported:
-            continue
+    for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
         row_id, first_seen, new = stored.rows[h]
-        identity, when, mark = e.trigger()
         p = e.pattern
-        ctx = e.context
         out.append(
             (
                 h,
@@ -647,12 +706,12 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
                             "auto_resolve": p.auto_resolve,
                         },
                         "context": {name: ctx.get(key) for name, key in _CONTEXT_FIELDS},
-                        "occurrences_in_batch": e.count,
-                        "new_occurrences": new,
+                        "occurrences_in_batch": n,
+                        "new_occurrences": min(new, n),
                         "first_seen": first_seen,
                         "event_time": when,
                         "trigger_event_id": identity,
-                        "replay": replay or e.act_trigger is None,
+                        "replay": replay or not actionable,
                         "history": mark,
                     }
                 ),

@@ -83,6 +83,7 @@ class AnalyzeStage(SubscribedStage):
         )
         self._stopping = asyncio.Event()
         self.handled = 0
+        self.published = 0
         self._worker = RecordWorker(self.name, settings, broker, self._stopping)
 
     # -- Stage -----------------------------------------------------------------------------
@@ -130,6 +131,7 @@ class AnalyzeStage(SubscribedStage):
                 key=event.hash_signature.encode(),
             )
             metrics.PUBLISHED.labels(self.name).inc()
+            self.published += 1
         else:
             log.info("no execution request for %s: %s", event.hash_signature[:12], result.note)
         self.handled += 1

@@ -75,3 +75,7 @@ RETURNING request_id;
 -- name: analyze-stored-request
 -- The stored request body.
 SELECT request FROM planned_requests WHERE request_id = $1;
+
+-- name: analyze-disabled-playbooks
+-- Playbooks switched off for every copy (`playbooks disable`).
+SELECT playbook_name FROM playbook_controls WHERE disabled_at IS NOT NULL;

@@ -1,0 +1,213 @@
+"""Incidents as they arrive: many events of a few workloads, pods named as Kubernetes names them,
+published raw to the broker and carried through the ingest, analyze and execute stages in live
+mode with a recording kubectl. Used by tests/test_right_object_once.py and by the demo
+(``python -m tests.support.incident``), which prints the restarts and the decision log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from streams.app import create_app
+from tests.support.fake_kubectl import FakeKubectl
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from elk_resolver.settings import Settings
+
+ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' SafeEncodeString alphabet
+
+
+def rs_pod(deployment: str, rng: random.Random) -> str:
+    """A pod name as a ReplicaSet names it: <deployment>-<9-10 char hash>-<5 char suffix>;
+    a good share of them hold no digit at all."""
+    rs = "".join(rng.choice(ALPHABET) for _ in range(rng.choice((9, 10))))
+    return f"{deployment}-{rs}-{''.join(rng.choice(ALPHABET) for _ in range(5))}"
+
+
+def event(message: str, *, namespace: str, pod: str | None = None, deployment: str | None = None,
+          level: str = "error", when: datetime | None = None, **extra: Any) -> bytes:  # fmt: skip
+    kubernetes: dict[str, Any] = {"namespace": namespace}
+    if pod:
+        kubernetes["pod"] = {"name": pod}
+    if deployment:
+        kubernetes["deployment"] = {"name": deployment}
+    return orjson.dumps({
+        "@timestamp": (when or datetime.now(UTC)).isoformat(), "message": message, "log": {"level": level},
+        "event": {"hash": uuid.uuid4().hex}, "kubernetes": kubernetes, **extra,
+    })  # fmt: skip
+
+
+def crashloop(namespace: str, deployment: str, rng: random.Random) -> bytes:
+    pod = rs_pod(deployment, rng)
+    return event(
+        f"CrashLoopBackOff: back-off 5m0s restarting failed container app in pod {pod} ({uuid.uuid4()})",
+        namespace=namespace, pod=pod,
+    )  # fmt: skip
+
+
+OOM_WORDINGS = (
+    'Exception in thread "main" java.lang.OutOfMemoryError: Java heap space',
+    'Exception in thread "loader" java.lang.OutOfMemoryError: Metaspace',
+    'Exception in thread "gc" java.lang.OutOfMemoryError: GC overhead limit exceeded',
+    "Container app in pod was OOMKilled (exit code 137)",
+)
+
+
+def live_settings(settings: Settings, fake: FakeKubectl, **overrides: Any) -> Settings:
+    return settings.model_copy(update={
+        "execution_mode": "live", "kubectl_path": str(fake.path), "kubectl_context": "incident",
+        "kubectl_namespaces": ["shop", "payments", "dev"], "command_timeout_s": 10.0,
+        "execution_maintenance_interval_s": 0.3, **overrides,
+    })  # fmt: skip
+
+
+async def publish(settings: Settings, values: Iterable[bytes]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(settings.topic_raw, v) for v in values]
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    pool: asyncpg.Pool
+    app: Any
+
+    async def drained(self, events: int) -> bool:
+        """Every published event read, every analysis event handled, every pointer handled, no
+        run in flight (the stages' own counters: committed offsets cover records fetched but
+        not handled yet, so they cannot say this)."""
+        stages = self.app.stages
+        ingest, analyze, execute = stages["ingest"], stages["analyze"], stages["execute"]
+        if ingest.metrics.events_in < events or analyze.handled < ingest.metrics.published:
+            return False
+        if execute.handled < analyze.published:
+            return False
+        running = await self.pool.fetchval("SELECT count(*) FROM execution_requests WHERE status = 'running'")
+        return running == 0
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, pool: asyncpg.Pool, stages=("ingest", "analyze", "execute")) -> AsyncIterator[Pipeline]:
+    app = create_app(settings, stages=stages, serve_http=False)
+    await app.start()
+    try:
+        yield Pipeline(settings, pool, app)
+    finally:
+        await app.stop()
+
+
+async def explain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """One line per stored request: the object it was bound to, and what became of it (a run,
+    or the decision_log line that says why not)."""
+    rows = await pool.fetch(
+        """
+        SELECT p.request_id, p.target_key, p.action, p.requested_at,
+               h.execution_status, h.executed_by, d.decision, d.reason
+        FROM planned_requests p
+        LEFT JOIN execution_history h ON h.request_id = p.request_id
+        LEFT JOIN LATERAL (SELECT decision, reason FROM decision_log dl WHERE dl.request_id = p.request_id
+                           ORDER BY dl.id DESC LIMIT 1) d ON TRUE
+        ORDER BY p.requested_at, p.request_id
+        """
+    )
+    return [dict(r) for r in rows]
+
+
+def restarts(fake: FakeKubectl) -> list[str]:
+    """``kind/name -n namespace`` of every rollout restart kubectl ran."""
+    out = []
+    for argv in fake.calls():
+        if argv[:2] == ["rollout", "restart"]:
+            out.append(f"{argv[2]} -n {argv[argv.index('-n') + 1]}")
+    return out
+
+
+# --- the demo --------------------------------------------------------------------------------
+
+
+async def _demo(per_deployment: int, seed: int) -> None:
+    """Three deployments crash-looping together, from the embedded stack in live mode."""
+    import tempfile
+    from collections import Counter
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    from elk_resolver.db import create_pool
+    from elk_resolver.migrate import migrate
+    from elk_resolver.settings import make_settings
+    from elk_resolver.topics import ensure_topics
+    from tests.support.fake_kubectl import write_fake_kubectl
+    from tests.support.polling import wait_for
+    from tests.support.services import kafka_service, postgres_service
+
+    rng = random.Random(seed)
+    with ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+        kafka, postgres = kafka_service(stack), postgres_service(stack)
+        print(f"broker: {kafka.kind} {kafka.bootstrap_servers}; database: {postgres.kind}")
+        fake = write_fake_kubectl(Path(tmp) / "bin", output="deployment.apps restarted")
+        base = make_settings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=postgres.admin_dsn,
+                             state_dir=Path(tmp) / "state", topic_partitions=4, http_port=0)  # fmt: skip
+        settings = live_settings(base.isolated(f"demo-{uuid.uuid4().hex[:8]}"), fake)
+        await migrate(settings.database_url)
+        await ensure_topics(settings.kafka_bootstrap_servers, settings.topics(), partitions=settings.topic_partitions)
+        deployments = ["checkout", "cart", "catalog"]
+        values = [crashloop("shop", d, rng) for d in deployments for _ in range(per_deployment)]
+        rng.shuffle(values)
+        async with await create_pool(settings.database_url) as pool, running(settings, pool) as p:
+            n = await publish(settings, values)
+            await wait_for(lambda: p.drained(n), timeout=300, interval=1.0, what="the pipeline to drain")
+            errors = await pool.fetchval("SELECT count(*) FROM error_logs")
+            lines = await explain(pool)
+        no_digit = sum(1 for v in values if not any(c.isdigit() for c in orjson.loads(v)["kubernetes"]["pod"]["name"].split("-")[-2]))
+        print(f"published {n} CrashLoopBackOff events: {per_deployment} per deployment {deployments} in namespace shop,"
+              f" random ReplicaSet pod names ({no_digit} with a digit-free hash); {errors} error rows")
+        print("kubectl rollout restart calls:")
+        for target, count in sorted(Counter(restarts(fake)).items()):
+            print(f"  {count} x {target}")
+        print(f"{len(lines)} stored requests; what became of each (grouped):")
+        summary = Counter(
+            (line["target_key"], line["execution_status"] and f"ran: {line['execution_status']}"
+             or f"{line['decision']}: {_reason_kind(line['reason'])}")
+            for line in lines
+        )  # fmt: skip
+        for (target, what), count in sorted(summary.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
+            print(f"  {count:4d}  {target}  {what}")
+        print("decision_log, first line of each kind:")
+        seen = set()
+        for line in lines:
+            kind = (line["decision"], _reason_kind(line["reason"]))
+            if line["decision"] and kind not in seen:
+                seen.add(kind)
+                print(f"  [{line['decision']}] {line['target_key']}: {line['reason']}")
+
+
+def _reason_kind(reason: str | None) -> str:
+    return (reason or "").split(":")[0]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=_demo.__doc__)
+    parser.add_argument("--per-deployment", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=10)
+    args = parser.parse_args()
+    asyncio.run(_demo(args.per_deployment, args.seed))
