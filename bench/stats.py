@@ -224,6 +224,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         for key, label in (
             ("project_1", "project ingest stage, 1 process"),
             ("project_2", "project ingest stage, 2 processes (one group)"),
+            ("project_1_merges_off", "project ingest stage, 1 process, learned-merge pass off"),
             ("naive", "naive per-message FastStream consumer"),
             ("limit_consume", "limit: bare aiokafka consumption (getmany, no work)"),
             ("limit_upsert", "limit: bare bulk upsert (unnest, 1000 rows, no Kafka)"),

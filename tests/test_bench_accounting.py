@@ -109,7 +109,7 @@ def _sample_results() -> dict:
 
 def test_targets_report_each_bound_with_its_status():
     by_name = {t["target"]: t for t in _sample_results()["targets"]}
-    assert len(by_name) == 11
+    assert len(by_name) == 12
     assert by_name["ingest 1 process ≥ 20× naive"]["status"] == "met"
     cpu = next(t for name, t in by_name.items() if name.startswith("ingest CPU per event"))
     assert cpu["measured"] == "0.020×" and cpu["status"] == "met"
