@@ -413,7 +413,7 @@ def kibana_link(settings: Settings, error: dict[str, Any]) -> str | None:
     else:
         words = " ".join(str(error.get("error_message") or "").split()[:12]).replace('"', "")
         kql = f'message:"{words}"'
-    first = (error.get("created_at") or utc_naive()) - timedelta(minutes=15)
+    first = (error.get("timestamp") or error.get("created_at") or utc_naive()) - timedelta(minutes=15)
     last = (error.get("last_seen_at") or utc_naive()) + timedelta(minutes=15)
     g = f"(time:(from:{rison(first.isoformat() + 'Z')},to:{rison(last.isoformat() + 'Z')}))"
     view = f"dataSource:(dataViewId:{rison(settings.kibana_data_view)},type:dataView)," if settings.kibana_data_view else ""

@@ -5,7 +5,7 @@
 -- name: console-open-errors
 -- Errors seen within the window, most recent first (one page).
 SELECT id, hash_signature, error_type, left(error_message, 300) AS error_message, source_system, severity,
-       occurrence_count, last_seen_at, created_at
+       occurrence_count, last_seen_at, created_at, timestamp
 FROM error_logs
 WHERE last_seen_at >= $1
 ORDER BY last_seen_at DESC, id DESC
@@ -26,7 +26,7 @@ GROUP BY 1 ORDER BY 1;
 -- name: console-errors
 -- One page of errors, newest first; filters on type, text and source are optional.
 SELECT id, error_type, left(error_message, 300) AS error_message, source_system, severity,
-       occurrence_count, last_seen_at, created_at
+       occurrence_count, last_seen_at, created_at, timestamp
 FROM error_logs
 WHERE ($1::text IS NULL OR error_type = $1)
   AND ($2::text IS NULL OR error_message ILIKE '%' || $2 || '%' OR source_system ILIKE '%' || $2 || '%')
