@@ -513,6 +513,22 @@ async def section_throughput(stack: Stack, args, results: dict) -> None:
     }
 
 
+async def _close_probe(stack: Stack, database_url: str, producer, consumer, child: Child) -> None:
+    """End a latency probe: its producer, its reader, the stage process, its database."""
+    await producer.stop()
+    await consumer.stop()
+    await child.stop()
+    await stack.drop_database(database_url)
+
+
+def _tail(ms: list[float]) -> dict[str, float | None]:
+    return {
+        "p50_ms": stats.percentile(ms, 50) if ms else None,
+        "p99_ms": stats.percentile(ms, 99) if ms else None,
+        "max_ms": max(ms) if ms else None,
+    }
+
+
 # --- 8: raw event -> execution decision ---------------------------------------------------
 
 DECISIONS = {"dry_run", "skipped", "denied", "pending_approval", "duplicate"}
@@ -593,10 +609,7 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await reader
     finally:
-        await producer.stop()
-        await consumer.stop()
-        await child.stop()
-        await stack.drop_database(database_url)
+        await _close_probe(stack, database_url, producer, consumer, child)
     ms = [x * 1000 for x in latencies]
     results["decision"] = {
         "target_rate": rate_target,
@@ -605,9 +618,7 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
         "errors": len(first_sent),
         "decided": len(ms),
         "outcomes": outcomes,
-        "p50_ms": stats.percentile(ms, 50) if ms else None,
-        "p99_ms": stats.percentile(ms, 99) if ms else None,
-        "max_ms": max(ms) if ms else None,
+        **_tail(ms),
         "note": (
             f"{args.latency_seconds:.0f} s of events, {args.decision_repeat_share:.0%} of them repeats of earlier "
             f"errors, at {rate_target:,}/s into one process running ingest, analyze and execute (dry-run, playbooks only, no "
@@ -741,19 +752,14 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, 15)
     finally:
-        await producer.stop()
-        await consumer.stop()
-        await child.stop()
-        await stack.drop_database(database_url)
+        await _close_probe(stack, database_url, producer, consumer, child)
     ms = [x * 1000 for x in latencies]
     results["latency"] = {
         "target_rate": rate_target,
         "send_rate": stats.rate(total, send_seconds),
         "sent": total,
         "received": len(ms),
-        "p50_ms": stats.percentile(ms, 50) if ms else None,
-        "p99_ms": stats.percentile(ms, 99) if ms else None,
-        "max_ms": max(ms) if ms else None,
+        **_tail(ms),
         "note": (
             f"{args.latency_seconds:.0f} s of distinct errors, one ingest process; latency = wall clock at the "
             "analysis event's arrival in the benchmark's consumer minus wall clock just before the record's send"
