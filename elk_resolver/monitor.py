@@ -199,6 +199,27 @@ async def check_postgresql(pool: asyncpg.Pool) -> ComponentStatus:
     )
 
 
+async def check_executions(pool: asyncpg.Pool, settings: Settings) -> ComponentStatus:
+    """Runs that died after their claim (issue 10 item 7): those the reaper recorded as lost in
+    the last 24 hours, and live runs past ``run_lost_after_s`` it has not recorded yet. Either
+    is a warning: nothing re-runs them, a person has to look."""
+    try:
+        async with asyncio.timeout(10):
+            row = await pool.fetchrow(queries().monitor_lost_runs, settings.run_lost_after_s)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        return ComponentStatus("executions", ERROR, {"error": f"{type(exc).__name__}: {exc}"[:500]})
+    details: dict[str, Any] = {"lost_last_24h": row["lost"], "overdue_running": row["overdue"]}
+    if row["last_reason"]:
+        details["last_lost"] = row["last_reason"][:500]
+    status = WARNING if row["lost"] or row["overdue"] else HEALTHY
+    if status == WARNING:
+        details["reason"] = (
+            f"{row['lost']} run(s) recorded lost in 24 h, {row['overdue']} running past run_lost_after_s;"
+            " lost runs are never re-run without a decision"
+        )
+    return ComponentStatus("executions", status, details)
+
+
 def instance_name() -> str:
     """This copy of the service in ``system_status``: ``host:pid``, the host cut so that
     ``stage.<name>@<instance>`` fits the 50-character column."""
@@ -237,7 +258,7 @@ async def run_checks(
     own_client = client is None
     client = client or httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=False)
     try:
-        checks: list[Awaitable[ComponentStatus]] = [check_postgresql(pool)]
+        checks: list[Awaitable[ComponentStatus]] = [check_postgresql(pool), check_executions(pool, settings)]
         if settings.kafka_bootstrap_servers:
             checks.append(check_kafka(settings))
         if settings.elasticsearch_url:

@@ -31,6 +31,7 @@ async def test_monitor_records_healthy_warning_error_from_stand_in_servers(pool,
         rows = await _rows(pool)
         assert {k: v["status"] for k, v in rows.items()} == {
             "elasticsearch": "healthy", "logstash": "healthy", "kibana": "healthy", "postgresql": "healthy",
+            "executions": "healthy",  # no run died after its claim
         }
         assert rows["elasticsearch"]["error_count"] == 0 and rows["elasticsearch"]["last_error_at"] is None
         assert rows["logstash"]["metadata"]["pipelines"]["main"]["events_in"] == 1200
@@ -66,7 +67,7 @@ async def test_monitor_records_healthy_warning_error_from_stand_in_servers(pool,
 async def test_unconfigured_components_are_neither_checked_nor_reported(pool, database_url):
     settings = make_settings(database_url=database_url, kafka_bootstrap_servers=None)
     await monitor.check_and_record(settings, pool)
-    assert set(await _rows(pool)) == {"postgresql"}
+    assert set(await _rows(pool)) == {"postgresql", "executions"}
 
 
 async def test_monitor_stage_reports_kafka_lag_and_its_peer_stages(settings, pool):
@@ -83,7 +84,7 @@ async def test_monitor_stage_reports_kafka_lag_and_its_peer_stages(settings, poo
     own = f"stage.ingest@{monitor.instance_name()}"
     assert by_name[own].status == "warning"
     rows = await _rows(pool)
-    assert set(rows) == {"kafka", "postgresql", own}
+    assert set(rows) == {"kafka", "postgresql", "executions", own}
 
 
 async def test_each_copy_has_its_own_stage_row_and_a_silent_copy_turns_error(pool, database_url):

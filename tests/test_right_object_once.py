@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from elk_resolver.monitor import check_executions
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import (
     Runtime,
@@ -282,6 +283,9 @@ async def test_the_reaper_records_a_run_that_died_after_its_claim_and_it_is_neve
     assert (float(s["success_rate"]), s["execution_count"], s["consecutive_failures"]) == (0.0, 1, 1)
     assert await pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'lost'") == 1
     assert await reap_lost_runs(pool=pool, settings=live, now=later) == []  # recorded once
+    reported = await check_executions(pool, live)  # the monitor says so
+    assert reported.status == "warning" and reported.details["lost_last_24h"] == 1
+    assert "doomed" in reported.details["last_lost"]
     # the pointer again (redelivery): never re-run without a decision
     [again] = await handle_request(pointer, pool=pool, settings=live, policy=policy, now=later)
     assert again.outcome == "duplicate" and len(fake.calls()) == 1

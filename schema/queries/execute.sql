@@ -190,9 +190,14 @@ WHERE r.status = 'running' AND r.slot = 'live' AND r.slot_at < $1
 ORDER BY r.slot_at
 FOR UPDATE OF r SKIP LOCKED;
 
--- name: lost-runs-recent
--- Runs the reaper recorded since $1 (the monitor reports them).
-SELECT count(*) FROM decision_log WHERE decision = 'lost' AND decided_at > $1;
+-- name: monitor-lost-runs
+-- What the monitor reports: runs recorded lost in the last day, live runs older than $1 seconds
+-- with no outcome yet (the reaper's next pass records them), and the newest lost run's reason.
+SELECT (SELECT count(*) FROM decision_log WHERE decision = 'lost'
+         AND decided_at > (NOW() AT TIME ZONE 'UTC') - interval '1 day') AS lost,
+       (SELECT count(*) FROM execution_requests WHERE status = 'running' AND slot = 'live'
+         AND slot_at < (NOW() AT TIME ZONE 'UTC') - make_interval(secs => $1::float8)) AS overdue,
+       (SELECT reason FROM decision_log WHERE decision = 'lost' ORDER BY id DESC LIMIT 1) AS last_reason;
 
 -- name: take-slot
 -- This request runs (live) or would run (dry_run); counted by recent-slots from now on.
