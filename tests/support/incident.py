@@ -190,13 +190,13 @@ async def _demo(per_deployment: int, seed: int) -> None:
         )  # fmt: skip
         for (target, what), count in sorted(summary.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
             print(f"  {count:4d}  {target}  {what}")
-        print("decision_log, first line of each kind:")
-        seen = set()
+        print("decision_log: the line that explains every request that did not run")
         for line in lines:
-            kind = (line["decision"], _reason_kind(line["reason"]))
-            if line["decision"] and kind not in seen:
-                seen.add(kind)
-                print(f"  [{line['decision']}] {line['target_key']}: {line['reason']}")
+            if not line["execution_status"]:
+                print(f"  {line['request_id'][:12]} {line['target_key']} [{line['decision']}] {line['reason']}")
+        print("recorded kubectl argv:")
+        for argv in fake.calls():
+            print("  kubectl " + " ".join(argv))
 
 
 def _reason_kind(reason: str | None) -> str:
