@@ -120,13 +120,25 @@ async def approve(pool: asyncpg.Pool, settings: Settings, approval_id: int, pers
     pointer is published on the execution topic; its maintenance pass also finds approvals
     whose pointer never arrived). Nothing runs in the deciding process."""
     person = _require(settings, person, "approve")
-    try:
+
+    async def decide() -> tuple[Any, list, list]:
         event, pointer = await approve_request(approval_id, person.name, pool=pool, settings=settings)
+        return event, [], [pointer]
+
+    return await _decided(approval_id, person, decide, publish)
+
+
+async def _decided(decision_id: int, person: Person, decide: Callable[[], Awaitable[tuple[Any, list, list]]],
+                   publish: Publisher | None) -> Decision:
+    """Run one decision (``decide`` returns the event, the results and the pointers at approved
+    requests), say a refusal as :class:`Refused`, and publish what changed."""
+    try:
+        event, results, pointers = await decide()
     except ApprovalError as exc:
         raise Refused(str(exc)) from None
     if publish is not None:
-        await publish([], [event], [pointer])
-    return Decision(approval_id, event.status, person.name, [], handed_over=[pointer.request_id])
+        await publish(results, [event], pointers) if pointers else await publish(results, [event])
+    return Decision(decision_id, event.status, person.name, results, handed_over=[p.request_id for p in pointers])
 
 
 async def list_incidents(pool: asyncpg.Pool, *, status: str | None = "pending", limit: int = PAGE) -> list[dict[str, Any]]:
@@ -139,15 +151,14 @@ async def approve_incident(pool: asyncpg.Pool, settings: Settings, incident_id: 
     """Approve a systemic hold for every object, or only ``objects`` (the rest are rejected);
     the execute stage restarts each approved object once."""
     person = _require(settings, person, "approve")
-    try:
+
+    async def decide() -> tuple[Any, list, list]:
         event, pointers = await approve_incident_request(
             incident_id, person.name, list(objects) if objects else None, pool=pool, settings=settings
         )
-    except ApprovalError as exc:
-        raise Refused(str(exc)) from None
-    if publish is not None:
-        await publish([], [event], pointers)
-    return Decision(incident_id, event.status, person.name, [], handed_over=[p.request_id for p in pointers])
+        return event, [], pointers
+
+    return await _decided(incident_id, person, decide, publish)
 
 
 async def incident_detail(pool: asyncpg.Pool, incident_id: int) -> dict[str, Any] | None:
@@ -171,25 +182,21 @@ async def incident_detail(pool: asyncpg.Pool, incident_id: int) -> dict[str, Any
 async def reject_incident(pool: asyncpg.Pool, settings: Settings, incident_id: int, person: Person | None,
                           reason: str | None = None, *, publish: Publisher | None = None) -> Decision:
     person = _require(settings, person, "reject")
-    try:
-        event, results = await reject_incident_request(incident_id, person.name, reason, pool=pool)
-    except ApprovalError as exc:
-        raise Refused(str(exc)) from None
-    if publish is not None:
-        await publish(results, [event])
-    return Decision(incident_id, event.status, person.name, results)
+
+    async def decide() -> tuple[Any, list, list]:
+        return (*await reject_incident_request(incident_id, person.name, reason, pool=pool), [])
+
+    return await _decided(incident_id, person, decide, publish)
 
 
 async def reject(pool: asyncpg.Pool, settings: Settings, approval_id: int, person: Person | None,
                  reason: str | None = None, *, publish: Publisher | None = None) -> Decision:
     person = _require(settings, person, "reject")
-    try:
-        event, results = await reject_request(approval_id, person.name, reason, pool=pool)
-    except ApprovalError as exc:
-        raise Refused(str(exc)) from None
-    if publish is not None:
-        await publish(results, [event])
-    return Decision(approval_id, event.status, person.name, results)
+
+    async def decide() -> tuple[Any, list, list]:
+        return (*await reject_request(approval_id, person.name, reason, pool=pool), [])
+
+    return await _decided(approval_id, person, decide, publish)
 
 
 async def decide_many(pool: asyncpg.Pool, settings: Settings, approval_ids: Sequence[int], person: Person | None,
