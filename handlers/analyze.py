@@ -142,11 +142,20 @@ def _workload(event: AnalysisEvent) -> Workload | None:
     return workload_of({"deployment": event.context.deployment, "pod": event.context.pod})
 
 
-def is_history(event: AnalysisEvent) -> bool:
-    """The history mark: the one place the analysis stage reads it (ingest sets ``replay`` for
-    backfilled and replayed events the operator did not ask to act on). Stored with the request
-    as ``planned_requests.history``; the execute stage never runs such a request."""
-    return bool(event.replay)
+async def is_history(pool: asyncpg.Pool, event: AnalysisEvent) -> bool:
+    """The history mark: the one place the analysis stage reads it. History when the event says
+    so (ingest sets ``replay`` for backfilled and replayed events the operator did not ask to
+    act on), or when the database does: the trigger occurrence is stored with a history mark
+    (``error_occurrences.history``) and no actionable occurrence of the error is as recent
+    (``error_logs.last_actionable_at``), whatever the analysis message claims. Stored with the
+    request as ``planned_requests.history``; the execute stage never runs such a request."""
+    if event.replay:
+        return True
+    return bool(
+        await pool.fetchval(
+            queries().analyze_history_mark, event.trigger_event_id, _naive(event.event_time), event.hash_signature
+        )
+    )
 
 
 _DEPENDENCY = re.compile(
@@ -567,7 +576,7 @@ async def analyze(
         action=action or (row["solution_type"] or ""),
         signs=_signs(event),
         event_time=event_time,
-        replay=is_history(event),
+        replay=await is_history(pool, event),
         requested_at=now,
     )
     result.request = await store_request(pool, planned)

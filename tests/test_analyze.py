@@ -738,3 +738,26 @@ async def test_database_outage_keeps_the_event_uncommitted_until_it_is_handled(p
             await stage.stop()
     assert ExecutionRequest.model_validate_json(record.value).hash_signature == event.hash_signature
     assert stage.dead_lettered == 0
+
+
+async def test_history_stored_by_ingest_is_history_whatever_the_analysis_event_says(pool, catalogue, tuned):
+    """Issue 10: the database decides. An analysis event that claims to be live about an
+    occurrence ingest stored as backfill (and nothing actionable since) is stored as history,
+    so the execute stage never runs it."""
+    when = datetime.now(UTC).replace(microsecond=0)
+    event = await new_event(pool, CRASHLOOP, pattern=PATTERNS["Pod CrashLoopBackOff"], event_time=when, trigger="bf-1")
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT ensure_error_occurrences_partition($1::date)", when.date())
+        await conn.execute(
+            "INSERT INTO error_occurrences (event_identity, occurred_at, hash_signature, history) VALUES ($1, $2, $3, 'backfill')",
+            "bf-1", when.replace(tzinfo=None), event.hash_signature,
+        )  # fmt: skip
+    result = await run(event, pool, catalogue, tuned)
+    assert event.replay is False and result.request.replay is True
+    assert await pool.fetchval("SELECT history FROM planned_requests WHERE request_id = $1", result.request.request_id)
+    # a live occurrence of the error since then: an event about it is not history
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE error_logs SET last_actionable_at = $2 WHERE hash_signature = $1",
+                           event.hash_signature, when.replace(tzinfo=None))  # fmt: skip
+    live = await run(event.model_copy(update={"trigger_event_id": "live-1"}), pool, catalogue, tuned)
+    assert live.request.replay is False

@@ -79,3 +79,13 @@ SELECT request FROM planned_requests WHERE request_id = $1;
 -- name: analyze-disabled-playbooks
 -- Playbooks switched off for every copy (`playbooks disable`).
 SELECT playbook_name FROM playbook_controls WHERE disabled_at IS NOT NULL;
+
+-- name: analyze-history-mark
+-- Whether the occurrence that triggered an analysis event is history nobody asked to act on:
+-- stored with a history mark, and no actionable occurrence of the error at or after it.
+SELECT EXISTS (
+    SELECT 1 FROM error_occurrences o
+    JOIN error_logs e ON e.hash_signature = $3
+    WHERE o.event_identity = $1 AND o.occurred_at = $2 AND o.history IS NOT NULL
+      AND (e.last_actionable_at IS NULL OR e.last_actionable_at < $2)
+);
