@@ -188,6 +188,7 @@ class ExecuteStage(SubscribedStage):
         if results or events:
             await publish_outcomes(self.broker, self.settings, results, events)
             await notify.outcomes(self.pool, self.settings, results, events)
+        await notify.sweep(self.pool, self.settings)
         return results
 
     async def _maintain(self) -> None:

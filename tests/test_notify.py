@@ -115,3 +115,26 @@ async def test_each_channel_is_rate_limited_per_minute(settings, pool):
             ["sent", "sent", "pending", "pending", "pending"]
     assert len(hooks.received("/hook")) == 2
     assert ids
+
+
+async def test_a_pending_approval_recorded_without_its_message_is_announced_by_the_next_maintenance_pass(
+    settings, pool, tmp_path
+):
+    from elk_resolver.policy import ExecutionPolicy
+    from handlers.execute import handle_request
+    from tests.test_execute_stream import running
+
+    fake = write_fake_kubectl(tmp_path)
+    async with NotifyStub() as hooks:
+        s = with_channels(configure(settings, fake), hooks, notify_urls=[])
+        ids = await seed(pool)
+        # decided as the stage decides, but the process "stopped" before queueing the message
+        pointer = await request(pool, ids, decision="approval", reason="new solution")
+        [result] = await handle_request(pointer, pool=pool, settings=s, policy=ExecutionPolicy.from_settings(s))
+        assert result.outcome == "pending_approval"
+        assert await pool.fetchval("SELECT count(*) FROM notifications") == 0
+        async with running(s, pool) as (_, [stage]):
+            await stage.maintain_once()
+            await stage.maintain_once()  # and again: still one
+        rows = await pool.fetch("SELECT event_key FROM notifications")
+        assert [r["event_key"] for r in rows] == [f"approval:{result.details['approval_id']}:pending"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from elk_resolver.db import queries
 from elk_resolver.notify.channels import configured_channels, sign
 from elk_resolver.notify.dispatch import Dispatcher
 from elk_resolver.notify.events import (
@@ -33,8 +34,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KINDS", "Dispatcher", "approval_expired", "breaker_tripped", "configured_channels", "outcomes",
-    "pending_approval", "run_failed", "run_recurred", "sign", "systemic_hold",
+    "pending_approval", "run_failed", "run_recurred", "sign", "sweep", "systemic_hold",
 ]  # fmt: skip
+
+
+async def sweep(pool: asyncpg.Pool, settings: Settings) -> int:
+    """Queue the messages of pending approvals and holds that have none: a stage that stopped
+    between recording one and calling :func:`outcomes` would otherwise leave nobody told."""
+    channels = configured_channels(settings)
+    if not channels:
+        return 0
+    queued = 0
+    async with pool.acquire() as conn:
+        for row in await conn.fetch(queries().notify_unannounced, channels[0].name):
+            if row["kind"] == "hold":
+                queued += await systemic_hold(conn, settings, row["id"])
+            else:
+                queued += await pending_approval(conn, settings, row["id"])
+    return queued
 
 
 async def outcomes(pool: asyncpg.Pool, settings: Settings, results: Iterable[Any], approvals: Iterable[Any] = ()) -> int:

@@ -83,3 +83,15 @@ LEFT JOIN planned_requests p ON p.request_id = o.request_id
 LEFT JOIN error_logs el ON el.id = p.error_log_id
 WHERE i.id = $1
 ORDER BY o.added_at, o.target_key;
+
+-- name: notify-unannounced
+-- Pending approvals and systemic holds no message was queued for (the stage stopped between
+-- recording one and queueing its message); $1 is one configured channel.
+SELECT 'approval' AS kind, a.id FROM approvals a
+WHERE a.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_key = 'approval:' || a.id || ':pending' AND n.channel = $1)
+UNION ALL
+SELECT 'hold', i.id FROM incidents i
+WHERE i.status = 'pending'
+  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_key = 'hold:' || i.id AND n.channel = $1)
+LIMIT 50;
