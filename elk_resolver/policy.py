@@ -97,9 +97,6 @@ class ExecutionPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExecutionPolicy:
-        unknown = sorted(set(settings.elasticsearch_actions) - set(ES_ACTIONS))
-        if unknown:
-            raise ValueError(f"unknown elasticsearch_actions {unknown} (known: {sorted(ES_ACTIONS)})")
         return cls(
             kubectl_path=settings.kubectl_path,
             kubernetes_executor=settings.kubernetes_executor,

@@ -254,6 +254,29 @@ class Settings(BaseSettings):
         mode="before",
     )(_split_csv)
 
+    @field_validator("kubectl_kinds")
+    @classmethod
+    def _known_verbs_and_kinds(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        from elk_resolver.policy import VERB_FLAGS, kind_of
+
+        for verb, kinds in value.items():
+            if verb not in VERB_FLAGS:
+                raise ValueError(f"unknown kubectl verb {verb!r} (known: {', '.join(VERB_FLAGS)})")
+            unknown = [k for k in kinds if kind_of(k) is None]
+            if unknown:
+                raise ValueError(f"unknown kind(s) {unknown} for {verb!r}")
+        return value
+
+    @field_validator("elasticsearch_actions")
+    @classmethod
+    def _known_actions(cls, value: list[str]) -> list[str]:
+        from elk_resolver.policy import ES_ACTIONS
+
+        unknown = sorted(set(value) - set(ES_ACTIONS))
+        if unknown:
+            raise ValueError(f"unknown action(s) {unknown} (known: {', '.join(ES_ACTIONS)})")
+        return value
+
     @field_validator("child_env_allowlist")
     @classmethod
     def _no_service_secrets(cls, value: list[str]) -> list[str]:

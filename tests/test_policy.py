@@ -464,8 +464,17 @@ def test_elasticsearch_actions_are_opt_in_and_a_url_alone_enables_none():
     )
     assert evaluate(cmd, opted).allowed
     assert not evaluate({"type": "elasticsearch", "command": "ilm_retry index=a"}, opted).allowed
-    with pytest.raises(ValueError, match="unknown elasticsearch_actions"):
-        ExecutionPolicy.from_settings(make_settings(elasticsearch_actions="delete_index"))
+    with pytest.raises(ValueError, match="unknown action"):
+        make_settings(elasticsearch_actions="delete_index")
+
+
+@pytest.mark.parametrize(
+    "kinds, message",
+    [({"exec": ["pod"]}, "unknown kubectl verb"), ({"scale": ["deployment", "job"]}, "unknown kind")],
+)
+def test_kind_allowlist_names_known_verbs_and_kinds(kinds, message):
+    with pytest.raises(ValueError, match=message):
+        make_settings(kubectl_kinds=kinds)
 
 
 def test_elasticsearch_index_field_and_command_line_must_agree():
