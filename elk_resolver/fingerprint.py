@@ -96,7 +96,9 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     (
         "-",
         re.compile(
-            rf"(?<![\w.-])[a-z][a-z0-9-]*?-(?:{_K8S}{{6,10}}-)?{_K8S}{{5,10}}(?:_[\w-]*+)?(?![A-Za-z0-9-]|\.\w)"
+            # (the name may hold the ReplicaSet hash; the first character is matched before
+            # the boundary check, so the engine can skip ahead on the character class)
+            rf"[a-z](?<![\w.-][a-z])[a-z0-9-]*-{_K8S}{{5,10}}(?:_[\w-]*+)?(?![A-Za-z0-9-]|\.\w)"
         ),
         _P,
     ),
@@ -114,8 +116,9 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     ("=", re.compile(r"""(=\s*)(?:"[^"]*"|'[^']*')"""), r"\1" + _P),
     # Windows paths (C:\Windows\..., \\server\share\...): the same class as Unix paths.
     ("\\", re.compile(r"(?<![\w\\])(?:[A-Za-z]:|\\\\[\w.$-]+)\\[^\s\"'<>|,;()\[\]]*"), _P),
-    # MAC addresses (six hex pairs): all letters at times, so the digit rule alone misses them.
-    ("", re.compile(r"(?<![\w:-])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}(?![\w:-])"), _P),
+    # MAC addresses (six hex pairs with colons): the digit rule takes one whose first pair has
+    # a digit whole, but cuts one that starts with letters (aa:bb:...:f1).
+    (":", re.compile(r"[0-9A-Fa-f](?<![\w:-][0-9A-Fa-f])[0-9A-Fa-f](?::[0-9A-Fa-f]{2}){5}(?![\w:-])"), _P),
     # File paths: absolute, ./relative, ~/home, with a query string if it is a URL path.
     ("/", re.compile(r"(?<![\w./])(?:\.{1,2}|~)?/[\w.\-/%?&=+]+"), _P),
     # Any other token with a slash inside a word (pkg/Class, a/b/c.txt, HTTP/1.1).
@@ -139,7 +142,7 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     # A word of six or more letters without a vowel (y counts as one) is not a word of any
     # language a log is written in but a generated token: a random id, a base32/consonant
     # suffix, a mangled name. Judged by its characters alone; with a digit it is gone already.
-    ("", re.compile(rf"(?<![\w.-]){_NO_VOWEL}{{6,}}(?![\w-]|\.\w)"), _P),
+    ("", re.compile(rf"{_NO_VOWEL}(?<![\w.-]{_NO_VOWEL}){_NO_VOWEL}{{5,}}(?![\w-]|\.\w)"), _P),
     # Eight or more hex letters are a hash or a mask even without a digit (mask=ffffffff);
     # those with a digit are gone already. The boundary check sits after the first character
     # so the engine can skip ahead on the character class.
