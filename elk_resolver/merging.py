@@ -15,9 +15,9 @@ Guards against over-merging, each measured by the benchmark's over-merge share:
 * the values must look like values, not like the few words of a closed set: a slot whose
   values repeat (states, verbs, component names: each comes back again and again) is left
   alone, one whose values are mostly seen once or twice (ids, user names) is a variable.
-  Measured as the share of a family's occurrences that belong to its most frequent values;
+  Measured as the share of a family's occurrences that come from values seen 3+ times;
 * a slot of the first token or a slot that is a key (``key=``, ``key:``) is never merged, and
-  the merged template keeps at least two constant tokens and half of its tokens constant
+  the merged template keeps at least two constant tokens and a third of its tokens constant
   (without this, chains of merges collapse short templates into ``<*> <*>``);
 * a pair an operator split (:attr:`blocked`) is never merged again.
 
@@ -53,9 +53,9 @@ class TemplateRow:
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
     min_values: int = 5
-    """distinct values a slot must have taken (generated values count more, see below)."""
+    """distinct values a slot must have taken (chosen on the dev half of LogHub-2k)."""
     generated_weight: int = 1
-    """a ``<*>`` value stands for this many values: it is known to vary."""
+    """what a ``<*>`` value counts for (more than 1 merged closed sets: dcache/icache/<*>)."""
     max_repeat_share: float = 0.6
     """at most this share of the family's occurrences may come from values seen 3+ times."""
     repeat_at: int = 3
