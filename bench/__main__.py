@@ -600,8 +600,11 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
         await producer.flush()
         await asyncio.sleep(0)  # let the reader take what has arrived
         quiet_until = time.monotonic() + 10
+        give_up = time.monotonic() + args.decision_wait
         seen = -1
-        while time.monotonic() < quiet_until:  # until no new decision for 10 s
+        # until no new decision for 10 s, or --decision-wait after the last send (a backlog that
+        # long is the figure already; the errors still undecided are counted as such)
+        while time.monotonic() < min(quiet_until, give_up):
             if len(latencies) != seen:
                 seen, quiet_until = len(latencies), time.monotonic() + 10
             await asyncio.sleep(0.2)
@@ -990,6 +993,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trigger-rounds", type=int, default=6)
     parser.add_argument("--decision-repeat-share", type=float, default=0.99,
                         help="share of the decision section's events that repeat an earlier error")
+    parser.add_argument("--decision-wait", type=float, default=60, help="seconds to wait for decisions after the last send")
     parser.add_argument("--growth-rows", type=int, default=1_000_000, help="errors preloaded for the growth section")
     parser.add_argument("--growth-events", type=int, default=100_000, help="events ingested at each size")
     parser.add_argument("--timeout", type=float, default=300, help="give up on one throughput run after this")
@@ -1059,6 +1063,7 @@ async def run_sections(stack: Stack | None, args, results: dict, stack_error: st
         if status[name] != "ok":
             say(f"{name}: {status[name]}")
         results.setdefault("sections_seconds", {})[name] = round(time.perf_counter() - started, 1)
+        write_results(args.output, results)  # an interrupted run keeps the sections it finished
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1102,15 +1107,20 @@ def main(argv: list[str] | None = None) -> int:
             pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     results["duration_s"] = time.perf_counter() - started
+    print(write_results(args.output, results))
+    return 0
+
+
+def write_results(output: Path, results: dict) -> str:
+    """``latest.json`` and ``latest.md`` in ``output`` with the targets so far; the Markdown."""
     results["targets"] = targets(results)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "latest.json").write_bytes(
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "latest.json").write_bytes(
         orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS, default=str)
     )
     markdown = stats.render_markdown(results)
-    (args.output / "latest.md").write_text(markdown, encoding="utf-8")
-    print(markdown)
-    return 0
+    (output / "latest.md").write_text(markdown, encoding="utf-8")
+    return markdown
 
 
 if __name__ == "__main__":
