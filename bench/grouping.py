@@ -129,6 +129,7 @@ class OnlineService:
                 self.aliases[key] = m.canonical
                 canonical.count += self.rows[key].count
             canonical.tokens = m.tokens
+            canonical.learned = True
         if merges:
             learned = [(r.key, r.error_type, r.tokens) for k, r in self.rows.items() if k not in self.aliases]
             self.index = AliasIndex.build(self.aliases.items(), learned)

@@ -94,14 +94,20 @@ async def run_merge_pass(
         if stale:
             await lock_rows(conn, [h for r in stale for h in r])
             result.swept = len(await conn.fetch(q.merge_sweep))
-        rows = await conn.fetch(q.merge_live_rows)
+        # a family needs a row new since the last pass (or a rule change): load only the
+        # buckets those rows fall in
+        touched = [r["hash_signature"] for r in new_rows]
+        if state["rules_digest"] != digest:
+            touched = None  # every template may have changed
+        rows = await conn.fetch(q.merge_live_rows, touched) if touched != [] else []
         blocked = [frozenset((r["hash_a"], r["hash_b"])) for r in await conn.fetch(q.merge_blocked)]
         templates = [
-            TemplateRow(r["hash_signature"], r["error_type"], tuple(r["tokens"]), r["occurrence_count"]) for r in rows
+            TemplateRow(r["hash_signature"], r["error_type"], tuple(r["tokens"]), r["occurrence_count"], r["learned"])
+            for r in rows
         ]
         error_types = {r["hash_signature"]: r["error_type"] for r in rows}
         # CPU work off the event loop: the ingest stage shares it
-        planned = await asyncio.to_thread(plan_merges, templates, blocked=blocked, config=config)
+        planned = await asyncio.to_thread(plan_merges, templates, blocked=blocked, config=config) if rows else []
         if planned:
             await lock_rows(conn, [h for m in planned for h in (m.canonical, *m.members)])
         for merge in planned:
@@ -184,6 +190,8 @@ async def remap(conn: asyncpg.Connection, version: str) -> int:
             count += 1
         if live:
             await conn.execute(q.merge_set_version, target, version, templates[new_hash])
+            error_type = next(r["error_type"] for r in live if r["hash_signature"] == target)
+            await conn.execute(q.merge_set_template, target, error_type, list(tokens_of(templates[new_hash])), False)
     return count
 
 

@@ -48,6 +48,8 @@ class TemplateRow:
     tokens: tuple[str, ...]
     count: int = 1
     """occurrences counted into the row."""
+    learned: bool = False
+    """its template gained a ``<*>`` from a merge: a new value at such a slot joins it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def plan_merges(
     live: dict[str, TemplateRow] = {}
     order: dict[str, int] = {}
     for n, row in enumerate(rows):
-        live[row.key] = TemplateRow(row.key, row.error_type, row.tokens, row.count)
+        live[row.key] = TemplateRow(row.key, row.error_type, row.tokens, row.count, row.learned)
         order[row.key] = n
     blocked_set = {frozenset(b) for b in blocked}
     merges: list[Merge] = []
@@ -155,6 +157,7 @@ def plan_merges(
                     for key in merge.members:
                         canonical.count += live.pop(key).count
                     canonical.tokens = merge.tokens
+                    canonical.learned = True
                     changed = True
     return merges
 
@@ -181,7 +184,9 @@ def _family_merge(
     values: dict[str, int] = defaultdict(int)
     for r in (canonical, *members):
         values[r.tokens[i]] += r.count
-    if not slot_is_variable(values, config):
+    # a slot a merge made variable takes late values (rows a copy stored before it reloaded)
+    known = canonical.learned and canonical.tokens[i] == WILDCARD
+    if not known and not slot_is_variable(values, config):
         return None
     tokens = canonical.tokens[:i] + (WILDCARD,) + canonical.tokens[i + 1 :]
     return Merge(canonical.key, tuple(r.key for r in members), i, tokens, tuple(sorted(values)[:20]))

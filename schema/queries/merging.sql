@@ -38,10 +38,14 @@ WITH t AS (
 UPDATE error_logs SET fingerprint_template = array_to_string($3::text[], ' ') WHERE hash_signature = $1;
 
 -- name: merge-live-rows
--- Rows the merge pass may merge: template-fingerprinted, not merged, oldest first.
-SELECT e.id, e.hash_signature, e.error_type, e.occurrence_count, t.tokens
+-- Rows the merge pass may merge: template-fingerprinted, not merged, oldest first; only in
+-- the (error type, width) buckets of the given hashes (the rows new since the last pass), or
+-- all of them when $1 is NULL.
+SELECT e.id, e.hash_signature, e.error_type, e.occurrence_count, t.tokens, t.learned
 FROM error_logs e JOIN error_templates t USING (hash_signature)
 WHERE e.merged_into IS NULL AND e.fingerprint_version = 'template'
+  AND ($1::text[] IS NULL OR (t.error_type, t.width) IN (
+        SELECT n.error_type, n.width FROM error_templates n WHERE n.hash_signature = any($1::text[])))
 ORDER BY e.id;
 
 -- name: merge-blocked
