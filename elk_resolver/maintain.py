@@ -62,6 +62,8 @@ _BEFORE_PARTITIONS = (
 _AFTER_PARTITIONS = (
     ("solutions", "maintain_delete_unexecuted_solutions"),
     ("error_logs", "maintain_delete_error_logs"),
+    ("error_templates", "maintain_delete_error_templates"),
+    ("error_aliases", "maintain_delete_error_aliases"),
     ("backfill_cursors", "maintain_delete_backfill_cursors"),
 )
 _ANALYZE = ("error_logs", "solutions", "execution_history")

@@ -270,3 +270,21 @@ async def test_a_pass_without_new_rows_plans_nothing_and_loads_only_touched_buck
     assert len(first.merges) == 1 and first.tokenized == len(TENANTS)
     again = await run_merge_pass(pool)
     assert again.ran and again.tokenized == 0 and again.merges == []
+
+
+async def test_retention_removes_templates_and_aliases_of_deleted_errors(pool):
+    from datetime import datetime, timedelta
+
+    from elk_resolver.maintain import maintain
+
+    await ingest(pool, [f"quota exceeded for {t} tenant" for t in TENANTS])
+    await run_merge_pass(pool)
+    assert await pool.fetchval("SELECT count(*) FROM error_aliases") == len(TENANTS) - 1
+    old = datetime.utcnow() - timedelta(days=400)
+    await pool.execute("UPDATE error_logs SET last_seen_at = $1, created_at = $1", old)
+    await pool.execute("UPDATE error_templates SET updated_at = $1", old)
+    await pool.execute("UPDATE error_aliases SET updated_at = $1", old)
+    result = await maintain(pool, retention_days=90)
+    assert result.deleted["error_logs"] == len(TENANTS)
+    assert result.deleted["error_templates"] == len(TENANTS)
+    assert result.deleted["error_aliases"] == len(TENANTS) - 1

@@ -149,6 +149,23 @@ DELETE FROM error_logs WHERE id IN (
       AND NOT EXISTS (SELECT 1 FROM execution_history eh WHERE eh.error_log_id = el.id)
     LIMIT $2 FOR UPDATE SKIP LOCKED);
 
+-- name: maintain-delete-error-templates
+-- Token arrays of errors the retention deleted, not updated since the cutoff, one batch.
+DELETE FROM error_templates WHERE hash_signature IN (
+    SELECT t.hash_signature FROM error_templates t
+    WHERE t.updated_at < $1
+      AND NOT EXISTS (SELECT 1 FROM error_logs e WHERE e.hash_signature = t.hash_signature)
+    LIMIT $2 FOR UPDATE SKIP LOCKED);
+
+-- name: maintain-delete-error-aliases
+-- Aliases whose member and canonical rows are both gone (a split's pin included), one batch.
+DELETE FROM error_aliases WHERE from_hash IN (
+    SELECT a.from_hash FROM error_aliases a
+    WHERE a.updated_at < $1
+      AND NOT EXISTS (SELECT 1 FROM error_logs e WHERE e.hash_signature = a.to_hash)
+      AND NOT EXISTS (SELECT 1 FROM error_logs e WHERE e.hash_signature = a.from_hash)
+    LIMIT $2 FOR UPDATE SKIP LOCKED);
+
 -- name: maintain-delete-backfill-cursors
 -- Finished backfill cursors older than the cutoff, one batch.
 DELETE FROM backfill_cursors WHERE id IN (
