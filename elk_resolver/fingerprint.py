@@ -152,8 +152,8 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     # "1024 bytes (1 KB)": a value restated in brackets is still one value.
     ("<*> (<*>)", re.compile(r"<\*> \(<\*>\)"), _P),
     # Adjacent placeholders joined by light punctuation or a space are one value (lists,
-    # ranges, a.b.c, "3 4 5"): a list of 2 and a list of 5 ids are the same event.
-    ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|,? )<\*>)+"), _P),
+    # ranges, a.b.c, "3 4 5", "@0x7fe @0x7ff"): a list of 2 and a list of 5 ids are the same.
+    ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|,? [@#]?)<\*>)+"), _P),
 )
 
 
