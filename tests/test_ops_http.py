@@ -64,6 +64,12 @@ async def test_ready_is_false_until_partitions_are_assigned_then_metrics_count(s
                     return await conn.fetchval("SELECT count(*) FROM error_occurrences") == 5
 
             await wait_for(stored, timeout=30, what="5 occurrences")
+
+            async def caught_up() -> bool:
+                # the offset commit follows the database write, and the lag is sampled in the background
+                return 'elk_resolver_consumer_lag{stage="ingest"} 0.0' in (await http.get("/metrics")).text
+
+            await wait_for(caught_up, timeout=60, what="ingest lag 0 in /metrics")
             text = (await http.get("/metrics")).text
             assert 'elk_resolver_events_in_total{stage="ingest"}' in text
             assert 'elk_resolver_consumer_lag{stage="ingest"} 0.0' in text
