@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -33,8 +34,39 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """One line per ``window_s`` for a message that repeats: the Kafka client's (a broker that
+    restarted or lost a topic makes it log the same failure for every request, ~100 lines a
+    second) and any record logged with ``extra={"coalesce": True}``. The line after a quiet
+    window says how many were left out."""
+
+    PREFIXES = ("aiokafka", "kafka", "faststream", "elk_resolver.broker")
+
+    def __init__(self, window_s: float = 30.0) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._seen: dict[tuple[str, int, str], list[float | int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (getattr(record, "coalesce", False) or record.name.startswith(self.PREFIXES)):
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < self.window_s:
+            seen[1] += 1
+            return False
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} ({seen[1]} more like this in the last {self.window_s:.0f}s)"
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = [now, 0]
+        return True
+
+
 def configure(*, json_lines: bool, level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RepeatFilter())
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:

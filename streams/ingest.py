@@ -367,7 +367,7 @@ class IngestStage:
             try:
                 data = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
             except KafkaError as exc:
-                log.warning("fetch failed (%s), polling again", exc, extra={"stage": STAGE})
+                log.warning("fetch failed (%s), polling again", exc, extra={"stage": STAGE, "coalesce": True})
                 await asyncio.sleep(self.settings.retry_backoff_initial_s)
                 continue
             if not data:
@@ -666,7 +666,8 @@ class IngestStage:
         except KafkaError as exc:
             # A rebalance or a broker hiccup: the next batch commits these offsets too, or
             # the records are redelivered, which is harmless.
-            log.warning("offset commit failed (%s), kept for the next commit", exc, extra={"stage": STAGE})
+            log.warning("offset commit failed (%s), kept for the next commit", exc,
+                        extra={"stage": STAGE, "coalesce": True})
             return
         for tp, off in offsets.items():
             if self._pending_commit.get(tp) == off:

@@ -86,3 +86,34 @@ async def test_pool_has_a_command_timeout_and_tcp_keepalives(database_url):
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
                 assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 17
+
+
+def test_a_failure_the_kafka_client_repeats_is_one_line_per_window():
+    """After a broker restart the client logged the same OffsetCommit failure ~107 times a
+    second; the log keeps one line per window and counts the rest."""
+    import io
+    import logging
+
+    from elk_resolver.logs import configure
+
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    aiokafka_level = logging.getLogger("aiokafka").level
+    configure(json_lines=False, level="INFO", stream=out)
+    try:
+        kafka_log = logging.getLogger("aiokafka.consumer.group_coordinator")
+        for _ in range(500):
+            kafka_log.error("OffsetCommit failed for group %s due to group error (%s)", "g", "UnknownTopicOrPartition")
+        for i in range(3):
+            logging.getLogger("streams.ingest").warning("dead-lettered raw[0]@%d: not_json", i)
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.getLogger("aiokafka").setLevel(aiokafka_level)
+    lines = out.getvalue().splitlines()
+    assert sum("OffsetCommit failed" in line for line in lines) == 1
+    assert sum("dead-lettered" in line for line in lines) == 3  # the service's own lines are all kept
