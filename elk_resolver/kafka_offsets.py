@@ -83,6 +83,18 @@ async def highwaters(bootstrap_servers: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
+async def seek_to_committed(consumer: AIOKafkaConsumer, tps: Iterable[TopicPartition]) -> dict[TopicPartition, int | None]:
+    """Position each (assigned) partition at the consumer group's committed offset, or at the
+    log start where the group committed none; return the committed offsets."""
+    committed = {tp: await consumer.committed(tp) for tp in tps}
+    for tp, offset in committed.items():
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)
+    return committed
+
+
 async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
     """Records of ``topic`` not yet committed by ``group_id``, per partition.
 
@@ -95,12 +107,7 @@ async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[i
     try:
         tps = await partitions_of(consumer, topic)
         consumer.assign(tps)
-        committed = {tp: await consumer.committed(tp) for tp in tps}
-        for tp, offset in committed.items():
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
+        committed = await seek_to_committed(consumer, tps)
         marks = await fetch_highwaters(consumer, tps)
     finally:
         await consumer.stop()

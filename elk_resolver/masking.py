@@ -34,7 +34,7 @@ from typing import Any
 
 import re2
 
-from elk_resolver.secret_rules import TOKEN_RULES, TokenRule
+from elk_resolver.secret_rules import TOKEN_RULES, TokenRule, mask_spans
 
 __all__ = ["MASK", "SecretMasker", "is_secret_key", "mask_obj", "mask_text"]
 
@@ -404,21 +404,8 @@ _BUILTIN_SET = _candidate_set()
 
 
 def _mask_extra(rx: Any, s: str) -> str:
-    pieces: list[str] = []
-    last = 0
-    ngroups = rx.groups
-    for m in rx.finditer(s):
-        spans = [m.span(g) for g in range(1, ngroups + 1)] if ngroups else [m.span()]
-        for start, end in spans:
-            if start < 0 or end <= start or start < last:
-                continue
-            pieces.append(s[last:start])
-            pieces.append(MASK)
-            last = end
-    if not pieces:
-        return s
-    pieces.append(s[last:])
-    return "".join(pieces)
+    groups = range(1, rx.groups + 1) if rx.groups else (0,)
+    return mask_spans(s, (m.span(g) for m in rx.finditer(s) for g in groups), MASK)
 
 
 _default = SecretMasker()

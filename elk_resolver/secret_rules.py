@@ -27,6 +27,7 @@ import importlib
 import inspect
 import pkgutil
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,22 +67,31 @@ class TokenRule:
     regex: Any = field(default=None, compare=False, repr=False)
 
     def mask(self, s: str, marker: str) -> str:
-        pieces: list[str] = []
-        last = 0
-        for m in self.regex.finditer(s):
-            start, end = m.span(self.group)
-            if start < 0 or end <= start or start < last:
-                continue
-            if self.group == 0:
-                while end < len(s) and s[end] in _TOKEN_CHARS:
-                    end += 1
-            pieces.append(s[last:start])
-            pieces.append(marker)
-            last = end
-        if not pieces:
-            return s
-        pieces.append(s[last:])
-        return "".join(pieces)
+        return mask_spans(s, (self._span(m, s) for m in self.regex.finditer(s)), marker)
+
+    def _span(self, m: Any, s: str) -> tuple[int, int]:
+        start, end = m.span(self.group)
+        if self.group == 0 and start >= 0:
+            while end < len(s) and s[end] in _TOKEN_CHARS:
+                end += 1
+        return start, end
+
+
+def mask_spans(s: str, spans: Iterable[tuple[int, int]], marker: str) -> str:
+    """``s`` with each ``(start, end)`` span (in order) replaced by ``marker``; empty,
+    missing (-1) or overlapping spans are skipped."""
+    pieces: list[str] = []
+    last = 0
+    for start, end in spans:
+        if start < 0 or end <= start or start < last:
+            continue
+        pieces.append(s[last:start])
+        pieces.append(marker)
+        last = end
+    if not pieces:
+        return s
+    pieces.append(s[last:])
+    return "".join(pieces)
 
 
 def _to_re2(pattern: str) -> str:

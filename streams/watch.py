@@ -27,7 +27,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from elk_resolver.kafka_offsets import probe_consumer
+from elk_resolver.kafka_offsets import probe_consumer, seek_to_committed
 from elk_resolver.topics import ensure_topics
 
 log = logging.getLogger("elk_resolver.watch")
@@ -180,12 +180,7 @@ class LagWatch(_Periodic):
         if tps != self._assigned_in_probe:
             consumer.assign(sorted(tps))
             self._assigned_in_probe = tps
-        committed = {tp: await consumer.committed(tp) for tp in tps}
-        for tp, offset in committed.items():
-            if offset is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, offset)
+        committed = await seek_to_committed(consumer, tps)
         starts = {tp: await consumer.position(tp) for tp in tps}
         asked = time.time() * 1000
         deadline = time.monotonic() + 5

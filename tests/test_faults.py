@@ -330,23 +330,31 @@ async def test_database_stopped_and_frozen_pauses_ingest_tells_the_truth_and_los
         await run.aclose()
     total = await feeder.stop()
 
-    # a new copy finishes the work: everything stored once
-    with RunProcess(settings, tmp_path, "ingest", name="run-2", **FAST_RUN) as again:
-        back = time.monotonic()
-        await wait_for(lambda: pool.fetchval("SELECT count(*) = $1::bigint FROM error_occurrences", total),
-                       timeout=90, interval=0.2, what="every event stored")
-        timings["restarted_copy"] = time.monotonic() - back
-        again.terminate()
-        assert await asyncio.to_thread(again.proc.wait, 20) == 0
-        await again.aclose()
-    assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == total
-    assert await read_topic(kafka.bootstrap_servers, settings.topic_dlq, at_least=0, timeout=3) == []
+    timings["restarted_copy"] = await finish_and_check_sums(settings, pool, kafka, tmp_path, total)
     print(f"\nPostgreSQL faults: sent {total}, stored {total}, dead-lettered 0; caught up after restart "
           f"{timings['stopped']:.1f}s, after thaw {timings['frozen']:.1f}s; SIGTERM with the database down "
           f"exited {code} in {timings['sigterm_exit']:.1f}s; restarted copy finished in "
           f"{timings['restarted_copy']:.1f}s\n  /ready while stopped: {stopped_ready}\n  stalled: {stalled}\n"
           f"  /ready while frozen: {frozen_ready}")
     assert timings["sigterm_exit"] < 10 + 6  # shutdown_timeout_s, and the watchdog's 5 s
+
+
+async def finish_and_check_sums(settings, pool, kafka, tmp_path, total: int) -> float:
+    """A new copy finishes the work; every event sent is stored once (none dead-lettered), the
+    group's lag reaches 0, SIGTERM stops it cleanly. Returns the seconds to store everything."""
+    with RunProcess(settings, tmp_path, "ingest", name="run-last", **FAST_RUN) as run:
+        started = time.monotonic()
+        await wait_for(lambda: pool.fetchval("SELECT count(*) = $1::bigint FROM error_occurrences", total),
+                       timeout=90, interval=0.2, what="every event stored")
+        elapsed = time.monotonic() - started
+        await wait_for(lambda: _metric_at_most(run, "elk_resolver_group_lag", 0), timeout=30,
+                       what="group lag 0 once everything is committed")
+        run.terminate()
+        assert await asyncio.to_thread(run.proc.wait, 20) == 0
+        await run.aclose()
+    assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == total
+    assert await read_topic(kafka.bootstrap_servers, settings.topic_dlq, at_least=0, timeout=3) == []
+    return elapsed
 
 
 async def _not_ready(run, word: str):
@@ -390,16 +398,7 @@ async def test_sigkill_during_ingest_loses_nothing_and_counts_nothing_twice(sett
                 await run.aclose()
     finally:
         total = await feeder.stop()
-    with RunProcess(settings, tmp_path, "ingest", name="run-last", **FAST_RUN) as run:
-        await wait_for(lambda: pool.fetchval("SELECT count(*) = $1::bigint FROM error_occurrences", total),
-                       timeout=90, interval=0.2, what="every event stored")
-        await wait_for(lambda: _metric_at_most(run, "elk_resolver_group_lag", 0), timeout=30,
-                       what="group lag 0 once everything is committed")
-        run.terminate()
-        assert await asyncio.to_thread(run.proc.wait, 20) == 0
-        await run.aclose()
-    assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == total
-    assert await read_topic(kafka.bootstrap_servers, settings.topic_dlq, at_least=0, timeout=3) == []
+    await finish_and_check_sums(settings, pool, kafka, tmp_path, total)
     print(f"\nSIGKILL x3: sent {total}, stored {total} once each, dead-lettered 0; start to caught-up per copy "
           f"{', '.join(f'{r:.1f}s' for r in recoveries)}; last group lag reading before each kill {lag_seen}")
 

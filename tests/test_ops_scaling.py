@@ -3,7 +3,6 @@ between them, store every event exactly once, even when one is killed mid-stream
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -14,29 +13,13 @@ from aiokafka import AIOKafkaProducer
 
 from elk_resolver.embedded import free_port
 from tests.support.polling import wait_for
+from tests.support.run_process import run_env
 
 N_EVENTS = 3000
 
 
 def _env(settings, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ELK_RESOLVER_")}
-    env.update({
-        "ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "ELK_RESOLVER_DATABASE_URL": settings.database_url,
-        "ELK_RESOLVER_TOPIC_RAW": settings.topic_raw,
-        "ELK_RESOLVER_TOPIC_ANALYSIS": settings.topic_analysis,
-        "ELK_RESOLVER_TOPIC_EXECUTION": settings.topic_execution,
-        "ELK_RESOLVER_TOPIC_RESULTS": settings.topic_results,
-        "ELK_RESOLVER_TOPIC_DLQ": settings.topic_dlq,
-        "ELK_RESOLVER_TOPIC_APPROVALS": settings.topic_approvals,
-        "ELK_RESOLVER_TOPIC_PARTITIONS": str(settings.topic_partitions),
-        "ELK_RESOLVER_GROUP_INGEST": settings.group_ingest,
-        "ELK_RESOLVER_SESSION_TIMEOUT_MS": "6000",
-        "ELK_RESOLVER_HTTP_PORT": str(port),
-        "ELK_RESOLVER_BATCH_MAX_RECORDS": "200",
-        "ELK_RESOLVER_LOG_JSON": "true",
-    })
-    return env
+    return run_env(settings, port)
 
 
 def _assigned(metrics: str) -> int:
