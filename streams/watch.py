@@ -225,6 +225,7 @@ class TopicWatch(_Periodic):
         self.error: str | None = None
         self.recreated = 0
         self.since: float | None = None
+        self.wrong_counts: dict[str, int] = {}
 
     @property
     def cause(self) -> str | None:
@@ -237,7 +238,9 @@ class TopicWatch(_Periodic):
     async def check(self) -> None:
         try:
             consumer = await self._probe.get()
-            existing = await asyncio.wait_for(consumer.topics(), 10)
+            # no public call returns the partition counts with the names
+            cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), 10)  # noqa: SLF001
+            existing = cluster.topics()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported as the cause, once per episode
@@ -256,6 +259,7 @@ class TopicWatch(_Periodic):
                 "creating them again" if self.manage else "not ready until they exist (manage_topics is off)",
             )
         self.missing = missing
+        self._check_counts(cluster, existing)
         if missing and self.manage:
             try:
                 created = await asyncio.wait_for(
@@ -272,6 +276,24 @@ class TopicWatch(_Periodic):
         if not self.missing and self.since is not None:
             log.warning("topics present again after %.1fs", time.monotonic() - self.since)
             self.since = None
+
+    def _check_counts(self, cluster: Any, existing: set[str]) -> None:
+        """A broker that auto-creates topics may have created one on a client's metadata
+        request (aiokafka always allows it) before this watch could, with the broker's own
+        partition count. Partitions cannot be removed, so this is said once per topic; keyed
+        records still land together, on a different partition than before."""
+        want = self.settings.topic_partitions
+        for topic in self.topics:
+            if topic not in existing:
+                continue
+            count = len(cluster.partitions_for_topic(topic) or ())
+            if count and count != want and self.wrong_counts.get(topic) != count:
+                log.warning("topic %s has %d partitions where the service creates %d (created by the broker on a "
+                            "client's request before the service could)", topic, count, want)
+            if count and count != want:
+                self.wrong_counts[topic] = count
+            else:
+                self.wrong_counts.pop(topic, None)
 
     async def _close(self) -> None:
         await self._probe.reset()

@@ -181,9 +181,15 @@ async def test_broker_restarted_without_its_topics_heals_itself(settings, pool, 
             print(f"\nbroker restart: sent {sent}, stored {await _occurrences(pool)}, recovered in {recovered:.1f}s; "
                   f"not-ready answers: {len(causes)}, e.g. {causes[0]!r}")
             assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == sent
-            for topic in s.topics():
-                assert len(await _partitions(s.kafka_bootstrap_servers, topic)) == 3, topic
             lines = run.log_lines()
+            for topic in s.topics():
+                count = len(await _partitions(s.kafka_bootstrap_servers, topic))
+                if topic in (s.topic_raw, s.topic_analysis):
+                    # the stage's own clients may ask for these first, and the broker then creates
+                    # them with its count (aiokafka always allows that): said once in the log
+                    assert count == 3 or sum(f"topic {topic} has {count} partitions" in x for x in lines) == 1
+                else:  # nothing but the service created these again
+                    assert count == 3, topic
             # one line for the fault, not one per record or per commit
             assert sum("topics missing" in line for line in lines) == 1, [x for x in lines if "missing" in x]
             errors = [line for line in lines if '"level":"ERROR"' in line]
