@@ -942,6 +942,8 @@ async def approved_waiting(*, pool: asyncpg.Pool, settings: Settings, now: datet
     """Pointers of approved requests the execute stage has not started after
     ``approved_sweep_after_s`` (the approver's publish was lost): the stage runs them."""
     now = utc_naive(now)
+    if settings.execution_mode == "off" or (await kill_switch_on(pool, settings))[0]:
+        return []  # they wait (approved) until execution is allowed again; no decision per pass
     since = now - timedelta(seconds=settings.approved_sweep_after_s)
     rows = await pool.fetch(queries().approved_waiting, since)
     return [PlannedRequest.model_validate(r["request"]).pointer() for r in rows]

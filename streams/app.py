@@ -135,9 +135,10 @@ def asyncapi_document(settings: Settings, *, version: str = "0.1.0") -> dict[str
     declare(s.topic_raw, LogstashEvent, consumer=s.group_ingest, producer="Logstash",
             about="error events as Logstash writes them; ingest classifies, fingerprints and dedupes them")
     declare(s.topic_analysis, AnalysisEvent, consumer=s.group_analyze, producer="ingest",
-            about="one event per distinct error per batch, keyed by hash_signature")
-    declare(s.topic_execution, ExecutionRequest, consumer=s.group_execute, producer="analyze",
-            about="the chosen solution and whether it runs automatically or needs approval")
+            about="one event per distinct error and object per batch, keyed by hash_signature")
+    declare(s.topic_execution, ExecutionRequest, consumer=s.group_execute, producer="analyze (and approvals)",
+            about="a pointer at the request the analysis stage stored in planned_requests (ids and a digest);"
+                  " the execute stage loads it and decides from the database, refusing a message that differs")
     declare(s.topic_results, ExecutionResult, consumer=None, producer="execute",
             about="every outcome, including runs that did not happen and later verification")
     declare(s.topic_approvals, ApprovalEvent, consumer=None, producer="execute",
