@@ -143,7 +143,7 @@ def restarts(fake: FakeKubectl) -> list[str]:
 # --- the demo --------------------------------------------------------------------------------
 
 
-async def _demo(per_deployment: int, seed: int) -> None:
+async def _demo(per_deployment: int, seed: int, fingerprint: str = "template") -> None:
     """Three deployments crash-looping together, from the embedded stack in live mode."""
     import tempfile
     from collections import Counter
@@ -165,7 +165,7 @@ async def _demo(per_deployment: int, seed: int) -> None:
         fake = write_fake_kubectl(Path(tmp) / "bin", output="deployment.apps restarted")
         base = make_settings(kafka_bootstrap_servers=kafka.bootstrap_servers, database_url=postgres.admin_dsn,
                              state_dir=Path(tmp) / "state", topic_partitions=4, http_port=0)  # fmt: skip
-        settings = live_settings(base.isolated(f"demo-{uuid.uuid4().hex[:8]}"), fake)
+        settings = live_settings(base.isolated(f"demo-{uuid.uuid4().hex[:8]}"), fake, fingerprint_version=fingerprint)
         await migrate(settings.database_url)
         await ensure_topics(settings.kafka_bootstrap_servers, settings.topics(), partitions=settings.topic_partitions)
         deployments = ["checkout", "cart", "catalog"]
@@ -190,10 +190,13 @@ async def _demo(per_deployment: int, seed: int) -> None:
         )  # fmt: skip
         for (target, what), count in sorted(summary.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
             print(f"  {count:4d}  {target}  {what}")
-        print("decision_log: the line that explains every request that did not run")
-        for line in lines:
-            if not line["execution_status"]:
-                print(f"  {line['request_id'][:12]} {line['target_key']} [{line['decision']}] {line['reason']}")
+        others = [line for line in lines if not line["execution_status"]]
+        print(f"decision_log: the line that explains every request that did not run ({len(others)};"
+              f" {sum(1 for x in others if x['reason'])} have one)")
+        for line in others[:30]:
+            print(f"  {line['request_id'][:12]} {line['target_key']} [{line['decision']}] {line['reason']}")
+        if len(others) > 30:
+            print(f"  ... and {len(others) - 30} more of the same kinds")
         print("recorded kubectl argv:")
         for argv in fake.calls():
             print("  kubectl " + " ".join(argv))
@@ -209,5 +212,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=_demo.__doc__)
     parser.add_argument("--per-deployment", type=int, default=300)
     parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument("--fingerprint", choices=["template", "exact"], default="template",
+                        help="exact: every distinct message is its own error (the grouping must not matter)")
     args = parser.parse_args()
-    asyncio.run(_demo(args.per_deployment, args.seed))
+    asyncio.run(_demo(args.per_deployment, args.seed, args.fingerprint))
