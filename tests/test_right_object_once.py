@@ -6,6 +6,7 @@ a kubectl stand-in that records its arguments. Each scenario failed on the code 
 from __future__ import annotations
 
 import asyncio
+import io
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from elk_resolver import approvals_cli
 from elk_resolver.monitor import check_executions
 from elk_resolver.policy import ExecutionPolicy
 from handlers.execute import (
@@ -219,6 +221,14 @@ async def test_an_incident_wide_approval_restarts_each_named_object_once(setting
     again = await stored(pool, request(await seed(pool), [kube("kubectl rollout restart deployment/risk -n payments")], at=now))
     [r] = await handle_request(again, pool=pool, settings=live, policy=policy)
     assert r.outcome == "skipped" and "already held in incident" in r.reason
+
+    # the one approval for the whole incident, as the CLI shows it
+    out, err = io.StringIO(), io.StringIO()
+    assert await approvals_cli.main(["approvals", "incidents", "--no-publish"], live, pool=pool, out=out, err=err) == 0
+    text = out.getvalue()
+    assert f"incident {incident['id']}" in text and "systemic hold" in text
+    assert all(key in text for key in ("k8s:payments/deployment/ledger", "k8s:payments/deployment/fraud", "k8s:payments/deployment/risk"))
+    assert "dependency: db.payments.svc:5432 (3)" in text and "namespace: payments (3)" in text
 
     event_, approved = await approve_incident(
         incident["id"], "alice", ["k8s:payments/deployment/ledger", "k8s:payments/deployment/risk"], pool=pool, settings=live
