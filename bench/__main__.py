@@ -1006,8 +1006,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.latency_seconds = min(args.latency_seconds, 5)
         args.trigger_history = min(args.trigger_history, 20_000)
         args.trigger_seconds = min(args.trigger_seconds, 2.0)
-        args.growth_rows = min(args.growth_rows, 100_000)
-        args.growth_events = min(args.growth_events, 20_000)
+        args.growth_rows = min(args.growth_rows, 50_000)
+        args.growth_events = min(args.growth_events, 10_000)
+        args.decision_wait = min(args.decision_wait, 15)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
