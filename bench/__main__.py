@@ -539,14 +539,15 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
     every decision is logged, nothing runs), ingest, analyze and execute in one process."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+    from elk_resolver.logstash_event import parse_record
+
     rate_target = args.latency_rate
     total = int(rate_target * args.latency_seconds)
     # an incident's stream: mostly repeats, a new error now and then (1 % of the events)
     data = generate(total, seed=args.seed + 4, repeat_share=args.decision_repeat_share)
-    # the hash each record's error gets, computed by the stage's own code
-    batches = _prepared_batches(data.records, "decision", size=1)
-    hashes = [next(iter(b.errors), None) for b in batches]
-    del batches
+    # Each record's event identity; which error it became is read from the database after the
+    # run (error_occurrences), so learned merges that re-point a hash do not lose it.
+    identities = [parse_record(v).event_identity for v in data.records]
     say(f"decision: {total:,} events at {rate_target:,}/s, ingest+analyze+execute in one process, dry-run")
     database_url = await stack.fresh_database()
     topics = await stack.topics("decision")
@@ -556,8 +557,8 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
     )  # fmt: skip
     producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks=1, linger_ms=5)
-    first_sent: dict[str, float] = {}
-    latencies: list[float] = []
+    sent_at: dict[str, float] = {}
+    first_decision: dict[int, float] = {}  # error_log_id -> arrival of its first decision
     outcomes: dict[str, int] = {}
     try:
         await consumer.start()
@@ -568,7 +569,6 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError("pipeline or results reader not ready within 90 s")
             await consumer.getmany(timeout_ms=50)
-        decided: set[str] = set()
 
         async def read() -> None:
             while True:
@@ -579,11 +579,8 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
                         event = orjson.loads(r.value)
                         outcome = event.get("outcome")
                         outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                        h = event.get("hash_signature")
-                        # the first decision about an error, against its first event's send
-                        if outcome in DECISIONS and h in first_sent and h not in decided:
-                            decided.add(h)
-                            latencies.append(now - first_sent[h])
+                        if outcome in DECISIONS:
+                            first_decision.setdefault(event.get("error_log_id"), now)
 
         reader = asyncio.create_task(read())
         started = time.perf_counter()
@@ -592,9 +589,7 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
             delay = due - time.perf_counter()
             if delay > 0.005:
                 await asyncio.sleep(delay)
-            h = hashes[i]
-            if h is not None and h not in first_sent:
-                first_sent[h] = time.time()
+            sent_at.setdefault(identities[i], time.time())
             await producer.send(topics["raw"], data.records[i])
         send_seconds = time.perf_counter() - started
         await producer.flush()
@@ -605,15 +600,28 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
         # until no new decision for 10 s, or --decision-wait after the last send (a backlog that
         # long is the figure already; the errors still undecided are counted as such)
         while time.monotonic() < min(quiet_until, give_up):
-            if len(latencies) != seen:
-                seen, quiet_until = len(latencies), time.monotonic() + 10
+            if len(first_decision) != seen:
+                seen, quiet_until = len(first_decision), time.monotonic() + 10
             await asyncio.sleep(0.2)
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
+        conn = await asyncpg.connect(database_url)
+        try:
+            members = await conn.fetch(
+                "SELECT e.id, o.event_identity FROM error_occurrences o JOIN error_logs e USING (hash_signature)"
+            )
+        finally:
+            await conn.close()
     finally:
         await _close_probe(stack, database_url, producer, consumer, child)
-    ms = [x * 1000 for x in latencies]
+    # an error's first send: the earliest of the events stored under it
+    first_sent: dict[int, float] = {}
+    for r in members:
+        t = sent_at.get(r["event_identity"])
+        if t is not None and (r["id"] not in first_sent or t < first_sent[r["id"]]):
+            first_sent[r["id"]] = t
+    ms = [(at - first_sent[i]) * 1000 for i, at in first_decision.items() if i in first_sent]
     results["decision"] = {
         "target_rate": rate_target,
         "send_rate": stats.rate(total, send_seconds),
@@ -626,7 +634,7 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
             f"{args.latency_seconds:.0f} s of events, {args.decision_repeat_share:.0%} of them repeats of earlier "
             f"errors, at {rate_target:,}/s into one process running ingest, analyze and execute (dry-run, playbooks only, no "
             "LLM); latency = arrival of the first decision about an error on the results topic minus the send of "
-            "that error's first event. Errors no playbook or pattern leads to an execution request get no decision."
+            "that error's first event (the events stored under its error_logs row). Errors no playbook or pattern leads to an execution request get no decision."
         ),
     }
     say(f"  decisions {len(ms):,} of {len(first_sent):,} errors, p50 {results['decision']['p50_ms']} ms, "
