@@ -100,16 +100,18 @@ def workload_of(context: Mapping[str, Any]) -> Workload | None:
 
 
 def subject_key(context: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """What groups events of one error by the object they are about (ingest): the namespace
-    and the owning workload (else the pod, the service, the host)."""
+    """What groups events of one error by the object an action could be bound to (ingest): the
+    namespace and the owning workload, else the bare pod, else the Elasticsearch index the
+    event names. Hosts and services are not split on: no shipped action is bound to them, and
+    splitting would multiply the analysis events of a fleet-wide error for nothing."""
     namespace = context.get("namespace")
     workload = workload_of(context)
     if workload is not None:
         return namespace, f"{workload.kind}/{workload.name}"
-    for field in ("pod", "service", "host"):
-        value = context.get(field)
-        if value:
-            return namespace, f"{field}/{value}"
+    if context.get("pod"):
+        return namespace, f"pod/{context['pod']}"
+    if context.get("index"):
+        return namespace, f"index/{context['index']}"
     return namespace, None
 
 
@@ -172,8 +174,10 @@ def _kubectl_target(command: str) -> tuple[Target | None, str, str]:
         kind, _, name = objects[0].partition("/")
     elif len(objects) == 2 and "/" not in objects[0]:
         kind, name = objects
+    elif len(objects) == 1:
+        return None, " ".join(verb), f"names the kind {objects[0]!r} but no object (it would act on all of them)"
     else:
-        return None, " ".join(verb), f"names {len(objects)} objects, an action names exactly one"
+        return None, " ".join(verb), f"names {max(len(objects) - 1, 0)} objects, an action names exactly one"
     canonical = _KINDS.get(kind.lower())
     if canonical is None:
         return None, " ".join(verb), f"unknown kind {kind!r}"
