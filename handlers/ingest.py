@@ -229,6 +229,10 @@ class _Error:
         _note(self, rank, trigger, actionable)
 
 
+# the context fields elk_resolver.targets.subject_key reads: equal on all, the same object
+_SUBJECT_FIELDS = ("pod", "namespace", "deployment", "index")
+
+
 @dataclass(slots=True)
 class _Subject:
     """The events of one error about one object (workload, else pod, service, host)."""
@@ -494,7 +498,8 @@ def prepare_into(
                 err.rank, err.severity = rank, severity
             trigger = (ev.event_identity, when, mark)
             ctx = ev.context
-            if err.others is None and ctx.get("pod") == err.context.get("pod") and ctx.get("namespace") == err.context.get("namespace"):
+            first = err.context
+            if err.others is None and all(ctx.get(k) == first.get(k) for k in _SUBJECT_FIELDS):
                 err.note(rank, trigger, actionable)  # the common case: the same pod again
             else:
                 err.add_subject(_strip_nul(ctx) if nul else ctx, rank, trigger, actionable, mask_text)

@@ -352,3 +352,21 @@ async def test_encoded_events_are_the_analysis_event_contract(pool, patterns):
     assert [h for h, _ in encoded] == [e.hash_signature for e in built]
     assert [AnalysisEvent.model_validate_json(v) for _, v in encoded] == built
     assert [set(orjson.loads(v)) for _, v in encoded] == [set(e.model_dump()) for e in built]
+
+
+async def test_one_analysis_event_per_error_and_workload(pool, patterns):
+    """Issue 10: the same error from three workloads in one batch is three analysis events, each
+    with its own workload (events that name only the deployment too); many pods of one
+    deployment are one."""
+    message = 'Exception in thread "main" java.lang.OutOfMemoryError: Java heap space'
+    events = [
+        ecs_event(message, event={"hash": "a"}, kubernetes={"namespace": "payments", "deployment": {"name": "billing"}}),
+        ecs_event(message, event={"hash": "b"}, kubernetes={"namespace": "payments", "deployment": {"name": "api"}}),
+        ecs_event(message, event={"hash": "c"}, kubernetes={"namespace": "dev", "deployment": {"name": "toy"}}),
+        ecs_event(message, event={"hash": "d"}, kubernetes={"namespace": "payments", "pod": {"name": "api-7d9c8b6f5-x2kzq"}}),
+        ecs_event(message, event={"hash": "e"}, kubernetes={"namespace": "payments", "pod": {"name": "api-bcdfghjkl-zxvbn"}}),
+    ]
+    result = await ingest(pool, patterns, records(events))
+    assert len({e.hash_signature for e in result.events}) == 1
+    got = sorted((e.context.namespace, e.context.deployment or e.context.pod, e.occurrences_in_batch) for e in result.events)
+    assert got == [("dev", "toy", 1), ("payments", "api", 3), ("payments", "billing", 1)]
