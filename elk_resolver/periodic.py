@@ -28,10 +28,15 @@ async def keep_refreshing(refresh: Callable[[], Awaitable[object]], interval_s: 
             if not failing:  # once per outage, not every refresh
                 log.warning("%s refresh failed, keeping the last state: %s", what, exc)
             failing = True
+        except Exception:  # noqa: BLE001 - a bug in one refresh must not end every later one
+            log.exception("%s refresh failed, keeping the last state", what)
 
 
 async def stop_task(task: asyncio.Task | None) -> None:
+    """Cancel a refresh task and wait for it. A cancel that lands inside an asyncpg call can
+    surface as the connection's own error ("another operation is in progress") instead of
+    CancelledError; the task is being stopped either way, so that is not the caller's failure."""
     if task is not None:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
             await task

@@ -1,0 +1,46 @@
+"""The refresh loop behind the pattern and alias caches keeps going, and stops cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from elk_resolver.periodic import keep_refreshing, stop_task
+from tests.support.polling import wait_for
+
+log = logging.getLogger(__name__)
+
+
+async def test_a_refresh_that_raises_a_bug_does_not_end_later_refreshes(caplog):
+    calls = []
+
+    async def refresh():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise ValueError("a bug in one refresh")
+
+    task = asyncio.create_task(keep_refreshing(refresh, 0.01, "test cache", log))
+    try:
+        await wait_for(lambda: len(calls) >= 3, timeout=10, what="refreshes after the failing one")
+    finally:
+        await stop_task(task)
+    assert "test cache refresh failed" in caplog.text
+
+
+async def test_stopping_a_task_cancelled_inside_a_database_call_is_not_an_error():
+    started = asyncio.Event()
+
+    async def refresh_like_asyncpg_on_cancel():
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            # what asyncpg raises when a cancel lands while its connection is mid-operation
+            raise asyncpg.InterfaceError("cannot perform operation: another operation is in progress")
+
+    task = asyncio.create_task(refresh_like_asyncpg_on_cancel())
+    await started.wait()
+    await stop_task(task)  # raised InterfaceError into the stopping stage before
+    assert task.done()
