@@ -5,8 +5,8 @@ the failure is logged once per outage, not every refresh."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -32,11 +32,30 @@ async def keep_refreshing(refresh: Callable[[], Awaitable[object]], interval_s: 
             log.exception("%s refresh failed, keeping the last state", what)
 
 
-async def stop_task(task: asyncio.Task | None) -> None:
-    """Cancel a refresh task and wait for it. A cancel that lands inside an asyncpg call can
-    surface as the connection's own error ("another operation is in progress") instead of
-    CancelledError; the task is being stopped either way, so that is not the caller's failure."""
-    if task is not None:
+async def cancel_and_wait(task: asyncio.Task, *, bound_s: float = 10.0, what: str = "task",
+                          log: logging.Logger | None = None) -> None:
+    """Cancel ``task`` and wait until it has ended, asking again while it runs on.
+
+    One cancel is not always enough on Python 3.11: ``asyncio.wait_for`` (used inside aiokafka,
+    asyncpg and our own code) swallows a cancellation that lands just as its inner call
+    finishes, and a ``while True`` loop then goes on for ever while its owner awaits it: a stop
+    that never returns. Past ``bound_s`` the task is left behind with a warning, never awaited
+    for ever. A cancel that lands inside an asyncpg call can also surface as the connection's own
+    error ("another operation is in progress"); the task is being stopped either way."""
+    deadline = time.monotonic() + bound_s
+    while not task.done():
+        if time.monotonic() >= deadline:
+            (log or logging.getLogger(__name__)).warning("%s did not stop within %.0fs; left behind", what, bound_s)
+            return
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, *DB_ERRORS):
-            await task
+        await asyncio.wait({task}, timeout=0.5)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, DB_ERRORS):
+        (log or logging.getLogger(__name__)).warning("%s ended with an error while stopping: %r", what, exc)
+
+
+async def stop_task(task: asyncio.Task | None) -> None:
+    if task is not None:
+        await cancel_and_wait(task, what=task.get_name())

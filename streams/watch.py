@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from elk_resolver.kafka_offsets import probe_consumer, seek_to_committed
+from elk_resolver.periodic import cancel_and_wait
 from elk_resolver.topics import ensure_topics
 
 log = logging.getLogger("elk_resolver.watch")
@@ -75,20 +76,21 @@ class _Periodic:
 
     def __init__(self) -> None:
         self._task: asyncio.Task | None = None
+        self._stopped = False
 
     async def start(self) -> None:
+        self._stopped = False
         self._task = asyncio.create_task(self._loop(), name=self.name)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
+        self._stopped = True  # a cancel swallowed inside check() still ends the loop
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task, what=self.name, log=log)
         await self._close()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopped:
             await self.check()
             await asyncio.sleep(self.interval_s)
 

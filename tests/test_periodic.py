@@ -44,3 +44,29 @@ async def test_stopping_a_task_cancelled_inside_a_database_call_is_not_an_error(
     await started.wait()
     await stop_task(task)  # raised InterfaceError into the stopping stage before
     assert task.done()
+
+
+async def test_a_task_that_swallows_one_cancel_is_still_stopped():
+    """Python 3.11's wait_for loses a cancel that lands as its inner call finishes; a refresh or
+    watch loop then ran on and its stop awaited it for ever (a test hung past its timeout)."""
+    ticks = []
+
+    async def loop_that_loses_the_first_cancel():
+        lost = False
+        while True:
+            try:
+                await asyncio.sleep(0.01)
+                ticks.append(1)
+            except asyncio.CancelledError:
+                if lost:
+                    raise
+                lost = True
+
+    task = asyncio.create_task(loop_that_loses_the_first_cancel())
+    await wait_for(lambda: ticks, timeout=10, what="the loop running")
+    stopping = asyncio.create_task(stop_task(task))
+    try:
+        await wait_for(stopping.done, timeout=10, what="stop_task to return")
+    finally:
+        stopping.cancel()  # without the fix: unblocks the stop (and with it the loop) for teardown
+    assert task.cancelled()
