@@ -288,3 +288,11 @@ async def test_retention_removes_templates_and_aliases_of_deleted_errors(pool):
     assert result.deleted["error_logs"] == len(TENANTS)
     assert result.deleted["error_templates"] == len(TENANTS)
     assert result.deleted["error_aliases"] == len(TENANTS) - 1
+
+
+def test_a_long_merge_pass_spaces_out_the_next_ones():
+    from elk_resolver.alias_cache import MERGE_PASS_SHARE, next_pass_in
+
+    assert next_pass_in(30.0, 0.2) == 30.0  # a quick pass: the configured interval
+    wait = next_pass_in(30.0, 20.0)  # a pass over a burst of new errors
+    assert wait > 30.0 and 20.0 / (20.0 + wait) <= MERGE_PASS_SHARE + 1e-9
