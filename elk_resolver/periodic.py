@@ -53,7 +53,7 @@ async def cancel_and_wait(task: asyncio.Task, *, bound_s: float = 10.0, what: st
         return
     exc = task.exception()
     if exc is not None and not isinstance(exc, DB_ERRORS):
-        (log or logging.getLogger(__name__)).warning("%s ended with an error while stopping: %r", what, exc)
+        (log or logging.getLogger(__name__)).warning("%s ended with an error while stopping: %r", what, exc, exc_info=exc)
 
 
 async def stop_task(task: asyncio.Task | None) -> None:

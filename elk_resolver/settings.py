@@ -295,11 +295,13 @@ class Settings(BaseSettings):
     def isolated(self, prefix: str) -> Settings:
         """A copy whose topics and consumer groups all start with ``prefix``: one independent
         pipeline per test or benchmark run on a shared broker."""
+        # names only: other topic_*/group_* settings (partition counts, the topic check's
+        # interval) keep their values (renaming topic_check_interval_s made it a string, and
+        # the topic watch of every isolated pipeline died on its first sleep)
         names = {
             name: f"{prefix}-{name.split('_', 1)[1]}"
-            for name in type(self).model_fields
-            if name.startswith(("topic_", "group_"))
-            and name not in ("topic_partitions", "topic_replication_factor")
+            for name, field in type(self).model_fields.items()
+            if name.startswith(("topic_", "group_")) and field.annotation is str
         }
         return self.model_copy(update=names)
 

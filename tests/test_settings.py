@@ -30,3 +30,9 @@ def test_isolated_prefixes_every_topic_and_group_and_nothing_else():
     assert s.topics() == [f"t-abc-{n}" for n in ("raw", "analysis", "execution", "results", "dlq", "approvals")]
     assert (s.group_ingest, s.group_analyze, s.group_execute) == ("t-abc-ingest", "t-abc-analyze", "t-abc-execute")
     assert s.topic_partitions == 3 and s.topic_replication_factor == 1
+    # every other setting keeps its value (topic_check_interval_s became a topic-like string)
+    plain = make_settings(topic_partitions=3)
+    renamed = {n for n in type(s).model_fields if getattr(s, n) != getattr(plain, n)}
+    assert renamed == {n for n in type(s).model_fields if n.startswith(("topic_", "group_"))
+                       and isinstance(getattr(plain, n), str)}
+    assert s.topic_check_interval_s == plain.topic_check_interval_s
