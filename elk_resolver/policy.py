@@ -211,6 +211,7 @@ _SCOPE_VALUE_FLAGS = frozenset(
     {"-l", "--selector", "--field-selector", "-f", "--filename", "-k", "--kustomize", "--raw"}
 )
 
+
 # Flags a remediation may use, per verb; True means the flag takes a value (``--f V`` or
 # ``--f=V``), False that it is only accepted as ``--f=VALUE``.
 _COMMON_FLAGS: dict[str, bool] = {"-n": True, "--namespace": True, "--dry-run": False}
@@ -222,6 +223,10 @@ VERB_FLAGS: dict[str, dict[str, bool]] = {
 }
 # Every flag some verb accepts (the RBAC generator reads it).
 KUBECTL_FLAGS: dict[str, bool] = {**_COMMON_FLAGS, **{f: v for flags in VERB_FLAGS.values() for f, v in flags.items()}}
+def flag_takes_value(name: str) -> bool | None:
+    """True: the flag takes a value (``--f V`` or ``--f=V``); False: only as ``--f=VALUE``;
+    None: a flag no verb accepts."""
+    return KUBECTL_FLAGS.get(name, name in _SCOPE_VALUE_FLAGS or None)
 
 # Conservative defaults of the per-verb kind allowlist (setting kubectl_kinds).
 DEFAULT_VERB_KINDS: dict[str, tuple[str, ...]] = {
@@ -296,7 +301,7 @@ def _flag_value_problem(name: str, value: str) -> str | None:
     return None
 
 
-def _split_flag(token: str) -> tuple[str, str | None]:
+def split_flag(token: str) -> tuple[str, str | None]:
     """(flag, inline value) the way kubectl's flag parser reads it: ``--name=V``, ``--name``,
     ``-xV``, ``-x=V``, ``-x``. A short flag with anything attached is read as that flag with a
     value, so ``-lapp=x`` is ``-l`` and ``-Af`` is ``-A``: both refused as they should be."""
@@ -370,7 +375,7 @@ def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
     end_of_flags = args.index("--") if "--" in args else len(args)
     for i, token in enumerate(args[:end_of_flags]):
         if token.startswith("-") and len(token) > 1:
-            name, value = _split_flag(token)
+            name, value = split_flag(token)
             if name in IDENTITY_FLAGS:
                 return _refuse(f"flag {name} changes kubectl's identity or target and is never allowed", "kubectl")
             flags.append((name, value, i))
@@ -380,7 +385,7 @@ def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
     parsed: list[tuple[str, str | None]] = []
     arg_problem: str | None = None
     for name, value, i in flags:
-        takes_value = KUBECTL_FLAGS.get(name, name in _SCOPE_VALUE_FLAGS or None)
+        takes_value = flag_takes_value(name)
         if value is None and takes_value:
             if i + 1 < len(args) and not args[i + 1].startswith("-"):
                 value = args[i + 1]

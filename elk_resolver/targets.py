@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
+from elk_resolver.policy import SCOPE_FLAGS, flag_takes_value, split_flag
+
 __all__ = ["Target", "Workload", "dns1123_problem", "target_of_command", "workload_of"]
 
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -52,8 +54,6 @@ _KINDS = {
     "replicaset": "replicaset", "replicasets": "replicaset", "rs": "replicaset",
 }  # fmt: skip
 _VERBS = (("rollout", "restart"), ("rollout", "undo"), ("scale",), ("delete",))
-_VALUE_FLAGS = frozenset({"-n", "--namespace", "--replicas", "--current-replicas", "--to-revision",
-                          "--grace-period", "--timeout", "-l", "--selector", "--field-selector"})  # fmt: skip
 
 
 def dns1123_problem(value: str | None, *, label: bool = False) -> str | None:
@@ -150,16 +150,18 @@ def _kubectl_target(command: str) -> tuple[Target | None, str, str]:
         return None, "", f"cannot tokenise: {exc}"
     if not tokens or tokens[0] != "kubectl":
         return None, "", "not a kubectl command"
+    # flags read as the policy reads them (one parser: ``-nshop`` is a namespace, ``-lapp=x`` a
+    # selector), so the object bound here is the object the policy judged
     args, positionals, namespace = tokens[1:], [], None
     i = 0
     while i < len(args):
         token = args[i]
-        name, eq, value = token.partition("=")
-        if name in ("-l", "--selector", "--field-selector", "--all", "-A", "--all-namespaces"):
-            return None, "", f"{name} acts on many objects"
-        if name.startswith("-"):
-            if name in _VALUE_FLAGS and not eq:
-                value = args[i + 1] if i + 1 < len(args) else ""
+        if token.startswith("-") and len(token) > 1:
+            name, value = split_flag(token)
+            if name in SCOPE_FLAGS:
+                return None, "", f"{name} acts on many objects"
+            if value is None and flag_takes_value(name) and i + 1 < len(args):
+                value = args[i + 1]
                 i += 1
             if name in ("-n", "--namespace"):
                 namespace = value

@@ -56,3 +56,16 @@ def test_the_deployment_field_wins_and_invalid_names_bind_nothing() -> None:
 def test_a_command_names_exactly_one_object(command, key, problem) -> None:
     target, _, why = target_of_command({"type": "kubectl", "command": command})
     assert (target.key if target else None) == key and problem in why
+
+
+def test_flags_are_read_as_the_policy_reads_them():
+    """One flag parser: the object bound is the object the policy judged (``-nshop`` names the
+    namespace; ``-lapp=x`` is a selector, not an unknown flag to skip)."""
+    from elk_resolver.targets import target_of_command
+
+    target, _, problem = target_of_command({"type": "kubectl", "command": "kubectl rollout restart deployment/api -nshop"})
+    assert problem == "" and (target.namespace, target.name) == ("shop", "api")
+    for flag in ("-lapp=x", "--selector=app=x", "-A", "--force"):
+        target, _, problem = target_of_command(
+            {"type": "kubectl", "command": f"kubectl rollout restart deployment/api -n shop {flag}"})
+        assert target is None and "many objects" in problem, flag
