@@ -244,9 +244,10 @@ _KIND_ALIASES = {
 }  # fmt: skip
 _KIND_GROUPS = {"deployment": "apps", "statefulset": "apps", "daemonset": "apps", "replicaset": "apps", "pod": ""}
 
-_NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-# Kubernetes object names: a DNS-1123 subdomain (lowercase alphanumerics, '-' and '.').
-_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Kubernetes names: namespaces are DNS-1123 labels, object names DNS-1123 subdomains
+# (lowercase alphanumerics, '-' and '.', at most 253 characters).
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DURATION = re.compile(r"^[0-9]+(ms|s|m|h)?$")
 _BOOL = frozenset({"true", "false"})
 _DRY_RUN = frozenset({"server", "client", "none"})
@@ -355,7 +356,7 @@ def _one_object(verb: str, rest: list[str], policy: ExecutionPolicy) -> tuple[tu
         return None, f"{shown} may act on {', '.join(allowed) or 'no kind'} (kubectl_kinds), not {kind_text!r}"
     if "/" in name or not name:
         return None, f"{rest[0]!r} is not KIND/NAME"
-    if len(name) > 253 or not _OBJECT_NAME.match(name):
+    if len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
         return None, f"{name!r} is not a valid Kubernetes object name"
     return (kind, name), None
 
@@ -446,7 +447,7 @@ def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
     namespace = seen.get("-n")
     if not namespace:
         return _refuse("kubectl commands must name their namespace with -n/--namespace", "kubectl")
-    if not _NAMESPACE.match(namespace):
+    if not DNS1123_LABEL.match(namespace):
         return _refuse(f"{namespace!r} is not a valid namespace name", "kubectl")
     if not policy.kubectl_namespaces:
         return _refuse("no namespaces are allowlisted (kubectl_namespaces is empty)", "kubectl")

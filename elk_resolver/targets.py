@@ -31,7 +31,14 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Any
 
-from elk_resolver.policy import SCOPE_FLAGS, flag_takes_value, split_flag
+from elk_resolver.policy import (
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    SCOPE_FLAGS,
+    flag_takes_value,
+    kind_of,
+    split_flag,
+)
 
 __all__ = ["Target", "Workload", "dns1123_problem", "target_of_command", "workload_of"]
 
@@ -41,18 +48,10 @@ _DEPLOYMENT_POD = re.compile(rf"^(?P<name>{_NAME})-[{_ALPHABET}]{{6,10}}-[{_ALPH
 _CRONJOB_POD = re.compile(rf"^(?P<name>{_NAME})-(?P<minutes>[0-9]{{8,}})-[{_ALPHABET}]{{5}}$")
 _JOB_POD = re.compile(rf"^(?P<name>{_NAME})-[{_ALPHABET}]{{5}}$")
 _STATEFULSET_POD = re.compile(rf"^(?P<name>{_NAME})-(?P<ordinal>0|[1-9][0-9]{{0,5}})$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
-# kubectl kind spellings -> the canonical singular kind
-_KINDS = {
-    "deployment": "deployment", "deployments": "deployment", "deploy": "deployment",
-    "statefulset": "statefulset", "statefulsets": "statefulset", "sts": "statefulset",
-    "daemonset": "daemonset", "daemonsets": "daemonset", "ds": "daemonset",
-    "pod": "pod", "pods": "pod", "po": "pod",
-    "job": "job", "jobs": "job", "cronjob": "cronjob", "cronjobs": "cronjob", "cj": "cronjob",
-    "replicaset": "replicaset", "replicasets": "replicaset", "rs": "replicaset",
-}  # fmt: skip
+# kinds a target may name beyond those the policy knows (kind_of): commands on them are refused
+# by the policy, but the object is still named in what is recorded
+_BATCH_KINDS = {"job": "job", "jobs": "job", "cronjob": "cronjob", "cronjobs": "cronjob", "cj": "cronjob"}
 _VERBS = (("rollout", "restart"), ("rollout", "undo"), ("scale",), ("delete",))
 
 
@@ -60,8 +59,8 @@ def dns1123_problem(value: str | None, *, label: bool = False) -> str | None:
     """Why ``value`` is not a Kubernetes name (a label for namespaces); None when it is."""
     if not value:
         return "empty name"
-    rx = _DNS1123_LABEL if label else _DNS1123_SUBDOMAIN
-    return None if rx.match(value) else f"{value[:80]!r} is not a Kubernetes (DNS-1123) name"
+    rx = DNS1123_LABEL if label else DNS1123_SUBDOMAIN
+    return None if len(value) <= 253 and rx.match(value) else f"{value[:80]!r} is not a Kubernetes (DNS-1123) name"
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +179,7 @@ def _kubectl_target(command: str) -> tuple[Target | None, str, str]:
         return None, " ".join(verb), f"names the kind {objects[0]!r} but no object (it would act on all of them)"
     else:
         return None, " ".join(verb), f"names {max(len(objects) - 1, 0)} objects, an action names exactly one"
-    canonical = _KINDS.get(kind.lower())
+    canonical = kind_of(kind) or _BATCH_KINDS.get(kind.lower())
     if canonical is None:
         return None, " ".join(verb), f"unknown kind {kind!r}"
     if not namespace:

@@ -69,3 +69,13 @@ def test_flags_are_read_as_the_policy_reads_them():
         target, _, problem = target_of_command(
             {"type": "kubectl", "command": f"kubectl rollout restart deployment/api -n shop {flag}"})
         assert target is None and "many objects" in problem, flag
+
+
+def test_kinds_and_names_are_judged_as_the_policy_judges_them():
+    from elk_resolver.targets import target_of_command
+
+    target, _, problem = target_of_command(
+        {"type": "kubectl", "command": "kubectl rollout restart deployment.apps/api -n shop"})
+    assert problem == "" and (target.kind, target.name) == ("deployment", "api")
+    target, _, problem = target_of_command({"type": "kubectl", "command": "kubectl rollout restart deploy/a..b -n shop"})
+    assert target is None and "DNS-1123" in problem
