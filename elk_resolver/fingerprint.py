@@ -157,20 +157,74 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
 )
 
 
+# What a rule needs somewhere in the message before it can match, for the rules whose own
+# pattern is slow to fail (a look-behind at every letter, or no literal to skip ahead to): one
+# RE2 set answers them all in a single linear pass over the message as it came in. That answer
+# stays true along the chain, because no gate below can match the characters a replacement
+# inserts (``<*>``, a space, ``=``, brackets), so a replacement only splits old text: a "no"
+# is never turned into a "yes". A digit is any ASCII digit or any non-ASCII character (Python's
+# ``\d`` takes every Unicode decimal digit; RE2's tables may be of another Unicode version).
+_DIGIT = r"[0-9\x{80}-\x{10FFFF}]"
+_NEEDS = {
+    "colon_digit": ":" + _DIGIT,
+    "month_or_day": rf"{_WEEKDAY}|{_MONTH}",
+    "tld": rf"\.{_TLD}",
+    "k8s_suffix": rf"-{_K8S}{{5}}",
+    "mac": r"[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}",
+    "digit": _DIGIT,
+    "consonants": rf"{_NO_VOWEL}{{6}}",
+    "hex_letters": r"[a-fA-F]{8}",
+}
+# rule index -> the needs (all of them) of that rule
+_RULE_NEEDS = {
+    2: ("colon_digit",),
+    3: ("colon_digit", "month_or_day"),
+    4: ("tld",),
+    5: ("colon_digit",),
+    6: ("k8s_suffix",),
+    10: ("mac",),
+    14: ("digit",),
+    15: ("consonants",),
+    16: ("hex_letters",),
+}
+
+
+def _need_set():
+    import re2  # linear time, one pass for every need
+
+    options = re2.Options()
+    options.never_capture = True
+    needs = re2.Set.SearchSet(options)
+    for pattern in _NEEDS.values():
+        needs.Add(pattern)
+    needs.Compile()
+    return needs
+
+
+_NEED_MATCH = _need_set()._set.Match  # bytes -> indices, without the wrapper's checks
+_NEED_BIT = {name: 1 << i for i, name in enumerate(_NEEDS)}
+# (substring gate or "", needs bit mask or 0, pattern, replacement), in the order of _RULES
+_PLAN = tuple(
+    (
+        (gate if gate.__class__ is str else (gate[1] if len(gate) > 1 else "")),
+        sum(_NEED_BIT[n] for n in _RULE_NEEDS.get(i, ())),
+        pattern,
+        replacement,
+    )
+    for i, (gate, pattern, replacement) in enumerate(_RULES)
+)
+
+
 def normalize(message: str) -> str:
     """The message with its volatile values replaced by ``<*>``."""
-    colon_digit = None
-    for gate, pattern, replacement in _RULES:
-        if gate.__class__ is str:
-            if gate not in message:
-                continue
-        else:
-            if colon_digit is None:
-                colon_digit = ":" in message and _COLON_DIGIT.search(message) is not None
-            if not colon_digit:
-                continue
-            if len(gate) > 1 and gate[1] not in message:
-                continue
+    have = 0
+    for i in _NEED_MATCH(message.encode()):
+        have |= 1 << i
+    for gate, needs, pattern, replacement in _PLAN:
+        if gate and gate not in message:
+            continue
+        if needs and needs & have != needs:
+            continue
         message = pattern.sub(replacement, message)
     return message
 

@@ -133,14 +133,28 @@ def _flatten_into(flat: dict[str, Any], prefix: str, obj: dict[str, Any]) -> boo
     return True
 
 
-def _flat_view(raw: dict[str, Any]) -> dict[str, Any] | None:
+def _flat_view(raw: dict[str, Any], roots: frozenset[str] | None = None) -> dict[str, Any] | None:
     """Every dotted path through ``raw``'s nested objects -> its value, built in one pass, so
     each field lookup is one ``dict.get``. ``None`` when two routes spell the same path (for
     example ``{"log": {"level": ..}, "log.level": ..}``): there :func:`get_path`'s precedence
     rule decides. Otherwise each path has at most one route, which :func:`get_path` (an
-    exhaustive search over the routes) would return too."""
+    exhaustive search over the routes) would return too.
+
+    ``roots``: only paths whose first segment is one of these are wanted; the top-level keys
+    of other subtrees (``agent``, ``ecs``, ``cloud``...) are not walked. A lookup of a wanted
+    path reads only wanted subtrees, so a clash elsewhere does not matter to it."""
     flat: dict[str, Any] = {}
-    return flat if _flatten_into(flat, "", raw) else None
+    if roots is None:
+        return flat if _flatten_into(flat, "", raw) else None
+    for k, v in raw.items():
+        if k not in roots and k.partition(".")[0] not in roots:
+            continue
+        if k in flat:
+            return None
+        flat[k] = v
+        if type(v) is dict and v and not _flatten_into(flat, k + ".", v):
+            return None
+    return flat
 
 
 def _first_str(obj: Any, *paths: str) -> str | None:
@@ -277,6 +291,17 @@ _CONTEXT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+
+
+@lru_cache(maxsize=16)
+def _read_roots(id_field: str) -> frozenset[str]:
+    """The first segments of every path :func:`parse_record` reads, with ``id_field``'s."""
+    paths = ["error.message", "message", "event.original", "error.stack_trace", "log.level", "level",
+             "log.syslog.severity.code", "error.type", "@timestamp", id_field]  # fmt: skip
+    paths += [path for _, field_paths in _CONTEXT_FIELDS for path in field_paths]
+    return frozenset(path.split(".", 1)[0] for path in paths)
+
+
 def _context(raw: dict[str, Any], message: str, get: Any = None) -> dict[str, str]:
     """``get``: the lookup of one dotted path (default: :func:`get_path` on ``raw``)."""
     if get is None:
@@ -328,9 +353,17 @@ def _event_time(v: Any) -> datetime | None:
 def _header(headers: Any, name: str) -> str | None:
     if not headers:
         return None
-    if not isinstance(headers, Mapping):
-        headers = dict(headers)  # aiokafka gives a sequence of (key, value) pairs
-    v = headers.get(name)
+    if type(headers) is dict:
+        v = headers.get(name)
+    elif type(headers) is tuple or type(headers) is list or not isinstance(headers, Mapping):
+        # aiokafka gives a sequence of (key, value) pairs; the exact-type tests come first
+        # because an ABC isinstance test costs a microsecond, on every record
+        v = None
+        for key, value in headers:
+            if key == name:
+                v = value  # the last one wins, as dict(headers) would have it
+    else:
+        v = headers.get(name)
     if v is None:
         return None
     if isinstance(v, bytes | bytearray | memoryview):
@@ -401,7 +434,7 @@ def parse_record(
     if not isinstance(raw, dict):
         raise BadRecord("not_object", type(raw).__name__)
 
-    flat = _flat_view(raw)
+    flat = _flat_view(raw, _read_roots(id_field))
     if flat is not None:
         get = flat.get
     else:

@@ -36,7 +36,7 @@ import re2
 
 from elk_resolver.secret_rules import TOKEN_RULES, TokenRule, mask_spans
 
-__all__ = ["MASK", "SecretMasker", "is_secret_key", "mask_obj", "mask_text"]
+__all__ = ["MASK", "SecretMasker", "is_secret_key", "mask_obj", "mask_text", "record_is_clean"]
 
 MASK = "***"
 
@@ -303,6 +303,11 @@ class SecretMasker:
                 s = _mask_extra(kind, s)
         return s
 
+    def record_is_clean(self, value: bytes) -> bool:
+        """:func:`record_is_clean` for this masker: always "maybe" (False) with extra patterns,
+        which may use anchors the one-pass proof does not cover."""
+        return not self._extra and record_is_clean(value)
+
     def mask_obj(self, obj: Any) -> Any:
         """Mask a decoded JSON value. Returns ``obj`` itself when nothing needed masking, and
         otherwise new containers: the input is never mutated. The whole value of a key that
@@ -401,6 +406,71 @@ def _candidate_set(extra: Iterable[str] = ()) -> Any:
 
 
 _BUILTIN_SET = _candidate_set()
+
+
+# --- one pass over the record's bytes ---------------------------------------------------------
+#
+# Most records hold no secret. ``record_is_clean`` proves that from the record's JSON text in one
+# RE2 pass, so ingest can skip masking the message, the context, the stack trace and the whole
+# object one by one. The proof: with no ``\\`` and no ``\u`` escape in the text, undoing the
+# other escapes (``\"``, ``\n``, ``\t``, ``\r``, ``\/``) gives a text in which every decoded
+# string (key or value) stands verbatim between two quotes. The built-in candidates use no
+# anchors and no word boundaries, so a candidate found in any such string, or in a piece of one
+# (the message, a context value), is found in that text too. Keys are judged by what
+# :func:`is_secret_key` does: a secret word spelled with any separators between its letters,
+# anywhere in the text (keys, and the ``name`` of a Kubernetes env entry), or a whole string
+# that is one of the exact secret keys. A candidate found means "maybe": the caller masks the
+# usual way, so the result is the same as masking everything, only cheaper when clean.
+
+
+def _spelled(word: str) -> str:
+    """``word`` with any non-alphanumeric characters between its letters, case-insensitively,
+    as :func:`is_secret_key` reads a key (it removes them after lower-casing). The separator
+    class stays outside ``(?i:...)``: folded, it would refuse the long s, which Python drops."""
+    return "[^a-zA-Z0-9]*".join(f"(?i:{re.escape(ch)})" for ch in word)
+
+
+def _raw_set() -> Any:
+    options = re2.Options()
+    options.never_capture = True
+    options.max_mem = 64 << 20
+    raw = re2.Set.SearchSet(options)
+    for _, pattern in _CANDIDATES:
+        raw.Add(pattern)
+    for rule in TOKEN_RULES:
+        raw.Add(rule.pattern)
+    for word in _SECRET_KEY_WORDS:
+        raw.Add(_spelled(word))
+    for word in _SECRET_KEY_EXACT:
+        raw.Add('"[^a-zA-Z0-9]*' + _spelled(word) + '[^a-zA-Z0-9]*"')
+    raw.Compile()
+    return raw
+
+
+_RAW_SET = _raw_set()
+_RAW_MATCH = _RAW_SET.Match
+# Characters whose lower-case form holds an ASCII letter the RE2 folding does not give (U+0130
+# lowers to "i" plus a combining dot): a record holding one is masked the usual way.
+_FOLD_TRAPS = ("\u0130".encode(),)
+_ESCAPES = ((b'\\"', b'"'), (b"\\n", b"\n"), (b"\\t", b"\t"), (b"\\r", b"\r"), (b"\\/", b"/"))
+
+
+def record_is_clean(value: bytes) -> bool:
+    """Whether no string of the JSON record ``value`` (keys included) can need masking by the
+    default rules: True means masking every part of the decoded record would change nothing.
+    False means "maybe": mask as usual. Callers with extra patterns must not use it."""
+    if b"\\" in value:
+        if b"\\\\" in value or b"\\u" in value:
+            return False
+        for escaped, plain in _ESCAPES:
+            if escaped in value:
+                value = value.replace(escaped, plain)
+        if b"\\" in value:  # \b or \f: rare, not worth a rule
+            return False
+    for trap in _FOLD_TRAPS:
+        if trap in value:
+            return False
+    return _RAW_MATCH(value) is None
 
 
 def _mask_extra(rx: Any, s: str) -> str:

@@ -362,6 +362,10 @@ def _event_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | Non
     return fallback
 
 
+def _same(s: str) -> str:
+    return s
+
+
 def _strip_nul(obj: Any) -> Any:
     """PostgreSQL text and jsonb cannot hold U+0000; JSON can (as ``\\u0000``)."""
     if isinstance(obj, str):
@@ -433,6 +437,7 @@ def prepare_into(
     occurrences = batch.occurrences
     months = batch.months
     mask_text = masker.mask_text
+    is_clean = masker.record_is_clean
     match = patterns.match
     version = config.fingerprint_version
     max_bytes = config.max_record_bytes
@@ -452,11 +457,16 @@ def prepare_into(
                 DeadLetter(_masked_bytes(masker, value), bad.reason, bad.detail, rec.topic, rec.partition, rec.offset)
             )
             continue
-        nul = b"\\u0000" in value  # type: ignore[operator]
-        message = mask_text(_strip_nul(ev.message) if nul else ev.message)
+        # One RE2 pass over the record's text: most records hold nothing to mask, and then
+        # no part of them is masked one by one (the same result, see record_is_clean).
+        clean = is_clean(value)
+        nul = not clean and b"\\u0000" in value  # type: ignore[operator]
+        message = ev.message
         ecs_type = ev.error_type_ecs
-        if ecs_type is not None:
-            ecs_type = mask_text(_strip_nul(ecs_type) if nul else ecs_type)
+        if not clean:
+            message = mask_text(_strip_nul(message) if nul else message)
+            if ecs_type is not None:
+                ecs_type = mask_text(_strip_nul(ecs_type) if nul else ecs_type)
         pattern = match(message, ecs_type)
         severity = ev.severity
         if severity is None:
@@ -502,25 +512,32 @@ def prepare_into(
             if err.others is None and all(ctx.get(k) == first.get(k) for k in _SUBJECT_FIELDS):
                 err.note(rank, trigger, actionable)  # the common case: the same pod again
             else:
-                err.add_subject(_strip_nul(ctx) if nul else ctx, rank, trigger, actionable, mask_text)
+                err.add_subject(_strip_nul(ctx) if nul else ctx, rank, trigger, actionable, _same if clean else mask_text)
             continue
         # The first event of an error in this batch is the one that may be stored: mask the
         # rest of it now (only now: repeats are counted, never stored).
         raw = _strip_nul(ev.raw) if nul else ev.raw
         stack = ev.stack_trace
-        if stack is not None:
-            stack = mask_text(_strip_nul(stack) if nul else stack)
         context = ev.context
         source = ev.source_system
-        if nul:
-            context = {k: _strip_nul(v) for k, v in context.items()}
-            source = _strip_nul(source)
-        # One masking pass over all context values: they rarely hold a secret.
-        joined = "\x1f".join((source, *context.values()))
-        if mask_text(joined) != joined:
-            context = {k: mask_text(v) for k, v in context.items()}
-            source = mask_text(source)[:SOURCE_SYSTEM_MAX]
-        masked_raw = masker.mask_obj(raw)
+        if clean:
+            masked_raw = raw
+            # the source may be made of two context values ("namespace/deployment"), a text
+            # the record does not hold as such
+            if source not in context.values():
+                source = mask_text(source)[:SOURCE_SYSTEM_MAX]
+        else:
+            if stack is not None:
+                stack = mask_text(_strip_nul(stack) if nul else stack)
+            if nul:
+                context = {k: _strip_nul(v) for k, v in context.items()}
+                source = _strip_nul(source)
+            # One masking pass over all context values: they rarely hold a secret.
+            joined = "\x1f".join((source, *context.values()))
+            if mask_text(joined) != joined:
+                context = {k: mask_text(v) for k, v in context.items()}
+                source = mask_text(source)[:SOURCE_SYSTEM_MAX]
+            masked_raw = masker.mask_obj(raw)
         if masked_raw is raw and not nul:
             # orjson accepted these bytes, so they are UTF-8 JSON PostgreSQL accepts too
             # (U+0000 aside, which ``nul`` covers)
