@@ -94,7 +94,10 @@ async def profile(stack: Stack, args) -> None:
         print(f"\ntop by {title} samples:")
         for name, count in rows:
             print(f"  {count / samples:6.1%}  {name}")
-    shutil.rmtree(out.parent, ignore_errors=True)
+    if args.keep:
+        say(f"raw samples kept in {out}")
+    else:
+        shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--nonblocking", action="store_true", help="sample without pausing the process")
+    parser.add_argument("--keep", action="store_true", help="keep py-spy's raw samples (collapsed stacks) and print where")
     args = parser.parse_args(argv)
     if shutil.which("py-spy") is None:
         parser.error("py-spy is not installed (.venv/bin/pip install py-spy)")
