@@ -430,25 +430,34 @@ def _spelled(word: str) -> str:
     return "[^a-zA-Z0-9]*".join(f"(?i:{re.escape(ch)})" for ch in word)
 
 
-def _raw_set() -> Any:
-    options = re2.Options()
-    options.never_capture = True
-    options.max_mem = 64 << 20
-    raw = re2.Set.SearchSet(options)
-    for _, pattern in _CANDIDATES:
-        raw.Add(pattern)
-    for rule in TOKEN_RULES:
-        raw.Add(rule.pattern)
-    for word in _SECRET_KEY_WORDS:
-        raw.Add(_spelled(word))
-    for word in _SECRET_KEY_EXACT:
-        raw.Add('"[^a-zA-Z0-9]*' + _spelled(word) + '[^a-zA-Z0-9]*"')
-    raw.Compile()
-    return raw
+def _raw_patterns() -> list[str]:
+    patterns = [pattern for _, pattern in _CANDIDATES] + [rule.pattern for rule in TOKEN_RULES]
+    patterns += [_spelled(word) for word in _SECRET_KEY_WORDS]
+    patterns += ['"[^a-zA-Z0-9]*' + _spelled(word) + '[^a-zA-Z0-9]*"' for word in _SECRET_KEY_EXACT]
+    return patterns
 
 
-_RAW_SET = _raw_set()
-_RAW_MATCH = _RAW_SET.Match
+def _raw_matchers(parts: int = 2) -> tuple[Any, ...]:
+    """The raw patterns as ``parts`` RE2 sets (every other pattern in each), as the C-level
+    match functions (bytes in, a list of hits out). Why not one set: its DFA tracks every
+    pattern's counters at once (``{32}``, ``{20,50}``...), so on records full of fresh ids it
+    keeps building states; two half sets cost ~8 us per 700-byte record where one costs ~13
+    (measured over 40,000 unseen bench records after 40,000 of warm-up)."""
+    patterns = _raw_patterns()
+    matchers = []
+    for i in range(parts):
+        options = re2.Options()
+        options.never_capture = True
+        options.max_mem = 64 << 20
+        one = re2.Set.SearchSet(options)
+        for pattern in patterns[i::parts]:
+            one.Add(pattern)
+        one.Compile()
+        matchers.append(one._set.Match)  # the wrapper's isinstance test is not needed for bytes
+    return tuple(matchers)
+
+
+_RAW_MATCHERS = _raw_matchers()
 # Characters whose lower-case form holds an ASCII letter the RE2 folding does not give (U+0130
 # lowers to "i" plus a combining dot): a record holding one is masked the usual way.
 _FOLD_TRAPS = ("\u0130".encode(),)
@@ -470,7 +479,10 @@ def record_is_clean(value: bytes) -> bool:
     for trap in _FOLD_TRAPS:
         if trap in value:
             return False
-    return _RAW_MATCH(value) is None
+    for match in _RAW_MATCHERS:
+        if match(value):
+            return False
+    return True
 
 
 def _mask_extra(rx: Any, s: str) -> str:

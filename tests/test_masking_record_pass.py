@@ -151,3 +151,14 @@ def test_ingest_stores_the_same_with_and_without_the_one_pass():
     assert fast.occurrences == slow.occurrences
     # and the mutations made both paths mask something
     assert any("***" in e.message or "***" in e.raw_json for e in fast.errors.values())
+
+
+def test_a_secret_after_a_megabyte_of_near_misses_is_still_found():
+    """RE2 answers "no match" when its DFA runs out of memory; the sets must have room for a
+    hostile record (every secret word's letters and separators, shuffled) up to the size limit."""
+    rng = random.Random(3)
+    alphabet = "passwordtokensecretcookiecredentialsessionidamzsignatureapikeyauthorization_-. :=AKIAeyJ0123456789"
+    noise = "".join(rng.choice(alphabet) for _ in range(1_000_000))
+    assert not record_is_clean(orjson.dumps({"message": noise + " AKIAIOSFODNN7EXAMPLE end"}))
+    letters = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz-_. ") for _ in range(1_000_000))
+    assert not record_is_clean(orjson.dumps({"message": letters, "pass_word": "x"}))
