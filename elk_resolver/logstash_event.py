@@ -136,28 +136,35 @@ def _flatten_into(flat: dict[str, Any], prefix: str, obj: dict[str, Any]) -> boo
     return True
 
 
-def _flat_view(raw: dict[str, Any], roots: frozenset[str] | None = None) -> dict[str, Any] | None:
+def _flat_view(raw: dict[str, Any], paths: tuple[frozenset[str], frozenset[str]] | None = None) -> dict[str, Any] | None:
     """Every dotted path through ``raw``'s nested objects -> its value, built in one pass, so
     each field lookup is one ``dict.get``. ``None`` when two routes spell the same path (for
     example ``{"log": {"level": ..}, "log.level": ..}``): there :func:`get_path`'s precedence
     rule decides. Otherwise each path has at most one route, which :func:`get_path` (an
     exhaustive search over the routes) would return too.
 
-    ``roots``: only paths whose first segment is one of these are wanted; the top-level keys
-    of other subtrees (``agent``, ``ecs``, ``cloud``...) are not walked. A lookup of a wanted
-    path reads only wanted subtrees, so a clash elsewhere does not matter to it."""
+    ``paths``: ``(wanted, prefixes)``, the only paths looked up and their proper prefixes
+    (``kubernetes``, ``kubernetes.pod``); then only those are walked and kept, and the rest of
+    the event (``agent``, ``kubernetes.labels``...) is never visited. A lookup of a wanted path
+    reads only its own routes, so two routes clash only where both reach a wanted path."""
     flat: dict[str, Any] = {}
-    if roots is None:
+    if paths is None:
         return flat if _flatten_into(flat, "", raw) else None
-    for k, v in raw.items():
-        if k not in roots and k.partition(".")[0] not in roots:
-            continue
-        if k in flat:
-            return None
-        flat[k] = v
-        if type(v) is dict and v and not _flatten_into(flat, k + ".", v):
-            return None
-    return flat
+    wanted, prefixes = paths
+    return flat if _flatten_wanted(flat, "", raw, wanted, prefixes) else None
+
+
+def _flatten_wanted(flat: dict[str, Any], prefix: str, obj: dict[str, Any], wanted: frozenset[str],
+                    prefixes: frozenset[str]) -> bool:  # fmt: skip
+    for k, v in obj.items():
+        key = prefix + k if prefix else k
+        if key in wanted:
+            if key in flat:
+                return False  # two routes to one wanted path: let _lookup decide
+            flat[key] = v
+        if key in prefixes and type(v) is dict and not _flatten_wanted(flat, key + ".", v, wanted, prefixes):
+            return False
+    return True
 
 
 def _first_str(obj: Any, *paths: str) -> str | None:
@@ -297,12 +304,13 @@ _CONTEXT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 
 @lru_cache(maxsize=16)
-def _read_roots(id_field: str) -> frozenset[str]:
-    """The first segments of every path :func:`parse_record` reads, with ``id_field``'s."""
+def _read_paths(id_field: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Every path :func:`parse_record` reads (with ``id_field``), and their proper prefixes."""
     paths = ["error.message", "message", "event.original", "error.stack_trace", "log.level", "level",
              "log.syslog.severity.code", "error.type", "@timestamp", id_field]  # fmt: skip
     paths += [path for _, field_paths in _CONTEXT_FIELDS for path in field_paths]
-    return frozenset(path.split(".", 1)[0] for path in paths)
+    prefixes = {".".join(path.split(".")[:i]) for path in paths for i in range(1, path.count(".") + 1)}
+    return frozenset(paths), frozenset(prefixes)
 
 
 def _context(raw: dict[str, Any], message: str, get: Any = None) -> dict[str, str]:
@@ -441,7 +449,7 @@ def parse_record(
     if not isinstance(raw, dict):
         raise BadRecord("not_object", type(raw).__name__)
 
-    flat = _flat_view(raw, _read_roots(id_field))
+    flat = _flat_view(raw, _read_paths(id_field))
     if flat is not None:
         get = flat.get
     else:

@@ -270,3 +270,41 @@ def test_get_path_nested_flat_and_mixed():
     assert get_path(obj, "a.b.missing") is None
     assert get_path(obj, "a.b.missing", "d") == "d"
     assert get_path("not a dict", "a") is None
+
+
+def test_the_flat_view_reads_what_get_path_reads_on_mixed_shapes():
+    """parse_record looks fields up in a flat view of the paths it reads (walking nothing
+    else); on every mix of nested objects, dotted keys and clashes it must read what
+    get_path reads."""
+    import random
+
+    import orjson
+
+    from bench.events import generate
+    from elk_resolver.logstash_event import _context, get_path, parse_record
+
+    rng = random.Random(5)
+
+    def reshape(obj):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(v, dict) and rng.random() < 0.4:
+                for k2, v2 in reshape(v).items():
+                    out[f"{k}.{k2}"] = v2
+            else:
+                out[k] = reshape(v) if isinstance(v, dict) else v
+        return out
+
+    for value in generate(3000, seed=3).records:
+        raw = reshape(orjson.loads(value))
+        if rng.random() < 0.3:
+            raw["kubernetes.pod.name"] = "clash"
+        if rng.random() < 0.2:
+            raw["kubernetes"] = {"labels": {"a": "1"}, "namespace": {"name": "x"}, "pod.name": "p"}
+        if rng.random() < 0.1:
+            raw["log.level"] = "warn"
+        ev = parse_record(orjson.dumps(raw))
+        assert ev.context == _context(raw, ev.message), raw
+        level = get_path(raw, "log.level")
+        if isinstance(level, str):
+            assert ev.level_raw == level, raw
