@@ -663,6 +663,7 @@ async def section_growth(stack: Stack, args, results: dict) -> None:
     out: dict[str, Any] = {"preloaded": rows, "events": len(data.records)}
     results["growth"] = out
     empty, full = await stack.fresh_database(), await stack.fresh_database()
+    empty_again = None
     try:
         loaded = await growth.preload(full, rows)
         out["preload_seconds"] = loaded["seconds"]
@@ -672,10 +673,20 @@ async def section_growth(stack: Stack, args, results: dict) -> None:
         probe = _prepared_batches(other.records[:1000], "growth-probe")[0]
         out["plan_new_errors"] = {label: await growth.upsert_plan(url, probe) for label, url in databases.items()}
 
-        # the stage end to end, empty then full; then its SQL alone, full then empty
-        for label, url in databases.items():
-            out[f"stage_{label}"] = await run_project(stack, data.records, 1, args.timeout, database_url=url)
-            say(f"  stage on {label}: {stats.fmt_rate(out[f'stage_{label}']['rate'])}")
+        # the stage end to end in two rounds, empty, full, full, empty (so a drift of the
+        # machine's load weighs on both sides alike), each side's best kept: round two brings
+        # other new errors, to the full database and to a second empty one
+        empty_again = await stack.fresh_database()
+        more = generate(args.growth_events, seed=args.seed + 5)
+        rounds: dict[str, list[dict[str, Any]]] = {"empty": [], "full": []}
+        for label, url, records in (("empty", empty, data.records), ("full", full, data.records),
+                                    ("full", full, more.records), ("empty", empty_again, more.records)):  # fmt: skip
+            run = await run_project(stack, records, 1, args.timeout, database_url=url)
+            rounds[label].append(run)
+            say(f"  stage on {label}: {stats.fmt_rate(run['rate'])}")
+        for label, runs in rounds.items():
+            out[f"stage_{label}"] = max(runs, key=lambda r: r.get("rate") or 0)
+        out["stage_rounds"] = {label: [r.get("rate") for r in runs] for label, runs in rounds.items()}
         batches = _prepared_batches(other.records, "growth-sql")
         for label in ("full", "empty"):
             out[f"sql_{label}"] = await run_project_sql(stack, batches, database_url=databases[label])
@@ -687,11 +698,15 @@ async def section_growth(stack: Stack, args, results: dict) -> None:
     finally:
         await stack.drop_database(empty)
         await stack.drop_database(full)
+        if empty_again is not None:
+            await stack.drop_database(empty_again)
     out["ratio_stage"] = stats.ratio(out["stage_full"].get("rate"), out["stage_empty"].get("rate"))
     out["ratio_sql"] = stats.ratio(out["sql_full"].get("rate"), out["sql_empty"].get("rate"))
     out["note"] = (
         f"{rows:,} distinct errors with one occurrence each loaded with SQL (generate_series), vacuumed and "
-        f"checkpointed; then {len(data.records):,} events through one ingest process on each database (empty first), "
+        f"checkpointed; then {len(data.records):,} events through one ingest process on each database, two rounds "
+        "(empty, full, full, empty; round two with other new errors, on a second empty database), the best of each "
+        "side kept; "
         "and the stage's SQL alone on another set of events (full first). Plans: the upsert of 1,000 new events, "
         "and of 1,000 new occurrences of errors already stored, EXPLAIN (ANALYZE, BUFFERS, WAL), rolled back."
     )

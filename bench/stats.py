@@ -361,6 +361,16 @@ def _growth_markdown(gr: dict[str, Any]) -> list[str]:
         markdown_table(("run", "empty", f"{fmt_number(gr.get('preloaded'))} stored", "ratio"), rows),
         "",
     ]
+    rounds = gr.get("stage_rounds")
+    if rounds:
+        out += [
+            "Ingest stage rounds, in the order run (empty, full, full, empty): empty "
+            + ", ".join(fmt_rate(r) for r in rounds.get("empty", []))
+            + "; full "
+            + ", ".join(fmt_rate(r) for r in rounds.get("full", []))
+            + " (the best of each side is in the table).",
+            "",
+        ]
     sizes = gr.get("sizes_before", {})
     if sizes:
         size_rows = []
