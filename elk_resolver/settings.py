@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     merge_pass_every_s: float = Field(
         30.0, ge=0, description="learned-merge pass interval per ingest copy (0: never; one copy runs at a time)"
     )
+    gin_cleanup_every_s: float = Field(
+        0.5, ge=0, description="interval of the GIN pending-list pass beside ingest's writes (0: PostgreSQL's own, inline)"
+    )
     mask_extra_patterns: CsvList = Field(
         default_factory=list, description="extra secret regexes: a JSON array, or one per line"
     )

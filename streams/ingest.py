@@ -11,12 +11,16 @@ Three tasks form a pipeline, so Python's CPU work and PostgreSQL's run on differ
     fetch+prepare ──(queue, depth 2)──> database ──(queue, depth 2)──> publish-ack+commit
 
 * *fetch*: ``getmany`` a batch, :func:`handlers.ingest.prepare_batch` it (parse, mask,
-  classify, fingerprint) while the previous batch is in PostgreSQL.
+  classify, fingerprint) while the previous batch is in PostgreSQL. It prepares in slices of
+  about 2 ms (:func:`next_slice`), so a reply from PostgreSQL or the broker never waits long
+  for the event loop; the broker's fetch wait is 5 ms while records flow and
+  ``batch_timeout_ms`` once the topic is quiet (:func:`set_fetch_wait`).
 * *database*: one transaction per batch (:func:`handlers.ingest.store_batch`), then the
   analysis events and dead letters are handed to the producer (``send`` only).
 * *commit*: waits for the broker's acknowledgements of a batch, then commits its offsets.
   Batches leave this task in fetch order, so offsets are committed strictly in order and
-  only after the batch's transaction committed *and* its records were acknowledged.
+  only after the batch's transaction committed *and* its records were acknowledged. When
+  more acknowledged batches wait behind one, the last of them commits for all.
 
 Failures. A database or broker outage keeps the batch in hand and retries it with
 exponential backoff (``retry_backoff_initial_s`` .. ``retry_backoff_max_s``) until the
@@ -59,6 +63,7 @@ from aiokafka.errors import KafkaError
 from elk_resolver.db import is_transient_db_error
 from elk_resolver.masking import SecretMasker
 from elk_resolver.alias_cache import AliasCache
+from elk_resolver.gin_pending_list import GinPendingListCleaner
 from elk_resolver.pattern_cache import PatternCache
 from handlers.ingest import (
     DeadLetter,
@@ -79,7 +84,12 @@ log = logging.getLogger(__name__)
 
 STAGE = "ingest"
 _STOP = object()
-_PREPARE_SLICE = 100  # records prepared between two turns of the event loop (~5 ms)
+_SLICE_SECONDS = 0.002  # time the fetch task holds the event loop between two turns
+_SLICE_MAX = 200
+# The broker's fetch wait while records flow. Tansu answers a fetch only when its wait is over,
+# even with records there, so this wait is time every record spends in the broker; Apache Kafka
+# answers as soon as a record is there. While the topic is quiet, batch_timeout_ms applies.
+_FETCH_WAIT_FLOWING_MS = 5
 _GC_GEN0_THRESHOLD = 10_000
 _STALE_PATTERN_RETRIES = 3  # reloads of error_patterns before a batch is stored record by record
 
@@ -101,6 +111,30 @@ def _tune_gc() -> None:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(_GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+def next_slice(size: int, took_s: float) -> int:
+    """Records to prepare in the next slice, so that one slice takes about ``_SLICE_SECONDS``.
+
+    The database and commit tasks share the event loop with preparing: a reply from
+    PostgreSQL or the broker waits for the slice in hand before its task resumes, so a slice
+    is a delay added to every batch in flight. A record costs 50-300 µs (more on a loaded
+    machine, and a 1 MB record far more), so the size follows the measured cost instead of
+    being a constant (100 records held the loop for ~25 ms per slice)."""
+    if took_s <= 0:
+        return min(size * 2, _SLICE_MAX)
+    return max(1, min(_SLICE_MAX, size * 2, int(size * _SLICE_SECONDS / took_s)))
+
+
+def set_fetch_wait(consumer: AIOKafkaConsumer, wait_ms: int) -> bool:
+    """Change the fetch wait of a running consumer (aiokafka takes it at construction only;
+    its fetcher reads the attribute for every request it builds). False when this aiokafka has
+    no such attribute, in which case the wait given at construction stays."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is None or not hasattr(fetcher, "_fetch_max_wait_ms"):
+        return False
+    fetcher._fetch_max_wait_ms = wait_ms
+    return True
 
 
 @dataclass
@@ -164,7 +198,9 @@ def analysis_producer(settings: Any, bootstrap_servers: str | None = None) -> AI
         bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
         acks=1,
         enable_idempotence=False,
-        linger_ms=2,
+        # Ingest hands over whole record batches (send_batch); lingering would only hold each
+        # one back for the linger time before it is sent.
+        linger_ms=0,
         max_batch_size=1 << 20,
         max_request_size=max(2 << 20, settings.max_record_bytes + (64 << 10)),
         request_timeout_ms=15000,
@@ -230,6 +266,7 @@ class IngestStage:
             merge_every_s=settings.merge_pass_every_s,
             version=settings.fingerprint_version,
         )
+        self.gin_cleaner = GinPendingListCleaner(pool, every_s=settings.gin_cleanup_every_s)
         self.partitions = PartitionCache()
         self.metrics = IngestMetrics()
         self._after_db_commit = after_db_commit
@@ -247,6 +284,7 @@ class IngestStage:
         self._db_q: asyncio.Queue = asyncio.Queue(queue_depth)
         self._commit_q: asyncio.Queue = asyncio.Queue(queue_depth)
         self._last_batch_done = time.monotonic()
+        self._slice = 16  # records per prepare slice (next_slice adjusts it)
 
     # -- Stage protocol ------------------------------------------------------------------------
     @property
@@ -261,6 +299,7 @@ class IngestStage:
         s = self.settings
         await self.patterns.start()
         await self.aliases.start()
+        await self.gin_cleaner.start()
         self._producer = analysis_producer(s, self.bootstrap_servers)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
@@ -275,7 +314,7 @@ class IngestStage:
             max_poll_interval_ms=300_000,
             max_poll_records=s.batch_max_records,
             **raw_fetch_options(s),
-            fetch_max_wait_ms=max(10, s.batch_timeout_ms),
+            fetch_max_wait_ms=max(10, s.batch_timeout_ms),  # while quiet; see _fetch_loop
         )
         await self._producer.start()
         try:
@@ -320,6 +359,7 @@ class IngestStage:
         self._tasks = []
         await self.patterns.stop()
         await self.aliases.stop()
+        await self.gin_cleaner.stop()
         # What is left (commit, leaving the group, the producer's flush) gets a few seconds
         # each: with the broker down they would otherwise wait for its request timeouts.
         last_steps = max(1.0, deadline - loop.time())
@@ -363,6 +403,8 @@ class IngestStage:
         consumer = self._consumer
         max_records = self.settings.batch_max_records
         timeout_ms = self.settings.batch_timeout_ms
+        quiet_wait_ms = max(10, timeout_ms)
+        flowing = False
         while True:
             try:
                 data = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
@@ -370,6 +412,12 @@ class IngestStage:
                 log.warning("fetch failed (%s), polling again", exc, extra={"stage": STAGE, "coalesce": True})
                 await asyncio.sleep(self.settings.retry_backoff_initial_s)
                 continue
+            # A short broker wait while records flow, the configured one once a whole
+            # batch_timeout_ms passed without any: an idle copy does not poll the broker
+            # every few milliseconds.
+            if bool(data) != flowing:
+                flowing = bool(data)
+                set_fetch_wait(consumer, min(_FETCH_WAIT_FLOWING_MS, quiet_wait_ms) if flowing else quiet_wait_ms)
             if not data:
                 continue
             generation = self._generation
@@ -384,15 +432,20 @@ class IngestStage:
             prepared = PreparedBatch()
             patterns = self.patterns.current  # one snapshot for the whole batch
             aliases = self.aliases.current
-            for i in range(0, len(records), _PREPARE_SLICE):
+            i = 0
+            while i < len(records):
+                size = self._slice
+                started = time.perf_counter()
                 prepare_into(
                     prepared,
-                    records[i : i + _PREPARE_SLICE],
+                    records[i : i + size],
                     patterns=patterns,
                     masker=self.masker,
                     config=self.config,
                     aliases=aliases,
                 )
+                i += size
+                self._slice = next_slice(size, time.perf_counter() - started)
                 await asyncio.sleep(0)
             await self._hand_over(_Batch(generation, fetched_at, records, offsets, prepared))
 
@@ -458,7 +511,11 @@ class IngestStage:
             for tp, off in batch.offsets.items():
                 if tp in self._assigned:
                     self._pending_commit[tp] = off
-            await self._commit_pending()
+            if self._commit_q.empty():
+                # While batches queue up behind this one, its offsets wait for theirs: one
+                # commit (a broker round trip) then covers them all, and the commit loop keeps
+                # up with small batches instead of holding the database task back.
+                await self._commit_pending()
             self._account(batch)
 
     # -- steps ---------------------------------------------------------------------------------

@@ -333,3 +333,67 @@ async def test_two_copies_run_one_merge_pass_and_apply_its_aliases(running, fast
                    what="the new values counted")
     assert await pool.fetchval("SELECT count(*) FROM error_logs") == 6  # no new row
     assert await pool.fetchval("SELECT occurrence_count FROM error_logs ORDER BY id LIMIT 1") == 10
+
+
+def test_prepare_slices_follow_the_cost_of_a_record():
+    """A slice holds the event loop for about 2 ms whatever a record costs: slow records
+    (a loaded machine, large events) make it shorter, cheap ones longer, within bounds."""
+    from streams.ingest import next_slice
+
+    assert next_slice(100, 0.025) == 8  # 250 µs a record: 8 records, not 100 (25 ms)
+    assert next_slice(16, 0.0008) == 32  # cheap records: grows, at most doubling per step
+    assert next_slice(200, 0.0001) == 200  # never past the cap
+    assert next_slice(1, 0.5) == 1  # one huge record: still one at a time
+    size = 16
+    for _ in range(20):  # settles where a slice costs ~2 ms (here 100 µs a record)
+        size = next_slice(size, size * 0.0001)
+    assert size == 20
+
+
+async def test_fetch_wait_is_short_while_records_flow_and_back_to_the_batch_timeout_when_quiet(
+    running, fast, producer, pool
+):
+    """Tansu answers a fetch only at the end of its wait, so while records flow the stage asks
+    with a short wait (a record waits ~5 ms in the broker, not batch_timeout_ms); once the topic
+    is quiet it asks with batch_timeout_ms again, so an idle copy does not poll every 5 ms."""
+    settings = fast.model_copy(update={"batch_timeout_ms": 100})
+    stage = await running(settings)
+    fetch_wait = lambda: stage._consumer._fetcher._fetch_max_wait_ms  # noqa: E731
+    assert fetch_wait() == 100
+    sent = 0
+    flowing = True
+
+    async def keep_sending():
+        nonlocal sent
+        while flowing:
+            await produce(producer, settings.topic_raw, [error_event(sent, "flow")])
+            sent += 1
+            await asyncio.sleep(0.005)
+
+    sender = asyncio.create_task(keep_sending())
+    try:
+        await wait_for(lambda: fetch_wait() == 5, timeout=30, what="the short fetch wait while records flow")
+    finally:
+        flowing = False
+        await sender
+    await wait_for(lambda: fetch_wait() == 100, timeout=30, what="batch_timeout_ms again once the topic is quiet")
+    await wait_for(lambda: total_count(pool), timeout=30, what="the first occurrences")
+    await wait_for(lambda: stage.metrics.events_in >= sent, timeout=30, what="every record ingested")
+    assert await total_count(pool) == sent
+
+
+async def test_batches_queued_behind_each_other_are_all_committed(running, fast, producer, pool, kafka):
+    """Batches of ten records arrive faster than their acknowledgements: a batch with more
+    behind it leaves its commit to the last of them, and the last one always commits, so
+    every offset ends up committed after the rows and the analysis events."""
+    settings = fast.model_copy(update={"batch_max_records": 10})
+    stage = await running(settings)
+    total = 600
+    await produce(producer, settings.topic_raw, [error_event(i, i % 7) for i in range(total)])
+    await wait_for(
+        lambda: _all_committed(kafka.bootstrap_servers, settings.group_ingest, settings.topic_raw, total),
+        timeout=60,
+        what="every offset committed",
+    )
+    assert await total_count(pool) == total
+    assert stage.metrics.batches >= total // 10

@@ -66,6 +66,10 @@ SELECT u.id, u.hash_signature, u.inserted, coalesce(c.n, 0)::int AS new_occurren
 FROM upserted u
 LEFT JOIN counts c USING (hash_signature);
 
+-- name: ingest-clean-gin-pending-list
+-- Move the pending list of error_logs' GIN index into the index (0065); the pages it removed.
+SELECT clean_error_logs_gin_pending_list();
+
 -- name: ingest-row-ids
 -- The error_logs id of each given hash (the errors ingest-upsert-batch left untouched).
 SELECT id, hash_signature FROM error_logs WHERE hash_signature = any($1::text[]);
