@@ -377,20 +377,42 @@ class Catalogue:
         """
         pattern_key = pattern_name.casefold() if pattern_name else None
         category_key = error_category.casefold() if error_category else None
-        ordered = sorted(self.playbooks.values(), key=lambda p: (p.priority, p.name))
+        ordered, match_set = self._matcher()
+        # one RE2 set pass over the message says which playbooks' ``match`` matches (the
+        # analysis stage asks this for every event; one search per playbook cost ~10x more)
+        matching = set(match_set.Match(message) or ()) if match_set is not None else set()
         tiers: list[list[Playbook]] = [[], [], []]
-        for pb in ordered:
-            if pattern_key and pattern_key in (n.casefold() for n in pb.pattern_names):
+        for i, (pb, patterns, categories) in enumerate(ordered):
+            if pattern_key and pattern_key in patterns:
                 tiers[0].append(pb)
-            elif (
-                category_key
-                and category_key in (c.casefold() for c in pb.error_categories)
-                and (pb.match is None or pb.matches(message))
-            ):
+            elif category_key and category_key in categories and (pb.match is None or i in matching):
                 tiers[1].append(pb)
-            elif pb.matches(message):
+            elif i in matching:
                 tiers[2].append(pb)
         return [pb for tier in tiers for pb in tier]
+
+    def _matcher(self) -> tuple[list[tuple[Playbook, frozenset[str], frozenset[str]]], Any]:
+        """The playbooks in find order with their casefolded names and categories, and an RE2
+        set of their ``match`` regexes (set index = position in that order; None when no
+        playbook has one), rebuilt when the playbooks change."""
+        signature = tuple((name, id(pb)) for name, pb in self.playbooks.items())
+        cached = self.__dict__.get("_find_cache")
+        if cached is not None and cached[0] == signature:
+            return cached[1], cached[2]
+        ordered = sorted(self.playbooks.values(), key=lambda p: (p.priority, p.name))
+        entries = [
+            (pb, frozenset(n.casefold() for n in pb.pattern_names), frozenset(c.casefold() for c in pb.error_categories))
+            for pb in ordered
+        ]
+        match_set = None
+        if any(pb.match for pb in ordered):
+            match_set = re2.Set.SearchSet(re2.Options())
+            for pb in ordered:
+                # a playbook without ``match`` gets a pattern that never matches, so indices line up
+                match_set.Add(pb.match if pb.match else "[^\\s\\S]")
+            match_set.Compile()
+        self.__dict__["_find_cache"] = (signature, entries, match_set)
+        return entries, match_set
 
     def prompt_summary(self) -> list[dict[str, Any]]:
         """Names, descriptions and command shapes, for the LLM prompt."""

@@ -157,6 +157,20 @@ class Settings(BaseSettings):
     command_timeout_s: float = 60.0
     output_limit_bytes: int = 16_384
     cooldown_s: float = 600.0
+    # repeats of an error on an object fold into its open request (issue 14, migration 0060)
+    repeat_undecided_s: float = Field(
+        60.0, ge=0, description="an undecided request absorbs repeats this long after it was requested"
+    )
+    analyze_batch_records: int = Field(
+        500, ge=1, description="analysis records the analysis stage takes at once (repeats in one batch fold into one)"
+    )
+    execute_batch_records: int = Field(100, ge=1, description="execution pointers the execute stage takes at once")
+    execute_concurrency: int = Field(
+        4, ge=1, description="pointers one execute stage decides at once (the database's locks keep every guard)"
+    )
+    repeat_recheck_s: float = Field(
+        30.0, ge=0, description="after a skip that claims nothing (off, kill switch, playbook off), repeats are judged again after this"
+    )
     max_runs_per_hour: int = 3
     breaker_threshold: int = 3
     stale_after_s: float = Field(900.0, description="older events never run automatically")

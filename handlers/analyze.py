@@ -35,6 +35,7 @@ in-process cache).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -42,7 +43,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -63,7 +64,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Analysis",
+    "Draft",
+    "Known",
+    "Repeats",
     "analyze",
+    "draft",
+    "settle",
+    "settle_many",
+    "coalesce_key",
     "content_hash",
     "placeholder_context",
     "request_id_for",
@@ -90,6 +98,59 @@ class Analysis:
     """None (not asked), or how the LLM step ended: solution, cached, claimed_elsewhere, or a
     :class:`LLMFallback` reason (invalid_output, unavailable, rejected, rate_limited, ...)."""
     note: str = ""
+    folded_into: str | None = None
+    """the open request this event's repeat was counted on (nothing to publish), else None."""
+
+
+@dataclass(slots=True)
+class Repeats:
+    """The analysis records one call stands for: the stream folds a batch's repeats of an error
+    on an object into one call (the newest event). ``offsets`` (None outside Kafka) and
+    ``occurrences`` run in parallel, one entry per record; ``partition`` is theirs (one key,
+    one partition)."""
+
+    partition: int | None = None
+    offsets: list[int | None] = field(default_factory=lambda: [None])
+    occurrences: list[int] = field(default_factory=lambda: [0])
+
+    @classmethod
+    def single(cls, event: AnalysisEvent, partition: int | None = None, offset: int | None = None) -> Repeats:
+        return cls(partition, [offset], [event.new_occurrences])
+
+
+@dataclass(slots=True)
+class Known:
+    """What one batch's calls share instead of reading it per event: the solutions stored per
+    hash (kept current by the calls that store new ones) and the playbooks switched off."""
+
+    solutions: dict[str, list[asyncpg.Record]] = field(default_factory=dict)
+    off: set[str] | None = None
+    runnable: dict[int, bool] = field(default_factory=dict)
+    """solution id -> every stored command passes the policy (the stage's policy is fixed)."""
+
+    def is_runnable(self, row: Mapping[str, Any], policy: ExecutionPolicy) -> bool:
+        verdict = self.runnable.get(row["id"])
+        if verdict is None:
+            verdict = self.runnable[row["id"]] = _runnable(row, policy)
+        return verdict
+
+    async def load(self, pool: asyncpg.Pool, hashes: Sequence[str]) -> None:
+        q = queries()
+        missing = sorted({h for h in hashes if h not in self.solutions})
+        if missing:
+            rows = await pool.fetch(q.analyze_solutions_for_hashes, missing)
+            for h in missing:
+                self.solutions[h] = []
+            for r in rows:
+                self.solutions[r["error_hash"]].append(r)
+        if self.off is None:
+            self.off = {r["playbook_name"] for r in await pool.fetch(q.analyze_disabled_playbooks)}
+
+
+def coalesce_key(hash_signature: str, object_key: str, history: bool) -> str:
+    """The error, the object its request is bound to, and the history mark: repeats with the
+    same key fold into one open request (migration 0060)."""
+    return f"{hash_signature}|{object_key}|{'history' if history else 'live'}"
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -420,16 +481,65 @@ async def analyze(
     settings: Settings,
     llm: LLMClient | None = None,
     now: datetime | None = None,
+    repeats: Repeats | None = None,
+    known: Known | None = None,
 ) -> Analysis:
-    """Solutions for ``event``'s hash, the chosen one, and the request to publish (see module doc)."""
+    """Solutions for ``event``'s hash, the chosen one, and the request to publish (see module
+    doc). A repeat of an error on an object whose request is still open is counted on that
+    request instead (``Analysis.folded_into``; see :func:`_fold_repeat`). ``repeats`` says which
+    analysis records the call stands for (default: this event alone); ``known`` shares what a
+    batch's calls read once. The two halves, :func:`draft` and :func:`settle`, let the stream
+    group a batch's events by the request they would make before settling one per group."""
+    drafted = await draft(
+        event, pool=pool, catalogue=catalogue, policy=policy, settings=settings, llm=llm, now=now, known=known
+    )
+    if isinstance(drafted, Analysis):
+        return drafted
+    return await settle(drafted, pool=pool, settings=settings, repeats=repeats)
+
+
+@dataclass(slots=True)
+class Draft:
+    """An analysis up to its request: what :func:`settle` folds or stores. ``key`` is the
+    request's coalesce key (the error, the bound object, the history mark)."""
+
+    event: AnalysisEvent
+    result: Analysis
+    row: Mapping[str, Any]
+    choice_reason: str
+    commands: list[CommandSpec]
+    reasons: list[str]
+    trust_text: str
+    target: Target | None
+    action: str
+    now: datetime
+    key: str
+
+
+async def draft(
+    event: AnalysisEvent,
+    *,
+    pool: asyncpg.Pool,
+    catalogue: Catalogue,
+    policy: ExecutionPolicy,
+    settings: Settings,
+    llm: LLMClient | None = None,
+    now: datetime | None = None,
+    known: Known | None = None,
+) -> Analysis | Draft:
+    """Steps 1-5 of the module doc without storing the request: an :class:`Analysis` when
+    there is nothing to request, else the :class:`Draft` of the request."""
     now = _as_utc(now or datetime.now(UTC))
     values = placeholder_context(event)
     result = Analysis(request=None)
+    if known is None:
+        known = Known()
+    await known.load(pool, [event.hash_signature])
 
-    rows = await _load(pool, event.hash_signature)
+    rows = known.solutions[event.hash_signature]
     stored = {r["content_hash"] for r in rows}
     # off means off: a playbook switched off (playbooks disable) is neither stored nor chosen
-    off = {r["playbook_name"] for r in await pool.fetch(queries().analyze_disabled_playbooks)}
+    off = known.off or set()
 
     # Playbooks: every fitting one becomes (or already is) a candidate.
     pattern = event.pattern
@@ -463,7 +573,7 @@ async def analyze(
         if created:
             result.created.append(sid)
     if touched:
-        rows = await _load(pool, event.hash_signature)
+        rows = known.solutions[event.hash_signature] = await _load(pool, event.hash_signature)
     rows = [r for r in rows if r["playbook_name"] not in off or r["source"] != "playbook"]
 
     usable = [r for r in rows if r["tripped_at"] is None]
@@ -474,7 +584,7 @@ async def analyze(
         if created and sid is not None:
             result.created.append(sid)
         if sid is not None:
-            rows = await _load(pool, event.hash_signature)
+            rows = known.solutions[event.hash_signature] = await _load(pool, event.hash_signature)
 
     if not rows:
         reasons = "; ".join(f"{k}: {v}" for k, v in result.skipped_playbooks.items())
@@ -487,7 +597,7 @@ async def analyze(
     # Rank. Solutions whose commands the current policy refuses only compete when nothing else
     # can run: a proven fix the operator has since put out of bounds should not win.
     by_id = {r["id"]: r for r in rows}
-    runnable = [r for r in rows if _runnable(r, policy)]
+    runnable = [r for r in rows if known.is_runnable(r, policy)]
     pool_rows = runnable or rows
     choice = choose([_candidate(r, settings) for r in pool_rows])
     assert choice is not None
@@ -496,8 +606,6 @@ async def analyze(
         choice_reason += f" ({len(rows) - len(runnable)} candidate(s) outside the policy not ranked)"
     row = by_id[choice.candidate.id]
     result.solution_id = row["id"]
-    async with pool.acquire() as conn:
-        await conn.execute(queries().analyze_set_choice_reason, row["id"], choice_reason)
 
     # Bind to the event's own object, fill, re-check, decide.
     reasons: list[str] = []
@@ -552,13 +660,57 @@ async def analyze(
     if row["tripped_at"] is not None:
         reasons.append(f"tripped: circuit breaker open since {row['tripped_at']:%Y-%m-%d %H:%M:%S}")
 
-    if reasons:
-        decision, reason = "approval", "; ".join(reasons)
+    key = coalesce_key(event.hash_signature, target.key if target is not None else f"unbound:{event.hash_signature}/{row['id']}", event.replay)
+    return Draft(event, result, row, choice_reason, commands, reasons, trust_text, target, action, now, key)
+
+
+async def settle(
+    d: Draft, *, pool: asyncpg.Pool, settings: Settings, repeats: Repeats | None = None
+) -> Analysis:
+    """Count ``d``'s event (and the ``repeats`` it stands for) on the open request of its key,
+    or store its request (and open the key's window)."""
+    [result] = await settle_many([(d, repeats or Repeats.single(d.event))], pool=pool, settings=settings)
+    return result
+
+
+async def settle_many(
+    items: Sequence[tuple[Draft, Repeats]], *, pool: asyncpg.Pool, settings: Settings, now: datetime | None = None
+) -> list[Analysis]:
+    """:func:`settle` for drafts with distinct keys, folding them in one statement; the
+    requests that must be stored are stored one by one (the first of each key's window)."""
+    folded = await _fold_repeats(pool, items, settings=settings, now=now or (items[0][0].now if items else datetime.now(UTC)))
+    slots = asyncio.Semaphore(_STORE_CONCURRENCY)
+
+    async def one(d: Draft, repeats: Repeats) -> Analysis:
+        result = d.result
+        into = folded.get(d.key)
+        if into is not None:
+            result.folded_into = into
+            result.note = f"repeat counted on open request {into[:16]}"
+        else:
+            async with slots:
+                result.request = await _store_draft(pool, d, repeats)
+        return result
+
+    return list(await asyncio.gather(*(one(d, repeats) for d, repeats in items)))
+
+
+# requests of distinct keys stored at once by settle_many (each its own statements)
+_STORE_CONCURRENCY = 4
+
+
+async def _store_draft(pool: asyncpg.Pool, d: Draft, repeats: Repeats) -> PlannedRequest:
+    event, row, now = d.event, d.row, d.now
+    async with pool.acquire() as conn:
+        await conn.execute(queries().analyze_set_choice_reason, row["id"], d.choice_reason)
+    pattern = event.pattern
+    if d.reasons:
+        decision, reason = "approval", "; ".join(d.reasons)
     else:
         decision = "auto"
         reason = (
-            f"pattern {pattern.name!r} allows auto_resolve; all {len(commands)} command(s) inside the policy;"
-            f" {trust_text}"
+            f"pattern {pattern.name!r} allows auto_resolve; all {len(d.commands)} command(s) inside the policy;"
+            f" {d.trust_text}"
         )
     planned = PlannedRequest(
         request_id=request_id_for(event, row["id"]),
@@ -567,20 +719,69 @@ async def analyze(
         solution_id=row["id"],
         solution_source=row["source"],
         playbook_name=row["playbook_name"],
-        commands=commands,
+        commands=d.commands,
         decision=decision,
         reason=reason,
-        choice_reason=choice_reason,
+        choice_reason=d.choice_reason,
         pattern=pattern,
-        target=target.as_dict() if target is not None else None,
-        action=action or (row["solution_type"] or ""),
+        target=d.target.as_dict() if d.target is not None else None,
+        action=d.action or (row["solution_type"] or ""),
         signs=_signs(event),
-        event_time=event_time,
+        event_time=_as_utc(event.event_time),
         replay=await is_history(pool, event),
         requested_at=now,
     )
-    result.request = await store_request(pool, planned)
-    return result
+    stored = await store_request(pool, planned)
+    await _open_window(pool, planned, d.key, repeats, now=now)
+    return stored
+
+
+async def _fold_repeats(
+    pool: asyncpg.Pool, items: Sequence[tuple[Draft, Repeats]], *, settings: Settings, now: datetime
+) -> dict[str, str]:
+    """Count each draft's event and repeats on the open request of its key; return key ->
+    request id of those folded. The others need a request stored (no open request, another
+    history mark, or the draft's own request: a redelivery, stored and published again).
+
+    Open means undecided and requested within ``repeat_undecided_s`` (a request whose pointer
+    never got decided does not swallow repeats for long), or decided and inside the window the
+    execute stage set (``open_until``: until a repeat would be decided differently). A repeat
+    folded into a decided request would have got the same decision: the cooldown or a pending
+    approval on its object, the same policy refusal, the same history verdict. Nothing about
+    safety is decided here: a request that is stored is still judged in full by the execute
+    stage."""
+    if not items:
+        return {}
+    naive_now = _naive(now)
+    keys, own, history, parts, newest = [], [], [], [], []
+    rec_keys: list[str] = []
+    rec_offsets: list[int | None] = []
+    rec_occ: list[int] = []
+    for d, repeats in items:
+        keys.append(d.key)
+        own.append(request_id_for(d.event, d.row["id"]))
+        history.append(d.event.replay)
+        parts.append(repeats.partition)
+        newest.append(_naive(d.event.event_time))
+        rec_keys += [d.key] * len(repeats.offsets)
+        rec_offsets += repeats.offsets
+        rec_occ += repeats.occurrences
+    rows = await pool.fetch(
+        queries().analyze_fold_repeats, keys, own, history, parts, newest, rec_keys, rec_offsets, rec_occ,
+        naive_now, naive_now - timedelta(seconds=settings.repeat_undecided_s),
+    )  # fmt: skip
+    return {r["key"]: r["request_id"] for r in rows}
+
+
+async def _open_window(pool: asyncpg.Pool, planned: PlannedRequest, key: str, repeats: Repeats, *, now: datetime) -> None:
+    """A stored request opens its coalesce key's window, with the repeats folded into it by the
+    caller (a batch's records of the same error and object)."""
+    offsets = [o for o in repeats.offsets if o is not None]
+    await pool.execute(
+        queries().analyze_open_request_window, planned.request_id, key, len(repeats.offsets) - 1,
+        sum(repeats.occurrences[1:]), repeats.partition if offsets else None, max(offsets) if offsets else None,
+        _naive(planned.event_time), _naive(now),
+    )  # fmt: skip
 
 
 async def store_request(pool: asyncpg.Pool | asyncpg.Connection, planned: PlannedRequest) -> PlannedRequest:

@@ -204,6 +204,9 @@ class _Plan:
     run: bool = False
     executed_by: str = AUTO
     approved: bool = False
+    repeats_until: datetime | None = None
+    """until when repeats of the request fold into it (migration 0060); None: decided + cooldown_s."""
+    duplicate: bool = False
 
 
 def _refused(pointer: ExecutionRequest, reason: str, now: datetime) -> ExecutionResult:
@@ -357,21 +360,23 @@ async def _approval_reason(
 
 async def _budget_reason(
     conn: asyncpg.Connection, req: PlannedRequest, kinds: list[str], *, settings: Settings, now: datetime
-) -> str | None:
-    """Per object: the cooldown and the hourly cap, over every slot on the object."""
+) -> tuple[str | None, datetime | None]:
+    """Per object: the cooldown and the hourly cap, over every slot on the object. Returns why
+    the object has no budget (else None) and when its cooldown ends (None: the cap, judged
+    again after cooldown_s)."""
     recent = await conn.fetchrow(queries().recent_slots_target, _object_key(req), kinds, now)
     what = req.target.get("key") if req.target else "this solution and error"
     if recent["last_at"] is not None and (now - recent["last_at"]).total_seconds() < settings.cooldown_s:
         return (
             f"cooldown: {what} was acted on at {recent['last_at']:%H:%M:%S} UTC"
             f" (cooldown_s={settings.cooldown_s:g}, per object)"
-        )
+        ), recent["last_at"] + timedelta(seconds=settings.cooldown_s)
     if recent["last_hour"] >= settings.max_runs_per_hour:
         return (
             f"rate limit: {recent['last_hour']} actions on {what} in the last hour"
             f" (max_runs_per_hour={settings.max_runs_per_hour}, per object)"
-        )
-    return None
+        ), None
+    return None, None
 
 
 async def _fleet_reason(
@@ -401,82 +406,107 @@ async def _decide_request(
     runtime: Runtime,
     catalogue: Catalogue | None = None,
 ) -> _Plan:
-    q = queries()
     async with pool.acquire() as conn, conn.transaction():
-        # 1. off / kill switch: nothing is claimed, so a later delivery can still be judged.
-        if settings.execution_mode == "off":
-            reason = "execution_mode is off"
-        else:
-            _, reason = await kill_switch_on(conn, settings)
-        if reason:
-            await _decide(conn, req, "skipped", reason, now)
-            return _Plan([_result(req, "skipped", reason, now)])
+        plan = await _judge(conn, req, settings=settings, policy=policy, now=now, runtime=runtime, catalogue=catalogue)
+        if not plan.duplicate:
+            # Repeats of this error on this object fold into the request for as long as they
+            # would get the same decision (handlers.analyze._fold_repeat).
+            until = plan.repeats_until or now + timedelta(seconds=settings.cooldown_s)
+            await conn.execute(queries().hold_repeats, req.request_id, until)
+        return plan
 
-        # 2. the claim; a claimed request runs again only once, after a person approved it
-        claimed = await conn.fetchval(
-            q.claim_request, req.request_id, req.hash_signature, req.solution_id, req.error_log_id,
-            runtime.instance, now, req.target_key, req.namespace,
-        )  # fmt: skip
-        if claimed is None:
-            approver = await conn.fetchval(q.approver_of_waiting_request, req.request_id)
-            if approver is not None:
-                return await _start_approved(conn, req, approver, settings=settings, policy=policy, now=now)
-            reason = "request already claimed (redelivered, replayed, or handled by another executor)"
-            await _decide(conn, req, "duplicate", reason, now)
-            return _Plan([_result(req, "duplicate", reason, now)])
 
-        # 3. one decision at a time per object, across every executor copy
-        await conn.execute(q.lock_object, _object_key(req))
-        solution = await conn.fetchrow(q.solution_state, req.solution_id)
-        if solution is None:
-            return await _close(conn, req, "denied", f"solution {req.solution_id} does not exist", now)
-        refused = _refusals(req, policy)
-        if not req.commands:
-            refused = [{"type": "", "command": "", "reason": "the request has no commands"}]
-        if refused:
-            reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)
-            log.warning("request %s denied: %s", req.request_id, reason)
-            return await _close(conn, req, "denied", reason, now, details={"refused": refused})
+async def _judge(
+    conn: asyncpg.Connection,
+    req: PlannedRequest,
+    *,
+    settings: Settings,
+    policy: ExecutionPolicy,
+    now: datetime,
+    runtime: Runtime,
+    catalogue: Catalogue | None = None,
+) -> _Plan:
+    """The guards of the module docstring, in one transaction; the first that applies decides."""
+    q = queries()
+    recheck = now + timedelta(seconds=settings.repeat_recheck_s)
+    # 1. off / kill switch: nothing is claimed, so a later delivery can still be judged.
+    if settings.execution_mode == "off":
+        reason = "execution_mode is off"
+    else:
+        _, reason = await kill_switch_on(conn, settings)
+    if reason:
+        await _decide(conn, req, "skipped", reason, now)
+        return _Plan([_result(req, "skipped", reason, now)], repeats_until=recheck)
 
-        # 4. history is never acted on
-        if req.replay:
-            return await _close(conn, req, "skipped", "history (replayed or backfilled event): never remediated", now)
+    # 2. the claim; a claimed request runs again only once, after a person approved it
+    claimed = await conn.fetchval(
+        q.claim_request, req.request_id, req.hash_signature, req.solution_id, req.error_log_id,
+        runtime.instance, now, req.target_key, req.namespace,
+    )  # fmt: skip
+    if claimed is None:
+        approver = await conn.fetchval(q.approver_of_waiting_request, req.request_id)
+        if approver is not None:
+            return await _start_approved(conn, req, approver, settings=settings, policy=policy, now=now)
+        reason = "request already claimed (redelivered, replayed, or handled by another executor)"
+        await _decide(conn, req, "duplicate", reason, now)
+        return _Plan([_result(req, "duplicate", reason, now)], duplicate=True)
 
-        # 5. off means off
-        off = await _switched_off(conn, req, solution, catalogue)
-        if off:
-            return await _close(conn, req, "skipped", off, now)
+    # 3. one decision at a time per object, across every executor copy
+    await conn.execute(q.lock_object, _object_key(req))
+    solution = await conn.fetchrow(q.solution_state, req.solution_id)
+    if solution is None:
+        return await _close(conn, req, "denied", f"solution {req.solution_id} does not exist", now)
+    refused = _refusals(req, policy)
+    if not req.commands:
+        refused = [{"type": "", "command": "", "reason": "the request has no commands"}]
+    if refused:
+        reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)
+        log.warning("request %s denied: %s", req.request_id, reason)
+        return await _close(conn, req, "denied", reason, now, details={"refused": refused})
 
-        # 6. per object: cooldown and hourly cap, over live runs (in dry-run mode would-be runs too)
-        slot = "dry_run" if settings.execution_mode == "dry-run" else "live"
-        kinds = ["live", "dry_run"] if slot == "dry_run" else ["live"]
-        reason = await _budget_reason(conn, req, kinds, settings=settings, now=now)
-        if reason:
-            return await _close(conn, req, "skipped", reason, now)
+    # 4. history is never acted on
+    if req.replay:
+        return await _close(conn, req, "skipped", "history (replayed or backfilled event): never remediated", now)
 
-        # 7. needs a person?
-        reason, history = await _approval_reason(conn, req, solution, settings=settings, now=now)
-        if reason:
-            return await _ask_for_approval(conn, req, reason, history, settings=settings, now=now)
+    # 5. off means off
+    off = await _switched_off(conn, req, solution, catalogue)
+    if off:
+        plan = await _close(conn, req, "skipped", off, now)
+        plan.repeats_until = recheck
+        return plan
 
-        # 8. the fleet: systemic hold, then the budget (one fleet-wide lock for both)
-        await conn.execute(q.lock_fleet)
-        since = now - timedelta(seconds=settings.systemic_window_s)
-        demand = await conn.fetchval(q.systemic_demand, req.action, since)
-        if demand > settings.systemic_hold_objects:
-            return await _hold(conn, req, demand, settings=settings, now=now)
-        reason = await _fleet_reason(conn, req, kinds, settings=settings, now=now)
-        if reason:
-            return await _ask_for_approval(conn, req, reason, [], settings=settings, now=now)
+    # 6. per object: cooldown and hourly cap, over live runs (in dry-run mode would-be runs too)
+    slot = "dry_run" if settings.execution_mode == "dry-run" else "live"
+    kinds = ["live", "dry_run"] if slot == "dry_run" else ["live"]
+    reason, free_at = await _budget_reason(conn, req, kinds, settings=settings, now=now)
+    if reason:
+        plan = await _close(conn, req, "skipped", reason, now)
+        plan.repeats_until = free_at
+        return plan
 
-        # 9. dry run
-        if slot == "dry_run":
-            await conn.execute(q.take_slot, req.request_id, "dry_run", now, "done")
-            return _Plan([await _record_dry_run(conn, req, policy, now, by=AUTO)])
+    # 7. needs a person?
+    reason, history = await _approval_reason(conn, req, solution, settings=settings, now=now)
+    if reason:
+        return await _ask_for_approval(conn, req, reason, history, settings=settings, now=now)
 
-        # 10. live: the slot is committed before anything runs
-        await conn.execute(q.take_slot, req.request_id, "live", now, "running")
-        return _Plan([], run=True)
+    # 8. the fleet: systemic hold, then the budget (one fleet-wide lock for both)
+    await conn.execute(q.lock_fleet)
+    since = now - timedelta(seconds=settings.systemic_window_s)
+    demand = await conn.fetchval(q.systemic_demand, req.action, since)
+    if demand > settings.systemic_hold_objects:
+        return await _hold(conn, req, demand, settings=settings, now=now)
+    reason = await _fleet_reason(conn, req, kinds, settings=settings, now=now)
+    if reason:
+        return await _ask_for_approval(conn, req, reason, [], settings=settings, now=now)
+
+    # 9. dry run
+    if slot == "dry_run":
+        await conn.execute(q.take_slot, req.request_id, "dry_run", now, "done")
+        return _Plan([await _record_dry_run(conn, req, policy, now, by=AUTO)])
+
+    # 10. live: the slot is committed before anything runs
+    await conn.execute(q.take_slot, req.request_id, "live", now, "running")
+    return _Plan([], run=True)
 
 
 async def _close(
@@ -512,7 +542,7 @@ async def _start_approved(
     if await conn.fetchval(q.start_approved_run, req.request_id, "running") is None:
         reason = "request already claimed (redelivered, replayed, or handled by another executor)"
         await _decide(conn, req, "duplicate", reason, now)
-        return _Plan([_result(req, "duplicate", reason, now)])
+        return _Plan([_result(req, "duplicate", reason, now)], duplicate=True)
     refused = _refusals(req, policy)
     if refused:
         reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)

@@ -1,15 +1,21 @@
 """The analysis stage on Kafka: ``elk.errors.analysis`` -> handler -> ``elk.errors.execution``.
 
-One FastStream subscriber (group ``elk-resolver-analyze``), ``AckPolicy.MANUAL``, one message at
-a time in partition order. For each record:
+One FastStream batch subscriber (group ``elk-resolver-analyze``), ``AckPolicy.MANUAL``, up to
+``analyze_batch_records`` records at a time. For each batch:
 
-1. Validate it into :class:`AnalysisEvent`. A record that is not one goes to the dead-letter
-   topic with the reason and its origin (:class:`DeadLetterHeaders`), then it is acked.
-2. Run :func:`handlers.analyze.analyze`.
-3. Publish the pointer (:class:`ExecutionRequest`) at the request the handler stored in
-   ``planned_requests`` to ``elk.errors.execution`` keyed by hash_signature and wait for the
-   broker's acknowledgement.
-4. Only then ``msg.ack()``.
+1. Validate each record into :class:`AnalysisEvent`. A record that is not one goes to the
+   dead-letter topic with the reason and its origin (:class:`DeadLetterHeaders`).
+2. Draft each event's request (:func:`handlers.analyze.draft`: solutions, choice, binding to
+   its object; the solutions of every hash and the switched-off playbooks are read once for
+   the batch), first-seen errors first.
+3. Group the drafts by the request they would make (error, bound object, history mark: during
+   an incident most of a batch repeats a few errors) and settle each group once
+   (:func:`handlers.analyze.settle`) with its newest event standing for all. A repeat of an error on an object whose request is
+   still open is counted on that request (``planned_requests.repeats``) instead of becoming a
+   new request the execute stage must decide again; otherwise the handler stores the request
+   in ``planned_requests`` and the pointer (:class:`ExecutionRequest`) is published to
+   ``elk.errors.execution`` keyed by hash_signature, awaiting the broker's acknowledgement.
+4. Only then ``msg.ack()`` (which commits the whole batch).
 
 Why this shape (see shared/notes/kafka-and-faststream.md): FastStream's default ``ACK_FIRST``
 commits before the handler runs, so a crash loses the event; ``NACK_ON_ERROR`` re-reads a
@@ -19,7 +25,8 @@ on the execution topic and never spun on. Because ``msg.ack()`` commits the cons
 on *every* assigned partition, the handler never returns normally with a record unhandled:
 it either finishes the record (published, or dead-lettered) or raises only while the stage is
 stopping, when no later ack follows. A redelivered record produces the same request id (see
-:func:`handlers.analyze.request_id_for`), which the execution stage claims once.
+:func:`handlers.analyze.request_id_for`), which the execution stage claims once, or is folded
+again without being counted twice (the newest counted offset is stored with the request).
 
 The body is decoded by this module, not by FastStream (a raw-bytes decoder), so a record that is
 not JSON reaches the dead-letter path instead of failing in the framework where nobody acks it.
@@ -38,7 +45,7 @@ from pydantic import ValidationError
 from elk_resolver.llm import LLMClient
 from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
-from handlers.analyze import analyze
+from handlers.analyze import Analysis, Draft, Known, Repeats, draft, settle_many
 from streams import metrics
 from streams.record_worker import ManualAckSubscription, SubscribedStage, RecordWorker, validation_detail
 from streams.contracts import AnalysisEvent
@@ -93,7 +100,7 @@ class AnalyzeStage(SubscribedStage):
         if self._subscription.subscriber is not None:
             return
         self._stopping.clear()
-        await self._subscription.start(self.on_elk_errors_analysis)
+        await self._subscription.start(self.on_elk_errors_analysis, max_records=self.settings.analyze_batch_records)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -104,38 +111,87 @@ class AnalyzeStage(SubscribedStage):
     # -- the subscriber ---------------------------------------------------------------------
 
     async def on_elk_errors_analysis(self, msg: KafkaMessage) -> None:
-        record = msg.raw_message
-        metrics.EVENTS_IN.labels(self.name).inc()
-        try:
-            event = AnalysisEvent.model_validate_json(msg.body)
-        except ValidationError as exc:
-            detail = validation_detail(exc)
-            await self._worker.retrying(lambda: self._worker.dead_letter(record, "invalid-analysis-event", detail), record)
-        else:
-            await self._worker.retrying(lambda: self._handle(event, record), record)
+        """One batch of analysis records (up to ``analyze_batch_records``), acked after every
+        record in it is finished: counted on an open request, its request stored and the
+        pointer acknowledged by the broker, answered with no request, or dead-lettered."""
+        records = msg.raw_message
+        if not isinstance(records, tuple):
+            records = (records,)
+        metrics.EVENTS_IN.labels(self.name).inc(len(records))
+        events: list[tuple[AnalysisEvent, Any]] = []
+        for record in records:
+            try:
+                events.append((AnalysisEvent.model_validate_json(record.value or b""), record))
+            except ValidationError as exc:
+                detail = validation_detail(exc)
+                await self._worker.retrying(
+                    lambda r=record, d=detail: self._worker.dead_letter(r, "invalid-analysis-event", d), record
+                )
+        if not events:
+            await self._subscription.ack(msg)
+            return
+        known = Known()
+        await self._worker.retrying(lambda: known.load(self.pool, [e.hash_signature for e, _ in events]), events[-1][1])
+        # errors seen for the first time go first: nothing of theirs can be folded, and their
+        # first decision is what an operator waits for
+        events.sort(key=lambda item: not item[0].first_seen)
+        groups: dict[str, list[tuple[Draft, Any]]] = {}
+        for event, record in events:
+            drafted: list[Analysis | Draft] = []
+
+            async def work(event: AnalysisEvent = event) -> None:
+                drafted[:] = [await draft(
+                    event, pool=self.pool, catalogue=self.catalogue, policy=self.policy, llm=self.llm,
+                    settings=self.settings, known=known,
+                )]  # fmt: skip
+
+            await self._worker.retrying(work, record)
+            if not drafted:  # dead-lettered
+                continue
+            if isinstance(drafted[0], Analysis):
+                log.info("no execution request for %s: %s", event.hash_signature[:12], drafted[0].note)
+                self.handled += 1
+                continue
+            groups.setdefault(drafted[0].key, []).append((drafted[0], record))
+        items = [self._representative(members) for members in groups.values()]
+        if items:
+            await self._settle(items, [r for members in groups.values() for _, r in members])
         await self._subscription.ack(msg)
 
-    async def _handle(self, event: AnalysisEvent, record: Any) -> None:
-        result = await analyze(
-            event,
-            pool=self.pool,
-            catalogue=self.catalogue,
-            policy=self.policy,
-            llm=self.llm,
-            settings=self.settings,
+    @staticmethod
+    def _representative(members: list[tuple[Draft, Any]]) -> tuple[Draft, Repeats, Any]:
+        """The records of one batch that would make the same request (same error, bound object
+        and history mark): the newest stands for all, the others are counted on its request."""
+        newest = max(range(len(members)), key=lambda i: (members[i][0].event.event_time, members[i][1].offset))
+        order = [newest] + [i for i in range(len(members)) if i != newest]
+        d, record = members[newest]
+        repeats = Repeats(
+            record.partition,
+            [members[i][1].offset for i in order],
+            [members[i][0].event.new_occurrences for i in order],
         )
-        if result.request is not None:
-            await self.broker.publish(
-                result.request.pointer(),
-                topic=self.settings.topic_execution,
-                key=event.hash_signature.encode(),
-            )
-            metrics.PUBLISHED.labels(self.name).inc()
-            self.published += 1
-        else:
-            log.info("no execution request for %s: %s", event.hash_signature[:12], result.note)
-        self.handled += 1
+        return d, repeats, record
 
+    async def _settle(self, items: list[tuple[Draft, Repeats, Any]], records: list[Any]) -> None:
+        """Fold every group in one statement, store the requests that must be, and publish
+        their pointers (awaiting the broker's acknowledgement of each)."""
+
+        async def work() -> None:
+            results = await settle_many([(d, r) for d, r, _ in items], pool=self.pool, settings=self.settings)
+            pending = []
+            for (d, _, _), result in zip(items, results):
+                if result.request is not None:
+                    pending.append(await self.broker.publish(
+                        result.request.pointer(), topic=self.settings.topic_execution,
+                        key=d.event.hash_signature.encode(), no_confirm=True,
+                    ))  # fmt: skip
+            if pending:
+                await asyncio.gather(*pending)
+            metrics.PUBLISHED.labels(self.name).inc(len(pending))
+            self.published += len(pending)
+
+        await self._worker.retrying(work, items[-1][2], records=records)
+        self.handled += sum(len(r.offsets) for _, r, _ in items)
 
 
 def build_analyze(

@@ -1,7 +1,8 @@
 """The execution stage on Kafka: ``elk.errors.execution`` -> handler -> ``elk.errors.results``.
 
-One FastStream subscriber (group ``elk-resolver-execute``), ``AckPolicy.MANUAL``, one message at
-a time in partition order. For each record:
+One FastStream batch subscriber (group ``elk-resolver-execute``), ``AckPolicy.MANUAL``, up to
+``execute_batch_records`` records at a time, decided concurrently (``execute_concurrency``; the
+guards hold under the database's locks, as between executor copies). For each record:
 
 1. Validate it into :class:`ExecutionRequest` (a pointer: ids and a digest); a record that is
    not one goes to the dead-letter topic with the reason and its origin
@@ -15,7 +16,7 @@ a time in partition order. For each record:
    (pending approvals also as :class:`ApprovalEvent` on ``elk.errors.approvals``), each awaited
    until the broker acknowledges it. Publishing is retried on its own, with the results already
    computed, so a broker blip never turns a real outcome into a ``duplicate``.
-4. Only then ``msg.ack()``.
+4. Once every record of the batch is finished, ``msg.ack()``.
 
 The handler never returns with a record unfinished (``msg.ack()`` commits the position of every
 assigned partition): it finishes the record or raises only while the stage is stopping, when no
@@ -130,7 +131,7 @@ class ExecuteStage(SubscribedStage):
         instance = self._instance or Runtime().instance
         self._runtime = Runtime(elasticsearch=make_client(self.settings), env=self._env, instance=instance)
         self._stopping.clear()
-        await self._subscription.start(self.on_elk_errors_execution)
+        await self._subscription.start(self.on_elk_errors_execution, max_records=self.settings.execute_batch_records)
         self._maintenance = asyncio.create_task(self._maintain(), name="execute-maintenance")
 
     async def stop(self) -> None:
@@ -148,29 +149,43 @@ class ExecuteStage(SubscribedStage):
     # -- the subscriber ---------------------------------------------------------------------
 
     async def on_elk_errors_execution(self, msg: KafkaMessage) -> None:
-        record = msg.raw_message
-        metrics.EVENTS_IN.labels(self.name).inc()
-        try:
-            req = ExecutionRequest.model_validate_json(msg.body)
-        except ValidationError as exc:
-            detail = validation_detail(exc)
-            await self._worker.retrying(lambda: self._worker.dead_letter(record, "invalid-execution-request", detail), record)
-        else:
-            results: list[ExecutionResult] = []
-
-            async def decide() -> None:
-                results[:] = await handle_request(
-                    req, pool=self.pool, settings=self.settings, policy=self.policy, runtime=self._runtime,
-                    catalogue=self.catalogue,
+        """One batch of pointers (up to ``execute_batch_records``), decided concurrently (at most
+        ``execute_concurrency`` at a time), each one's outcomes published as soon as it is
+        decided; acked when every record is finished. Concurrency changes nothing about what
+        may run: every guard holds under the database's locks (per object, fleet-wide), exactly
+        as between executor copies."""
+        records = msg.raw_message
+        if not isinstance(records, tuple):
+            records = (records,)
+        metrics.EVENTS_IN.labels(self.name).inc(len(records))
+        pointers: list[tuple[ExecutionRequest, Any]] = []
+        for record in records:
+            try:
+                pointers.append((ExecutionRequest.model_validate_json(record.value or b""), record))
+            except ValidationError as exc:
+                detail = validation_detail(exc)
+                await self._worker.retrying(
+                    lambda r=record, d=detail: self._worker.dead_letter(r, "invalid-execution-request", d), record
                 )
-
-            await self._worker.retrying(decide, record, failed_reason="execution-failed")
-            await self._worker.retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
-            await self._worker.retrying(lambda: notify.outcomes(self.pool, self.settings, results), record)
-            metrics.PUBLISHED.labels(self.name).inc(len(results))
-            self.handled += 1
+        slots = asyncio.Semaphore(self.settings.execute_concurrency)
+        await asyncio.gather(*(self._handle(req, record, slots) for req, record in pointers))
         await self._subscription.ack(msg)
 
+    async def _handle(self, req: ExecutionRequest, record: Any, slots: asyncio.Semaphore) -> None:
+        results: list[ExecutionResult] = []
+
+        async def decide() -> None:
+            results[:] = await handle_request(
+                req, pool=self.pool, settings=self.settings, policy=self.policy, runtime=self._runtime,
+                catalogue=self.catalogue,
+            )
+
+        async with slots:
+            await self._worker.retrying(decide, record, failed_reason="execution-failed")
+        await self._worker.retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
+        await self._worker.retrying(lambda: notify.outcomes(self.pool, self.settings, results), record)
+        metrics.PUBLISHED.labels(self.name).inc(len(results))
+        self.handled += 1
 
     # -- approvals expiry and verification ------------------------------------------------------
 

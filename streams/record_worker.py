@@ -100,11 +100,12 @@ class RecordWorker:
         metrics.DEAD_LETTERED.labels(self.stage, reason).inc()
 
     async def retrying(
-        self, work: Callable[[], Awaitable[Any]], record: Any, *, failed_reason: str = "publish-failed"
+        self, work: Callable[[], Awaitable[Any]], record: Any, *, failed_reason: str = "publish-failed",
+        records: list[Any] | None = None,
     ) -> None:
         """Run ``work`` until it succeeds: transient errors back off and retry while the stage
-        runs; other errors get a few tries, then the record is dead-lettered with
-        ``failed_reason``."""
+        runs; other errors get a few tries, then the record (or every one of ``records``, the
+        records ``work`` stands for) is dead-lettered with ``failed_reason``."""
         s = self.settings
         attempt = failures = 0
         dead_lettering = False
@@ -135,7 +136,11 @@ class RecordWorker:
                     )  # fmt: skip
                     if failures >= MAX_ATTEMPTS_NON_TRANSIENT:
                         detail = f"{type(exc).__name__}: {exc}"
-                        work = lambda: self.dead_letter(record, failed_reason, detail)  # noqa: E731
+
+                        async def work(detail: str = detail) -> None:
+                            for one in records or [record]:
+                                await self.dead_letter(one, failed_reason, detail)
+
                         dead_lettering = True
                         attempt = 0
                         continue
@@ -158,14 +163,17 @@ class ManualAckSubscription:
         self.subscriber: Any = None
         self.log = logging.getLogger(f"elk_resolver.streams.{stage}")
 
-    async def start(self, handler: Callable[[Any], Awaitable[None]]) -> None:
-        """Register ``handler`` on the (connected) broker and join the group."""
+    async def start(self, handler: Callable[[Any], Awaitable[None]], *, max_records: int | None = None) -> None:
+        """Register ``handler`` on the (connected) broker and join the group. With
+        ``max_records`` the handler gets up to that many records at once (a batch subscriber:
+        ``msg.raw_message`` is the tuple of records, ``msg.ack()`` commits after all of them)."""
         from faststream import AckPolicy
 
         from streams.tolerant_parser import tolerant_parser
 
         await self.broker.connect()
         s = self.settings
+        batching = {"batch": True, "max_records": max_records, "batch_timeout_ms": 20} if max_records else {}
         subscriber = self.broker.subscriber(
             self.topic,
             group_id=self.group_id,
@@ -176,6 +184,7 @@ class ManualAckSubscription:
             listener=self.listener,
             persistent=False,
             title=handler.__name__,
+            **batching,
         )
         subscriber(handler, decoder=raw_body, parser=tolerant_parser)
         self.subscriber = subscriber

@@ -22,4 +22,6 @@ async def tolerant_parser(record: Any, original: Callable[[Any], Awaitable[Any]]
     try:
         return await original(record)
     except UnicodeDecodeError:
+        if isinstance(record, tuple):  # a batch subscriber's records
+            return await original(tuple(dataclasses.replace(r, headers=_printable(r.headers)) for r in record))
         return await original(dataclasses.replace(record, headers=_printable(record.headers)))

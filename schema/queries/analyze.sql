@@ -10,6 +10,16 @@ FROM solutions
 WHERE error_hash = $1
 ORDER BY id;
 
+-- name: analyze-solutions-for-hashes
+-- The same for every hash of a batch of analysis events, read once per batch.
+SELECT id, error_hash, solution_type, solution_description, solution_commands,
+       success_rate, execution_count, source, playbook_name, content_hash,
+       approved_success_count, verified_run_count, verified_success_count,
+       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at
+FROM solutions
+WHERE error_hash = any($1::text[])
+ORDER BY id;
+
 -- name: analyze-insert-solution
 -- A new solution; a concurrent analyzer that stored the same content first wins (no row back).
 INSERT INTO solutions (
@@ -89,3 +99,60 @@ SELECT EXISTS (
     WHERE o.event_identity = $1 AND o.occurred_at = $2 AND o.history IS NOT NULL
       AND (e.last_actionable_at IS NULL OR e.last_actionable_at < $2)
 );
+
+-- name: analyze-fold-repeats
+-- Repeats of errors on objects that have an open request (migration 0060), a batch at once:
+-- each input (coalesce key $1, the request the event would create itself $2, history mark $3,
+-- the records' partition $4 or NULL outside Kafka, the newest repeat's event time $5) is
+-- counted on the newest request of its key when that request has the same history mark, is
+-- not the input's own request (a redelivery: stored and published again), and is open:
+-- decided and inside open_until, or undecided and requested after $10. The records ($6 key,
+-- $7 offset, $8 new occurrences) count only when newer than the newest record counted, so a
+-- redelivered record never counts twice. $9 is now. One row back per folded key.
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::int[], $5::timestamp[])
+        AS i(key, own_request, history, part, newest_at)
+), recs AS (
+    SELECT * FROM unnest($6::text[], $7::bigint[], $8::int[]) AS r(key, off, occ)
+), latest AS (
+    SELECT i.*, l.request_id, l.history AS stored_history, l.open_until, l.requested_at, l.repeat_partition,
+           l.repeat_offset
+    FROM input i
+    CROSS JOIN LATERAL (
+        SELECT request_id, history, open_until, requested_at, repeat_partition, repeat_offset
+        FROM planned_requests p
+        WHERE p.coalesce_key = i.key
+        ORDER BY p.requested_at DESC
+        LIMIT 1
+    ) l
+    WHERE l.request_id <> i.own_request AND l.history = i.history
+      AND (l.open_until > $9::timestamp OR (l.open_until IS NULL AND l.requested_at > $10::timestamp))
+), fresh AS (
+    SELECT l.key, count(*) AS n, coalesce(sum(r.occ), 0) AS occ, max(r.off) AS top
+    FROM latest l JOIN recs r ON r.key = l.key
+    WHERE l.part IS NULL OR l.repeat_partition IS DISTINCT FROM l.part OR l.repeat_offset IS NULL
+       OR r.off > l.repeat_offset
+    GROUP BY l.key
+)
+UPDATE planned_requests p SET
+    repeats = p.repeats + coalesce(f.n, 0),
+    repeat_occurrences = p.repeat_occurrences + coalesce(f.occ, 0),
+    last_repeat_event_at = CASE WHEN f.n > 0 THEN greatest(p.last_repeat_event_at, l.newest_at)
+                                ELSE p.last_repeat_event_at END,
+    last_repeat_seen_at = CASE WHEN f.n > 0 THEN $9::timestamp ELSE p.last_repeat_seen_at END,
+    repeat_partition = coalesce(l.part, p.repeat_partition),
+    repeat_offset = CASE WHEN l.part IS NULL OR f.top IS NULL THEN p.repeat_offset
+                         WHEN p.repeat_partition IS DISTINCT FROM l.part THEN f.top
+                         ELSE greatest(p.repeat_offset, f.top) END
+FROM latest l LEFT JOIN fresh f ON f.key = l.key
+WHERE p.request_id = l.request_id
+RETURNING l.key, p.request_id;
+
+-- name: analyze-open-request-window
+-- A new request starts its coalesce key's window: the events folded into it in the same batch
+-- ($3 repeats beyond the first, $4 their new occurrences), and the newest record counted.
+UPDATE planned_requests SET
+    coalesce_key = $2, repeats = $3, repeat_occurrences = $4, repeat_partition = $5, repeat_offset = $6,
+    last_repeat_event_at = CASE WHEN $3 > 0 THEN $7::timestamp END,
+    last_repeat_seen_at = CASE WHEN $3 > 0 THEN $8::timestamp END
+WHERE request_id = $1 AND coalesce_key IS NULL;

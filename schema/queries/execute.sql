@@ -81,9 +81,19 @@ SELECT pg_advisory_xact_lock(hashtextextended($1::text, 11));
 SELECT pg_advisory_xact_lock(hashtextextended('elk-resolver fleet budget', 11));
 
 -- name: systemic-demand
--- Distinct objects that needed this kind of action since $2 (history excluded).
-SELECT count(DISTINCT target_key) FROM planned_requests
-WHERE action = $1 AND requested_at > $2 AND NOT history AND target_key IS NOT NULL;
+-- Distinct objects that needed this kind of action since $2 (history excluded): a request, or
+-- a repeat folded into one (migration 0060).
+SELECT count(DISTINCT target_key) FROM (
+    SELECT target_key FROM planned_requests
+    WHERE action = $1 AND requested_at > $2 AND NOT history AND target_key IS NOT NULL
+    UNION ALL
+    SELECT target_key FROM planned_requests
+    WHERE action = $1 AND last_repeat_seen_at > $2 AND NOT history AND target_key IS NOT NULL
+) needing;
+
+-- name: hold-repeats
+-- Until when repeats are folded into this decided request (migration 0060).
+UPDATE planned_requests SET open_until = $2 WHERE request_id = $1;
 
 -- name: planned-request
 -- The request the analysis stage stored.
@@ -263,9 +273,14 @@ UPDATE verifications v SET outcome = 'recurred', decided_at = $1,
         THEN 'error_occurrences' ELSE 'error_logs.last_seen_at' END
 WHERE v.outcome = 'pending'
   AND ((v.target_key IS NOT NULL
-        AND EXISTS (SELECT 1 FROM planned_requests p
-                     WHERE p.target_key = v.target_key AND p.action IS NOT DISTINCT FROM v.action
-                       AND p.event_time > v.run_finished_at AND p.event_time <= v.window_until))
+        AND (EXISTS (SELECT 1 FROM planned_requests p
+                      WHERE p.target_key = v.target_key AND p.action IS NOT DISTINCT FROM v.action
+                        AND p.event_time > v.run_finished_at AND p.event_time <= v.window_until)
+             -- a repeat folded into a request (migration 0060): its newest event time
+             OR EXISTS (SELECT 1 FROM planned_requests p
+                         WHERE p.target_key = v.target_key AND p.action IS NOT DISTINCT FROM v.action
+                           AND p.last_repeat_event_at > v.run_finished_at
+                           AND p.last_repeat_event_at <= v.window_until)))
     OR (v.target_key IS NULL
         AND (EXISTS (SELECT 1 FROM error_occurrences o
                       WHERE o.hash_signature = v.hash_signature
