@@ -736,7 +736,24 @@ def evaluate(cmd: Command | dict[str, Any], policy: ExecutionPolicy) -> Verdict:
     except ValidationError as exc:
         errors = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return _refuse(f"invalid command: {errors}")
-    return _EVALUATORS[command.type](command, policy)
+    # A verdict is a pure function of the command and the (frozen) policy; the analysis stage
+    # asks it for every command of every event, mostly the same commands (shlex dominated).
+    try:
+        key = (id(policy), command)
+        hit = _VERDICTS.get(key)
+    except TypeError:  # a command with an unhashable field (an HTTP body): not remembered
+        return _EVALUATORS[command.type](command, policy)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    verdict = _EVALUATORS[command.type](command, policy)
+    if len(_VERDICTS) >= _VERDICTS_MAX:
+        _VERDICTS.clear()
+    _VERDICTS[key] = (policy, verdict)
+    return verdict
+
+
+_VERDICTS: dict[tuple[int, Command], tuple[ExecutionPolicy, Verdict]] = {}
+_VERDICTS_MAX = 4096
 
 
 def safe_flag(cmd: Command | dict[str, Any], policy: ExecutionPolicy) -> bool:

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
         60.0, ge=0, description="an undecided request absorbs repeats this long after it was requested"
     )
     analyze_batch_records: int = Field(
-        500, ge=1, description="analysis records the analysis stage takes at once (repeats in one batch fold into one)"
+        500, ge=1, description="analysis records the analysis stage takes at once (repeats in one batch fold into one; first-seen errors first)"
     )
     execute_batch_records: int = Field(100, ge=1, description="execution pointers the execute stage takes at once")
     execute_concurrency: int = Field(

@@ -203,7 +203,7 @@ def _workload(event: AnalysisEvent) -> Workload | None:
     return workload_of({"deployment": event.context.deployment, "pod": event.context.pod})
 
 
-async def is_history(pool: asyncpg.Pool, event: AnalysisEvent) -> bool:
+async def is_history(pool: asyncpg.Pool | asyncpg.Connection, event: AnalysisEvent) -> bool:
     """The history mark: the one place the analysis stage reads it. History when the event says
     so (ingest sets ``replay`` for backfilled and replayed events the operator did not ask to
     act on), or when the database does: the trigger occurrence is stored with a history mark
@@ -700,9 +700,13 @@ _STORE_CONCURRENCY = 4
 
 
 async def _store_draft(pool: asyncpg.Pool, d: Draft, repeats: Repeats) -> PlannedRequest:
+    async with pool.acquire() as conn:  # one connection for the request's statements
+        return await _store_draft_on(conn, d, repeats)
+
+
+async def _store_draft_on(conn: asyncpg.Connection, d: Draft, repeats: Repeats) -> PlannedRequest:
     event, row, now = d.event, d.row, d.now
-    async with pool.acquire() as conn:
-        await conn.execute(queries().analyze_set_choice_reason, row["id"], d.choice_reason)
+    await conn.execute(queries().analyze_set_choice_reason, row["id"], d.choice_reason)
     pattern = event.pattern
     if d.reasons:
         decision, reason = "approval", "; ".join(d.reasons)
@@ -728,11 +732,11 @@ async def _store_draft(pool: asyncpg.Pool, d: Draft, repeats: Repeats) -> Planne
         action=d.action or (row["solution_type"] or ""),
         signs=_signs(event),
         event_time=_as_utc(event.event_time),
-        replay=await is_history(pool, event),
+        replay=await is_history(conn, event),
         requested_at=now,
     )
-    stored = await store_request(pool, planned)
-    await _open_window(pool, planned, d.key, repeats, now=now)
+    stored = await store_request(conn, planned)
+    await _open_window(conn, planned, d.key, repeats, now=now)
     return stored
 
 
@@ -773,7 +777,7 @@ async def _fold_repeats(
     return {r["key"]: r["request_id"] for r in rows}
 
 
-async def _open_window(pool: asyncpg.Pool, planned: PlannedRequest, key: str, repeats: Repeats, *, now: datetime) -> None:
+async def _open_window(pool: asyncpg.Pool | asyncpg.Connection, planned: PlannedRequest, key: str, repeats: Repeats, *, now: datetime) -> None:
     """A stored request opens its coalesce key's window, with the repeats folded into it by the
     caller (a batch's records of the same error and object)."""
     offsets = [o for o in repeats.offsets if o is not None]

@@ -7,7 +7,7 @@ One FastStream batch subscriber (group ``elk-resolver-analyze``), ``AckPolicy.MA
    dead-letter topic with the reason and its origin (:class:`DeadLetterHeaders`).
 2. Draft each event's request (:func:`handlers.analyze.draft`: solutions, choice, binding to
    its object; the solutions of every hash and the switched-off playbooks are read once for
-   the batch), first-seen errors first.
+   the batch). Errors seen for the first time go first (steps 2-3 for them, then for the rest).
 3. Group the drafts by the request they would make (error, bound object, history mark: during
    an incident most of a batch repeats a few errors) and settle each group once
    (:func:`handlers.analyze.settle`) with its newest event standing for all. A repeat of an error on an object whose request is
@@ -59,6 +59,9 @@ __all__ = ["AnalyzeStage", "build_analyze"]
 
 log = logging.getLogger("elk_resolver.streams.analyze")
 
+
+
+_DRAFT_SLICE = 25  # drafts between two turns of the event loop (~5 ms)
 
 
 class AnalyzeStage(SubscribedStage):
@@ -132,11 +135,21 @@ class AnalyzeStage(SubscribedStage):
             return
         known = Known()
         await self._worker.retrying(lambda: known.load(self.pool, [e.hash_signature for e, _ in events]), events[-1][1])
-        # errors seen for the first time go first: nothing of theirs can be folded, and their
-        # first decision is what an operator waits for
-        events.sort(key=lambda item: not item[0].first_seen)
+        # errors seen for the first time go first, drafted, stored and published before the
+        # batch's repeats are drafted: nothing of theirs can be folded, and their first
+        # decision is what an operator waits for
+        first = [item for item in events if item[0].first_seen]
+        for part in (first, [item for item in events if not item[0].first_seen]):
+            if part:
+                await self._analyse(part, known)
+        await self._subscription.ack(msg)
+
+    async def _analyse(self, events: list[tuple[AnalysisEvent, Any]], known: Known) -> None:
+        """Draft each event, group the drafts by the request they would make, settle each group."""
         groups: dict[str, list[tuple[Draft, Any]]] = {}
-        for event, record in events:
+        for index, (event, record) in enumerate(events):
+            if index and index % _DRAFT_SLICE == 0:
+                await asyncio.sleep(0)  # drafting is CPU only: let ingest and execute run between slices
             drafted: list[Analysis | Draft] = []
 
             async def work(event: AnalysisEvent = event) -> None:
@@ -156,7 +169,6 @@ class AnalyzeStage(SubscribedStage):
         items = [self._representative(members) for members in groups.values()]
         if items:
             await self._settle(items, [r for members in groups.values() for _, r in members])
-        await self._subscription.ack(msg)
 
     @staticmethod
     def _representative(members: list[tuple[Draft, Any]]) -> tuple[Draft, Repeats, Any]:
