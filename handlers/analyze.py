@@ -486,7 +486,7 @@ async def analyze(
 ) -> Analysis:
     """Solutions for ``event``'s hash, the chosen one, and the request to publish (see module
     doc). A repeat of an error on an object whose request is still open is counted on that
-    request instead (``Analysis.folded_into``; see :func:`_fold_repeat`). ``repeats`` says which
+    request instead (``Analysis.folded_into``; see :func:`_fold_repeats`). ``repeats`` says which
     analysis records the call stands for (default: this event alone); ``known`` shares what a
     batch's calls read once. The two halves, :func:`draft` and :func:`settle`, let the stream
     group a batch's events by the request they would make before settling one per group."""

@@ -410,7 +410,7 @@ async def _decide_request(
         plan = await _judge(conn, req, settings=settings, policy=policy, now=now, runtime=runtime, catalogue=catalogue)
         if not plan.duplicate:
             # Repeats of this error on this object fold into the request for as long as they
-            # would get the same decision (handlers.analyze._fold_repeat).
+            # would get the same decision (handlers.analyze._fold_repeats).
             until = plan.repeats_until or now + timedelta(seconds=settings.cooldown_s)
             await conn.execute(queries().hold_repeats, req.request_id, until)
         return plan

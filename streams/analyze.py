@@ -40,14 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 
 from elk_resolver.llm import LLMClient
 from elk_resolver.playbooks import Catalogue, load_from_settings
 from elk_resolver.policy import ExecutionPolicy
 from handlers.analyze import Analysis, Draft, Known, Repeats, draft, settle_many
 from streams import metrics
-from streams.record_worker import ManualAckSubscription, SubscribedStage, RecordWorker, validation_detail
+from streams.record_worker import ManualAckSubscription, SubscribedStage, RecordWorker
 from streams.contracts import AnalysisEvent
 
 if TYPE_CHECKING:
@@ -117,19 +116,7 @@ class AnalyzeStage(SubscribedStage):
         """One batch of analysis records (up to ``analyze_batch_records``), acked after every
         record in it is finished: counted on an open request, its request stored and the
         pointer acknowledged by the broker, answered with no request, or dead-lettered."""
-        records = msg.raw_message
-        if not isinstance(records, tuple):
-            records = (records,)
-        metrics.EVENTS_IN.labels(self.name).inc(len(records))
-        events: list[tuple[AnalysisEvent, Any]] = []
-        for record in records:
-            try:
-                events.append((AnalysisEvent.model_validate_json(record.value or b""), record))
-            except ValidationError as exc:
-                detail = validation_detail(exc)
-                await self._worker.retrying(
-                    lambda r=record, d=detail: self._worker.dead_letter(r, "invalid-analysis-event", d), record
-                )
+        events: list[tuple[AnalysisEvent, Any]] = await self._worker.validated(msg, AnalysisEvent, "invalid-analysis-event")
         if not events:
             await self._subscription.ack(msg)
             return

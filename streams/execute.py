@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from faststream.kafka.annotations import KafkaMessage
-from pydantic import ValidationError
 
 from elk_resolver import notify
 from elk_resolver.executors.elasticsearch import make_client
@@ -50,7 +49,7 @@ from handlers.execute import (
     verify_outcomes,
 )
 from streams import metrics
-from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, is_transient, validation_detail
+from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, is_transient
 from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
@@ -154,19 +153,9 @@ class ExecuteStage(SubscribedStage):
         decided; acked when every record is finished. Concurrency changes nothing about what
         may run: every guard holds under the database's locks (per object, fleet-wide), exactly
         as between executor copies."""
-        records = msg.raw_message
-        if not isinstance(records, tuple):
-            records = (records,)
-        metrics.EVENTS_IN.labels(self.name).inc(len(records))
-        pointers: list[tuple[ExecutionRequest, Any]] = []
-        for record in records:
-            try:
-                pointers.append((ExecutionRequest.model_validate_json(record.value or b""), record))
-            except ValidationError as exc:
-                detail = validation_detail(exc)
-                await self._worker.retrying(
-                    lambda r=record, d=detail: self._worker.dead_letter(r, "invalid-execution-request", d), record
-                )
+        pointers: list[tuple[ExecutionRequest, Any]] = await self._worker.validated(
+            msg, ExecutionRequest, "invalid-execution-request"
+        )
         slots = asyncio.Semaphore(self.settings.execute_concurrency)
         await asyncio.gather(*(self._handle(req, record, slots) for req, record in pointers))
         await self._subscription.ack(msg)

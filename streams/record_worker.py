@@ -99,6 +99,23 @@ class RecordWorker:
         self.dead_lettered += 1
         metrics.DEAD_LETTERED.labels(self.stage, reason).inc()
 
+    async def validated(self, msg: Any, model: Any, reason: str) -> list[tuple[Any, Any]]:
+        """The records of a batch subscriber's message (or of a single-record one) as
+        ``(model instance, record)``; a record that does not validate is dead-lettered with
+        ``reason``."""
+        records = msg.raw_message
+        if not isinstance(records, tuple):
+            records = (records,)
+        metrics.EVENTS_IN.labels(self.stage).inc(len(records))
+        valid = []
+        for record in records:
+            try:
+                valid.append((model.model_validate_json(record.value or b""), record))
+            except ValidationError as exc:
+                detail = validation_detail(exc)
+                await self.retrying(lambda r=record, d=detail: self.dead_letter(r, reason, d), record)
+        return valid
+
     async def retrying(
         self, work: Callable[[], Awaitable[Any]], record: Any, *, failed_reason: str = "publish-failed",
         records: list[Any] | None = None,
