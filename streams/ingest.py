@@ -285,6 +285,7 @@ class IngestStage:
         self._commit_q: asyncio.Queue = asyncio.Queue(queue_depth)
         self._last_batch_done = time.monotonic()
         self._slice = 16  # records per prepare slice (next_slice adjusts it)
+        self._db_conn: asyncpg.Connection | None = None
 
     # -- Stage protocol ------------------------------------------------------------------------
     @property
@@ -357,6 +358,7 @@ class IngestStage:
                     task.cancel()
                 await asyncio.gather(db, commit, return_exceptions=True)
         self._tasks = []
+        await self._release_db_conn()
         await self.patterns.stop()
         await self.aliases.stop()
         await self.gin_cleaner.stop()
@@ -560,7 +562,13 @@ class IngestStage:
         # the upsert in one CTE), atomic on its own, so the batch costs one round trip instead
         # of three. Its other statements are idempotent (creating a missing month's
         # partition, before it) or read-only (after it: ids of rows it left untouched).
-        async with self.pool.acquire() as conn:
+        # The database task keeps its connection from batch to batch: giving it back to the
+        # pool after every batch costs a reset statement (a round trip the batch's analysis
+        # events waited for). A failure gives it back, and the next attempt takes another.
+        conn = self._db_conn
+        if conn is None:
+            conn = self._db_conn = await self.pool.acquire()
+        try:
             try:
                 stored = await store_batch(
                     conn, prepared, partitions=self.partitions, fingerprint_version=self.config.fingerprint_version
@@ -573,8 +581,18 @@ class IngestStage:
                 stored = await store_batch(
                     conn, prepared, partitions=self.partitions, fingerprint_version=self.config.fingerprint_version
                 )
+        except BaseException:
+            await self._release_db_conn()
+            raise
         self.partitions.add(stored.months_created)
         return stored
+
+    async def _release_db_conn(self) -> None:
+        conn, self._db_conn = self._db_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                # bounded: a connection to a frozen server is closed, not reset
+                await self.pool.release(conn, timeout=2.0)
 
     def _prepare(self, records: list[Any]) -> PreparedBatch:
         return prepare_batch(records, patterns=self.patterns.current, masker=self.masker, config=self.config)
