@@ -1,8 +1,9 @@
 """The execution stage on Kafka: ``elk.errors.execution`` -> handler -> ``elk.errors.results``.
 
 One FastStream batch subscriber (group ``elk-resolver-execute``), ``AckPolicy.MANUAL``, up to
-``execute_batch_records`` records at a time, decided concurrently (``execute_concurrency``; the
-guards hold under the database's locks, as between executor copies). For each record:
+``execute_batch_records`` records at a time: one error's pointers in their order, different errors
+concurrently (``execute_concurrency``; the guards hold under the database's locks, as between
+executor copies). For each record:
 
 1. Validate it into :class:`ExecutionRequest` (a pointer: ids and a digest); a record that is
    not one goes to the dead-letter topic with the reason and its origin
@@ -148,7 +149,8 @@ class ExecuteStage(SubscribedStage):
     # -- the subscriber ---------------------------------------------------------------------
 
     async def on_elk_errors_execution(self, msg: KafkaMessage) -> None:
-        """One batch of pointers (up to ``execute_batch_records``), decided concurrently (at most
+        """One batch of pointers (up to ``execute_batch_records``): the pointers of one error
+        (its key) in their order, different errors concurrently (at most
         ``execute_concurrency`` at a time), each one's outcomes published as soon as it is
         decided; acked when every record is finished. Concurrency changes nothing about what
         may run: every guard holds under the database's locks (per object, fleet-wide), exactly
@@ -156,8 +158,16 @@ class ExecuteStage(SubscribedStage):
         pointers: list[tuple[ExecutionRequest, Any]] = await self._worker.validated(
             msg, ExecutionRequest, "invalid-execution-request"
         )
+        by_error: dict[str, list[tuple[ExecutionRequest, Any]]] = {}
+        for req, record in pointers:
+            by_error.setdefault(req.hash_signature, []).append((req, record))
         slots = asyncio.Semaphore(self.settings.execute_concurrency)
-        await asyncio.gather(*(self._handle(req, record, slots) for req, record in pointers))
+
+        async def in_order(items: list[tuple[ExecutionRequest, Any]]) -> None:
+            for req, record in items:
+                await self._handle(req, record, slots)
+
+        await asyncio.gather(*(in_order(items) for items in by_error.values()))
         await self._subscription.ack(msg)
 
     async def _handle(self, req: ExecutionRequest, record: Any, slots: asyncio.Semaphore) -> None:
