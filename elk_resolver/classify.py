@@ -35,6 +35,8 @@ from typing import Any
 
 import re2
 
+from elk_resolver.re2_budget import set_memory_budget
+
 __all__ = ["DEFAULT_PRIORITY", "PatternRow", "PatternSet", "to_re2_syntax"]
 
 log = logging.getLogger("elk_resolver.classify")
@@ -90,12 +92,10 @@ def to_re2_syntax(pattern: str) -> str:
     return "".join(out)
 
 
-def _options(*, log_errors: bool) -> Any:
+def _options(*, log_errors: bool, patterns: int = 0) -> Any:
     options = re2.Options()
     options.never_capture = True  # only "which patterns matched" is asked
-    # RE2::Set reports "no match" if its DFA runs out of memory; give hundreds of patterns
-    # room (RE2's default is 8 MiB). Memory is only taken as the DFA cache fills.
-    options.max_mem = 256 << 20
+    options.max_mem = set_memory_budget(patterns)
     # Compile errors are reported through our logger; a DFA running out of memory while
     # matching is left to RE2's own stderr line, as it has no other way to surface.
     options.log_errors = log_errors
@@ -120,7 +120,7 @@ class PatternSet:
         check_options = _options(log_errors=False)
         valid: list[PatternRow] = []
         self.invalid = []
-        compiled = re2.Set.SearchSet(_options(log_errors=True))
+        compiled = re2.Set.SearchSet(_options(log_errors=True, patterns=len(ordered)))
         for row in ordered:
             reason = self._check(row, check_options)
             if reason is None:

@@ -34,6 +34,7 @@ from typing import Any
 
 import re2
 
+from elk_resolver.re2_budget import set_memory_budget
 from elk_resolver.secret_rules import TOKEN_RULES, TokenRule, mask_spans
 
 __all__ = ["MASK", "SecretMasker", "is_secret_key", "mask_obj", "mask_text", "record_is_clean"]
@@ -392,8 +393,7 @@ def _gather(obj: Any, strings: list[str]) -> bool:
 def _candidate_set(extra: Iterable[str] = ()) -> Any:
     options = re2.Options()
     options.never_capture = True
-    # RE2::Set answers "no match" if its DFA runs out of memory: give it room.
-    options.max_mem = 64 << 20
+    options.max_mem = set_memory_budget(len(_CANDIDATES) + len(TOKEN_RULES))  # see there: bounded RSS, no miss
     candidates = re2.Set.SearchSet(options)
     for _, pattern in _CANDIDATES:
         candidates.Add(pattern)
@@ -448,7 +448,7 @@ def _raw_matchers(parts: int = 2) -> tuple[Any, ...]:
     for i in range(parts):
         options = re2.Options()
         options.never_capture = True
-        options.max_mem = 64 << 20
+        options.max_mem = set_memory_budget(len(patterns[i::parts]))
         one = re2.Set.SearchSet(options)
         for pattern in patterns[i::parts]:
             one.Add(pattern)
