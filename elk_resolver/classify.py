@@ -35,7 +35,7 @@ from typing import Any
 
 import re2
 
-from elk_resolver.re2_budget import set_memory_budget
+from elk_resolver.re2_sets import set_memory_budget
 
 __all__ = ["DEFAULT_PRIORITY", "PatternRow", "PatternSet", "to_re2_syntax"]
 

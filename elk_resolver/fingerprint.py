@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from elk_resolver.re2_sets import compile_set
+
 VERSIONS = ("exact", "template")
 RULE_VERSION = "rule"  # made by a pattern's fingerprint_fields, not by a setting
 DEFAULT_VERSION = "template"
@@ -44,11 +46,9 @@ _VALUE_END = r"\s,;(){}\[\]<"
 # (gate, pattern, replacement), applied in order; a rule runs only if its gate is a substring
 # of the text (a C-speed test that skips most rules for most messages). A tuple gate needs
 # all of its parts; its part _CD stands for "a colon followed by a digit somewhere", which
-# every time rule and the host:port rule require. That test is made once per message: no
-# replacement inserts a colon or a digit, so the rules can only remove such a pair, never
-# create one, and a "no" stays true for the rest of the chain.
+# every time rule and the host:port rule require, and which the need set below answers (the
+# gates' text is part of rules_digest, so it stays as written).
 _CD = ":\\d"
-_COLON_DIGIT = re.compile(r":\d")
 # Order matters: whole entities (URLs, times, hosts, paths) go before the generic digit rule
 # would cut them into pieces, and the clean-up rules come last.
 _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
@@ -175,12 +175,11 @@ _NEEDS = {
     "consonants": rf"{_NO_VOWEL}{{6}}",
     "hex_letters": r"[a-fA-F]{8}",
 }
-# rule index -> the needs (all of them) of that rule
+# rule index -> the needs (all of them) of that rule, besides colon_digit, which a rule whose
+# gate names _CD needs
 _RULE_NEEDS = {
-    2: ("colon_digit",),
-    3: ("colon_digit", "month_or_day"),
+    3: ("month_or_day",),
     4: ("tld",),
-    5: ("colon_digit",),
     6: ("k8s_suffix",),
     10: ("mac",),
     14: ("digit",),
@@ -189,30 +188,21 @@ _RULE_NEEDS = {
 }
 
 
-def _need_set():
-    import re2  # linear time, one pass for every need
-
-    options = re2.Options()
-    options.never_capture = True
-    needs = re2.Set.SearchSet(options)
-    for pattern in _NEEDS.values():
-        needs.Add(pattern)
-    needs.Compile()
-    return needs
-
-
-_NEED_MATCH = _need_set()._set.Match  # bytes -> indices, without the wrapper's checks
+_NEED_MATCH = compile_set(_NEEDS.values())._set.Match  # bytes -> indices, one linear pass
 _NEED_BIT = {name: 1 << i for i, name in enumerate(_NEEDS)}
+
+
+def _plan_entry(i: int, gate: str | tuple[str, ...]) -> tuple[str, int]:
+    """(substring gate or "", needs bit mask or 0) of rule ``i``."""
+    needs = _RULE_NEEDS.get(i, ())
+    if gate.__class__ is not str:
+        needs = ("colon_digit", *needs)
+        gate = gate[1] if len(gate) > 1 else ""
+    return gate, sum(_NEED_BIT[n] for n in needs)
+
+
 # (substring gate or "", needs bit mask or 0, pattern, replacement), in the order of _RULES
-_PLAN = tuple(
-    (
-        (gate if gate.__class__ is str else (gate[1] if len(gate) > 1 else "")),
-        sum(_NEED_BIT[n] for n in _RULE_NEEDS.get(i, ())),
-        pattern,
-        replacement,
-    )
-    for i, (gate, pattern, replacement) in enumerate(_RULES)
-)
+_PLAN = tuple((*_plan_entry(i, gate), pattern, replacement) for i, (gate, pattern, replacement) in enumerate(_RULES))
 
 
 def normalize(message: str) -> str:

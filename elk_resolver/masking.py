@@ -34,7 +34,7 @@ from typing import Any
 
 import re2
 
-from elk_resolver.re2_budget import set_memory_budget
+from elk_resolver.re2_sets import compile_set
 from elk_resolver.secret_rules import TOKEN_RULES, TokenRule, mask_spans
 
 __all__ = ["MASK", "SecretMasker", "is_secret_key", "mask_obj", "mask_text", "record_is_clean"]
@@ -390,19 +390,13 @@ def _gather(obj: Any, strings: list[str]) -> bool:
     return False
 
 
+def _builtin_patterns() -> list[str]:
+    """The candidates, then the token rules: the order of ``SecretMasker._kinds``."""
+    return [pattern for _, pattern in _CANDIDATES] + [rule.pattern for rule in TOKEN_RULES]
+
+
 def _candidate_set(extra: Iterable[str] = ()) -> Any:
-    options = re2.Options()
-    options.never_capture = True
-    options.max_mem = set_memory_budget(len(_CANDIDATES) + len(TOKEN_RULES))  # see there: bounded RSS, no miss
-    candidates = re2.Set.SearchSet(options)
-    for _, pattern in _CANDIDATES:
-        candidates.Add(pattern)
-    for rule in TOKEN_RULES:
-        candidates.Add(rule.pattern)
-    for pattern in extra:
-        candidates.Add(pattern)
-    candidates.Compile()
-    return candidates
+    return compile_set([*_builtin_patterns(), *extra])
 
 
 _BUILTIN_SET = _candidate_set()
@@ -431,7 +425,7 @@ def _spelled(word: str) -> str:
 
 
 def _raw_patterns() -> list[str]:
-    patterns = [pattern for _, pattern in _CANDIDATES] + [rule.pattern for rule in TOKEN_RULES]
+    patterns = _builtin_patterns()
     patterns += [_spelled(word) for word in _SECRET_KEY_WORDS]
     patterns += ['"[^a-zA-Z0-9]*' + _spelled(word) + '[^a-zA-Z0-9]*"' for word in _SECRET_KEY_EXACT]
     return patterns
@@ -444,17 +438,7 @@ def _raw_matchers(parts: int = 2) -> tuple[Any, ...]:
     keeps building states; two half sets cost ~8 us per 700-byte record where one costs ~13
     (measured over 40,000 unseen bench records after 40,000 of warm-up)."""
     patterns = _raw_patterns()
-    matchers = []
-    for i in range(parts):
-        options = re2.Options()
-        options.never_capture = True
-        options.max_mem = set_memory_budget(len(patterns[i::parts]))
-        one = re2.Set.SearchSet(options)
-        for pattern in patterns[i::parts]:
-            one.Add(pattern)
-        one.Compile()
-        matchers.append(one._set.Match)  # the wrapper's isinstance test is not needed for bytes
-    return tuple(matchers)
+    return tuple(compile_set(patterns[i::parts])._set.Match for i in range(parts))
 
 
 _RAW_MATCHERS = _raw_matchers()

@@ -44,6 +44,7 @@ import re2
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from elk_resolver.policy import Command, CommandType, ExecutionPolicy, safe_flag
+from elk_resolver.re2_sets import compile_set
 
 if TYPE_CHECKING:
     from elk_resolver.settings import Settings
@@ -406,11 +407,8 @@ class Catalogue:
         ]
         match_set = None
         if any(pb.match for pb in ordered):
-            match_set = re2.Set.SearchSet(re2.Options())
-            for pb in ordered:
-                # a playbook without ``match`` gets a pattern that never matches, so indices line up
-                match_set.Add(pb.match if pb.match else "[^\\s\\S]")
-            match_set.Compile()
+            # a playbook without ``match`` gets a pattern that never matches, so indices line up
+            match_set = compile_set(pb.match if pb.match else "[^\\s\\S]" for pb in ordered)
         self.__dict__["_find_cache"] = (signature, entries, match_set)
         return entries, match_set
 
