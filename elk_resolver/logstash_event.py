@@ -125,31 +125,15 @@ def get_path(obj: Any, path: str, default: Any = None) -> Any:
     return default if found is _MISSING else found
 
 
-def _flatten_into(flat: dict[str, Any], prefix: str, obj: dict[str, Any]) -> bool:
-    for k, v in obj.items():
-        key = prefix + k if prefix else k
-        if key in flat:
-            return False  # two routes to one dotted path: precedence matters, let _lookup decide
-        flat[key] = v
-        if type(v) is dict and v and not _flatten_into(flat, key + ".", v):
-            return False
-    return True
-
-
-def _flat_view(raw: dict[str, Any], paths: tuple[frozenset[str], frozenset[str]] | None = None) -> dict[str, Any] | None:
-    """Every dotted path through ``raw``'s nested objects -> its value, built in one pass, so
-    each field lookup is one ``dict.get``. ``None`` when two routes spell the same path (for
-    example ``{"log": {"level": ..}, "log.level": ..}``): there :func:`get_path`'s precedence
-    rule decides. Otherwise each path has at most one route, which :func:`get_path` (an
-    exhaustive search over the routes) would return too.
-
-    ``paths``: ``(wanted, prefixes)``, the only paths looked up and their proper prefixes
-    (``kubernetes``, ``kubernetes.pod``); then only those are walked and kept, and the rest of
-    the event (``agent``, ``kubernetes.labels``...) is never visited. A lookup of a wanted path
-    reads only its own routes, so two routes clash only where both reach a wanted path."""
+def _flat_view(raw: dict[str, Any], paths: tuple[frozenset[str], frozenset[str]]) -> dict[str, Any] | None:
+    """The paths :func:`parse_record` reads -> their values, built in one pass, so each field
+    lookup is one ``dict.get``. ``paths`` is ``(wanted, prefixes)``: the paths looked up and
+    their proper prefixes (``kubernetes``, ``kubernetes.pod``); only those are walked, the
+    rest of the event (``agent``, ``kubernetes.labels``...) is never visited. ``None`` when two
+    routes reach one wanted path (for example ``{"log": {"level": ..}, "log.level": ..}``):
+    there :func:`get_path`'s precedence rule decides. Otherwise each wanted path has at most
+    one route, which :func:`get_path` (an exhaustive search over the routes) would return too."""
     flat: dict[str, Any] = {}
-    if paths is None:
-        return flat if _flatten_into(flat, "", raw) else None
     wanted, prefixes = paths
     return flat if _flatten_wanted(flat, "", raw, wanted, prefixes) else None
 
@@ -301,14 +285,16 @@ _CONTEXT_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# The dotted paths parse_record looks up through its flat view (besides the context's; the
+# top-level "message", "level" and "@timestamp" are read from the record itself).
+_RECORD_PATHS = ("error.message", "event.original", "error.stack_trace", "log.level", "log.syslog.severity.code",
+                 "error.type")  # fmt: skip
 
 
 @lru_cache(maxsize=16)
 def _read_paths(id_field: str) -> tuple[frozenset[str], frozenset[str]]:
     """Every path :func:`parse_record` reads (with ``id_field``), and their proper prefixes."""
-    paths = ["error.message", "message", "event.original", "error.stack_trace", "log.level", "level",
-             "log.syslog.severity.code", "error.type", "@timestamp", id_field]  # fmt: skip
-    paths += [path for _, field_paths in _CONTEXT_FIELDS for path in field_paths]
+    paths = [*_RECORD_PATHS, id_field, *(path for _, field_paths in _CONTEXT_FIELDS for path in field_paths)]
     prefixes = {".".join(path.split(".")[:i]) for path in paths for i in range(1, path.count(".") + 1)}
     return frozenset(paths), frozenset(prefixes)
 

@@ -308,3 +308,17 @@ def test_the_flat_view_reads_what_get_path_reads_on_mixed_shapes():
         level = get_path(raw, "log.level")
         if isinstance(level, str):
             assert ev.level_raw == level, raw
+
+
+def test_every_path_parse_record_looks_up_is_in_its_flat_view():
+    """The flat view holds only the paths listed for it: a lookup added to parse_record and
+    not listed would read nothing, silently."""
+    import inspect
+    import re
+
+    from elk_resolver.logstash_event import _read_paths, parse_record
+
+    wanted, _ = _read_paths("event.hash")
+    looked_up = set(re.findall(r"""(?<![.\w])get\(\s*["']([^"']+)["']""", inspect.getsource(parse_record)))
+    assert looked_up, "the test no longer sees parse_record's lookups"
+    assert looked_up <= wanted, looked_up - wanted
