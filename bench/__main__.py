@@ -72,7 +72,7 @@ class Stack:
         return self.admin_dsn.rsplit("/", 1)[0] + "/" + database
 
     async def prepare_template(self, n_patterns: int = 30) -> None:
-        from elk_resolver.migrate import migrate
+        from elk_resolver.store.migrate import migrate
 
         admin = await asyncpg.connect(self.admin_dsn)
         try:
@@ -113,7 +113,7 @@ class Stack:
             await admin.close()
 
     async def topics(self, prefix: str) -> dict[str, str]:
-        from elk_resolver.topics import ensure_topics
+        from elk_resolver.kafka.topics import ensure_topics
 
         tag = uuid.uuid4().hex[:8]
         names = {kind: f"bench-{prefix}-{tag}-{kind}" for kind in ("raw", "analysis", "dlq", "execution", "results", "approvals")}
@@ -347,8 +347,8 @@ async def run_limit_consume(stack: Stack, topic: str, n: int) -> dict:
 
 
 def _prepared_batches(records: list[bytes], topic: str, size: int = 1000) -> list:
-    from elk_resolver.classify import PatternSet
-    from elk_resolver.masking import SecretMasker
+    from elk_resolver.events.classify import PatternSet
+    from elk_resolver.events.masking import SecretMasker
     from handlers.ingest import RawRecord, prepare_batch
 
     patterns = PatternSet(pattern_rows(30))
@@ -377,7 +377,7 @@ ON CONFLICT (hash_signature) DO UPDATE SET
 
 
 async def run_limit_upsert(stack: Stack, batches: list) -> dict:
-    from elk_resolver.db import create_pool
+    from elk_resolver.store.db import create_pool
 
     database_url = await stack.fresh_database()
     args = []
@@ -410,7 +410,7 @@ async def run_limit_upsert(stack: Stack, batches: list) -> dict:
 
 
 async def run_project_sql(stack: Stack, batches: list, database_url: str | None = None) -> dict:
-    from elk_resolver.db import create_pool
+    from elk_resolver.store.db import create_pool
     from handlers.ingest import PartitionCache, store_batch
 
     keep = database_url is not None
@@ -539,7 +539,7 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
     every decision is logged, nothing runs), ingest, analyze and execute in one process."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from elk_resolver.logstash_event import parse_record
+    from elk_resolver.events.logstash_event import parse_record
 
     rate_target = args.latency_rate
     total = int(rate_target * args.latency_seconds)
@@ -719,7 +719,7 @@ async def section_growth(stack: Stack, args, results: dict) -> None:
 async def section_latency(stack: Stack, args, results: dict) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from elk_resolver.logstash_event import parse_record
+    from elk_resolver.events.logstash_event import parse_record
 
     rate_target = args.latency_rate
     total = int(rate_target * args.latency_seconds)
@@ -799,8 +799,8 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
 
 
 def section_classification(args, results: dict) -> None:
-    from elk_resolver.classify import PatternSet
-    from elk_resolver.logstash_event import parse_record
+    from elk_resolver.events.classify import PatternSet
+    from elk_resolver.events.logstash_event import parse_record
 
     data = generate(min(args.events, 50_000), seed=args.seed)
     parsed = [parse_record(v) for v in data.records]
@@ -830,13 +830,13 @@ def section_classification(args, results: dict) -> None:
 
 
 def _document_function_sql() -> str:
-    from elk_resolver.migrate import load_migrations
+    from elk_resolver.store.migrate import load_migrations
 
     return {m.version: m for m in load_migrations()}[2].sql.split("CREATE TRIGGER")[0]
 
 
 def _incremental_function_sql() -> str:
-    from elk_resolver.migrate import load_migrations
+    from elk_resolver.store.migrate import load_migrations
 
     sql = {m.version: m for m in load_migrations()}[8].sql
     return sql[sql.index("CREATE OR REPLACE FUNCTION") :]
@@ -1092,7 +1092,7 @@ async def run_sections(stack: Stack | None, args, results: dict, stack_error: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from elk_resolver.embedded import DURABLE_SETTINGS, EmbeddedKafka, EmbeddedPostgres
+    from elk_resolver.kafka.embedded import DURABLE_SETTINGS, EmbeddedKafka, EmbeddedPostgres
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -29,8 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
-from elk_resolver.fingerprint import fingerprint, normalize
-from elk_resolver.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, tokens_of
+from elk_resolver.events.fingerprint import fingerprint, normalize
+from elk_resolver.events.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, tokens_of
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "loghub-2k"
 FILE_GLOB = "*_2k.log_structured.csv"

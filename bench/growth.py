@@ -138,7 +138,7 @@ async def table_stats(database_url: str) -> list[dict[str, Any]]:
 
 async def upsert_plan(database_url: str, batch, fingerprint_version: str = "template") -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS, WAL) of the stage's upsert for one prepared batch, rolled back."""
-    from elk_resolver.db import create_pool, queries
+    from elk_resolver.store.db import create_pool, queries
     from handlers.ingest import store_batch
 
     q = queries()

@@ -26,10 +26,10 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.events import generate, pattern_rows
-from elk_resolver.db import create_pool
-from elk_resolver.migrate import migrate
+from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.settings import make_settings
-from elk_resolver.topics import ensure_topics
+from elk_resolver.store.db import create_pool
+from elk_resolver.store.migrate import migrate
 from streams.ingest import build_ingest
 
 
@@ -188,7 +188,7 @@ def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from elk_resolver.embedded import EmbeddedKafka, EmbeddedPostgres
+    from elk_resolver.kafka.embedded import EmbeddedKafka, EmbeddedPostgres
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)

@@ -2,7 +2,7 @@
 
 Masking runs on every event (the message, the stack trace, the whole decoded record), so a
 rule set that grows must not make it slow. Prints CPU microseconds per event (best of 30 runs
-over 5,000 bench events). With ``--against``, another version of ``elk_resolver/masking.py``
+over 5,000 bench events). With ``--against``, another version of ``elk_resolver/events/masking.py``
 (e.g. main's, from another worktree) is measured in the same process, runs interleaved, so
 the machine's load weighs on both alike.
 """
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--against", help="another masking.py to measure in the same run")
     args = parser.parse_args(argv)
-    from elk_resolver import masking
+    from elk_resolver.events import masking
 
     versions = {"this": masking.SecretMasker()}
     if args.against:

@@ -38,12 +38,12 @@ async def run(report_s: float = 0.2) -> None:
     from faststream.kafka import KafkaBroker
     from faststream.kafka.annotations import KafkaMessage
 
-    from elk_resolver.classify import PatternSet
-    from elk_resolver.db import create_pool
-    from elk_resolver.fingerprint import fingerprint
-    from elk_resolver.logstash_event import BadRecord, parse_record
-    from elk_resolver.masking import SecretMasker
+    from elk_resolver.events.classify import PatternSet
+    from elk_resolver.events.fingerprint import fingerprint
+    from elk_resolver.events.logstash_event import BadRecord, parse_record
+    from elk_resolver.events.masking import SecretMasker
     from elk_resolver.settings import make_settings
+    from elk_resolver.store.db import create_pool
 
     settings = make_settings()
     masker = SecretMasker()

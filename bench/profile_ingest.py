@@ -101,7 +101,7 @@ async def profile(stack: Stack, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from elk_resolver.embedded import EmbeddedKafka, EmbeddedPostgres
+    from elk_resolver.kafka.embedded import EmbeddedKafka, EmbeddedPostgres
 
     parser = argparse.ArgumentParser(prog="python -m bench.profile_ingest", description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)

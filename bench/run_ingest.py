@@ -20,8 +20,8 @@ import orjson
 
 
 async def run(report_s: float) -> None:
-    from elk_resolver.db import create_pool
     from elk_resolver.settings import make_settings
+    from elk_resolver.store.db import create_pool
     from streams.ingest import build_ingest
 
     settings = make_settings()

@@ -17,11 +17,10 @@ import orjson
 
 
 async def run() -> None:
+    from bench.events import _NAMESPACES
+    from elk_resolver.actions.policy import ES_ACTIONS
     from elk_resolver.settings import make_settings
     from streams.app import create_app
-
-    from bench.events import _NAMESPACES
-    from elk_resolver.policy import ES_ACTIONS
 
     # Dry-run, and a policy that lets the generated errors' commands through, so the figure is
     # the time to a dry-run decision rather than to a refusal (nothing runs either way).

@@ -6,10 +6,9 @@ Build it with :func:`make_settings` in the app factory or the CLI, never at impo
 from __future__ import annotations
 
 from pathlib import Path
-
-import orjson
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -18,6 +17,47 @@ FingerprintVersion = Literal["exact", "template"]
 Stage = Literal["ingest", "analyze", "execute", "monitor"]
 
 CsvList = Annotated[list[str], NoDecode]
+
+
+# --- the names a setting may use ------------------------------------------------------------
+# The policy (elk_resolver.actions.policy) builds on these; they live here so that settings can
+# refuse an unknown name at start and still depend on nothing else of the service.
+
+# kubectl verbs a remediation may use (the policy lists each one's flags)
+KUBECTL_VERBS: tuple[str, ...] = ("rollout restart", "rollout undo", "scale", "delete pod")
+
+# kubectl's spellings of the kinds a remediation may act on, and their API groups
+_KIND_ALIASES = {
+    "deployment": "deployment", "deployments": "deployment", "deploy": "deployment",
+    "statefulset": "statefulset", "statefulsets": "statefulset", "sts": "statefulset",
+    "daemonset": "daemonset", "daemonsets": "daemonset", "ds": "daemonset",
+    "replicaset": "replicaset", "replicasets": "replicaset", "rs": "replicaset",
+    "pod": "pod", "pods": "pod", "po": "pod",
+}  # fmt: skip
+_KIND_GROUPS = {"deployment": "apps", "statefulset": "apps", "daemonset": "apps", "replicaset": "apps", "pod": ""}
+
+
+def kind_of(text: str) -> str | None:
+    """The canonical kind for kubectl's spellings (``deploy``, ``Deployments``,
+    ``deployment.apps``), or None for a kind this policy does not know."""
+    name, dot, group = text.lower().partition(".")
+    kind = _KIND_ALIASES.get(name)
+    if kind is None or (dot and group != _KIND_GROUPS[kind]):
+        return None
+    return kind
+
+
+# action -> whether it needs an index. Write actions, so opt-in: ExecutionPolicy's
+# elasticsearch_actions (setting elasticsearch_actions) lists the ones that may run; an
+# Elasticsearch URL configured for the monitor or backfill enables none of them.
+ES_ACTIONS: dict[str, bool] = {
+    # PUT /{index}/_settings {"index.blocks.read_only_allow_delete": null}
+    "clear_read_only_block": True,
+    # POST /_cluster/reroute?retry_failed=true
+    "cluster_reroute_retry_failed": False,
+    # POST /{index}/_ilm/retry
+    "ilm_retry": True,
+}
 
 
 def _split_csv(value: object) -> object:
@@ -274,11 +314,9 @@ class Settings(BaseSettings):
     @field_validator("kubectl_kinds")
     @classmethod
     def _known_verbs_and_kinds(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        from elk_resolver.policy import VERB_FLAGS, kind_of
-
         for verb, kinds in value.items():
-            if verb not in VERB_FLAGS:
-                raise ValueError(f"unknown kubectl verb {verb!r} (known: {', '.join(VERB_FLAGS)})")
+            if verb not in KUBECTL_VERBS:
+                raise ValueError(f"unknown kubectl verb {verb!r} (known: {', '.join(KUBECTL_VERBS)})")
             unknown = [k for k in kinds if kind_of(k) is None]
             if unknown:
                 raise ValueError(f"unknown kind(s) {unknown} for {verb!r}")
@@ -287,8 +325,6 @@ class Settings(BaseSettings):
     @field_validator("elasticsearch_actions")
     @classmethod
     def _known_actions(cls, value: list[str]) -> list[str]:
-        from elk_resolver.policy import ES_ACTIONS
-
         unknown = sorted(set(value) - set(ES_ACTIONS))
         if unknown:
             raise ValueError(f"unknown action(s) {unknown} (known: {', '.join(ES_ACTIONS)})")

@@ -13,9 +13,9 @@ tests call it directly. One call per :class:`AnalysisEvent`:
    therefore "falls back to the playbooks" by leaving whatever candidates exist. The same hash is
    asked at most once per ``llm_cache_ttl_s``, across instances and restarts: the caller first
    claims the hash in ``llm_requests`` (one row per hash) and only the winner calls the model.
-4. Rank the candidates with :mod:`elk_resolver.ranking` (Wilson lower bound over verified or
+4. Rank the candidates with :mod:`elk_resolver.actions.ranking` (Wilson lower bound over verified or
    executed outcomes) and store why the winner won (``choice_reason``).
-5. Bind the chosen solution to the event's own object (:mod:`elk_resolver.targets`), render it,
+5. Bind the chosen solution to the event's own object (:mod:`elk_resolver.actions.targets`), render it,
    give the analysis stage's view (``auto`` or ``approval``), and store the
    :class:`PlannedRequest` in ``planned_requests``; the stream publishes only its pointer.
 
@@ -50,16 +50,16 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from elk_resolver.db import queries
-from elk_resolver.llm import AnalysisRequest, LLMFallback, LLMSolution
-from elk_resolver.playbooks import PLACEHOLDER, Catalogue, RenderError, validate_value
-from elk_resolver.policy import Command, ExecutionPolicy, evaluate, safe_flag
-from elk_resolver.ranking import Candidate, choose
-from elk_resolver.targets import Target, Workload, target_of_command, workload_of
-from streams.contracts import AnalysisEvent, CommandSpec, PlannedRequest
+from elk_resolver.actions.llm import AnalysisRequest, LLMFallback, LLMSolution
+from elk_resolver.actions.playbooks import PLACEHOLDER, Catalogue, RenderError, validate_value
+from elk_resolver.actions.policy import Command, ExecutionPolicy, evaluate, safe_flag
+from elk_resolver.actions.ranking import Candidate, choose
+from elk_resolver.actions.targets import Target, Workload, target_of_command, workload_of
+from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, PlannedRequest
+from elk_resolver.store.db import queries
 
 if TYPE_CHECKING:
-    from elk_resolver.llm import LLMClient
+    from elk_resolver.actions.llm import LLMClient
     from elk_resolver.settings import Settings
 
 __all__ = [
@@ -176,7 +176,7 @@ def placeholder_context(event: AnalysisEvent) -> dict[str, str]:
 
     ``{deployment}`` (and ``{statefulset}``, ``{workload}``/``{workload_kind}``) is the workload
     the event came from: ``kubernetes.deployment.name``, else its pod name resolved to the owner
-    the way Kubernetes names pods (:func:`elk_resolver.targets.workload_of`); never a value from
+    the way Kubernetes names pods (:func:`elk_resolver.actions.targets.workload_of`); never a value from
     another event of the same error. ``service.name`` is the application that logged the error;
     ``{service}`` in a playbook is the *target* named by the message (Connection refused), so
     the former is ``source_service``.

@@ -56,18 +56,18 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from elk_resolver.db import is_transient_db_error, queries
-from elk_resolver.executors import CommandResult, run_commands
-from elk_resolver.executors.result import bound_text
-from elk_resolver.masking import mask_text
-from elk_resolver.policy import ExecutionPolicy, evaluate
-from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult, PlannedRequest
+from elk_resolver.actions.executors import CommandResult, run_commands
+from elk_resolver.actions.executors.result import bound_text
+from elk_resolver.actions.policy import ExecutionPolicy, evaluate
+from elk_resolver.events.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult, PlannedRequest
+from elk_resolver.events.masking import mask_text
+from elk_resolver.store.db import is_transient_db_error, queries
 
 if TYPE_CHECKING:
     import httpx
     from elasticsearch import AsyncElasticsearch
 
-    from elk_resolver.playbooks import Catalogue
+    from elk_resolver.actions.playbooks import Catalogue
     from elk_resolver.settings import Settings
 
 log = logging.getLogger(__name__)

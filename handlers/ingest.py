@@ -45,10 +45,11 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from elk_resolver.classify import PatternRow, PatternSet
-from elk_resolver.db import queries
-from elk_resolver.fingerprint import fingerprint, rule_fingerprint
-from elk_resolver.logstash_event import (
+from elk_resolver.actions.targets import subject_key
+from elk_resolver.events.classify import PatternRow, PatternSet
+from elk_resolver.events.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
+from elk_resolver.events.fingerprint import fingerprint, rule_fingerprint
+from elk_resolver.events.logstash_event import (
     DEFAULT_MAX_BYTES,
     ERROR_RANK,
     SEVERITY_RANK,
@@ -58,10 +59,9 @@ from elk_resolver.logstash_event import (
     level_name,
     parse_record,
 )
-from elk_resolver.merging import AliasIndex
-from elk_resolver.masking import SecretMasker
-from elk_resolver.targets import subject_key
-from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
+from elk_resolver.events.masking import SecretMasker
+from elk_resolver.events.merging import AliasIndex
+from elk_resolver.store.db import queries
 
 __all__ = [
     "DeadLetter",
@@ -189,7 +189,7 @@ class _Error:
     count: int = 1
 
     others: dict[tuple[str | None, str | None], _Subject] | None = None
-    """Other objects this error came from in the batch (:func:`elk_resolver.targets.subject_key`),
+    """Other objects this error came from in the batch (:func:`elk_resolver.actions.targets.subject_key`),
     each analysed on its own: an action is bound to the event's own workload, so the same
     error from another workload is another request, never this one's target."""
 
@@ -229,7 +229,7 @@ class _Error:
         _note(self, rank, trigger, actionable)
 
 
-# the context fields elk_resolver.targets.subject_key reads: equal on all, the same object
+# the context fields elk_resolver.actions.targets.subject_key reads: equal on all, the same object
 _SUBJECT_FIELDS = ("pod", "namespace", "deployment", "index")
 
 

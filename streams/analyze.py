@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from faststream.kafka.annotations import KafkaMessage
 
-from elk_resolver.llm import LLMClient
-from elk_resolver.playbooks import Catalogue, load_from_settings
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.llm import LLMClient
+from elk_resolver.actions.playbooks import Catalogue, load_from_settings
+from elk_resolver.actions.policy import ExecutionPolicy
+from elk_resolver.events.contracts import AnalysisEvent
 from handlers.analyze import Analysis, Draft, Known, Repeats, draft, settle_many
 from streams import metrics
-from streams.record_worker import ManualAckSubscription, SubscribedStage, RecordWorker
-from streams.contracts import AnalysisEvent
+from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage
 
 if TYPE_CHECKING:
     from faststream.kafka import KafkaBroker

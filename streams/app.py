@@ -4,15 +4,16 @@
     async with app:                # pool, migration check, HTTP, broker, stages
         ...                        # app.http_port is the bound port (settings.http_port 0 = any)
 
-Order of start: the PostgreSQL pool (orjson codecs) and :func:`elk_resolver.migrate.check`
+Order of start: the PostgreSQL pool (orjson codecs) and :func:`elk_resolver.store.migrate.check`
 (refuse a database that is behind), then HTTP (``/health`` answers at once, ``/ready`` says
 503 until every stage has its partitions), then the broker, then each stage. Stop is the
 reverse: stages drain and commit first, then the broker and the pool close, HTTP last.
 
 Endpoints: ``/health`` (the process is alive), ``/ready`` (every stage ready and the database
 answers), ``/metrics`` (Prometheus text), ``/asyncapi`` (the AsyncAPI document of every topic
-and event contract, JSON) and ``/asyncapi.html`` (the same, as a page), and the web console
-(:mod:`elk_resolver.console`: ``/``, ``/errors``, ``/approvals``, ``/patterns``, ``/runs``).
+and event contract, JSON) and ``/asyncapi.html`` (the same, as a page), and whatever the
+``http_extensions`` add on the same port: :mod:`elk_resolver.service` adds the web console
+(``/``, ``/errors``, ``/approvals``, ``/patterns``, ``/runs``), so the stages never import a face.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_lates
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
-from elk_resolver import console, migrate, notify
-from elk_resolver.db import close_pool, create_pool, pool_options, queries
+from elk_resolver import notify
+from elk_resolver.events.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
 from elk_resolver.settings import Settings
-from streams.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
+from elk_resolver.store import migrate
+from elk_resolver.store.db import close_pool, create_pool, pool_options, queries
 from streams.stage import Stage
 from streams.watch import LagWatch, TopicWatch
 
@@ -49,6 +51,8 @@ STAGES = ("ingest", "analyze", "execute", "monitor")
 DB_PROBE_TIMEOUT_S = 2.0
 
 Builder = Callable[..., Any]
+# adds routes to the HTTP app: ext(web_app, settings, pool=..., publish=..., asyncapi=...)
+HttpExtension = Callable[..., None]
 
 
 def stage_builder(name: str) -> Builder:
@@ -194,6 +198,7 @@ class App:
         builders: dict[str, Builder] | None = None,
         serve_http: bool = True,
         stage_options: dict[str, dict[str, Any]] | None = None,
+        http_extensions: Sequence[HttpExtension] = (),
     ) -> None:
         if not settings.database_url or not settings.kafka_bootstrap_servers:
             raise ValueError("the app needs database_url and kafka_bootstrap_servers")
@@ -205,6 +210,7 @@ class App:
         self._builders = builders or {}
         self._stage_options = stage_options or {}
         self.serve_http = serve_http
+        self._http_extensions = tuple(http_extensions)
         self.pool: asyncpg.Pool | None = None
         self.broker: KafkaBroker | None = None
         self.stages: dict[str, Any] = {}
@@ -436,13 +442,15 @@ class App:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/asyncapi", self._asyncapi_json)
         app.router.add_get("/asyncapi.json", self._asyncapi_json)
-        console.install(app, self.settings, pool=lambda: self.pool, publish=self._publish, asyncapi=self._document)
+        for extend in self._http_extensions:
+            extend(app, self.settings, pool=lambda: self.pool, publish=self._publish, asyncapi=self._document)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
         await site.start()
         self.http_port = self._runner.addresses[0][1]
-        log.info("HTTP on %s (console, /health /ready /metrics /asyncapi)", self.http_url)
+        log.info("HTTP on %s (%s/health /ready /metrics /asyncapi)", self.http_url,
+                 "console, " if self._http_extensions else "")
 
     async def _health(self, _: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "stages": list(self.stages)})
@@ -481,9 +489,11 @@ def create_app(
     builders: dict[str, Builder] | None = None,
     serve_http: bool = True,
     stage_options: dict[str, dict[str, Any]] | None = None,
+    http_extensions: Sequence[HttpExtension] = (),
 ) -> App:
-    """The service with the given stages; nothing connects until :meth:`App.start`."""
-    return App(settings, list(stages), builders=builders, serve_http=serve_http, stage_options=stage_options)
+    """The stages asked for; nothing connects until :meth:`App.start`."""
+    return App(settings, list(stages), builders=builders, serve_http=serve_http, stage_options=stage_options,
+               http_extensions=http_extensions)
 
 
 async def run_service(

@@ -38,9 +38,10 @@ import asyncpg
 from faststream.kafka.annotations import KafkaMessage
 
 from elk_resolver import notify
-from elk_resolver.executors.elasticsearch import make_client
-from elk_resolver.playbooks import Catalogue, load_from_settings
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.executors.elasticsearch import make_client
+from elk_resolver.actions.playbooks import Catalogue, load_from_settings
+from elk_resolver.actions.policy import ExecutionPolicy
+from elk_resolver.events.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 from handlers.execute import (
     Runtime,
     approved_waiting,
@@ -51,7 +52,6 @@ from handlers.execute import (
 )
 from streams import metrics
 from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, is_transient
-from streams.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -60,11 +60,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from elk_resolver.db import is_transient_db_error
-from elk_resolver.masking import SecretMasker
-from elk_resolver.alias_cache import AliasCache
-from elk_resolver.gin_pending_list import GinPendingListCleaner
-from elk_resolver.pattern_cache import PatternCache
+from elk_resolver.events.masking import SecretMasker
+from elk_resolver.store.alias_cache import AliasCache
+from elk_resolver.store.db import is_transient_db_error
+from elk_resolver.store.gin_pending_list import GinPendingListCleaner
+from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import (
     DeadLetter,
     IngestConfig,
@@ -801,9 +801,9 @@ def build_ingest(
 
 async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     """``python -m streams.ingest``: this stage alone, until SIGTERM or SIGINT."""
-    from elk_resolver.db import close_pool, create_pool, pool_options
+    from elk_resolver.kafka.topics import ensure_topics
     from elk_resolver.settings import make_settings
-    from elk_resolver.topics import ensure_topics
+    from elk_resolver.store.db import close_pool, create_pool, pool_options
 
     logging.basicConfig(level=os.environ.get("ELK_RESOLVER_LOG_LEVEL", "INFO"))
     settings = make_settings()

@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from elk_resolver import monitor
-from elk_resolver.maintain import maintain, maintenance_due
+from elk_resolver.health import components as monitor
 from elk_resolver.settings import Settings
+from elk_resolver.store.maintain import maintain, maintenance_due
 
 log = logging.getLogger("elk_resolver.monitor")
 

@@ -19,9 +19,9 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from elk_resolver.db import is_transient_db_error
+from elk_resolver.events.contracts import DeadLetterHeaders
+from elk_resolver.store.db import is_transient_db_error
 from streams import metrics
-from streams.contracts import DeadLetterHeaders
 
 if TYPE_CHECKING:
     from faststream.kafka import KafkaBroker

@@ -27,9 +27,9 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from elk_resolver.kafka_offsets import probe_consumer, seek_to_committed
-from elk_resolver.periodic import cancel_and_wait
-from elk_resolver.topics import ensure_topics
+from elk_resolver.kafka.offsets import probe_consumer, seek_to_committed
+from elk_resolver.kafka.topics import ensure_topics
+from elk_resolver.store.periodic import cancel_and_wait
 
 log = logging.getLogger("elk_resolver.watch")
 

@@ -6,12 +6,11 @@ from contextlib import ExitStack
 import asyncpg
 import pytest
 
-from elk_resolver.db import create_pool
-from elk_resolver.migrate import migrate
+from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.settings import make_settings
-from elk_resolver.topics import ensure_topics
+from elk_resolver.store.db import create_pool
+from elk_resolver.store.migrate import migrate
 from tests.support.services import kafka_service, postgres_service
-
 
 TEMPLATE_DB = "elk_resolver_template"
 

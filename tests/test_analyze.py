@@ -16,13 +16,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faststream.kafka import KafkaBroker
 
-from elk_resolver.db import create_pool, queries
-from elk_resolver.llm import LLMClient
-from elk_resolver.playbooks import context_from_event, load_playbooks
-from elk_resolver.policy import ExecutionPolicy, evaluate
+from elk_resolver.actions.llm import LLMClient
+from elk_resolver.actions.playbooks import context_from_event, load_playbooks
+from elk_resolver.actions.policy import ExecutionPolicy, evaluate
+from elk_resolver.events.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, ExecutionRequest, PatternRef
+from elk_resolver.store.db import create_pool, queries
 from handlers.analyze import analyze, content_hash, request_id_for
 from streams.analyze import build_analyze
-from streams.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, ExecutionRequest, PatternRef
 from tests.support.llm_stub import LLMStub, Reply
 from tests.support.polling import wait_for
 from tests.test_playbooks import CASES
@@ -485,7 +485,7 @@ async def test_placeholders_left_by_the_llm_are_filled_from_the_event_or_refused
     bad = good.model_copy(update={"context": ErrorContext(namespace="payments", deployment="widgets -n kube-system")})
     refused = await run(bad, pool, catalogue, settings)
     assert refused.request.decision == "approval"
-    # an invalid name is never bound (elk_resolver.targets checks DNS-1123), so the placeholder stays empty
+    # an invalid name is never bound (elk_resolver.actions.targets checks DNS-1123), so the placeholder stays empty
     assert "no value for placeholder {deployment}" in refused.request.reason
     assert "kube-system" not in refused.request.commands[0].command
 

@@ -14,8 +14,8 @@ from bench import stats
 from bench.__main__ import parse_args, targets
 from bench.events import DOCUMENT_PATTERNS, generate, pattern_rows
 from bench.grouping import grouping_accuracy
-from elk_resolver.classify import PatternSet
-from elk_resolver.logstash_event import parse_record
+from elk_resolver.events.classify import PatternSet
+from elk_resolver.events.logstash_event import parse_record
 
 
 def test_percentile_on_known_data_interpolates_between_ranks():

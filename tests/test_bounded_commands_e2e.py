@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from elk_resolver.backfill import backfill
+from elk_resolver.operations.backfill import backfill
 from elk_resolver.settings import Settings
 from streams.app import create_app
 from tests.support.es_stub import EsStub

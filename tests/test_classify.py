@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from elk_resolver.classify import PatternRow, PatternSet, to_re2_syntax
+from elk_resolver.events.classify import PatternRow, PatternSet, to_re2_syntax
 
 SAMPLE_ROWS = [
     PatternRow(1, "Pod CrashLoopBackOff", "CrashLoopBackOff.*pod.*", "kubernetes", 1, True),

@@ -10,7 +10,7 @@ import time
 import aiohttp
 
 from elk_resolver.console.auth import hash_password, token_hash
-from streams.app import create_app
+from elk_resolver.service import create_app
 from tests.support.fake_kubectl import write_fake_kubectl
 from tests.support.polling import wait_for
 from tests.test_execute_stream import configure, request, seed
@@ -29,7 +29,7 @@ def console_settings(settings, tmp_path, **extra):
 
 async def pending_approval(pool, settings, ids) -> int:
     """A request the execute stage decided needs a person, stored as the stages store it."""
-    from elk_resolver.policy import ExecutionPolicy
+    from elk_resolver.actions.policy import ExecutionPolicy
     from handlers.execute import handle_request
 
     pointer = await request(pool, ids, decision="approval", reason="new solution")
@@ -219,7 +219,7 @@ async def test_cookies_are_secure_behind_tls_and_the_error_page_links_to_kibana_
 async def test_the_cli_says_who_it_decides_as_and_obeys_the_approver_list(settings, pool, tmp_path, monkeypatch):
     import io
 
-    from elk_resolver import approvals_cli
+    from elk_resolver.cli import approvals as approvals_cli
 
     s, _ = console_settings(settings, tmp_path, operator="oncall-bot")
     approval = await pending_approval(pool, s, await seed(pool))
@@ -237,7 +237,7 @@ async def test_the_cli_says_who_it_decides_as_and_obeys_the_approver_list(settin
 def test_console_commands_make_a_working_password_hash_and_token(monkeypatch, capsys):
     import io
 
-    from elk_resolver.cli import main
+    from elk_resolver.cli.main import main
     from elk_resolver.console.auth import check_password
 
     monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
@@ -254,10 +254,9 @@ def test_console_commands_make_a_working_password_hash_and_token(monkeypatch, ca
 
 async def hold(pool, settings, n: int = 3) -> int:
     """A systemic hold: n objects need the same kind of action at once."""
-    from elk_resolver.policy import ExecutionPolicy
-    from handlers.execute import handle_request
-
     from elk_resolver import notify
+    from elk_resolver.actions.policy import ExecutionPolicy
+    from handlers.execute import handle_request
 
     held = None
     for i in range(n):

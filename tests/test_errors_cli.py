@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elk_resolver.merge_pass import run_merge_pass
+from elk_resolver.store.merge_pass import run_merge_pass
 from tests.test_merging import TENANTS, ingest
 from tests.test_ops_cli import cli  # noqa: F401 (the fixture)
 

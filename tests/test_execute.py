@@ -10,10 +10,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from elk_resolver.db import create_pool
-from elk_resolver.executors.elasticsearch import make_client
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.executors.elasticsearch import make_client
+from elk_resolver.actions.policy import ExecutionPolicy
+from elk_resolver.actions.targets import target_of_command
+from elk_resolver.events.contracts import PatternRef, PlannedRequest
 from elk_resolver.settings import make_settings
+from elk_resolver.store.db import create_pool
+from handlers.analyze import store_request
 from handlers.execute import (
     ApprovalError,
     Runtime,
@@ -26,9 +29,6 @@ from handlers.execute import (
     set_kill_switch,
     verify_outcomes,
 )
-from elk_resolver.targets import target_of_command
-from handlers.analyze import store_request
-from streams.contracts import PatternRef, PlannedRequest
 from tests.support.es_stub import EsStub
 from tests.support.fake_kubectl import write_fake_kubectl
 
@@ -615,7 +615,7 @@ async def test_run_followed_by_silence_is_resolved(pool, database_url, tmp_path)
 async def test_cli_lists_approves_rejects_and_flips_the_kill_switch(pool, database_url, tmp_path, monkeypatch):
     import io
 
-    from elk_resolver import approvals_cli
+    from elk_resolver.cli import approvals as approvals_cli
 
     fake = write_fake_kubectl(tmp_path)
     settings = exec_settings(database_url, fake)

@@ -13,8 +13,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
-from elk_resolver.targets import target_of_command
-from streams.contracts import DeadLetterHeaders, ExecutionRequest, PlannedRequest
+from elk_resolver.actions.targets import target_of_command
+from elk_resolver.events.contracts import DeadLetterHeaders, ExecutionRequest, PlannedRequest
 from streams.execute import build_execute
 from tests.support.fake_kubectl import write_fake_kubectl
 from tests.support.polling import wait_for

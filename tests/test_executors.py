@@ -11,9 +11,9 @@ import psutil
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from elk_resolver.executors import run_commands
-from elk_resolver.executors.elasticsearch import make_client
-from elk_resolver.policy import ES_ACTIONS, Command, ExecutionPolicy, ScaleBounds
+from elk_resolver.actions.executors import run_commands
+from elk_resolver.actions.executors.elasticsearch import make_client
+from elk_resolver.actions.policy import ES_ACTIONS, Command, ExecutionPolicy, ScaleBounds
 from elk_resolver.settings import make_settings
 from tests.support.es_stub import EsStub, Reply, error_reply
 from tests.support.fake_kubectl import path_with, write_fake_kubectl

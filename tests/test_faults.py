@@ -15,18 +15,16 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
-
 from aiokafka import AIOKafkaProducer
 
-from elk_resolver.embedded import EmbeddedKafka
-from elk_resolver.replay import replay
-from streams.contracts import DeadLetterHeaders
+from elk_resolver.events.contracts import DeadLetterHeaders
+from elk_resolver.kafka.embedded import EmbeddedKafka
+from elk_resolver.kafka.topics import ensure_topics
+from elk_resolver.operations.replay import replay
 from streams.ingest import partition_by_hash
-from elk_resolver.topics import ensure_topics
 from tests.support.polling import wait_for
 from tests.support.run_process import RunProcess
 from tests.test_ingest_stream import error_event, fast, produce, producer, read_topic, running, total_count  # noqa: F401
-
 
 
 def varied_event(i, kind):

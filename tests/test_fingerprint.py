@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from elk_resolver.fingerprint import VERSIONS, Fingerprint, fingerprint, normalize
+from elk_resolver.events.fingerprint import VERSIONS, Fingerprint, fingerprint, normalize
 
 
 def test_versions_and_default_is_template():

@@ -8,8 +8,8 @@ from datetime import datetime
 import orjson
 import pytest
 
-from elk_resolver.masking import SecretMasker
-from elk_resolver.pattern_cache import PatternCache
+from elk_resolver.events.masking import SecretMasker
+from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import PartitionCache, RawRecord, handle_batch
 
 KAFKA_MS = 1_714_557_600_000  # 2024-05-01T10:00:00Z: the record's broker timestamp
@@ -72,8 +72,7 @@ async def test_pool_has_a_command_timeout_and_tcp_keepalives(database_url):
     stayed frozen; a peer that vanished was never noticed."""
     import socket
 
-
-    from elk_resolver.db import create_pool
+    from elk_resolver.store.db import create_pool
 
     async with await create_pool(database_url, min_size=1, max_size=1, command_timeout=0.5,
                                  keepalive_idle_s=17) as pool:
@@ -94,7 +93,7 @@ def test_a_failure_the_kafka_client_repeats_is_one_line_per_window():
     import io
     import logging
 
-    from elk_resolver.logs import configure
+    from elk_resolver.cli.logs import configure
 
     out = io.StringIO()
     root = logging.getLogger()

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from elk_resolver.roles import apply_roles
+from elk_resolver.store.roles import apply_roles
 from streams.ingest import build_ingest
 from tests.support.polling import wait_for
 from tests.test_ingest_stream import error_event, produce, total_count

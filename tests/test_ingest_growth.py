@@ -7,8 +7,8 @@ import asyncpg
 
 from bench import growth
 from bench.events import generate
-from elk_resolver.classify import PatternSet
-from elk_resolver.masking import SecretMasker
+from elk_resolver.events.classify import PatternSet
+from elk_resolver.events.masking import SecretMasker
 from handlers.ingest import PartitionCache, RawRecord, prepare_batch, store_batch
 
 

@@ -9,9 +9,9 @@ from datetime import datetime
 import orjson
 import pytest
 
-from elk_resolver.fingerprint import fingerprint
-from elk_resolver.masking import SecretMasker
-from elk_resolver.pattern_cache import PatternCache
+from elk_resolver.events.fingerprint import fingerprint
+from elk_resolver.events.masking import SecretMasker
+from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import IngestConfig, PartitionCache, RawRecord, handle_batch
 
 SECRET = "hunter2-Zx9qPlanted"
@@ -218,7 +218,7 @@ async def test_a_debug_line_matching_a_pattern_stays_debug_and_is_never_remediat
 
 
 async def test_history_headers_are_stored_and_never_actionable(pool, patterns):
-    from elk_resolver.logstash_event import HISTORY_EXECUTE_HEADER, HISTORY_HEADER
+    from elk_resolver.events.logstash_event import HISTORY_EXECUTE_HEADER, HISTORY_HEADER
 
     def rec(event, *headers):
         return RawRecord(orjson.dumps(event), "raw", 0, 0, 1714550000000, headers=list(headers))
@@ -337,9 +337,8 @@ async def test_pathological_pattern_does_not_stall(pool, patterns):
 
 
 async def test_encoded_events_are_the_analysis_event_contract(pool, patterns):
-    from handlers.ingest import build_events, encode_events, prepare_batch
-    from streams.contracts import AnalysisEvent
-    from handlers.ingest import StoredBatch
+    from elk_resolver.events.contracts import AnalysisEvent
+    from handlers.ingest import StoredBatch, build_events, encode_events, prepare_batch
 
     batch = prepare_batch(
         records([ecs_event(), legacy_event(), {"message": "plain", "level": "error"}]),

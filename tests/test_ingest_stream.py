@@ -13,7 +13,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from streams.contracts import DeadLetterHeaders
+from elk_resolver.events.contracts import DeadLetterHeaders
 from streams.ingest import build_ingest
 from tests.support.polling import wait_for
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from elk_resolver.executors import run_commands
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.executors import run_commands
+from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.settings import make_settings
 from tests.support.kube_api_stub import TOKEN, KubeApiStub
 

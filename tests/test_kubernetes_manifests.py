@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from elk_resolver.cli import STAGE_CHOICES
-from elk_resolver.kubernetes.rbac import manifests
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.kubernetes.rbac import manifests
+from elk_resolver.actions.policy import ExecutionPolicy
+from elk_resolver.cli.main import STAGE_CHOICES
 from elk_resolver.settings import make_settings
 from tests.support.kubernetes import KUBERNETES_DIR, OVERLAYS, kustomize, validate_manifest
 

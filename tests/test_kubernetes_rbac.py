@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from elk_resolver.cli import main
-from elk_resolver.kubernetes.rbac import RbacError, manifests
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.kubernetes.rbac import RbacError, manifests
+from elk_resolver.actions.policy import ExecutionPolicy
+from elk_resolver.cli.main import main
 from elk_resolver.settings import make_settings
 from tests.support.kubernetes import validate_manifest
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from elk_resolver.llm import (
+from elk_resolver.actions.llm import (
     AnalysisRequest,
     LLMClient,
     LLMFallback,
@@ -17,8 +17,8 @@ from elk_resolver.llm import (
     TTLCache,
     parse_answer,
 )
-from elk_resolver.playbooks import load_playbooks
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.playbooks import load_playbooks
+from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.settings import make_settings
 from tests.support.llm_stub import LLMStub, Reply
 

@@ -4,7 +4,7 @@ from datetime import datetime
 import orjson
 import pytest
 
-from elk_resolver.logstash_event import (
+from elk_resolver.events.logstash_event import (
     BadRecord,
     get_path,
     parse_record,
@@ -281,7 +281,7 @@ def test_the_flat_view_reads_what_get_path_reads_on_mixed_shapes():
     import orjson
 
     from bench.events import generate
-    from elk_resolver.logstash_event import _context, get_path, parse_record
+    from elk_resolver.events.logstash_event import _context, get_path, parse_record
 
     rng = random.Random(5)
 
@@ -316,7 +316,7 @@ def test_every_path_parse_record_looks_up_is_in_its_flat_view():
     import inspect
     import re
 
-    from elk_resolver.logstash_event import _read_paths, parse_record
+    from elk_resolver.events.logstash_event import _read_paths, parse_record
 
     wanted, _ = _read_paths("event.hash")
     looked_up = set(re.findall(r"""(?<![.\w])get\(\s*["']([^"']+)["']""", inspect.getsource(parse_record)))

@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from elk_resolver.masking import MASK, SecretMasker, is_secret_key, mask_obj, mask_text
+from elk_resolver.events.masking import MASK, SecretMasker, is_secret_key, mask_obj, mask_text
 
 
 @pytest.mark.parametrize(

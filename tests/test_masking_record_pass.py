@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from bench.events import generate, pattern_rows
-from elk_resolver.classify import PatternSet
-from elk_resolver.masking import SecretMasker, is_secret_key, mask_obj, mask_text, record_is_clean
+from elk_resolver.events.classify import PatternSet
+from elk_resolver.events.masking import SecretMasker, is_secret_key, mask_obj, mask_text, record_is_clean
 from handlers.ingest import PreparedBatch, prepare_into
 from tests.test_masking import test_key_value_forms_mask_only_the_value as _kv_test
 from tests.test_masking_shapes import test_shape_is_masked_and_its_context_kept as _shape_test

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from elk_resolver.masking import MASK, mask_obj, mask_text
-from elk_resolver.secret_rules import TOKEN_RULES
+from elk_resolver.events.masking import MASK, mask_obj, mask_text
+from elk_resolver.events.secret_rules import TOKEN_RULES
 
 GH = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
 SLACK_BOT = "xoxb-2048-4096-" + "aBcDeFgHiJkLmNoPqRsTuVwX"

@@ -7,13 +7,13 @@ import orjson
 import pytest
 
 from bench.grouping import OnlineService, grouping_accuracy, split_shares
-from elk_resolver.alias_cache import AliasCache
-from elk_resolver.classify import PatternSet
-from elk_resolver.fingerprint import fingerprint
-from elk_resolver.merge_pass import operator_merge, operator_split, run_merge_pass
-from elk_resolver.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, slot_is_variable
-from elk_resolver.masking import SecretMasker
-from elk_resolver.pattern_cache import PatternCache
+from elk_resolver.events.classify import PatternSet
+from elk_resolver.events.fingerprint import fingerprint
+from elk_resolver.events.masking import SecretMasker
+from elk_resolver.events.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, slot_is_variable
+from elk_resolver.store.alias_cache import AliasCache
+from elk_resolver.store.merge_pass import operator_merge, operator_split, run_merge_pass
+from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import IngestConfig, RawRecord, handle_batch
 
 TENANTS = ["acme", "globex", "initech", "umbrella", "hooli", "wayne", "stark", "wonka", "tyrell", "cyberdyne", "soylent"]
@@ -230,8 +230,8 @@ async def test_a_fingerprint_version_change_keeps_history(pool):
 
 
 def test_rule_fields_from_regex_captures():
-    from elk_resolver.classify import PatternRow
-    from elk_resolver.fingerprint import rule_fingerprint
+    from elk_resolver.events.classify import PatternRow
+    from elk_resolver.events.fingerprint import rule_fingerprint
 
     row = PatternRow(7, "oom", r"OOMKilled in container (?P<container>\S+)", "resource",
                      fingerprint_fields=("pattern", "capture:container"))
@@ -275,7 +275,7 @@ async def test_a_pass_without_new_rows_plans_nothing_and_loads_only_touched_buck
 async def test_retention_removes_templates_and_aliases_of_deleted_errors(pool):
     from datetime import datetime, timedelta
 
-    from elk_resolver.maintain import maintain
+    from elk_resolver.store.maintain import maintain
 
     await ingest(pool, [f"quota exceeded for {t} tenant" for t in TENANTS])
     await run_merge_pass(pool)
@@ -291,7 +291,7 @@ async def test_retention_removes_templates_and_aliases_of_deleted_errors(pool):
 
 
 def test_a_long_merge_pass_spaces_out_the_next_ones():
-    from elk_resolver.alias_cache import MERGE_PASS_SHARE, next_pass_in
+    from elk_resolver.store.alias_cache import MERGE_PASS_SHARE, next_pass_in
 
     assert next_pass_in(30.0, 0.2) == 30.0  # a quick pass: the configured interval
     wait = next_pass_in(30.0, 20.0)  # a pass over a burst of new errors

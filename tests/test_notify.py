@@ -120,7 +120,7 @@ async def test_each_channel_is_rate_limited_per_minute(settings, pool):
 async def test_a_pending_approval_recorded_without_its_message_is_announced_by_the_next_maintenance_pass(
     settings, pool, tmp_path
 ):
-    from elk_resolver.policy import ExecutionPolicy
+    from elk_resolver.actions.policy import ExecutionPolicy
     from handlers.execute import handle_request
     from tests.test_execute_stream import running
 

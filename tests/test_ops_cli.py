@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from elk_resolver.cli import main
-from elk_resolver.fingerprint import fingerprint
+from elk_resolver.cli.main import main
+from elk_resolver.events.fingerprint import fingerprint
 
 
 @pytest.fixture

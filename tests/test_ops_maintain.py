@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from elk_resolver.maintain import maintain
+from elk_resolver.store.maintain import maintain
 
 
 async def _error(conn, hash_: str, days_ago: int) -> int:

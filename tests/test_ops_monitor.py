@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from elk_resolver import monitor
+from elk_resolver.health import components as monitor
 from elk_resolver.settings import make_settings
 from streams.monitor import build_monitor
 from tests.support.es_stub import EsStub, Reply
@@ -118,7 +118,7 @@ async def test_each_copy_has_its_own_stage_row_and_a_silent_copy_turns_error(poo
 async def test_group_lag_counts_records_behind_the_committed_offsets(settings):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from elk_resolver.kafka_offsets import group_lag
+    from elk_resolver.kafka.offsets import group_lag
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()

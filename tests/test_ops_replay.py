@@ -9,9 +9,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from elk_resolver.backfill import BackfillError, backfill
-from elk_resolver.kafka_offsets import partitions_of
-from elk_resolver.replay import replay
+from elk_resolver.kafka.offsets import partitions_of
+from elk_resolver.operations.backfill import BackfillError, backfill
+from elk_resolver.operations.replay import replay
 from tests.support.es_stub import EsStub
 
 
@@ -147,8 +147,8 @@ async def test_backfilled_documents_are_history_never_remediated_and_a_double_ba
     ingest handler (as the live stage runs it) stores and turns into no-remediation events;
     Logstash's event.hash is the identity, so the event already consumed live and a second
     backfill of the same documents count nothing twice."""
-    from elk_resolver.masking import SecretMasker
-    from elk_resolver.pattern_cache import PatternCache
+    from elk_resolver.events.masking import SecretMasker
+    from elk_resolver.store.pattern_cache import PatternCache
     from handlers.ingest import IngestConfig, PartitionCache, handle_batch
 
     cache = PatternCache(pool)

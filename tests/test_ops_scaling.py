@@ -11,7 +11,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from elk_resolver.embedded import free_port
+from elk_resolver.kafka.embedded import free_port
 from tests.support.polling import wait_for
 from tests.support.run_process import run_env
 

@@ -12,8 +12,8 @@ import time
 import httpx
 import psutil
 
-from elk_resolver.cli import main
-from elk_resolver.embedded import free_port, port_open
+from elk_resolver.cli.main import main
+from elk_resolver.kafka.embedded import free_port, port_open
 
 
 def test_up_prints_where_things_are_serves_ready_and_ctrl_c_leaves_nothing_behind(tmp_path):
@@ -86,7 +86,7 @@ def test_live_mode_with_kubectl_refuses_to_start_without_a_context_or_a_service_
     # Stages that run nothing are not held back by it (they fail later, on the fake broker).
     assert "refuses to start" not in _first_line(main, ["run", "--stage", "ingest"], capsys)
 
-    from elk_resolver.policy import live_kubectl_problem
+    from elk_resolver.actions.policy import live_kubectl_problem
     from elk_resolver.settings import make_settings
 
     assert live_kubectl_problem(make_settings(execution_mode="dry-run")) is None

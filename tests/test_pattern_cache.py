@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from elk_resolver.pattern_cache import PatternCache
+from elk_resolver.store.pattern_cache import PatternCache
 
 MESSAGE = "Connection refused while calling payments port 8443"
 

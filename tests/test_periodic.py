@@ -7,7 +7,7 @@ import logging
 
 import asyncpg
 
-from elk_resolver.periodic import keep_refreshing, stop_task
+from elk_resolver.store.periodic import keep_refreshing, stop_task
 from tests.support.polling import wait_for
 
 log = logging.getLogger(__name__)

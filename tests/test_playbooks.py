@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 
-from elk_resolver.playbooks import (
+from elk_resolver.actions.playbooks import (
     MissingPlaceholder,
     PlaybookError,
     UnsafePlaceholderValue,
     context_from_event,
     load_playbooks,
 )
-from elk_resolver.policy import ES_ACTIONS, ExecutionPolicy, evaluate
+from elk_resolver.actions.policy import ES_ACTIONS, ExecutionPolicy, evaluate
 
 
 def ecs_event(message: str, *, namespace: str, pod: str, container: str, **extra: Any) -> dict[str, Any]:
@@ -387,7 +387,7 @@ def test_context_from_event_reads_flattened_keys() -> None:
 
 def test_ilm_error_step_as_elasticsearch_logs_it_renders_the_retry():
     """Elasticsearch logs both 'failed on step' and 'on an error step due to ...'."""
-    from elk_resolver.playbooks import load_playbooks
+    from elk_resolver.actions.playbooks import load_playbooks
 
     message = (
         "policy [logs-app] for index [.ds-logs-app-2024.05.01-0001] on an error step due to "
@@ -403,7 +403,7 @@ def test_a_target_named_by_the_message_in_another_namespace_is_refused(catalogue
     """Issue 10: a line from namespace sandbox naming payments-api rendered a restart in payments.
     The message may name a target only inside the event's own namespace; the event's own
     workload (the sender) is not the subject either, so nothing renders."""
-    from elk_resolver.playbooks import ForeignTarget
+    from elk_resolver.actions.playbooks import ForeignTarget
 
     event = ecs_event(
         "could not connect to server: Connection refused (payments-api.payments.svc:8080)",

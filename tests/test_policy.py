@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from elk_resolver.policy import ES_ACTIONS, Command, ExecutionPolicy, evaluate, safe_flag, url_allowed
+from elk_resolver.actions.policy import ES_ACTIONS, Command, ExecutionPolicy, evaluate, safe_flag, url_allowed
 from elk_resolver.settings import make_settings
 
 POLICY = ExecutionPolicy(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from elk_resolver.ranking import Candidate, choose, rank, wilson_lower_bound
+from elk_resolver.actions.ranking import Candidate, choose, rank, wilson_lower_bound
 
 
 def test_wilson_lower_bound_known_values() -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.policy import ExecutionPolicy
 from handlers.analyze import Repeats
 from handlers.execute import handle_request
 from streams.analyze import build_analyze

@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from faststream.kafka import KafkaBroker
 
-from elk_resolver import approvals_cli
-from elk_resolver.monitor import check_executions
-from elk_resolver.policy import ExecutionPolicy
+from elk_resolver.actions.policy import ExecutionPolicy
+from elk_resolver.cli import approvals as approvals_cli
+from elk_resolver.health.components import check_executions
 from handlers.execute import (
     Runtime,
     approve_incident,
@@ -38,8 +39,6 @@ from tests.support.incident import (
     running,
 )
 from tests.support.polling import wait_for
-from faststream.kafka import KafkaBroker
-
 from tests.test_execute import kube, request, seed, stored
 
 DRAIN_S = 180  # the shared machine is slow; the condition is polled, never slept on

@@ -7,9 +7,9 @@ import asyncio
 import asyncpg
 import pytest
 
-from elk_resolver import migrate as migrate_module
-from elk_resolver.migrate import Migration, MigrationError, check, load_migrations, migrate
-from elk_resolver.roles import apply_roles
+from elk_resolver.store import migrate as migrate_module
+from elk_resolver.store.migrate import Migration, MigrationError, check, load_migrations, migrate
+from elk_resolver.store.roles import apply_roles
 
 
 def _as_role(dsn: str, role: str, password: str) -> str:

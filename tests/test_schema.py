@@ -239,7 +239,7 @@ async def test_rows_breaking_a_foreign_key_are_rejected(pool):
 
 
 async def test_document_example_queries_run_unchanged(pool):
-    from elk_resolver.db import queries
+    from elk_resolver.store.db import queries
 
     q = queries()
     e1 = await _error(pool, "1" * 64, "kubernetes")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from elk_resolver.roles import apply_roles
+from elk_resolver.store.roles import apply_roles
 from tests.test_roles_and_migrate import _as_role
 
 FUNCTIONS = ("ensure_error_occurrences_partition", "drop_expired_error_occurrences_partitions")

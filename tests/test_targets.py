@@ -1,5 +1,5 @@
 """Pod names resolved to their owning workload the way Kubernetes names pods, and the one
-object a command touches (elk_resolver/targets.py)."""
+object a command touches (elk_resolver/actions/targets.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from elk_resolver.targets import owner_of_pod, subject_key, target_of_command, workload_of
+from elk_resolver.actions.targets import owner_of_pod, subject_key, target_of_command, workload_of
 from tests.support.incident import rs_pod
 
 
@@ -61,7 +61,7 @@ def test_a_command_names_exactly_one_object(command, key, problem) -> None:
 def test_flags_are_read_as_the_policy_reads_them():
     """One flag parser: the object bound is the object the policy judged (``-nshop`` names the
     namespace; ``-lapp=x`` is a selector, not an unknown flag to skip)."""
-    from elk_resolver.targets import target_of_command
+    from elk_resolver.actions.targets import target_of_command
 
     target, _, problem = target_of_command({"type": "kubectl", "command": "kubectl rollout restart deployment/api -nshop"})
     assert problem == "" and (target.namespace, target.name) == ("shop", "api")
@@ -72,7 +72,7 @@ def test_flags_are_read_as_the_policy_reads_them():
 
 
 def test_kinds_and_names_are_judged_as_the_policy_judges_them():
-    from elk_resolver.targets import target_of_command
+    from elk_resolver.actions.targets import target_of_command
 
     target, _, problem = target_of_command(
         {"type": "kubectl", "command": "kubectl rollout restart deployment.apps/api -n shop"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiokafka.errors import KafkaConnectionError
 
-from elk_resolver.db import is_transient_db_error
+from elk_resolver.store.db import is_transient_db_error
 from streams.record_worker import is_transient
 
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from elk_resolver.migrate import load_migrations
+from elk_resolver.store.migrate import load_migrations
 
 STATUSES = ("success", "failed", "timeout", "success", "error")
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from elk_resolver.operations import Person
+from elk_resolver.operations.people import Person
 
 if TYPE_CHECKING:
     from aiohttp import web

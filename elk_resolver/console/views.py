@@ -13,9 +13,10 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from elk_resolver import operations
 from elk_resolver.console.auth import SEED_COOKIE, SESSION_COOKIE, Gate
+from elk_resolver.operations import approvals, controls, people, reading
 from elk_resolver.settings import Settings
+from handlers.execute import utc_naive
 
 log = logging.getLogger("elk_resolver.console")
 
@@ -40,7 +41,7 @@ def _when(value: Any) -> str:
 def _ago(value: Any) -> str:
     if not isinstance(value, datetime):
         return ""
-    seconds = (operations.utc_naive() - value).total_seconds()
+    seconds = (utc_naive() - value).total_seconds()
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if abs(seconds) >= size:
             return f"{seconds / size:.0f}{unit} ago" if seconds > 0 else f"in {-seconds / size:.0f}{unit}"
@@ -69,7 +70,7 @@ class Console:
         settings: Settings,
         pool: Callable[[], Any],
         *,
-        publish: operations.Publisher | None = None,
+        publish: approvals.Publisher | None = None,
         asyncapi: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.settings = settings
@@ -128,7 +129,7 @@ class Console:
         person = request.get(PERSON)
         base = {
             "person": person, "csrf": self.gate.csrf_token(seed), "path": request.path,
-            "may_decide": operations.may_decide(self.settings, person), "login_enabled": bool(self.settings.console_users),
+            "may_decide": people.may_decide(self.settings, person), "login_enabled": bool(self.settings.console_users),
             "settings": self.settings,
         }  # fmt: skip
         body = self.env.get_template(template).render(**base, **ctx)
@@ -148,17 +149,17 @@ class Console:
 
     # -- reading ------------------------------------------------------------------------------
     async def overview(self, request: web.Request) -> web.Response:
-        data = await operations.overview(self.pool, self.settings)
+        data = await reading.overview(self.pool, self.settings)
         return self.render(request, "overview.html", data)
 
     async def errors(self, request: web.Request) -> web.Response:
         kind, text = request.query.get("type") or None, (request.query.get("q") or "").strip() or None
-        data = await operations.errors(self.pool, error_type=kind, text=text, page=self._int(request, "page"))
+        data = await reading.errors(self.pool, error_type=kind, text=text, page=self._int(request, "page"))
         return self.render(request, "errors.html", {**data, "type": kind or "", "q": text or "",
                                                     "link": lambda **c: self._query(request, **c)})
 
     async def error(self, request: web.Request) -> web.Response:
-        data = await operations.error_detail(self.pool, self.settings, int(request.match_info["id"]))
+        data = await reading.error_detail(self.pool, self.settings, int(request.match_info["id"]))
         if data is None:
             raise web.HTTPNotFound(text="no such error")
         return self.render(request, "error.html", data)
@@ -166,24 +167,24 @@ class Console:
     async def approvals(self, request: web.Request) -> web.Response:
         status = request.query.get("status", "pending")
         status = None if status == "all" else status
-        paging = operations.pages(0, 1)
-        rows, total = await operations.list_approvals(self.pool, status=status, limit=paging["per_page"],
+        paging = reading.pages(0, 1)
+        rows, total = await approvals.list_approvals(self.pool, status=status, limit=paging["per_page"],
                                                       offset=(self._int(request, "page") - 1) * paging["per_page"])
-        paging = operations.pages(total, self._int(request, "page"))
-        groups = operations.by_error(rows) if status == "pending" else []
-        holds = await operations.list_incidents(self.pool, status="pending" if status == "pending" else None, limit=20)
+        paging = reading.pages(total, self._int(request, "page"))
+        groups = reading.by_error(rows) if status == "pending" else []
+        holds = await approvals.list_incidents(self.pool, status="pending" if status == "pending" else None, limit=20)
         return self.render(request, "approvals.html", {
             "rows": rows, "groups": groups, "holds": holds, "status": status or "all", "paging": paging,
             "link": lambda **c: self._query(request, **c)})  # fmt: skip
 
     async def approval(self, request: web.Request) -> web.Response:
-        data = await operations.approval_detail(self.pool, int(request.match_info["id"]))
+        data = await reading.approval_detail(self.pool, int(request.match_info["id"]))
         if data is None:
             raise web.HTTPNotFound(text="no such approval")
         return self.render(request, "approval.html", {**data, "done": request.query.get("done", "")})
 
     async def incident(self, request: web.Request) -> web.Response:
-        data = await operations.incident_detail(self.pool, int(request.match_info["id"]))
+        data = await approvals.incident_detail(self.pool, int(request.match_info["id"]))
         if data is None:
             raise web.HTTPNotFound(text="no such incident")
         return self.render(request, "incident.html", {**data, "done": request.query.get("done", "")})
@@ -198,33 +199,33 @@ class Console:
                 chosen = None if form.get("scope") == "all" else [str(v) for v in form.getall("objects", [])]
                 if chosen == []:
                     return self._refuse(request, 400, "no object selected")
-                decision = await operations.approve_incident(self.pool, self.settings, incident_id, person, chosen,
+                decision = await approvals.approve_incident(self.pool, self.settings, incident_id, person, chosen,
                                                              publish=self.publish)
             else:
-                decision = await operations.reject_incident(self.pool, self.settings, incident_id, person,
+                decision = await approvals.reject_incident(self.pool, self.settings, incident_id, person,
                                                             (form.get("reason") or "").strip() or None,
                                                             publish=self.publish)
-        except operations.Refused as exc:
+        except people.Refused as exc:
             return self._refuse(request, 403, str(exc))
         raise web.HTTPSeeOther(f"/incidents/{incident_id}?done={decision.status}")
 
     async def patterns(self, request: web.Request) -> web.Response:
-        rows = await operations.list_patterns(self.pool)
+        rows = await controls.list_patterns(self.pool)
         message = (request.query.get("message") or "").strip()
         test, problem = None, None
         if message:
             try:
-                test = await operations.test_message(self.pool, self.settings, message,
+                test = await controls.test_message(self.pool, self.settings, message,
                                                      error_type=request.query.get("error_type") or None)
-            except operations.Refused as exc:
+            except people.Refused as exc:
                 problem = str(exc)
         return self.render(request, "patterns.html", {"rows": rows, "message": message, "test": test,
                                                       "problem": problem})
 
     async def runs(self, request: web.Request) -> web.Response:
         status = request.query.get("status") or None
-        data = await operations.runs(self.pool, status=status, page=self._int(request, "page"))
-        switch = await operations.kill_switch(self.pool, self.settings)
+        data = await reading.runs(self.pool, status=status, page=self._int(request, "page"))
+        switch = await controls.kill_switch(self.pool, self.settings)
         return self.render(request, "runs.html", {**data, "status": status or "", "kill_switch": switch,
                                                   "link": lambda **c: self._query(request, **c)})
 
@@ -239,11 +240,11 @@ class Console:
         person = request[PERSON]
         try:
             if form.get("action") == "approve":
-                decision = await operations.approve(self.pool, self.settings, approval_id, person, publish=self.publish)
+                decision = await approvals.approve(self.pool, self.settings, approval_id, person, publish=self.publish)
             else:
-                decision = await operations.reject(self.pool, self.settings, approval_id, person,
+                decision = await approvals.reject(self.pool, self.settings, approval_id, person,
                                                    (form.get("reason") or "").strip() or None, publish=self.publish)
-        except operations.Refused as exc:
+        except people.Refused as exc:
             return self._refuse(request, 403, str(exc))
         raise web.HTTPSeeOther(f"/approvals/{approval_id}?done={decision.status}")
 
@@ -255,28 +256,28 @@ class Console:
         if not ids:
             return self._refuse(request, 400, "no approval selected")
         try:
-            decisions = await operations.decide_many(
+            decisions = await approvals.decide_many(
                 self.pool, self.settings, ids, person, approve_them=form.get("action") == "approve",
                 reason=(form.get("reason") or "").strip() or None, publish=self.publish)  # fmt: skip
-        except operations.Refused as exc:
+        except people.Refused as exc:
             return self._refuse(request, 403, str(exc))
         return self.render(request, "decided.html", {"decisions": decisions})
 
     async def toggle_pattern(self, request: web.Request) -> web.Response:
         form = await request.post()
         try:
-            await operations.set_pattern_enabled(self.pool, int(request.match_info["id"]), form.get("enable") == "1",
+            await controls.set_pattern_enabled(self.pool, int(request.match_info["id"]), form.get("enable") == "1",
                                                  request[PERSON])
-        except operations.Refused as exc:
+        except people.Refused as exc:
             return self._refuse(request, 403, str(exc))
         raise web.HTTPSeeOther("/patterns")
 
     async def set_kill_switch(self, request: web.Request) -> web.Response:
         form = await request.post()
         try:
-            await operations.set_kill_switch(self.pool, self.settings, form.get("state") == "on",
+            await controls.set_kill_switch(self.pool, self.settings, form.get("state") == "on",
                                              request[PERSON])
-        except operations.Refused as exc:
+        except people.Refused as exc:
             return self._refuse(request, 403, str(exc))
         raise web.HTTPSeeOther("/runs")
 
@@ -337,7 +338,7 @@ def install(
     settings: Settings,
     *,
     pool: Callable[[], Any],
-    publish: operations.Publisher | None = None,
+    publish: approvals.Publisher | None = None,
     asyncapi: Callable[[], dict[str, Any]] | None = None,
 ) -> Console:
     """Add the console's routes and middleware to an aiohttp application."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from elk_resolver.db import queries
 from elk_resolver.notify.channels import configured_channels, sign
 from elk_resolver.notify.dispatch import Dispatcher
 from elk_resolver.notify.events import (
@@ -24,6 +23,7 @@ from elk_resolver.notify.events import (
     run_recurred,
     systemic_hold,
 )
+from elk_resolver.store.db import queries
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

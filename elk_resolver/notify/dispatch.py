@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Counter
 
-from elk_resolver.db import is_transient_db_error, queries
-from elk_resolver.masking import mask_text
+from elk_resolver.events.masking import mask_text
 from elk_resolver.notify.channels import SEND_TIMEOUT_S, Channel, configured_channels
+from elk_resolver.store.db import is_transient_db_error, queries
 
 if TYPE_CHECKING:
     import asyncpg

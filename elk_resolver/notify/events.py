@@ -15,9 +15,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from elk_resolver.db import queries
-from elk_resolver.masking import mask_text
+from elk_resolver.events.masking import mask_text
 from elk_resolver.notify.channels import configured_channels
+from elk_resolver.store.db import queries
 
 if TYPE_CHECKING:
     import asyncpg

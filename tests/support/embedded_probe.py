@@ -11,8 +11,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from elk_resolver.kafka.stack import prepare, services
 from elk_resolver.settings import make_settings
-from elk_resolver.stack import prepare, services
 
 
 async def round_trip(settings, svc) -> dict:

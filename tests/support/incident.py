@@ -150,10 +150,10 @@ async def _demo(per_deployment: int, seed: int, fingerprint: str = "template") -
     from contextlib import ExitStack
     from pathlib import Path
 
-    from elk_resolver.db import create_pool
-    from elk_resolver.migrate import migrate
+    from elk_resolver.kafka.topics import ensure_topics
     from elk_resolver.settings import make_settings
-    from elk_resolver.topics import ensure_topics
+    from elk_resolver.store.db import create_pool
+    from elk_resolver.store.migrate import migrate
     from tests.support.fake_kubectl import write_fake_kubectl
     from tests.support.polling import wait_for
     from tests.support.services import kafka_service, postgres_service

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from elk_resolver.embedded import free_port
+from elk_resolver.kafka.embedded import free_port
 
 
 def run_env(settings, port: int, **extra: str) -> dict[str, str]:

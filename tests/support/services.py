@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from elk_resolver.embedded import EmbeddedKafka, EmbeddedPostgres, which_docker_answers
+from elk_resolver.kafka.embedded import EmbeddedKafka, EmbeddedPostgres, which_docker_answers
 
 
 @dataclass

@@ -1,0 +1,5 @@
+"""Kafka and the embedded stack: creating topics, offsets that hold on Apache Kafka and Tansu,
+and the embedded broker and PostgreSQL the service starts when nothing is configured.
+
+Not here: consumers and producers of the stages (``streams/``).
+"""
