@@ -131,7 +131,8 @@ class OnlineService:
             canonical.tokens = m.tokens
             canonical.learned = True
         if merges:
-            learned = [(r.key, r.error_type, r.tokens) for k, r in self.rows.items() if k not in self.aliases]
+            # as the service does (alias-learned): only templates a merge gave a <*>
+            learned = [(r.key, r.error_type, r.tokens) for k, r in self.rows.items() if k not in self.aliases and r.learned]
             self.index = AliasIndex.build(self.aliases.items(), learned)
         return len(merges)
 
