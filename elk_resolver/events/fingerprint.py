@@ -154,6 +154,11 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     # Adjacent placeholders joined by light punctuation or a space are one value (lists,
     # ranges, a.b.c, "3 4 5", "@0x7fe @0x7ff"): a list of 2 and a list of 5 ids are the same.
     ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|,? [@#]?)<\*>)+"), _P),
+    # A word a program put in quotes is a value it inserted: a table, constraint, user, key
+    # or input (relation "orders", constraint 'users_pkey', Go's %q, Python's repr). One
+    # quoted token only: a quoted phrase may hold the event (an HTTP request line's method).
+    ('"', re.compile(r'"(?<![^\s(\[{=,:]")(?!<\*>")[^\s"\'`]+"(?=[\s)\]},.;:]|$)'), '"' + _P + '"'),
+    ("'", re.compile(r"'(?<![^\s(\[{=,:]')(?!<\*>')[^\s\"'`]+'(?=[\s)\]},.;:]|$)"), "'" + _P + "'"),
 )
 
 
