@@ -266,6 +266,14 @@ def mask_values(message: str) -> str:
     return message
 
 
+def rules_text() -> str:
+    """Everything a template depends on, as text: the rules and the whole-token step. Its
+    digest (merge_pass.rules_digest) tells the merge pass that stored hashes were made by
+    other rules, and it remaps them."""
+    rules = "\x1e".join(f"{gate}\x1f{pattern.pattern}\x1f{replacement}" for gate, pattern, replacement in _RULES)
+    return rules + "\x1e" + "\x1f".join((_GLUED.pattern, _GLUE_AT.pattern, _TOKEN_PARTS.pattern))
+
+
 @dataclass(frozen=True, slots=True)
 class Fingerprint:
     hash: str  # sha256 hex digest, 64 characters
