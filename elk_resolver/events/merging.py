@@ -236,6 +236,25 @@ def _family_merge(
     return Merge(canonical.key, tuple(r.key for r in members), i, tokens, tuple(sorted(values)[:20]))
 
 
+def candidate_values(rows: Iterable[TemplateRow]) -> set[str]:
+    """The tokens at a slot where two templates of one bucket differ: the only values whose
+    vocabulary counts a pass needs (the rest of a bucket's tokens are never judged)."""
+    out: set[str] = set()
+    buckets: dict[tuple[str, int], list[tuple[str, ...]]] = defaultdict(list)
+    for row in rows:
+        buckets[(row.error_type, len(row.tokens))].append(row.tokens)
+    for (_, width), members in buckets.items():
+        for i in range(width):
+            seen: dict[tuple[str, ...], str] = {}
+            for toks in members:
+                rest = toks[:i] + toks[i + 1 :]
+                first = seen.setdefault(rest, toks[i])
+                if first != toks[i]:
+                    out.update((first, toks[i]))
+    out.discard(WILDCARD)
+    return out
+
+
 def vocabulary_of(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
     """(error type, token) -> the number of templates of that error type holding the token."""
     counts: Counter[tuple[str, str]] = Counter()

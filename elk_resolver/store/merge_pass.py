@@ -34,7 +34,7 @@ import asyncpg
 
 from elk_resolver.events import fingerprint as fingerprint_rules
 from elk_resolver.events.fingerprint import fingerprint
-from elk_resolver.events.merging import MergeConfig, TemplateRow, plan_merges, tokens_of
+from elk_resolver.events.merging import MergeConfig, TemplateRow, candidate_values, plan_merges, tokens_of
 from elk_resolver.store.db import queries
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ async def _merge_bucket(
         for r in rows
     ]
     del rows
-    tokens = sorted({t for row in templates for t in row.tokens})
+    tokens = sorted(candidate_values(templates))
     vocabulary = {(error_type, r["tok"]): r["templates"] for r in await conn.fetch(q.merge_vocabulary, error_type, tokens)}
     # CPU work off the event loop: the ingest stage shares it
     planned = await asyncio.to_thread(plan_merges, templates, blocked=blocked, config=config, vocabulary=vocabulary)

@@ -61,11 +61,13 @@ SELECT * FROM (
 -- name: merge-vocabulary
 -- In how many live templates of error type $1 each of the tokens $2 appears: a value that is
 -- a token of other templates is a constant there (a closed set's word, not an identifier).
-SELECT tok, count(*)::int AS templates
+-- (a join on the asked tokens, not = any(): the array may hold thousands, a hash join reads it once)
+SELECT x AS tok, count(DISTINCT t.hash_signature)::int AS templates
 FROM error_templates t JOIN error_logs e USING (hash_signature)
-CROSS JOIN LATERAL (SELECT DISTINCT x AS tok FROM unnest(t.tokens) x) u
-WHERE t.error_type = $1 AND e.merged_into IS NULL AND u.tok = any($2::text[])
-GROUP BY tok;
+CROSS JOIN unnest(t.tokens) x
+JOIN unnest($2::text[]) asked(w) ON asked.w = x
+WHERE t.error_type = $1 AND e.merged_into IS NULL
+GROUP BY x;
 
 -- name: merge-blocked
 SELECT hash_a, hash_b FROM error_splits;
