@@ -231,6 +231,9 @@ _TOKEN_PARTS = re.compile(
 )
 
 
+_JOIN = next(pattern for gate, pattern, _ in _RULES if gate == "<*>")
+
+
 def _whole(match: re.Match[str]) -> str:
     before, key, value, after = _TOKEN_PARTS.match(match.group(0)).groups()
     if PLACEHOLDER not in value:  # the placeholder sits in the key: the token is one value
@@ -243,7 +246,8 @@ def whole_tokens(template: str) -> str:
     placeholder (keys, argument brackets and wrapping punctuation stay)."""
     if PLACEHOLDER not in template or _GLUE_AT.search(template) is None:
         return template
-    return _GLUED.sub(_whole, template)
+    # a token made one value may now stand beside another: one value, as the rules join them
+    return _JOIN.sub(_P, _GLUED.sub(_whole, template))
 
 
 def normalize(message: str) -> str:
