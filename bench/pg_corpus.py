@@ -509,10 +509,7 @@ class Workload:
             )
             del results
         finally:
-            for c in (one, two):
-                if c.is_in_transaction():
-                    await c.execute("ROLLBACK")
-                await c.close()
+            await _close(one, two)
 
     async def lock_wait(self):
         r = self.rng
@@ -530,10 +527,7 @@ class Workload:
             except Exception:
                 pass
         finally:
-            for c in (holder, waiter):
-                if c.is_in_transaction():
-                    await c.execute("ROLLBACK")
-                await c.close()
+            await _close(holder, waiter)
 
     async def serialization(self):
         r = self.rng
@@ -548,10 +542,7 @@ class Workload:
             except Exception:
                 pass
         finally:
-            for c in (one, two):
-                if c.is_in_transaction():
-                    await c.execute("ROLLBACK")
-                await c.close()
+            await _close(one, two)
 
     async def login(self):
         import asyncpg
@@ -646,6 +637,14 @@ class Workload:
             for c in conns:
                 await c.close()
         await self.su.close()
+
+
+async def _close(*conns) -> None:
+    """Roll back what a scenario left open and close its connections."""
+    for c in conns:
+        if c.is_in_transaction():
+            await c.execute("ROLLBACK")
+        await c.close()
 
 
 # --- from log to corpus ---------------------------------------------------------------------
