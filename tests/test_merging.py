@@ -322,3 +322,19 @@ def test_a_long_merge_pass_spaces_out_the_next_ones():
     assert next_pass_in(30.0, 0.2) == 30.0  # a quick pass: the configured interval
     wait = next_pass_in(30.0, 20.0)  # a pass over a burst of new errors
     assert wait > 30.0 and 20.0 / (20.0 + wait) <= MERGE_PASS_SHARE + 1e-9
+
+
+async def test_a_bucket_larger_than_the_pass_bound_merges_over_passes(pool, monkeypatch):
+    """The pass reads at most BUCKET_ROWS rows of a bucket (its memory bound), the new rows
+    first: what one pass leaves out joins the canonical on a later one."""
+    from elk_resolver.store import merge_pass
+
+    monkeypatch.setattr(merge_pass, "BUCKET_ROWS", 10)
+    await ingest(pool, [f"quota exceeded for {t} tenant" for t in TENANTS])  # 11 rows, 10 read
+    first = await run_merge_pass(pool)
+    assert [len(m["members"]) for m in first.merges] == [9]
+    await ingest(pool, ["quota exceeded for nakatomi tenant"], start=50)
+    await run_merge_pass(pool)
+    after = await rows(pool)
+    assert [r["merged_into"] for r in after[1:]] == [after[0]["id"]] * len(TENANTS)
+    assert after[0]["occurrence_count"] == len(TENANTS) + 1
