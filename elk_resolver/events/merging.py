@@ -145,8 +145,11 @@ def slot_is_variable(
         return True
     if len(rest) >= config.many_values:
         return True
-    # a tail needs a sample to be one: the first sightings of a closed set are all rare too
-    if len(rest) < config.min_values or sum(rest.values()) < config.sample_factor * len(rest):
+    if len(rest) < config.min_values:
+        return False
+    # a tail of plain words needs a sample to be one: the first sightings of a closed set
+    # (states, verbs) are all rare too; a compound value (acme-eu, a.b) is an id's shape
+    if all(_plain(v) for v in rest) and sum(rest.values()) < config.sample_factor * len(rest):
         return False
     return rare >= config.min_rare or (generated and rare >= 1)
 
