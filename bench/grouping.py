@@ -7,15 +7,24 @@ so GA rewards templates that are neither too coarse nor too fine. Beside GA: the
 share (messages in a group that holds more than one true event) and the over-split share
 (messages whose true event is spread over more than one group).
 
-Columns: ``exact`` (raw message), ``template`` (the stateless template alone), ``service``
-(what ingest stores: the template, resolved through the alias index, with a merge pass every
-``--merge-every`` messages, each system's messages in their order), ``drain3`` (Drain3's
-defaults, online). The systems are split in two: ``dev`` (rules were checked against them
-while written) and ``held-out`` (only measured); averages are given for each half.
+Columns: ``exact`` (raw message), ``pieces`` (the template rules masking the part of a token
+they recognise, before normalize's whole-token step), ``template`` (normalize: the stateless
+template alone), ``service`` (what ingest stores: the template, resolved through the alias
+index, with a merge pass every ``--merge-every`` messages, each system's messages in their
+order), ``digits`` (every token holding a digit is a value: rules written for no system in
+particular) and ``digits+merge`` (the same under the service's merge pass: what the merge
+does where the rules know nothing), ``drain3`` (Drain3's defaults, online); ``o-m``/``o-s``
+after a column: its over-merge and over-split shares. The merge's own effect is ``service``
+minus ``template`` and ``digits+merge`` minus ``digits``.
 
-Run: ``python -m bench.grouping [--corpus DIR]``. The corpus is read in place
-(``../shared/corpus/loghub-2k`` beside the repository); it is never copied in. Without it
-the command says what is missing and exits 0.
+Two corpora: LogHub-2k, split in two halves, ``dev`` (rules were checked against them while
+written) and ``held-out`` (only measured), and the PostgreSQL corpus this repository builds
+from the server's own message catalogs (``bench/pg_corpus.py``, ``bench/data``), which no rule
+was written against.
+
+Run: ``python -m bench.grouping [--corpus DIR ...]``. LogHub-2k is read in place
+(``../shared/corpus/loghub-2k`` beside the repository); it is never copied in. A corpus that
+is missing is named and skipped.
 """
 
 from __future__ import annotations
@@ -29,11 +38,12 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
-from elk_resolver.events.fingerprint import fingerprint, normalize
+from elk_resolver.events.fingerprint import fingerprint, mask_values, normalize
 from elk_resolver.events.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, tokens_of
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "loghub-2k"
-FILE_GLOB = "*_2k.log_structured.csv"
+BUILT_CORPUS = Path(__file__).resolve().parent / "data"  # bench/pg_corpus.py's output
+FILE_GLOB = "*.log_structured.csv"
 
 Grouper = Callable[[Sequence[str]], list[Hashable]]
 # The half of the corpus the rules were checked against while being written; the rest is
@@ -131,7 +141,8 @@ class OnlineService:
             canonical.tokens = m.tokens
             canonical.learned = True
         if merges:
-            learned = [(r.key, r.error_type, r.tokens) for k, r in self.rows.items() if k not in self.aliases]
+            # as the service does (alias-learned): only templates a merge gave a <*>
+            learned = [(r.key, r.error_type, r.tokens) for k, r in self.rows.items() if k not in self.aliases and r.learned]
             self.index = AliasIndex.build(self.aliases.items(), learned)
         return len(merges)
 
@@ -164,6 +175,10 @@ def group_template(messages: Sequence[str]) -> list[Hashable]:
     return [normalize(message) for message in messages]
 
 
+def group_pieces(messages: Sequence[str]) -> list[Hashable]:
+    return [mask_values(message) for message in messages]
+
+
 def group_drain3(messages: Sequence[str]) -> list[Hashable]:
     # Benchmark-only dependency, imported when used. An explicit default config: without one
     # TemplateMiner looks for drain3.ini and prints that it is missing.
@@ -184,7 +199,11 @@ def _drain3_available() -> bool:
 
 def groupers() -> dict[str, Grouper]:
     """The fingerprints compared, by column name; drain3 only when it is installed."""
-    found: dict[str, Grouper] = {"exact": group_exact, "template": group_template, "service": group_service,
+    found: dict[str, Grouper] = {
+        "exact": group_exact,
+        "pieces": group_pieces,
+        "template": group_template,
+        "service": group_service,
         "digits": group_digits,
         "digits+merge": group_digits_merged,
     }
@@ -211,9 +230,13 @@ def system_of(path: Path) -> str:
     return path.name.split("_", 1)[0]
 
 
+SHARES_OF = ("template", "service", "digits", "digits+merge")  # columns followed by o-m and o-s
+
+
 def grouping_results(corpus: Path = DEFAULT_CORPUS) -> dict[str, dict[str, float]]:
-    """Per file: GA per fingerprint, and ``service_over_merge``/``service_over_split``:
-    ``{"HDFS_2k.log_structured.csv": {"exact": .., "template": .., "service": .., ...}}``."""
+    """Per file: GA per fingerprint, and the over-merge and over-split shares of some:
+    ``{"HDFS_2k.log_structured.csv": {"exact": .., "template": .., "template o-m": .., ...}}``;
+    ``over_merge``/``over_split`` are the service's."""
     compared = groupers()
     results: dict[str, dict[str, float]] = {}
     for path in corpus_files(corpus):
@@ -222,10 +245,11 @@ def grouping_results(corpus: Path = DEFAULT_CORPUS) -> dict[str, dict[str, float
         for name, group in compared.items():
             predicted = group(messages)
             row[name] = grouping_accuracy(predicted, truth)
-            if name == "service":
-                row["over_merge"], row["over_split"] = split_shares(predicted, truth)
-            elif name in ("digits", "digits+merge"):  # what the merge pass adds to a plain rule
-                row[f"{name} o-m"] = split_shares(predicted, truth)[0]
+            if name in SHARES_OF:
+                row[f"{name} o-m"], row[f"{name} o-s"] = split_shares(predicted, truth)
+        row["over_merge"], row["over_split"] = row["service o-m"], row["service o-s"]
+        row["merge gain"] = row["service"] - row["template"]
+        row["merge gain (digits)"] = row["digits+merge"] - row["digits"]
         results[path.name] = row
     return results
 
@@ -246,20 +270,14 @@ def template_speed_us(corpus: Path = DEFAULT_CORPUS, repeats: int = 3) -> float:
     return best / len(messages) * 1e6
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
-    parser.add_argument("--speed", action="store_true", help="also print normalize µs/message")
-    args = parser.parse_args(argv)
-    # drain3 logs every cluster it creates at INFO; the benchmark output is the table.
-    logging.getLogger("drain3").setLevel(logging.WARNING)
+# the columns the table prints (the results hold them all)
+TABLE = ("exact", "pieces", "template", "template o-m", "template o-s", "service", "service o-m", "service o-s",
+         "merge gain", "digits", "digits o-m", "digits+merge", "digits+merge o-m", "digits+merge o-s",
+         "merge gain (digits)", "drain3")
 
-    try:
-        results = grouping_results(args.corpus)
-    except FileNotFoundError as exc:
-        print(f"grouping skipped: {exc} (pass --corpus DIR holding LogHub-2k *_2k.log_structured.csv)")
-        return
-    columns = list(next(iter(results.values())))
+
+def print_table(results: dict[str, dict[str, float]], halves: bool) -> None:
+    columns = [c for c in TABLE if c in next(iter(results.values()))]
     widths = [max(len(c), 6) for c in columns]
     width = max(len(system_of(Path(name))) for name in results) + len(" (held-out)")
 
@@ -267,19 +285,45 @@ def main(argv: Sequence[str] | None = None) -> None:
         return f"{label:<{width}}  " + "  ".join(f"{v:>{w}.3f}" for v, w in zip(values, widths))
 
     print(f"{'system':<{width}}  " + "  ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
-    halves = (
-        ("dev", {n: r for n, r in results.items() if system_of(Path(n)) in DEV_SYSTEMS}),
-        ("held-out", {n: r for n, r in results.items() if system_of(Path(n)) not in DEV_SYSTEMS}),
-    )
-    for half, rows in halves:
+    groups = [("", results)]
+    if halves:
+        groups = [
+            ("dev", {n: r for n, r in results.items() if system_of(Path(n)) in DEV_SYSTEMS}),
+            ("held-out", {n: r for n, r in results.items() if system_of(Path(n)) not in DEV_SYSTEMS}),
+        ]
+    for half, rows in groups:
         for name, row in rows.items():
-            print(line(f"{system_of(Path(name))} ({half})", [row[c] for c in columns]))
+            print(line(f"{system_of(Path(name))}" + (f" ({half})" if half else ""), [row[c] for c in columns]))
         if rows and len(rows) < len(results):
             print(line(f"average {half}", [average(rows, c) for c in columns]))
     print(line("average", [average(results, c) for c in columns]))
-    if args.speed:
-        print(f"normalize {template_speed_us(args.corpus):.2f} us/message")
-    print(f"average GA {average(results, 'service'):.4f}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, action="append",
+                        help=f"a directory of *.log_structured.csv (repeatable; default {DEFAULT_CORPUS} and {BUILT_CORPUS})")
+    parser.add_argument("--speed", action="store_true", help="also print normalize µs/message")
+    args = parser.parse_args(argv)
+    corpora = args.corpus or [DEFAULT_CORPUS, BUILT_CORPUS]
+    # drain3 logs every cluster it creates at INFO; the benchmark output is the table.
+    logging.getLogger("drain3").setLevel(logging.WARNING)
+
+    last = None
+    for corpus in corpora:
+        try:
+            results = grouping_results(corpus)
+        except FileNotFoundError as exc:
+            print(f"grouping skipped: {exc} (pass --corpus DIR holding *.log_structured.csv)")
+            continue
+        print(f"== {corpus}")
+        print_table(results, halves=any(system_of(Path(n)) in DEV_SYSTEMS for n in results))
+        if args.speed:
+            print(f"normalize {template_speed_us(corpus):.2f} us/message")
+        last = results
+        print(f"average GA {average(results, 'service'):.4f}")
+    if last is None:
+        return
 
 
 if __name__ == "__main__":

@@ -40,8 +40,10 @@ async def test_repeats_of_a_known_error_are_hot_updates(database_url):
     try:
         await store_batch(conn, first, partitions=PartitionCache())
         # the repeats arrive over several batches, as an error's repeats do
+        expected = 0  # one update per error per batch (a name the rules mask may make two records one error)
         for start in range(0, 400, 50):
             again = _batch(data.records[start : start + 50], offset=10_000 + start)
+            expected += len(again.errors)
             again.occurrences = {(f"{i}-again", when): v for (i, when), v in again.occurrences.items()}
             await store_batch(conn, again, partitions=PartitionCache())
         await conn.execute("SELECT pg_stat_force_next_flush()")
@@ -53,10 +55,10 @@ async def test_repeats_of_a_known_error_are_hot_updates(database_url):
                 "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'error_logs'"
             )
             updated, hot = row["n_tup_upd"], row["n_tup_hot_upd"]
-            if updated >= len(first.errors):
+            if updated >= expected:
                 break
             await conn.execute("SELECT pg_stat_clear_snapshot()")
-        assert updated == len(first.errors)
+        assert updated == expected
         assert hot >= 0.8 * updated, (hot, updated)  # 232 of 400 with the pages packed full
     finally:
         await conn.close()

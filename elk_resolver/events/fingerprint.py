@@ -154,6 +154,11 @@ _RULES: tuple[tuple[str | tuple[str, ...], re.Pattern[str], str], ...] = (
     # Adjacent placeholders joined by light punctuation or a space are one value (lists,
     # ranges, a.b.c, "3 4 5", "@0x7fe @0x7ff"): a list of 2 and a list of 5 ids are the same.
     ("<*>", re.compile(r"<\*>(?:(?:[.:,_/-]{0,2}|,? [@#]?)<\*>)+"), _P),
+    # A word a program put in quotes is a value it inserted: a table, constraint, user, key
+    # or input (relation "orders", constraint 'users_pkey', Go's %q, Python's repr). One
+    # quoted token only: a quoted phrase may hold the event (an HTTP request line's method).
+    ('"', re.compile(r'"(?<![^\s(\[{=,:]")(?!<\*>")[^\s"\'`]+"(?=[\s)\]},.;:]|$)'), '"' + _P + '"'),
+    ("'", re.compile(r"'(?<![^\s(\[{=,:]')(?!<\*>')[^\s\"'`]+'(?=[\s)\]},.;:]|$)"), "'" + _P + "'"),
 )
 
 
@@ -205,8 +210,54 @@ def _plan_entry(i: int, gate: str | tuple[str, ...]) -> tuple[str, int]:
 _PLAN = tuple((*_plan_entry(i, gate), pattern, replacement) for i, (gate, pattern, replacement) in enumerate(_RULES))
 
 
+# Whole-token variables. A rule masks the part of a token it recognises (the digits of
+# ``blk_-42``, the version inside ``org.apache.v2.app.JobEvent``, the id after ``Monitor@``),
+# and what stays beside the placeholder looks constant only because this message's value had
+# that shape: the same slot holds ``Vendor-Name~<*>~<*>`` in one message and a bare id in the
+# next, and one event becomes two templates. A token whose placeholder is glued to name
+# characters (letters, digits, ``_ - . ~ $ @ # +``) is therefore one value as a whole. What
+# stays is structure: a key before ``=``, ``:``, a dotted leader (``depth.....<*>``) or an
+# opening bracket (``chdir(<*>)``, ``WorkSource{<*>}``: the name is a function or a type,
+# and the value its argument), and the punctuation that wraps the token.
+_GLUED = re.compile(r"\S*?(?:[\w~$@#+.-]<\*>|<\*>(?:[\w~$@#+-]|\.\w))\S*")
+# the same test anchored on the placeholder (a literal the engine skips ahead to): most
+# templates have no glued placeholder and are done after it
+_GLUE_AT = re.compile(r"<\*>(?:(?<=[\w~$@#+.-]<\*>)|(?=[\w~$@#+-]|\.\w))")
+_TOKEN_PARTS = re.compile(
+    r"([(\[{\"']*)"  # wrapping punctuation before
+    r"((?:[^\s=:(\[{<]*?(?:=|:|\.{2,}|[(\[{]))?)"  # a key or a name with its argument bracket
+    r"(.*?)"  # the value
+    r"([)\]}\"',;:.!?]*)$"  # wrapping punctuation after
+)
+
+
+_JOIN = next(pattern for gate, pattern, _ in _RULES if gate == "<*>")
+
+
+def _whole(match: re.Match[str]) -> str:
+    before, key, value, after = _TOKEN_PARTS.match(match.group(0)).groups()
+    if PLACEHOLDER not in value:  # the placeholder sits in the key: the token is one value
+        return before + PLACEHOLDER + after
+    return before + key + PLACEHOLDER + after
+
+
+def whole_tokens(template: str) -> str:
+    """``template`` with every token whose placeholder is glued to name characters made one
+    placeholder (keys, argument brackets and wrapping punctuation stay)."""
+    if PLACEHOLDER not in template or _GLUE_AT.search(template) is None:
+        return template
+    # a token made one value may now stand beside another: one value, as the rules join them
+    return _JOIN.sub(_P, _GLUED.sub(_whole, template))
+
+
 def normalize(message: str) -> str:
-    """The message with its volatile values replaced by ``<*>``."""
+    """The message with its volatile values replaced by ``<*>``, each variable token whole."""
+    return whole_tokens(mask_values(message))
+
+
+def mask_values(message: str) -> str:
+    """The message with the values the rules recognise replaced by ``<*>``, where they are
+    (a piece of a token may be masked): :func:`normalize` before its whole-token step."""
     have = 0
     for i in _NEED_MATCH(message.encode()):
         have |= 1 << i
@@ -217,6 +268,14 @@ def normalize(message: str) -> str:
             continue
         message = pattern.sub(replacement, message)
     return message
+
+
+def rules_text() -> str:
+    """Everything a template depends on, as text: the rules and the whole-token step. Its
+    digest (merge_pass.rules_digest) tells the merge pass that stored hashes were made by
+    other rules, and it remaps them."""
+    rules = "\x1e".join(f"{gate}\x1f{pattern.pattern}\x1f{replacement}" for gate, pattern, replacement in _RULES)
+    return rules + "\x1e" + "\x1f".join((_GLUED.pattern, _GLUE_AT.pattern, _TOKEN_PARTS.pattern))
 
 
 @dataclass(frozen=True, slots=True)

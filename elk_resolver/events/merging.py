@@ -28,7 +28,8 @@ learned position finds its canonical error without waiting for the next pass.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -54,15 +55,20 @@ class TemplateRow:
 
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
-    min_values: int = 5
-    """distinct values a slot must have taken (chosen on the dev half of LogHub-2k)."""
-    generated_weight: int = 1
-    """what a ``<*>`` value counts for (more than 1 merged closed sets: dcache/icache/<*>)."""
-    max_repeat_share: float = 0.6
-    """at most this share of the family's occurrences may come from values seen 3+ times."""
-    repeat_at: int = 3
-    word_factor: int = 2
-    """a slot whose values are all plain words needs this many times ``min_values``."""
+    min_values: int = 3
+    """distinct values a slot must have taken (2 are enough when one is a whole ``<*>``)."""
+    rare_at: int = 1
+    rare_share: float = 0.05
+    """a value is rare (the tail of an open set) when seen at most ``rare_at`` times or in at
+    most this share of the family's occurrences (one dominant value leaves the rest rare)."""
+    min_rare: int = 2
+    """rare values a slot of plain values needs: a closed set, once seen, stops growing a tail."""
+    sample_factor: int = 3
+    """a tail counts once the family holds this many occurrences per distinct value."""
+    many_values: int = 10
+    """so many distinct values are a variable whatever their counts (few closed sets are larger)."""
+    max_known_share: float = 0.5
+    """a slot is a closed set when this share of its values are tokens of other templates."""
     min_constants: int = 2
     """the merged template keeps at least this many tokens that are not ``<*>``..."""
     min_constant_share: float = 0.34
@@ -84,34 +90,68 @@ class Merge:
         return {"rule": "merge-pass", "position": self.position, "values": list(self.values)}
 
 
-def _generated(value: str) -> bool:
-    # Only the template's own placeholder: a short vowel-free word (HTTPS, TCP) is an acronym,
-    # and a long one is a placeholder already (fingerprint's vowel-free class).
-    return value == WILDCARD
-
-
 def _keyish(tokens: tuple[str, ...], i: int) -> bool:
     """The first token (what happened) or a key (``key=``/``key:``) is never a variable."""
     return i == 0 or tokens[i].endswith(("=", ":"))
 
 
-def _word(value: str) -> bool:
-    """A plain word (letters only, lower case or capitalised or all capitals): the shape of
-    states, verbs and component names, and of user names too; an id has other characters."""
-    return value.isalpha() and (value.islower() or value.isupper() or value[1:].islower())
+_KEY = re.compile(r"([(\[{\"']*[A-Za-z_][\w-]*(?:\.[\w-]+)*(?:[=:]|\.{2,}))(.+)")
 
 
-def slot_is_variable(values: Mapping[str, int], config: MergeConfig = MergeConfig()) -> bool:
-    """``values``: occurrences per distinct value at one slot of one family."""
-    weight = sum(config.generated_weight if _generated(v) else 1 for v in values)
-    needed = config.min_values
-    if all(_word(v) for v in values):
-        needed *= config.word_factor  # a closed set of words (states...) is rarely this large
-    if weight < needed:
+def _split_key(value: str) -> tuple[str, str]:
+    """(key, value) of a ``key=value``, ``key:value`` or ``key.....value`` token; ("", token)
+    otherwise."""
+    m = _KEY.fullmatch(value)
+    return (m.group(1), m.group(2).rstrip(")]}\"',;")) if m else ("", value)
+
+
+def _plain(value: str) -> bool:
+    """Letters only, with wrapping punctuation: the shape of a flag or state (``ok``, ``true``)."""
+    return value.strip("()[]{}\"',;.").isalpha()
+
+
+def slot_is_variable(
+    values: Mapping[str, int], config: MergeConfig = MergeConfig(), known: Collection[str] = ()
+) -> bool:
+    """Is one slot of one family a variable? ``values``: occurrences per distinct token at the
+    slot; ``known``: those of them that are tokens of other templates of the error type.
+
+    Evidence for a variable: the template rules found a whole value there in some message (a
+    ``<*>``), a value holds a placeholder (an id the rules cut out), many values, or a tail of
+    rare values (an open set keeps showing new values; a closed set, states, verbs, HTTP
+    methods, shows the same few again and again, each many times). Evidence for a closed
+    set, which wins: its values are constants of other templates (true, null, start, GET
+    where the path is a constant). A ``key=value`` slot is judged on its values, one key only,
+    and plain-word values of a key stay apart (``state=ok``: the normalize rules' stance)."""
+    keys = {_split_key(v)[0] for v in values}
+    if len(keys) > 1:
         return False
-    total = sum(values.values())
-    repeated = sum(n for v, n in values.items() if n >= config.repeat_at and not _generated(v))
-    return repeated <= config.max_repeat_share * total
+    (key,) = keys
+    rest: dict[str, int] = defaultdict(int)
+    for v, n in values.items():
+        rest[_split_key(v)[1]] += n
+    others = [v for v in values if WILDCARD not in v]
+    if others and sum(1 for v in others if v in known) >= max(1.0, config.max_known_share * len(others)):
+        return False
+    if key and all(_plain(v) for v in rest):
+        return False
+    if len(rest) < 2:
+        return False
+    rare_below = max(config.rare_at, config.rare_share * sum(rest.values()))
+    plain = [n for v, n in rest.items() if WILDCARD not in v]
+    rare = sum(1 for n in plain if n <= rare_below)
+    generated = len(plain) < len(rest)  # the rules found a value here in some message...
+    if WILDCARD in rest and rare == len(plain):  # ... the whole token in one at least
+        return True
+    if len(rest) >= config.many_values:
+        return True
+    if len(rest) < config.min_values:
+        return False
+    # a tail of plain words needs a sample to be one: the first sightings of a closed set
+    # (states, verbs) are all rare too; a compound value (acme-eu, a.b) is an id's shape
+    if all(_plain(v) for v in rest) and sum(rest.values()) < config.sample_factor * len(rest):
+        return False
+    return rare >= config.min_rare or (generated and rare >= 1)
 
 
 def plan_merges(
@@ -119,16 +159,22 @@ def plan_merges(
     *,
     blocked: Collection[frozenset[str]] = (),
     config: MergeConfig = MergeConfig(),
+    vocabulary: Mapping[tuple[str, str], int] | None = None,
 ) -> list[Merge]:
     """Merges to record, in order; later ones may absorb the canonical of earlier ones.
 
     ``rows`` in age order (oldest first): the oldest member of a family is its canonical, so
-    an error keeps its id, solutions and history when newer variants join it."""
+    an error keeps its id, solutions and history when newer variants join it. ``vocabulary``:
+    (error type, token) -> how many templates of that error type hold the token, for the
+    tokens of ``rows`` at least (:func:`vocabulary_of` ``rows`` when not given: a caller that
+    passes only some buckets of an error type passes the counts over all of them)."""
     live: dict[str, TemplateRow] = {}
     order: dict[str, int] = {}
     for n, row in enumerate(rows):
         live[row.key] = TemplateRow(row.key, row.error_type, row.tokens, row.count, row.learned)
         order[row.key] = n
+    if vocabulary is None:
+        vocabulary = vocabulary_of(live.values())
     blocked_set = {frozenset(b) for b in blocked}
     merges: list[Merge] = []
     changed = True
@@ -149,7 +195,7 @@ def plan_merges(
                     if row is not None:
                         families[row.tokens[:i] + row.tokens[i + 1 :]].append(row)
                 for family in families.values():
-                    merge = _family_merge(family, i, blocked_set, order, config)
+                    merge = _family_merge(family, i, blocked_set, order, config, vocabulary)
                     if merge is None:
                         continue
                     merges.append(merge)
@@ -168,6 +214,7 @@ def _family_merge(
     blocked: set[frozenset[str]],
     order: dict[str, int],
     config: MergeConfig,
+    vocabulary: Mapping[tuple[str, str], int],
 ) -> Merge | None:
     if len(family) < 2:
         return None
@@ -186,10 +233,49 @@ def _family_merge(
         values[r.tokens[i]] += r.count
     # a slot a merge made variable takes late values (rows a copy stored before it reloaded)
     known = canonical.learned and canonical.tokens[i] == WILDCARD
-    if not known and not slot_is_variable(values, config):
+    if not known and not slot_is_variable(values, config, _known_elsewhere(values, (canonical, *members), vocabulary)):
         return None
     tokens = canonical.tokens[:i] + (WILDCARD,) + canonical.tokens[i + 1 :]
     return Merge(canonical.key, tuple(r.key for r in members), i, tokens, tuple(sorted(values)[:20]))
+
+
+def candidate_values(rows: Iterable[TemplateRow]) -> set[str]:
+    """The tokens at a slot where two templates of one bucket differ: the only values whose
+    vocabulary counts a pass needs (the rest of a bucket's tokens are never judged)."""
+    out: set[str] = set()
+    buckets: dict[tuple[str, int], list[tuple[str, ...]]] = defaultdict(list)
+    for row in rows:
+        buckets[(row.error_type, len(row.tokens))].append(row.tokens)
+    for (_, width), members in buckets.items():
+        for i in range(width):
+            seen: dict[tuple[str, ...], str] = {}
+            for toks in members:
+                rest = toks[:i] + toks[i + 1 :]
+                first = seen.setdefault(rest, toks[i])
+                if first != toks[i]:
+                    out.update((first, toks[i]))
+    out.discard(WILDCARD)
+    return out
+
+
+def vocabulary_of(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
+    """(error type, token) -> the number of templates of that error type holding the token."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        counts.update((row.error_type, t) for t in set(row.tokens) if t != WILDCARD)
+    return counts
+
+
+def _known_elsewhere(
+    values: Mapping[str, int], family: Iterable[TemplateRow], vocabulary: Mapping[tuple[str, str], int]
+) -> set[str]:
+    """The values that are tokens of templates outside the family (of its error type)."""
+    family = list(family)
+    error_type = family[0].error_type
+    inside: Counter[str] = Counter()
+    for row in family:
+        inside.update(v for v in set(row.tokens) if v in values)
+    return {v for v in values if vocabulary.get((error_type, v), 0) > inside[v]}
 
 
 @dataclass(slots=True)

@@ -34,20 +34,19 @@ import asyncpg
 
 from elk_resolver.events import fingerprint as fingerprint_rules
 from elk_resolver.events.fingerprint import fingerprint
-from elk_resolver.events.merging import MergeConfig, TemplateRow, plan_merges, tokens_of
+from elk_resolver.events.merging import MergeConfig, TemplateRow, candidate_values, plan_merges, tokens_of
 from elk_resolver.store.db import queries
 
 log = logging.getLogger(__name__)
 
 PASS_ACTOR = "merge-pass"
+CHUNK_ROWS = 5000  # new rows tokenized per statement
+BUCKET_ROWS = 20000  # rows of one (error type, width) bucket a pass looks at, at most
 
 
 def rules_digest(version: str) -> str:
     """What the stored hashes depend on: the version and the template rules' text."""
-    text = version + "\x1e" + "\x1e".join(
-        f"{gate}\x1f{pattern.pattern}\x1f{replacement}" for gate, pattern, replacement in fingerprint_rules._RULES
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256((version + "\x1e" + fingerprint_rules.rules_text()).encode()).hexdigest()
 
 
 @dataclass(slots=True)
@@ -75,15 +74,14 @@ async def run_merge_pass(
         result.ran = True
         state = await conn.fetchrow(q.merge_state)
         changed = False
-        upto = state["tokenized_upto"]
-        new_rows = await conn.fetch(q.merge_untokenized, upto)
-        if new_rows:
+        start = upto = state["tokenized_upto"]
+        while new_rows := await conn.fetch(q.merge_untokenized, upto, CHUNK_ROWS):
             await conn.executemany(
                 q.merge_add_template,
                 [(r["hash_signature"], r["error_type"], list(tokens_of(r["fingerprint_template"]))) for r in new_rows],
             )
             upto = new_rows[-1]["id"]
-            result.tokenized = len(new_rows)
+            result.tokenized += len(new_rows)
         digest = rules_digest(version)
         # also on the first pass (no digest yet): rows stored before this feature, or by an
         # older release, were fingerprinted by older rules
@@ -94,27 +92,16 @@ async def run_merge_pass(
         if stale:
             await lock_rows(conn, [h for r in stale for h in r])
             result.swept = len(await conn.fetch(q.merge_sweep))
-        # a family needs a row new since the last pass (or a rule change): load only the
-        # buckets those rows fall in
-        touched = [r["hash_signature"] for r in new_rows]
-        if state["rules_digest"] != digest:
-            touched = None  # every template may have changed
-        rows = await conn.fetch(q.merge_live_rows, touched) if touched != [] else []
-        blocked = [frozenset((r["hash_a"], r["hash_b"])) for r in await conn.fetch(q.merge_blocked)]
-        templates = [
-            TemplateRow(r["hash_signature"], r["error_type"], tuple(r["tokens"]), r["occurrence_count"], r["learned"])
-            for r in rows
-        ]
-        error_types = {r["hash_signature"]: r["error_type"] for r in rows}
-        # CPU work off the event loop: the ingest stage shares it
-        planned = await asyncio.to_thread(plan_merges, templates, blocked=blocked, config=config) if rows else []
-        if planned:
-            await lock_rows(conn, [h for m in planned for h in (m.canonical, *m.members)])
-        for merge in planned:
-            await merge_into(conn, merge.canonical, merge.members, merge.reason(), PASS_ACTOR)
-            await conn.execute(q.merge_set_template, merge.canonical, error_types[merge.canonical], list(merge.tokens), True)
-            result.merges.append({"canonical": merge.canonical, "members": list(merge.members), **merge.reason()})
-            changed = True
+        # a family needs a row new since the last pass (or a rule change): only the buckets
+        # those rows fall in, one at a time, each at most BUCKET_ROWS rows: the pass's memory
+        # follows the largest bucket, not the number of new errors
+        rules_changed = state["rules_digest"] != digest
+        buckets = await conn.fetch(q.merge_touched_buckets, None if rules_changed else start)
+        if buckets and (rules_changed or upto > start):
+            blocked = [frozenset((r["hash_a"], r["hash_b"])) for r in await conn.fetch(q.merge_blocked)]
+            for bucket in buckets:
+                changed = await _merge_bucket(conn, bucket["error_type"], bucket["width"], start, blocked, config,
+                                              result) or changed
         await conn.execute(q.merge_set_state, digest, upto)
         if changed:
             await conn.execute(q.merge_bump_generation)
@@ -127,6 +114,33 @@ async def run_merge_pass(
             extra={"stage": "ingest"},
         )
     return result
+
+
+async def _merge_bucket(
+    conn: asyncpg.Connection, error_type: str, width: int, new_after: int, blocked: list, config: MergeConfig,
+    result: PassResult,
+) -> bool:
+    """Plan and apply the merges of one (error type, width) bucket; True if any."""
+    q = queries()
+    rows = await conn.fetch(q.merge_bucket_rows, error_type, width, BUCKET_ROWS, new_after)
+    if len(rows) < 2:
+        return False
+    templates = [
+        TemplateRow(r["hash_signature"], r["error_type"], tuple(r["tokens"]), r["occurrence_count"], r["learned"])
+        for r in rows
+    ]
+    del rows
+    tokens = sorted(candidate_values(templates))
+    vocabulary = {(error_type, r["tok"]): r["templates"] for r in await conn.fetch(q.merge_vocabulary, error_type, tokens)}
+    # CPU work off the event loop: the ingest stage shares it
+    planned = await asyncio.to_thread(plan_merges, templates, blocked=blocked, config=config, vocabulary=vocabulary)
+    if planned:
+        await lock_rows(conn, [h for m in planned for h in (m.canonical, *m.members)])
+    for merge in planned:
+        await merge_into(conn, merge.canonical, merge.members, merge.reason(), PASS_ACTOR)
+        await conn.execute(q.merge_set_template, merge.canonical, error_type, list(merge.tokens), True)
+        result.merges.append({"canonical": merge.canonical, "members": list(merge.members), **merge.reason()})
+    return bool(planned)
 
 
 async def lock_rows(conn: asyncpg.Connection, hashes: list[str]) -> None:

@@ -20,9 +20,9 @@ UPDATE fingerprint_state SET alias_generation = alias_generation + 1, last_pass_
 UPDATE fingerprint_state SET rules_digest = $1, tokenized_upto = $2, last_pass_at = NOW();
 
 -- name: merge-untokenized
--- Rows stored since the last pass, to add to error_templates.
+-- Rows stored since the last pass, to add to error_templates, $2 at a time.
 SELECT id, hash_signature, error_type, fingerprint_template
-FROM error_logs WHERE id > $1 AND fingerprint_template IS NOT NULL ORDER BY id;
+FROM error_logs WHERE id > $1 AND fingerprint_template IS NOT NULL ORDER BY id LIMIT $2;
 
 -- name: merge-add-template
 INSERT INTO error_templates (hash_signature, error_type, tokens) VALUES ($1, $2, $3::text[])
@@ -37,16 +37,37 @@ WITH t AS (
 )
 UPDATE error_logs SET fingerprint_template = array_to_string($3::text[], ' ') WHERE hash_signature = $1;
 
--- name: merge-live-rows
--- Rows the merge pass may merge: template-fingerprinted, not merged, oldest first; only in
--- the (error type, width) buckets of the given hashes (the rows new since the last pass), or
--- all of them when $1 is NULL.
-SELECT e.id, e.hash_signature, e.error_type, e.occurrence_count, t.tokens, t.learned
-FROM error_logs e JOIN error_templates t USING (hash_signature)
-WHERE e.merged_into IS NULL AND e.fingerprint_version = 'template'
-  AND ($1::text[] IS NULL OR (t.error_type, t.width) IN (
-        SELECT n.error_type, n.width FROM error_templates n WHERE n.hash_signature = any($1::text[])))
-ORDER BY e.id;
+-- name: merge-touched-buckets
+-- The (error type, width) buckets of the rows stored after id $1 (every bucket when $1 is
+-- NULL: a rule change may have changed any template). A family needs a new row, so the pass
+-- looks at these buckets only, one at a time.
+SELECT DISTINCT t.error_type, t.width
+FROM error_templates t JOIN error_logs e USING (hash_signature)
+WHERE e.merged_into IS NULL AND e.fingerprint_version = 'template' AND ($1::int IS NULL OR e.id > $1)
+ORDER BY 1, 2;
+
+-- name: merge-bucket-rows
+-- Rows of one bucket the merge pass may merge: template-fingerprinted, not merged, oldest
+-- first, at most $3 (the pass's memory bound): the newest rows and the oldest, where a
+-- family's canonical is.
+SELECT * FROM (
+    SELECT e.id, e.hash_signature, e.error_type, e.occurrence_count, t.tokens, t.learned
+    FROM error_logs e JOIN error_templates t USING (hash_signature)
+    WHERE t.error_type = $1 AND t.width = $2 AND e.merged_into IS NULL AND e.fingerprint_version = 'template'
+    ORDER BY (e.id > $4) DESC, e.id
+    LIMIT $3
+) b ORDER BY id;
+
+-- name: merge-vocabulary
+-- In how many live templates of error type $1 each of the tokens $2 appears: a value that is
+-- a token of other templates is a constant there (a closed set's word, not an identifier).
+-- (a join on the asked tokens, not = any(): the array may hold thousands, a hash join reads it once)
+SELECT x AS tok, count(DISTINCT t.hash_signature)::int AS templates
+FROM error_templates t JOIN error_logs e USING (hash_signature)
+CROSS JOIN unnest(t.tokens) x
+JOIN unnest($2::text[]) asked(w) ON asked.w = x
+WHERE t.error_type = $1 AND e.merged_into IS NULL
+GROUP BY x;
 
 -- name: merge-blocked
 SELECT hash_a, hash_b FROM error_splits;
