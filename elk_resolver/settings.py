@@ -174,6 +174,9 @@ class Settings(BaseSettings):
         },
         description="JSON: kubectl verb -> the kinds it may act on (a verb missing here acts on nothing)",
     )
+    kubectl_undo_to_revision: bool = Field(
+        False, description="rollout undo may name --to-revision=N; off, only the previous revision"
+    )
     kubectl_scale_max_step: int = Field(2, ge=1, description="scale moves at most this many replicas from the current count")
     kubectl_scale_max_replicas: int = Field(20, ge=1, description="scale never goes above this many replicas")
     kubectl_scale_allow_zero: bool = Field(False, description="scale may stop a workload (--replicas=0)")
