@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from elk_resolver.cli import console as console_command
 from elk_resolver.cli import errors as errors_cli
+from elk_resolver.cli import kafka as kafka_command
 from elk_resolver.cli import kubernetes as kubernetes_command
 from elk_resolver.cli import logs
 from elk_resolver.cli.common import CliError, PartialError, Unreachable, jsonable, parse_time, records, table, where
@@ -624,6 +625,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "approvals": cmd_approvals,
     "kill-switch": cmd_approvals,
     "kubernetes": lambda args, settings: kubernetes_command.run(args, settings),
+    "kafka": lambda args, settings: kafka_command.run(args, settings),
     "console": lambda args, settings: console_command.run(args, settings),
     "playbooks": cmd_approvals,
 }
@@ -762,8 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep this many days (default ELK_RESOLVER_RETENTION_DAYS)")
     approvals_cli.add_commands(sub)
     kubernetes_command.add_commands(sub)
+    kafka_command.add_commands(sub)
     console_command.add_commands(sub)
-    for name in (*approvals_cli.COMMANDS, "kubernetes", "console"):  # their parsers too answer bad arguments in one line
+    for name in (*approvals_cli.COMMANDS, "kubernetes", "kafka", "console"):  # their parsers too answer bad arguments in one line
         choice = sub.choices[name]
         choice.__class__ = _Parser
         for action in choice._actions:  # noqa: SLF001 - argparse keeps nested parsers here
