@@ -225,3 +225,12 @@ def test_a_secret_key_in_any_spelling_never_passes_the_record_check(fields, word
 def test_fullwidth_key_found_by_the_property_stays_caught():
     # what the property found with the record check reading only the ASCII text
     assert not record_is_clean(orjson.dumps({"message": "x", "cfg": {"\uff54\uff4f\uff4b\uff45\uff4e": "v"}}))
+
+
+def test_a_secret_standing_as_a_key_is_masked_too():
+    """Keys were stored as they came: {"ghp_...": 1} reached raw_log_data (issue 21)."""
+    token = "ghp_" + "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5"
+    record = {"message": "x", "labels": {token: 1, "mysql -uroot -pHunter2pw": "cmd", "plain": "ok"}}
+    masked = orjson.dumps(mask_obj(record)).decode()
+    assert token not in masked and "Hunter2pw" not in masked and '"plain":"ok"' in masked
+    assert not record_is_clean(orjson.dumps(record))

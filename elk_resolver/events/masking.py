@@ -425,6 +425,8 @@ def _apply(kind: str, s: str) -> str:
 
 
 _key_cache: dict[str, bool] = {}
+_clean_keys: set[str] = set()
+"""Keys in which the built-in rules find nothing to mask (bounded, as ``_key_cache``)."""
 
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -510,15 +512,21 @@ class SecretMasker:
         if isinstance(obj, dict):
             out = None
             env_secret = _is_secret_env_entry(obj)
+            renamed = False
             for k, v in obj.items():
                 if (isinstance(k, str) and is_secret_key(k)) or (env_secret and k == "value"):
                     nv = v if v is None or v == "" or isinstance(v, bool) else MASK
                 else:
                     nv = self._mask_obj(v)
-                if nv is not v:
+                # a key is text too: {"ghp_...": 1} or {"password=x": 1} keeps no secret
+                nk = self.mask_text(k) if isinstance(k, str) and (self._extra or k not in _clean_keys) else k
+                if nv is not v or nk != k:
                     if out is None:
                         out = dict(obj)
                     out[k] = nv
+                    renamed = renamed or nk != k
+            if renamed:
+                out = {(self.mask_text(k) if isinstance(k, str) else k): v for k, v in out.items()}
             return obj if out is None else out
         if isinstance(obj, list):
             out_list = None
@@ -552,6 +560,12 @@ def _gather(obj: Any, strings: list[str]) -> bool:
                 return True
         if "value" in obj and _is_secret_env_entry(obj):
             return True
+        for k in obj:  # keys are masked as text too; most repeat, and are known clean
+            if k not in _clean_keys:
+                if type(k) is not str or _BUILTIN_SET.Match(k) is not None:
+                    return True
+                if len(_clean_keys) < 10_000:
+                    _clean_keys.add(k)
         values: Any = obj.values()
     elif isinstance(obj, list):
         values = obj
