@@ -65,8 +65,14 @@ def say(text: str) -> None:
 
 class Stack:
     def __init__(self, pg_admin_dsn: str, bootstrap: str) -> None:
+        from elk_resolver.kafka.security import client_options
+        from elk_resolver.settings import make_settings
+
         self.admin_dsn = pg_admin_dsn
         self.bootstrap = bootstrap
+        # every client of the benchmark connects as the service's do (the Kafka security
+        # settings, which env() also hands to the child processes)
+        self.kafka = client_options(make_settings(kafka_bootstrap_servers=bootstrap))
 
     def dsn(self, database: str) -> str:
         return self.admin_dsn.rsplit("/", 1)[0] + "/" + database
@@ -117,11 +123,13 @@ class Stack:
 
         tag = uuid.uuid4().hex[:8]
         names = {kind: f"bench-{prefix}-{tag}-{kind}" for kind in ("raw", "analysis", "dlq", "execution", "results", "approvals")}
-        await ensure_topics(self.bootstrap, list(names.values()), partitions=PARTITIONS)
+        await ensure_topics(self.kafka, list(names.values()), partitions=PARTITIONS)
         return names
 
     def env(self, database_url: str, topics: dict[str, str], group: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ELK_RESOLVER_")}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("ELK_RESOLVER_") or k.startswith(("ELK_RESOLVER_KAFKA_SSL", "ELK_RESOLVER_KAFKA_SASL",
+                                                                     "ELK_RESOLVER_KAFKA_SECURITY"))}
         env.update(
             ELK_RESOLVER_DATABASE_URL=database_url,
             ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
@@ -140,12 +148,13 @@ class Stack:
         return env
 
 
-async def produce(bootstrap: str, topic: str, records: list[bytes], headers: list | None = None) -> float:
-    """Send every record (no key: spread over partitions, as Logstash does); return seconds."""
+async def produce(kafka: dict, topic: str, records: list[bytes], headers: list | None = None) -> float:
+    """Send every record (no key: spread over partitions, as Logstash does); return seconds.
+    ``kafka``: :func:`elk_resolver.kafka.security.client_options` (``Stack.kafka``)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=1 << 20, max_request_size=4 << 20
+        **kafka, acks=1, linger_ms=5, max_batch_size=1 << 20, max_request_size=4 << 20
     )
     await producer.start()
     try:
@@ -229,7 +238,7 @@ async def run_project(
     keep = database_url is not None
     database_url = database_url or await stack.fresh_database()
     topics = await stack.topics(f"project{processes}")
-    await produce(stack.bootstrap, topics["raw"], raw_topic_records)
+    await produce(stack.kafka, topics["raw"], raw_topic_records)
     child_env = {**stack.env(database_url, topics, f"bench-ingest-{uuid.uuid4().hex[:8]}"), **(env or {})}
     children = [Child("bench.run_ingest", child_env) for _ in range(processes)]
     sampler = stats.RssSampler([c.proc.pid for c in children])
@@ -292,7 +301,7 @@ async def run_naive(stack: Stack, records: list[bytes], timeout: float) -> dict:
     n = len(records)
     database_url = await stack.fresh_database()
     topics = await stack.topics("naive")
-    await produce(stack.bootstrap, topics["raw"], records)
+    await produce(stack.kafka, topics["raw"], records)
     child = Child("bench.naive", stack.env(database_url, topics, f"bench-naive-{uuid.uuid4().hex[:8]}"))
     try:
         deadline = time.monotonic() + timeout
@@ -323,7 +332,7 @@ async def run_limit_consume(stack: Stack, topic: str, n: int) -> dict:
     # Partitions assigned directly (no group join to wait for); the clock starts at the
     # assignment, before aiokafka's background prefetch can run ahead of it.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.bootstrap,
+        **stack.kafka,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=1000,
@@ -451,7 +460,7 @@ async def section_throughput(stack: Stack, args, results: dict) -> None:
     results["throughput"] = out
 
     topics = await stack.topics("bare")
-    seconds = await produce(stack.bootstrap, topics["raw"], data.records)
+    seconds = await produce(stack.kafka, topics["raw"], data.records)
     out["produce_rate"] = stats.rate(len(data.records), seconds)
     say(f"  produced at {out['produce_rate']:,.0f}/s")
     out["limit_consume"] = await run_limit_consume(stack, topics["raw"], len(data.records))
@@ -553,10 +562,10 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
     topics = await stack.topics("decision")
     child = Child("bench.run_pipeline", stack.env(database_url, topics, f"bench-dec-{uuid.uuid4().hex[:8]}"))
     consumer = AIOKafkaConsumer(
-        topics["results"], bootstrap_servers=stack.bootstrap, group_id=f"bench-dec-read-{uuid.uuid4().hex[:8]}",
+        topics["results"], **stack.kafka, group_id=f"bench-dec-read-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
     )  # fmt: skip
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks=1, linger_ms=5)
+    producer = AIOKafkaProducer(**stack.kafka, acks=1, linger_ms=5)
     sent_at: dict[str, float] = {}
     first_decision: dict[int, float] = {}  # error_log_id -> arrival of its first decision
     outcomes: dict[str, int] = {}
@@ -733,13 +742,13 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
     child = Child("bench.run_ingest", stack.env(database_url, topics, f"bench-lat-{uuid.uuid4().hex[:8]}"))
     consumer = AIOKafkaConsumer(
         topics["analysis"],
-        bootstrap_servers=stack.bootstrap,
+        **stack.kafka,
         group_id=f"bench-lat-read-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_wait_ms=5,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks=1, linger_ms=5)
+    producer = AIOKafkaProducer(**stack.kafka, acks=1, linger_ms=5)
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
     try:

@@ -26,6 +26,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 
 from bench.events import generate, pattern_rows
+from elk_resolver.kafka.security import KafkaOptions, client_options
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.settings import make_settings
 from elk_resolver.store.db import create_pool
@@ -33,10 +34,10 @@ from elk_resolver.store.migrate import migrate
 from streams.ingest import build_ingest
 
 
-async def produce(bootstrap: str, topic: str, records: list[bytes]) -> float:
+async def produce(kafka: KafkaOptions, topic: str, records: list[bytes]) -> float:
     """Send every record (no key: Logstash's default spreads them over partitions); seconds."""
     started = time.perf_counter()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1 << 20)
+    producer = AIOKafkaProducer(**kafka, linger_ms=5, max_batch_size=1 << 20)
     await producer.start()
     try:
         pending = []
@@ -119,8 +120,8 @@ async def measure(
             topic_partitions=partitions,
             batch_max_records=batch_max_records,
         ).isolated(f"bench-{run}")
-        await ensure_topics(bootstrap_servers, settings.topics(), partitions=partitions)
-        produce_s = await produce(bootstrap_servers, settings.topic_raw, records)
+        await ensure_topics(client_options(settings), settings.topics(), partitions=partitions)
+        produce_s = await produce(client_options(settings), settings.topic_raw, records)
         async with await create_pool(database_url, min_size=1, max_size=4) as pool:
             stage = build_ingest(settings, pool=pool)
             cpu_before = _cpu_seconds(cpu_of or {})

@@ -42,6 +42,7 @@ async def run(report_s: float = 0.2) -> None:
     from elk_resolver.events.fingerprint import fingerprint
     from elk_resolver.events.logstash_event import BadRecord, parse_record
     from elk_resolver.events.masking import SecretMasker
+    from elk_resolver.kafka.security import broker_options
     from elk_resolver.settings import make_settings
     from elk_resolver.store.db import create_pool
 
@@ -54,7 +55,7 @@ async def run(report_s: float = 0.2) -> None:
         patterns = PatternSet(
             await pool.fetch("SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve FROM error_patterns")
         )
-        broker = KafkaBroker(settings.kafka_bootstrap_servers, enable_idempotence=False, acks=1)
+        broker = KafkaBroker(**broker_options(settings), enable_idempotence=False, acks=1)
 
         @broker.subscriber(
             settings.topic_raw,

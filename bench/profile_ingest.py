@@ -60,7 +60,7 @@ async def profile(stack: Stack, args) -> None:
     await stack.prepare_template()
     database_url = await stack.fresh_database()
     topics = await stack.topics("profile")
-    await produce(stack.bootstrap, topics["raw"], data.records)
+    await produce(stack.kafka, topics["raw"], data.records)
     say(f"profile: {len(data.records):,} events produced; starting one ingest process")
     child = Child("bench.run_ingest", stack.env(database_url, topics, f"bench-prof-{uuid.uuid4().hex[:8]}"))
     out = Path(tempfile.mkdtemp(prefix="elk-prof-")) / "ingest.txt"

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ExecutionMode = Literal["dry-run", "live", "off"]
 FingerprintVersion = Literal["exact", "template"]
 Stage = Literal["ingest", "analyze", "execute", "monitor"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 CsvList = Annotated[list[str], NoDecode]
 
@@ -91,6 +93,23 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         None, description="postgresql:// DSN; unset starts the embedded PostgreSQL"
+    )
+    # Kafka TLS and SASL, for every client the service creates (elk_resolver.kafka.security)
+    kafka_security_protocol: KafkaSecurityProtocol = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)"
+    )
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle the broker's certificate is checked against; unset: the system's")
+    kafka_ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for brokers that require one (mTLS)")
+    kafka_ssl_keyfile: Path | None = Field(None, description="the client certificate's private key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = Field(True, description="the broker's certificate must name the host connected to")
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (needs a SASL_* protocol)"
+    )
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_oauth_token_file: Path | None = Field(
+        None, description="OAUTHBEARER: a file holding the access token, read again for every connection (a sidecar or the platform refreshes it)"
     )
     elasticsearch_url: str | None = Field(None, description="Elasticsearch for ES commands, monitor, backfill")
     elasticsearch_api_key: str | None = None
@@ -173,6 +192,9 @@ class Settings(BaseSettings):
             "delete pod": ["pod"],
         },
         description="JSON: kubectl verb -> the kinds it may act on (a verb missing here acts on nothing)",
+    )
+    kubectl_undo_to_revision: bool = Field(
+        False, description="rollout undo may name --to-revision=N; off, only the previous revision"
     )
     kubectl_scale_max_step: int = Field(2, ge=1, description="scale moves at most this many replicas from the current count")
     kubectl_scale_max_replicas: int = Field(20, ge=1, description="scale never goes above this many replicas")
@@ -344,6 +366,42 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// DSN")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        """Refuse at start what would only fail at the first connection (or never: a SASL
+        setting with a non-SASL protocol would quietly connect without it)."""
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol != "PLAINTEXT" and not self.kafka_bootstrap_servers:
+            raise ValueError(f"kafka_security_protocol {protocol} needs kafka_bootstrap_servers "
+                             "(the embedded broker speaks plain text only)")
+        sasl = protocol.startswith("SASL_")
+        if sasl and mechanism is None:
+            raise ValueError(f"kafka_security_protocol {protocol} needs kafka_sasl_mechanism")
+        if not sasl and (mechanism or self.kafka_sasl_username or self.kafka_sasl_password
+                         or self.kafka_sasl_oauth_token_file):
+            raise ValueError(f"SASL settings are given but kafka_security_protocol is {protocol}: use SASL_SSL")
+        if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value()
+        ):
+            raise ValueError(f"kafka_sasl_mechanism {mechanism} needs kafka_sasl_username and kafka_sasl_password")
+        if mechanism == "OAUTHBEARER" and self.kafka_sasl_oauth_token_file is None:
+            raise ValueError("kafka_sasl_mechanism OAUTHBEARER needs kafka_sasl_oauth_token_file")
+        tls = protocol in ("SSL", "SASL_SSL")
+        files = {
+            "kafka_ssl_cafile": self.kafka_ssl_cafile,
+            "kafka_ssl_certfile": self.kafka_ssl_certfile,
+            "kafka_ssl_keyfile": self.kafka_ssl_keyfile,
+        }
+        if not tls and any(files.values()):
+            raise ValueError(f"TLS files are given but kafka_security_protocol is {protocol}: use SSL or SASL_SSL")
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise ValueError("kafka_ssl_keyfile needs kafka_ssl_certfile")
+        files["kafka_sasl_oauth_token_file"] = self.kafka_sasl_oauth_token_file
+        for name, path in files.items():
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
 
     def isolated(self, prefix: str) -> Settings:
         """A copy whose topics and consumer groups all start with ``prefix``: one independent

@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
@@ -345,21 +345,32 @@ def is_stale_pattern(exc: BaseException) -> bool:
 # --- step 1: CPU ------------------------------------------------------------------------------
 
 
-def _event_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None) -> datetime:
+# at most a month ahead: within the two months ensure_error_occurrences_partition allows
+FUTURE_HORIZON = timedelta(days=31)
+
+
+def _event_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None, horizon: datetime) -> datetime:
     """``@timestamp`` when the event has a readable, plausible one; else the record's Kafka
     timestamp.
 
     The parser falls back to the current time, which differs on every delivery: the
     occurrence key includes the time, so that fallback would count a redelivery again. The
-    Kafka timestamp is stored with the record and so is the same on every delivery."""
-    if parsed is not None:
+    Kafka timestamp is stored with the record and so is the same on every delivery.
+
+    A time more than ``FUTURE_HORIZON`` ahead of now is a broken clock, not an event: the
+    database creates no partition that far ahead (migration 0080), so it is not used
+    (``horizon``: now + ``FUTURE_HORIZON``, read once a batch)."""
+    if parsed is not None and parsed <= horizon:
         return parsed
     if kafka_ms is not None and kafka_ms >= 0:
         try:
-            return datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
+            when = datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError):
             pass
-    return fallback
+        else:
+            if when <= horizon:
+                return when
+    return fallback if fallback <= horizon else horizon - FUTURE_HORIZON
 
 
 def _same(s: str) -> str:
@@ -446,6 +457,7 @@ def prepare_into(
     default_mark = config.history
     act_on_history = config.act_on_history
     resolve = aliases.resolve if aliases is not None and (aliases.exact or aliases.learned) else None
+    horizon = datetime.now(UTC).replace(tzinfo=None) + FUTURE_HORIZON
     n = 0
     for rec in records:
         n += 1
@@ -491,7 +503,7 @@ def prepare_into(
         else:
             fp = fingerprint(error_type, message, version)
         h = fp.hash if resolve is None else resolve(error_type, fp.template, fp.hash)
-        when = _event_time(ev.event_time, ev.timestamp, rec.timestamp)
+        when = _event_time(ev.event_time, ev.timestamp, rec.timestamp, horizon)
         key = (ev.event_identity, when)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from elk_resolver import notify
 from elk_resolver.events.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
+from elk_resolver.kafka.security import broker_options
 from elk_resolver.settings import Settings
 from elk_resolver.store import migrate
 from elk_resolver.store.db import close_pool, create_pool, pool_options, queries
@@ -66,7 +67,7 @@ def make_broker(settings: Settings) -> KafkaBroker:
     """The FastStream broker (aiokafka). No idempotence, no transactions: Tansu has neither,
     and every stage writes idempotently instead."""
     return KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        **broker_options(settings),
         client_id="elk-resolver",
         acks=1,
         enable_idempotence=False,
@@ -117,7 +118,7 @@ def asyncapi_document(settings: Settings, *, version: str = "0.1.0") -> dict[str
     directly and the others register their subscribers only when they start.
     """
     spec = KafkaBroker(
-        settings.kafka_bootstrap_servers or "localhost:9092",
+        **broker_options(settings),
         description="ELK Auto Resolver: Logstash error events in, remediation results out",
     )
 

@@ -61,6 +61,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from elk_resolver.events.masking import SecretMasker
+from elk_resolver.kafka.security import client_options
 from elk_resolver.store.alias_cache import AliasCache
 from elk_resolver.store.db import is_transient_db_error
 from elk_resolver.store.gin_pending_list import GinPendingListCleaner
@@ -195,7 +196,7 @@ def analysis_producer(settings: Any, bootstrap_servers: str | None = None) -> AI
     with :func:`partition_by_hash`, requests large enough for the largest record ingest
     accepts (``max_record_bytes``), no idempotence (Tansu has none)."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap_servers or settings.kafka_bootstrap_servers,
+        **client_options(settings, bootstrap_servers=bootstrap_servers),
         acks=1,
         enable_idempotence=False,
         # Ingest hands over whole record batches (send_batch); lingering would only hold each
@@ -303,7 +304,7 @@ class IngestStage:
         await self.gin_cleaner.start()
         self._producer = analysis_producer(s, self.bootstrap_servers)
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+            **client_options(s, bootstrap_servers=self.bootstrap_servers),
             group_id=self.group_id,
             client_id=f"elk-resolver-{STAGE}",
             enable_auto_commit=False,
@@ -810,7 +811,7 @@ async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise SystemExit("set ELK_RESOLVER_DATABASE_URL and ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS")
     await ensure_topics(
-        settings.kafka_bootstrap_servers,
+        client_options(settings),
         settings.topics(),
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication_factor,

@@ -28,6 +28,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from elk_resolver.kafka.offsets import probe_consumer, seek_to_committed
+from elk_resolver.kafka.security import KafkaOptions, client_options
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.store.periodic import cancel_and_wait
 
@@ -37,14 +38,14 @@ log = logging.getLogger("elk_resolver.watch")
 class _Probe:
     """A long-lived probe consumer that reconnects after a failure."""
 
-    def __init__(self, bootstrap_servers: str, group_id: str | None) -> None:
-        self._servers = bootstrap_servers
+    def __init__(self, kafka: KafkaOptions, group_id: str | None) -> None:
+        self._kafka = kafka
         self._group_id = group_id
         self.consumer: Any = None
 
     async def get(self) -> Any:
         if self.consumer is None:
-            consumer = probe_consumer(self._servers, group_id=self._group_id, metadata_max_age_ms=5000)
+            consumer = probe_consumer(self._kafka, group_id=self._group_id, metadata_max_age_ms=5000)
             try:
                 await asyncio.wait_for(consumer.start(), 10)
             except BaseException:
@@ -120,7 +121,7 @@ class LagWatch(_Periodic):
         self.stall_after_s = settings.stall_after_s
         self.threshold = settings.stall_lag_threshold
         self._assignment = assignment
-        self._probe = _Probe(settings.kafka_bootstrap_servers, group_id)
+        self._probe = _Probe(client_options(settings), group_id)
         self._assigned_in_probe: set[TopicPartition] = set()
         self.per_partition: dict[int, int] = {}
         """Committed offset to log end, per partition of the topic (last good reading)."""
@@ -222,7 +223,7 @@ class TopicWatch(_Periodic):
         self.interval_s = settings.topic_check_interval_s
         self.topics = list(dict.fromkeys(settings.topics()))
         self.manage = settings.manage_topics
-        self._probe = _Probe(settings.kafka_bootstrap_servers, None)
+        self._probe = _Probe(client_options(settings), None)
         self.missing: list[str] = []
         self.error: str | None = None
         self.recreated = 0
@@ -265,7 +266,7 @@ class TopicWatch(_Periodic):
         if missing and self.manage:
             try:
                 created = await asyncio.wait_for(
-                    ensure_topics(self.settings.kafka_bootstrap_servers, missing,
+                    ensure_topics(client_options(self.settings), missing,
                                   partitions=self.settings.topic_partitions,
                                   replication_factor=self.settings.topic_replication_factor), 15)
             except asyncio.CancelledError:

@@ -6,6 +6,7 @@ from contextlib import ExitStack
 import asyncpg
 import pytest
 
+from elk_resolver.kafka.security import client_options
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.settings import make_settings
 from elk_resolver.store.db import create_pool
@@ -104,5 +105,5 @@ async def settings(kafka, database_url, unique, tmp_path):
         topic_partitions=4,
         http_port=0,
     ).isolated(f"t-{unique}")
-    await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=s.topic_partitions)
+    await ensure_topics(client_options(s), s.topics(), partitions=s.topic_partitions)
     return s

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 
 from elk_resolver.events.contracts import DeadLetterHeaders
 from elk_resolver.kafka.embedded import EmbeddedKafka
+from elk_resolver.kafka.security import client_options
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.operations.replay import replay
 from streams.ingest import partition_by_hash
@@ -159,7 +160,7 @@ async def test_broker_restarted_without_its_topics_heals_itself(settings, pool, 
         # 3 partitions, where the broker auto-creates 4: only topics the service created again
         # have the configured count
         s = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers, "topic_partitions": 3})
-        await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=s.topic_partitions)
+        await ensure_topics(client_options(s), s.topics(), partitions=s.topic_partitions)
         with RunProcess(s, tmp_path, "ingest", **FAST_RUN) as run:
             await wait_for(lambda: _status(run, 200), timeout=60, interval=0.2, what="ready")
             sent = await send(s.kafka_bootstrap_servers, s.topic_raw, [error_event(i, i % 5) for i in range(300)])

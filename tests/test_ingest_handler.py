@@ -369,3 +369,13 @@ async def test_one_analysis_event_per_error_and_workload(pool, patterns):
     assert len({e.hash_signature for e in result.events}) == 1
     got = sorted((e.context.namespace, e.context.deployment or e.context.pod, e.occurrences_in_batch) for e in result.events)
     assert got == [("dev", "toy", 1), ("payments", "api", 3), ("payments", "billing", 1)]
+
+
+async def test_an_event_from_a_clock_years_ahead_is_stored_at_its_kafka_time(pool, patterns):
+    """The database creates no partition more than two months ahead (migration 0080, issue 21):
+    a far-future @timestamp falls back to the record's Kafka timestamp, and the batch lands."""
+    future = ecs_event(event={"hash": "future-1"}, **{"@timestamp": "2150-05-01T10:00:00Z"})
+    result = await ingest(pool, patterns, records([future]))
+    assert result.counts.new_rows == 1 and not result.dead_letters
+    assert await pool.fetchval("SELECT timestamp FROM error_logs") == datetime.utcfromtimestamp(1714550000)
+    assert await pool.fetchval("SELECT to_regclass('error_occurrences_y2150m05')") is None

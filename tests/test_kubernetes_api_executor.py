@@ -168,7 +168,8 @@ async def test_rollout_undo_to_a_named_revision(api):
     deployment = api.add_deployment("payments", "api", revision=3, image="app:3")
     for revision in (1, 2, 3):
         api.add_replicaset(deployment, revision=revision, image=f"app:{revision}")
-    result = await run(api, "kubectl rollout undo deployment/api -n payments --to-revision=1")
+    result = await run(api, "kubectl rollout undo deployment/api -n payments --to-revision=1",
+                       kubectl_undo_to_revision=True)
     assert result.status == "success", result.output
     assert api.objects[("deployments", "payments", "api")]["spec"]["template"]["spec"]["containers"][0]["image"] == "app:1"
 

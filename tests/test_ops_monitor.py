@@ -119,6 +119,7 @@ async def test_group_lag_counts_records_behind_the_committed_offsets(settings):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     from elk_resolver.kafka.offsets import group_lag
+    from elk_resolver.kafka.security import client_options
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await producer.start()
@@ -128,7 +129,7 @@ async def test_group_lag_counts_records_behind_the_committed_offsets(settings):
             await (await fut)
     finally:
         await producer.stop()
-    assert sum((await group_lag(settings.kafka_bootstrap_servers, settings.group_ingest, settings.topic_raw)).values()) == 7
+    assert sum((await group_lag(client_options(settings), settings.group_ingest, settings.topic_raw)).values()) == 7
 
     consumer = AIOKafkaConsumer(
         settings.topic_raw, bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_ingest,
@@ -142,4 +143,4 @@ async def test_group_lag_counts_records_behind_the_committed_offsets(settings):
         await consumer.commit()
     finally:
         await consumer.stop()
-    assert sum((await group_lag(settings.kafka_bootstrap_servers, settings.group_ingest, settings.topic_raw)).values()) == 0
+    assert sum((await group_lag(client_options(settings), settings.group_ingest, settings.topic_raw)).values()) == 0

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from elk_resolver.actions.policy import ES_ACTIONS, Command, ExecutionPolicy, evaluate, safe_flag, url_allowed
 from elk_resolver.settings import make_settings
@@ -27,7 +32,8 @@ def kubectl(line: str, policy: ExecutionPolicy = POLICY):
     [
         "kubectl rollout restart deployment/api -n payments",
         "kubectl -n payments rollout restart deployment/api",
-        "kubectl rollout undo deployment/api --namespace payments --to-revision=3",
+        "kubectl rollout undo deployment/api --namespace payments",
+        "kubectl rollout undo deployment/api -n payments --to-revision=0",
         "kubectl scale deployment/api --replicas=3 --namespace=elk-stack",
         "kubectl delete pod api-5f7c9 -n payments",
         "kubectl delete pods/api-5f7c9 -n payments --grace-period=30",
@@ -331,6 +337,16 @@ def test_allowlisted_urls_pass(url):
         "https://hooks.example.com/elk/\nHost: evil",
         "file:///etc/passwd",
         "gopher://hooks.example.com/elk/",
+        # issue 21: what a review got through
+        "https://hooks.example.com/elk/..;/admin",  # Tomcat/Spring drop ;params: /admin
+        "https://hooks.example.com/elk/%252e%252e/admin",  # decoded twice: ..
+        "https://hooks.example.com/elk//evil.com/x",  # empty segment
+        "https://hooks.example.com/elk/%2e%2e;x/admin",
+        "https://hooks.example.com/elk/%25252e%25252e/admin",
+        "https://hooks.example.com/elk/%2f%2fevil.com/x",
+        "https://hooks.example.com/elk/a%255c..%255cadmin",
+        "https://hooks.example.com/elk/x;jsessionid=1",
+        "https://hooks.example.com/elk/%2525252525252e",  # still encoded after every decoding
     ],
 )
 def test_http_allowlist_bypass_attempts_are_refused(url):
@@ -533,3 +549,69 @@ def test_policy_from_settings():
     assert policy.kubectl_context == "prod"
     assert policy.default_timeout_s == 12
     assert policy.shell_enabled is False
+
+
+# --- the path as every server on the way reads it (issue 21) ------------------------------
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4, written out independently of the policy."""
+    out: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment != ".":
+            out.append(segment)
+    result = "/" + "/".join(out)
+    return result + "/" if path.endswith(("/.", "/..")) and not result.endswith("/") else result
+
+
+def _server_readings(path: str):
+    """How servers read a path: decoded 0-5 times, with ;params dropped (Tomcat) or kept,
+    with empty segments kept, collapsed (nginx merge_slashes) or read as //host."""
+    from urllib.parse import unquote
+
+    for decodes in range(6):
+        p = path
+        for _ in range(decodes):
+            p = unquote(p)
+        for variant in (p, "/".join(seg.split(";", 1)[0] for seg in p.split("/"))):
+            variant = variant.replace("\\", "/")
+            yield _remove_dot_segments(variant)
+            collapsed = re.sub("/+", "/", variant)
+            yield _remove_dot_segments(collapsed)
+            if variant.startswith("//") or "//" in variant:
+                yield "//"  # a network-path reference: another host
+
+
+_PIECES = ["a", "b", ".", "..", "%2e", "%2E", "%252e", "%25252e", ";", "%3b", "%253b", "/", "%2f",
+           "%252f", "\\", "%5c", "%255c", "x;y", "admin", "%"]
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=8))
+def test_an_allowed_url_stays_under_its_prefix_however_a_server_reads_it(pieces):
+    url = "https://hooks.example.com/elk/" + "".join(pieces)
+    if not url_allowed(url, ("https://hooks.example.com/elk/",)):
+        return
+    path = "/elk/" + "".join(pieces)
+    for reading in _server_readings(path):
+        assert reading.startswith("/elk/") or reading == "/elk", (url, reading)
+
+
+def test_a_prefix_escape_found_by_the_property_stays_refused():
+    # what the property found when the policy decoded only once
+    assert not url_allowed("https://hooks.example.com/elk/%252e%252e", ("https://hooks.example.com/elk/",))
+
+
+@pytest.mark.parametrize("line", [
+    "kubectl rollout undo deployment/api -n payments --to-revision=1",
+    "kubectl rollout undo deployment/api -n payments --to-revision 3",
+    "kubectl rollout undo statefulset/db -n payments --to-revision=00",
+])
+def test_rollout_undo_goes_back_one_revision_unless_a_setting_allows_more(line):
+    verdict = kubectl(line)
+    assert not verdict.allowed and "previous revision" in verdict.reason
+    allowing = ExecutionPolicy.from_settings(make_settings(kubectl_namespaces="payments", kubectl_undo_to_revision=True))
+    assert kubectl(line, allowing).allowed, kubectl(line, allowing).reason

@@ -275,7 +275,7 @@ def _command_rules(policy: ExecutionPolicy) -> str:
         "Command types and the only forms that can run automatically:",
         f'- "kubectl": "kubectl <verb> <kind>/<name> -n <namespace>" with a verb from {list(policy.kubectl_verbs)}; '
         f"namespaces that may be touched: {namespaces}. Exactly one named object per command. "
-        "Flags allowed: -n, --replicas (scale), --to-revision (rollout undo), --grace-period, --timeout. "
+        "Flags allowed: -n, --replicas (scale), --to-revision=0 (rollout undo: the previous revision), --grace-period, --timeout. "
         "Never selectors (-l), --all, -A, --kubeconfig, --context, --as.",
         '- "elasticsearch": the command is an action name, with "index=NAME" (one concrete index, no '
         'wildcard, no name starting with ".") where needed: '

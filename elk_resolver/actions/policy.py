@@ -87,6 +87,9 @@ class ExecutionPolicy:
     kubectl_verbs: tuple[str, ...] = ("rollout restart", "rollout undo", "scale", "delete pod")
     kubectl_kinds: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_VERB_KINDS))
     """verb -> the kinds it may act on; a verb missing here acts on nothing."""
+    undo_to_revision: bool = False
+    """``rollout undo`` may name ``--to-revision=N`` (setting kubectl_undo_to_revision); off,
+    it rolls back to the previous revision only."""
     scale_bounds: ScaleBounds = field(default_factory=lambda: ScaleBounds())
     http_allowlist: tuple[str, ...] = ()
     shell_enabled: bool = False
@@ -108,6 +111,7 @@ class ExecutionPolicy:
             kubectl_namespaces=tuple(settings.kubectl_namespaces),
             kubectl_verbs=tuple(settings.kubectl_verbs),
             kubectl_kinds={verb: tuple(kinds) for verb, kinds in settings.kubectl_kinds.items()},
+            undo_to_revision=settings.kubectl_undo_to_revision,
             scale_bounds=ScaleBounds(
                 max_step=settings.kubectl_scale_max_step,
                 max_replicas=settings.kubectl_scale_max_replicas,
@@ -425,6 +429,13 @@ def _evaluate_kubectl(cmd: Command, policy: ExecutionPolicy) -> Verdict:
             arg_problem = arg_problem or _flag_value_problem(name, value)
     if arg_problem:
         return _refuse(arg_problem, "kubectl")
+    # --to-revision=0 is kubectl's own "the previous revision"; any other number can reach
+    # back to a revision of long ago (an old image, an old config)
+    revision = seen.get("--to-revision")
+    if revision not in (None, "0") and not policy.undo_to_revision:
+        return _refuse(
+            "rollout undo goes back to the previous revision only: --to-revision needs "
+            "kubectl_undo_to_revision", "kubectl")
 
     target, problem = _one_object(verb, rest, policy)
     if problem or target is None:
@@ -530,9 +541,47 @@ def _url_problem(url: str) -> str | None:
         return "URL must not have a fragment"
     if _origin(parts) is None:
         return "URL must be http(s) with a host and a valid port"
-    segments = unquote(parts.path).split("/")
-    if ".." in segments or "." in segments:
+    readings = path_readings(parts.path)
+    if readings is None:
+        return f"URL path is still percent-encoded after {_MAX_DECODES} decodings"
+    for path in readings:
+        problem = _path_problem(path)
+        if problem:
+            return problem
+    return None
+
+
+_MAX_DECODES = 4
+
+
+def path_readings(path: str) -> list[str] | None:
+    """The path as each server in a chain may read it: as sent, then percent-decoded again
+    and again until it no longer changes (a proxy that decodes once in front of an
+    application that decodes again reads ``%252e%252e`` as ``..``). None when it still changes
+    after ``_MAX_DECODES`` decodings."""
+    readings = [path or "/"]
+    for _ in range(_MAX_DECODES):
+        decoded = unquote(readings[-1])
+        if decoded == readings[-1]:
+            return readings
+        readings.append(decoded)
+    return None
+
+
+def _path_problem(path: str) -> str | None:
+    """What lets one reading of a path escape an allowlisted prefix on some server."""
+    if "\\" in path or _CONTROL.search(path):
+        return "URL path contains a backslash or control characters (after decoding)"
+    if ";" in path:
+        # Tomcat and Spring drop ";params" from each segment (/hooks/..;/admin is /admin there),
+        # other servers keep them: refused rather than guessed
+        return "URL path must not carry ;path parameters"
+    segments = path.split("/")[1:]
+    if any(segment in (".", "..") for segment in segments):
         return "URL path must not contain dot segments"
+    if any(segment == "" for segment in segments[:-1]):
+        # //evil.com/x is a network-path reference to some clients and routers
+        return "URL path must not contain empty segments (//)"
     return None
 
 
@@ -546,19 +595,21 @@ def url_allowed(url: str, allowlist: tuple[str, ...] | list[str]) -> bool:
         allowed = urlsplit(prefix)
         if _origin(allowed) != origin or allowed.username or allowed.password:
             continue
-        base = allowed.path or "/"
-        path = parts.path or "/"
-        # Prefix on a path-segment boundary: /hooks allows /hooks and /hooks/x, not /hooks-evil.
-        if base.endswith("/"):
-            ok = path.startswith(base) or path == base.rstrip("/")
-        else:
-            ok = path == base or path.startswith(base + "/")
-        if not ok:
+        base = unquote(allowed.path or "/")
+        # every reading of the path must stay under the prefix, on a segment boundary:
+        # /hooks allows /hooks and /hooks/x, not /hooks-evil
+        if not all(_under(path, base) for path in path_readings(parts.path) or ()):
             continue
         if allowed.query and parts.query != allowed.query:
             continue
         return True
     return False
+
+
+def _under(path: str, base: str) -> bool:
+    if base.endswith("/"):
+        return path.startswith(base) or path == base.rstrip("/")
+    return path == base or path.startswith(base + "/")
 
 
 def _evaluate_http(cmd: Command, policy: ExecutionPolicy) -> Verdict:

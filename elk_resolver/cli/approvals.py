@@ -136,9 +136,10 @@ async def _publish(
         return
     from faststream.kafka import KafkaBroker
 
+    from elk_resolver.kafka.security import broker_options
     from streams.execute import publish_outcomes
 
-    broker = KafkaBroker(settings.kafka_bootstrap_servers)
+    broker = KafkaBroker(**broker_options(settings))
     try:
         await broker.start()
         await publish_outcomes(broker, settings, results, events, list(pointers))

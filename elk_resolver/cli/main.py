@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from elk_resolver.cli import console as console_command
 from elk_resolver.cli import errors as errors_cli
+from elk_resolver.cli import kafka as kafka_command
 from elk_resolver.cli import kubernetes as kubernetes_command
 from elk_resolver.cli import logs
 from elk_resolver.cli.common import CliError, PartialError, Unreachable, jsonable, parse_time, records, table, where
@@ -199,6 +200,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise CliError(f"run needs {' and '.join(missing)} (`elk-resolver up` starts embedded ones instead)")
     _refuse_unsafe_live(settings, args.stage or STAGE_CHOICES)
+    from elk_resolver.kafka.security import client_options
     from elk_resolver.kafka.topics import ensure_topics
 
     async def probe() -> None:
@@ -206,7 +208,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             pass
 
     asyncio.run(probe())
-    asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, settings.topics(),
+    asyncio.run(ensure_topics(client_options(settings), settings.topics(),
                               partitions=settings.topic_partitions,
                               replication_factor=settings.topic_replication_factor))
     stages = list(dict.fromkeys(args.stage or STAGE_CHOICES))
@@ -239,9 +241,10 @@ def cmd_roles(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     _require_kafka(settings, "topics")
+    from elk_resolver.kafka.security import client_options
     from elk_resolver.kafka.topics import ensure_topics
 
-    created = asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, settings.topics(),
+    created = asyncio.run(ensure_topics(client_options(settings), settings.topics(),
                                         partitions=settings.topic_partitions,
                                         replication_factor=settings.topic_replication_factor))
     for name in settings.topics():
@@ -285,6 +288,7 @@ async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> i
     from aiokafka import AIOKafkaProducer
 
     from elk_resolver.kafka.offsets import group_lag
+    from elk_resolver.kafka.security import client_options
     from elk_resolver.service import create_app
 
     events = demo_events()
@@ -296,7 +300,7 @@ async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> i
             if time.monotonic() > deadline:
                 raise CliError("the stages did not get their partitions within 30s")
             await asyncio.sleep(0.1)
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks=1, linger_ms=5)
+        producer = AIOKafkaProducer(**client_options(settings), acks=1, linger_ms=5)
         await producer.start()
         started = time.monotonic()
         try:
@@ -317,7 +321,7 @@ async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> i
         deadline = time.monotonic() + timeout
         while True:
             # in pipeline order: when ingest has committed everything, its output is on the next topic
-            lags = [sum((await group_lag(settings.kafka_bootstrap_servers, g, t)).values()) for g, t in groups]
+            lags = [sum((await group_lag(client_options(settings), g, t)).values()) for g, t in groups]
             if not any(lags):
                 break
             if time.monotonic() > deadline:
@@ -621,6 +625,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "approvals": cmd_approvals,
     "kill-switch": cmd_approvals,
     "kubernetes": lambda args, settings: kubernetes_command.run(args, settings),
+    "kafka": lambda args, settings: kafka_command.run(args, settings),
     "console": lambda args, settings: console_command.run(args, settings),
     "playbooks": cmd_approvals,
 }
@@ -759,8 +764,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="keep this many days (default ELK_RESOLVER_RETENTION_DAYS)")
     approvals_cli.add_commands(sub)
     kubernetes_command.add_commands(sub)
+    kafka_command.add_commands(sub)
     console_command.add_commands(sub)
-    for name in (*approvals_cli.COMMANDS, "kubernetes", "console"):  # their parsers too answer bad arguments in one line
+    for name in (*approvals_cli.COMMANDS, "kubernetes", "kafka", "console"):  # their parsers too answer bad arguments in one line
         choice = sub.choices[name]
         choice.__class__ = _Parser
         for action in choice._actions:  # noqa: SLF001 - argparse keeps nested parsers here

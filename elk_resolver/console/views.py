@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import jinja2
 from aiohttp import web
 
-from elk_resolver.console.auth import SEED_COOKIE, SESSION_COOKIE, Gate
+from elk_resolver.console.auth import SEED_COOKIE, SESSION_COOKIE, Gate, LoginBusy, TooManyAttempts, safe_next
 from elk_resolver.operations import approvals, controls, people, reading
 from elk_resolver.settings import Settings
 from handlers.execute import utc_naive
@@ -77,7 +77,7 @@ class Console:
         self._pool = pool
         self.publish = publish
         self.asyncapi = asyncapi
-        self.gate = Gate.from_settings(settings)
+        self.gate = Gate.from_settings(settings, pool)
         self.env = environment()
 
     @property
@@ -92,7 +92,7 @@ class Console:
     async def middleware(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
         if not self._is_console(request.path):
             return await handler(request)
-        person = self.gate.person(request)
+        person = await self.gate.person(request)
         request[PERSON] = person
         seed, new_seed = self.gate.seed(request)
         request[SEED] = seed
@@ -119,7 +119,7 @@ class Console:
     @staticmethod
     def _is_console(path: str) -> bool:
         return path in ("/", "/login", "/logout", "/kill-switch", "/asyncapi.html") or path.startswith(
-            ("/errors", "/approvals", "/incidents", "/patterns", "/runs", "/static/"))
+            ("/errors", "/approvals", "/incidents", "/patterns", "/runs", "/sessions", "/static/"))
 
     def _refuse(self, request: web.Request, status: int, why: str) -> web.Response:
         return self.render(request, "message.html", {"title": "Refused", "text": why, "back": "/"}, status=status)
@@ -283,25 +283,57 @@ class Console:
 
     # -- signing in -------------------------------------------------------------------------------
     async def login_form(self, request: web.Request) -> web.Response:
-        return self.render(request, "login.html", {"next": request.query.get("next", "/"), "problem": None})
+        return self.render(request, "login.html", {"next": safe_next(request.query.get("next")), "problem": None})
 
     async def login(self, request: web.Request) -> web.Response:
         form = await request.post()
-        person = self.gate.login(str(form.get("username", "")), str(form.get("password", "")))
-        target = str(form.get("next") or "/")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/"
+        target = safe_next(str(form.get("next") or "/"))
+        try:
+            person = await self.gate.login(str(form.get("username", "")), str(form.get("password", "")),
+                                           request.remote)
+        except TooManyAttempts as exc:
+            response = self.render(request, "login.html", {"next": target, "problem": str(exc)}, status=429)
+            response.headers["Retry-After"] = str(max(1, round(exc.wait_s)))
+            return response
+        except LoginBusy:
+            return self.render(request, "login.html", {"next": target, "problem": "too many sign-ins at once: "
+                                                       "try again in a moment"}, status=503)
         if person is None:
             return self.render(request, "login.html", {"next": target, "problem": "wrong name or password"},
                                status=401)
         response = web.HTTPSeeOther(target)
-        response.set_cookie(SESSION_COOKIE, self.gate.session_value(person), **self.gate.cookie_options(request))
+        token = await self.gate.start_session(person, request)
+        response.set_cookie(SESSION_COOKIE, token, max_age=int(self.settings.console_session_s),
+                            **self.gate.cookie_options(request))
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
+        person = request[PERSON]
+        await self.gate.end_session(request.cookies.get(SESSION_COOKIE), person.name if person else "logout")
         response = web.HTTPSeeOther("/")
         response.del_cookie(SESSION_COOKIE, path="/")
         raise response
+
+    # -- sessions (approvers) ----------------------------------------------------------------------
+    def _approver(self, request: web.Request) -> web.Response | None:
+        person = request[PERSON]
+        if person is None or not people.may_decide(self.settings, person):
+            return self._refuse(request, 403, "only an approver sees and ends sessions")
+        return None
+
+    async def sessions(self, request: web.Request) -> web.Response:
+        refused = self._approver(request)
+        if refused is not None:
+            return refused
+        return self.render(request, "sessions.html", {"sessions": await self.gate.active_sessions()})
+
+    async def end_session(self, request: web.Request) -> web.Response:
+        refused = self._approver(request)
+        if refused is not None:
+            return refused
+        ended = await self.gate.end_session_by_id(int(request.match_info["id"]), request[PERSON].name)
+        log.warning("console session %s of %s ended by %s", request.match_info["id"], ended, request[PERSON].name)
+        raise web.HTTPSeeOther("/sessions")
 
 
 def asyncapi_view(document: dict[str, Any]) -> dict[str, Any]:
@@ -361,6 +393,8 @@ def install(
     r.add_get("/login", console.login_form)
     r.add_post("/login", console.login)
     r.add_post("/logout", console.logout)
+    r.add_get("/sessions", console.sessions)
+    r.add_post("/sessions/{id:\\d+}/end", console.end_session)
     r.add_get("/asyncapi.html", console.asyncapi_html)
     r.add_static("/static/", str(HERE / "static"), append_version=True)
     return console

@@ -17,7 +17,14 @@ What is masked in free text, in this order:
 7. Payment card numbers: 13-19 digits, optional single spaces/dashes between digits, a first
    digit 2-6 (the card networks' ranges: this keeps epoch-millisecond timestamps and other
    ``1...`` ids out) and a valid Luhn check digit. Numbers failing Luhn are left alone.
-8. Extra patterns from settings, compiled with RE2 (linear time). If a pattern has capture
+8. Shapes a security review found stored as they came (issue 21): JSON escaped once or more
+   (``{\\"password\\": \\"x\\"}``), a credential query parameter (``?key=``, Azure SAS ``sig=``),
+   ``mysql -pSECRET``, ``sshpass -p SECRET``, Docker's ``"auth":"<base64>"``, ``api key <hex>``,
+   a bare AWS secret access key, base64 of text holding a secret (``cGFzc3dvcmQ9...``), and
+   keys in other languages (``passwort=``, ``contraseña:``, ``пароль=``) or spelled with
+   fullwidth or zero-width characters (judged NFKC-normalised); ``sk-``/``sk-proj-`` and Vault
+   ``hvs.`` tokens come with the token rules (:mod:`elk_resolver.events.secret_rules`).
+9. Extra patterns from settings, compiled with RE2 (linear time). If a pattern has capture
    groups, only the groups are masked; otherwise the whole match.
 
 Most log lines carry no secret, so each rule runs only when a cheap substring check (one
@@ -29,6 +36,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -60,15 +68,43 @@ _SECRET_KEY_WORDS = (
     "accountkey",
     "amzsignature",
     "amzcredential",
+    # "password" in other languages (issue 21: passwort= was stored as it came)
+    "passwort",
+    "kennwort",
+    "contrasena",
+    "contraseña",
+    "senha",
+    "motdepasse",
+    "wachtwoord",
+    "haslo",
+    "hasło",
+    "losenord",
+    "lösenord",
+    "passord",
+    "adgangskode",
+    "salasana",
+    "heslo",
+    "jelszo",
+    "jelszó",
+    "sifre",
+    "şifre",
+    "parola",
+    "пароль",
+    "密码",
+    "密碼",
+    "パスワード",
+    "비밀번호",
 )
 _SECRET_KEY_EXACT = frozenset({"auth", "pass", "pin", "cvv", "cvc"})
-_NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
 # The same words, as they may appear inside a key in free text.
 _KEY_WORD_RE = (
     r"pass(?:word|wd|phrase)|pwd|secret|token|api[_.-]?key|access[_.-]?key"
     r"|private[_.-]?key|credentials?|authorization|session[_.-]?id|cookie"
     r"|account[_.-]?key|amz[_.-]?signature|amz[_.-]?credential"
+    r"|passwort|kennwort|contrase(?:ñ|n)a|senha|mot[_.-]?de[_.-]?passe|wachtwoord|has(?:ł|l)o"
+    r"|l(?:ö|o)senord|passord|adgangskode|salasana|heslo|jelsz(?:ó|o)|(?:ş|s)ifre|parola"
+    r"|пароль|密[码碼]|パスワード|비밀번호"
 )
 # Source-file names in stack frames (``TokenService.java:42``) are not keys.
 _NOT_A_SOURCE_FILE = "".join(
@@ -80,8 +116,10 @@ _KEY_VALUE = re.compile(
     # linear even on a megabyte-long word.
     r"(?<![\w.-])(?P<key>[\w.-]{0,64}?(?i:" + _KEY_WORD_RE + r")[\w.-]{0,64}" + _NOT_A_SOURCE_FILE + r")"
     # the value may stand on the next line (YAML ``password:`` then an indented value)
-    r"(?P<sep>[\"']?[ \t]*(?:=>|[:=])[ \t]*(?:\r?\n[ \t]*)?)"
-    r"(?:\"(?P<dscheme>" + _AUTH_SCHEME + r"?)(?:[^\"\\\n]|\\.)*\""
+    # a JSON document inside a string keeps its quotes escaped: {\"password\": \"x\"}
+    r"(?P<sep>\\*[\"']?[ \t]*(?:=>|[:=])[ \t]*(?:\r?\n[ \t]*)?)"
+    r"(?:(?P<eopen>\\+\")(?P<escheme>" + _AUTH_SCHEME + r"?)(?:[^\"\\\n]|\\+[^\"\\\n])*(?P<eclose>\\+\")"
+    r"|\"(?P<dscheme>" + _AUTH_SCHEME + r"?)(?:[^\"\\\n]|\\.)*\""
     r"|'(?P<sscheme>" + _AUTH_SCHEME + r"?)(?:[^'\\\n]|\\.)*'"
     r"|(?P<scheme>" + _AUTH_SCHEME + r"?)(?P<value>[^\s,;&\"'<>{}\[\]()]+))"
 )
@@ -119,6 +157,109 @@ _K8S_ENV = re.compile(
 )
 
 
+# --- shapes a security review found stored as they came (issue 21) ---------------------------
+# RE2 (linear time, no look-behind): a boundary is matched as a character or the text's edge.
+
+# A query parameter that carries a credential by itself: Azure SAS ``sig=``, ``?key=`` (Google
+# and many APIs), ``auth=``, ``pass=``, ``pwd=`` (the key=value rule covers token=, api_key=...).
+_QUERY_SECRET = re2.compile(r"([?&](?i:key|sig|signature|auth|pass|pwd)=)([^&#\s\"'<>\\]+)")
+# ``mysql -uroot -pSECRET`` (the password glued to -p; ``-p`` alone prompts) and ``sshpass -p SECRET``
+_MYSQL_P = re2.compile(r"(\b(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlshow|mariadb|mariadb-dump)\b"
+                       r"[^\n]*?[ \t]-p)([^\s\"'\\]+)")
+_SSHPASS = re2.compile(r"(\bsshpass\b[^\n]*?[ \t]-p[ \t]*)([^\s\"'\\]+)")
+# Docker's config.json inside a string: "auth":"<base64 of user:password>", quotes escaped or not
+_DOCKER_AUTH = re2.compile(r'((?i:\\*"auth\\*")[ \t]*:[ \t]*\\*")([A-Za-z0-9+/=]+)')
+# ``api key 3f9a...``: the key word, a space, no separator; a value with a digit
+_SPACED_KEY = re2.compile(r"(\b(?i:api|access|secret|private)[ _-]?(?i:key|token)[ \t]+(?:(?i:is)[ \t]+)?)"
+                          r"([A-Za-z0-9_-]{16,})")
+# A bare AWS secret access key: 40 characters of base64 standing alone. Hex digests (git,
+# SHA-1 fingerprints) have no upper-case letter and no /+; the masked value must have upper
+# and lower case and a digit.
+_AWS_SECRET_BARE = re2.compile(r"(?:^|[^A-Za-z0-9/+=])([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)")
+_AWS_SECRET_CANDIDATE = (
+    r"(?:^|[^A-Za-z0-9/+=])(?:"
+    + "|".join(f"[a-z0-9/+]{{{k}}}[A-Z][A-Za-z0-9/+]{{{39 - k}}}" for k in range(40))
+    + r")(?:[^A-Za-z0-9/+=]|$)"
+)
+# base64 of text holding a secret key word (``cGFzc3dvcmQ9...`` is ``password=...``): the
+# word's base64 at each of the three alignments, in three cases, finds the candidate run; the
+# run is masked when its decoded text has something to mask.
+_B64_WORDS = ("password", "passwd", "passwort", "secret", "token", "apikey", "api_key", "authorization", "credential")
+
+
+def _b64_fragments(word: str) -> set[str]:
+    out = set()
+    for variant in {word, word.capitalize(), word.upper()}:
+        raw = variant.encode()
+        for offset in range(3):
+            encoded = base64.b64encode(b"\0" * offset + raw).decode()
+            start = -(-offset * 8 // 6)  # characters that hold bits of the padding bytes
+            end = (offset + len(raw)) * 8 // 6
+            fragment = encoded[start:end]
+            if len(fragment) >= 5:
+                out.add(fragment)
+    return out
+
+
+_B64_FRAGMENTS = sorted(set().union(*(_b64_fragments(w) for w in _B64_WORDS)))
+_B64_CANDIDATE = "(?:" + "|".join(re.escape(f) for f in _B64_FRAGMENTS) + ")"
+_B64_FRAGMENT = re2.compile(_B64_CANDIDATE)
+_B64_RUN = re2.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+# A key spelled with characters a key rule in ASCII does not see: zero-width characters
+# (pass\u200bword), fullwidth letters or separators (ｐａｓｓｗｏｒｄ＝), other scripts (пароль).
+# The key is judged by is_secret_key, which reads it NFKC-normalised without non-alphanumerics.
+_WIDE_SEP = "：＝"
+_UNICODE_KEY = re.compile(
+    r"(?P<key>[^\s:=" + _WIDE_SEP + r"\"'{},;&<>()\[\]\\]{1,80}?)"
+    r"(?P<sep>\\*[\"']?[ \t]*(?:=>|[:=" + _WIDE_SEP + r"])[ \t]*)(?P<q>\\*[\"']?)"
+    r"(?P<value>[^\s,;&\"'<>{}\[\]()\\]+)"
+)
+
+
+def _mask_group2(rx: Any, s: str, keep: Any = None) -> str:
+    """``s`` with group 2 of each ``rx`` match masked (when ``keep`` does not say otherwise)."""
+    return rx.sub(lambda m: m.group(0) if keep is not None and keep(m.group(2)) else m.group(1) + MASK, s)
+
+
+def _has_digit(value: str) -> bool:
+    return any(c.isdigit() for c in value)
+
+
+def _mask_aws_bare(s: str) -> str:
+    spans = []
+    pos = 0
+    while (m := _AWS_SECRET_BARE.search(s, pos)) is not None:
+        value = m.group(1)
+        if (any(c.isupper() for c in value) and any(c.islower() for c in value) and _has_digit(value)):
+            spans.append(m.span(1))
+        pos = m.end(1)  # the character after the value may start the next one's boundary
+    return mask_spans(s, spans, MASK)
+
+
+def _mask_b64(s: str) -> str:
+    spans = []
+    for m in _B64_RUN.finditer(s):
+        run = m.group(0)
+        if _B64_FRAGMENT.search(run) is None:
+            continue
+        body = run.rstrip("=")
+        try:
+            decoded = base64.b64decode(body.replace("-", "+").replace("_", "/") + "=" * (-len(body) % 4))
+            text = decoded.decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if _default_mask_text(text) != text:
+            spans.append(m.span())
+    return mask_spans(s, spans, MASK)
+
+
+def _sub_unicode_key(m: re.Match[str]) -> str:
+    key, sep = m.group("key"), m.group("sep")
+    if (key.isascii() and sep.isascii()) or not is_secret_key(key):
+        return m.group(0)
+    return key + sep + m.group("q") + MASK
+
+
 def _sub_cli_flag(m: re.Match[str]) -> str:
     return m.group("head") + MASK
 
@@ -154,6 +295,9 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _sub_key_value(m: re.Match[str]) -> str:
+    scheme = m.group("escheme")
+    if scheme is not None:
+        return f'{m.group("key")}{m.group("sep")}{m.group("eopen")}{scheme}{MASK}{m.group("eclose")}'
     scheme = m.group("dscheme")
     if scheme is not None:
         return f'{m.group("key")}{m.group("sep")}"{scheme}{MASK}"'
@@ -186,7 +330,7 @@ def _sub_card(m: re.Match[str]) -> str:
 _CANDIDATES = (
     ("pem", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY"),
     ("url", r"://[^:/?#@\s\"']*:[^@/?#\s\"']*@"),
-    ("key_value", r"(?i:" + _KEY_WORD_RE + r")[\w.-]{0,64}[\"']?[ \t]*(?:=>|[:=])"),
+    ("key_value", r"(?i:" + _KEY_WORD_RE + r")[\w.-]{0,64}\\*[\"']?[ \t]*(?:=>|[:=])"),
     ("bearer", r"(?i:bearer)[ \t]+[A-Za-z0-9\-._~+/]"),
     ("jwt", r"eyJ[A-Za-z0-9_-]*\.eyJ"),
     ("aws_key_id", r"(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}"),
@@ -195,6 +339,16 @@ _CANDIDATES = (
     ("cli_user", r"(?:-u|--user)[ \t]+[^\s:\"']+:[^\s\"']"),
     ("basic", r"(?i:basic)[ \t]+[A-Za-z0-9+/]{6}"),
     ("k8s_env", r'name\\?"[ \t]*:[ \t]*\\?"[^"\\]{0,100}(?i:pass|secret|token|key|credential|pwd|auth)'),
+    # issue 21; a candidate's ^ or $ stands beside a character class a JSON quote matches, so
+    # the one pass over a record's text (record_is_clean) still finds what a string would give
+    ("query_secret", r"[?&](?i:key|sig|signature|auth|pass|pwd)=[^&#\s\"'<>\\]"),
+    ("mysql_p", r"(?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlcheck|mysqlshow|mariadb)[^\n]*[ \t]-p[^\s\"'\\]"),
+    ("sshpass", r"sshpass[^\n]*[ \t]-p"),
+    ("docker_auth", r'(?i:\\*"auth\\*")[ \t]*:[ \t]*\\*"[A-Za-z0-9+/=]'),
+    ("spaced_key", r"(?i:api|access|secret|private)[ _-]?(?i:key|token)[ \t]+(?:(?i:is)[ \t]+)?[A-Za-z0-9_-]{16}"),
+    ("aws_secret_bare", _AWS_SECRET_CANDIDATE),
+    ("b64_secret", _B64_CANDIDATE),
+    ("unicode_key", r"[^\x00-\x7f][^\s:=\"']{0,80}[:=]|[" + _WIDE_SEP + r"]"),
 )
 # RE2, because Python ``re`` with IGNORECASE and alternation costs ~50 µs per 600 bytes.
 _KEYWORD = re2.compile("(?i:" + _KEY_WORD_RE + ")")
@@ -251,17 +405,47 @@ def _apply(kind: str, s: str) -> str:
         return _CLI_USER.sub(lambda m: m.group("head") + MASK, s)
     if kind == "basic":
         return _BASIC.sub(_sub_basic, s)
-    return _K8S_ENV.sub(_sub_k8s_env, s)
+    if kind == "k8s_env":
+        return _K8S_ENV.sub(_sub_k8s_env, s)
+    if kind == "query_secret":
+        return _mask_group2(_QUERY_SECRET, s, keep=lambda v: v.startswith(MASK))
+    if kind == "mysql_p":
+        return _mask_group2(_MYSQL_P, s, keep=lambda v: v == MASK)
+    if kind == "sshpass":
+        return _mask_group2(_SSHPASS, s, keep=lambda v: v == MASK)
+    if kind == "docker_auth":
+        return _mask_group2(_DOCKER_AUTH, s)
+    if kind == "spaced_key":
+        return _mask_group2(_SPACED_KEY, s, keep=lambda v: not _has_digit(v))
+    if kind == "aws_secret_bare":
+        return _mask_aws_bare(s)
+    if kind == "b64_secret":
+        return _mask_b64(s)
+    return _UNICODE_KEY.sub(_sub_unicode_key, s)
 
 
 _key_cache: dict[str, bool] = {}
+_clean_keys: set[str] = set()
+"""Keys in which the built-in rules find nothing to mask (bounded, as ``_key_cache``)."""
+
+
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def _key_letters(key: str) -> str:
+    """The key as it is judged: NFKC-normalised (fullwidth ｐａｓｓ is pass), case-folded, with
+    everything but letters and digits removed (separators, zero-width characters)."""
+    if key.isascii():
+        return _NON_ALNUM.sub("", key.lower())
+    return "".join(ch for ch in unicodedata.normalize("NFKC", key).casefold() if ch.isalnum())
 
 
 def is_secret_key(key: str) -> bool:
-    """Whether a mapping key names a secret (``db_password``, ``X-Api-Key``, ``Authorization``)."""
+    """Whether a mapping key names a secret (``db_password``, ``X-Api-Key``, ``Authorization``,
+    ``Passwort``, ``contraseña``, ``ｐａｓｓｗｏｒｄ``, ``pass\u200bword``)."""
     hit = _key_cache.get(key)
     if hit is None:
-        norm = _NON_ALNUM.sub("", key.lower())
+        norm = _key_letters(key)
         hit = norm in _SECRET_KEY_EXACT or any(w in norm for w in _SECRET_KEY_WORDS)
         if len(_key_cache) < 10_000:  # keys repeat; an attacker's unique keys must not grow it
             _key_cache[key] = hit
@@ -328,15 +512,21 @@ class SecretMasker:
         if isinstance(obj, dict):
             out = None
             env_secret = _is_secret_env_entry(obj)
+            renamed = False
             for k, v in obj.items():
                 if (isinstance(k, str) and is_secret_key(k)) or (env_secret and k == "value"):
                     nv = v if v is None or v == "" or isinstance(v, bool) else MASK
                 else:
                     nv = self._mask_obj(v)
-                if nv is not v:
+                # a key is text too: {"ghp_...": 1} or {"password=x": 1} keeps no secret
+                nk = self.mask_text(k) if isinstance(k, str) and (self._extra or k not in _clean_keys) else k
+                if nv is not v or nk != k:
                     if out is None:
                         out = dict(obj)
                     out[k] = nv
+                    renamed = renamed or nk != k
+            if renamed:
+                out = {(self.mask_text(k) if isinstance(k, str) else k): v for k, v in out.items()}
             return obj if out is None else out
         if isinstance(obj, list):
             out_list = None
@@ -370,6 +560,12 @@ def _gather(obj: Any, strings: list[str]) -> bool:
                 return True
         if "value" in obj and _is_secret_env_entry(obj):
             return True
+        for k in obj:  # keys are masked as text too; most repeat, and are known clean
+            if k not in _clean_keys:
+                if type(k) is not str or _BUILTIN_SET.Match(k) is not None:
+                    return True
+                if len(_clean_keys) < 10_000:
+                    _clean_keys.add(k)
         values: Any = obj.values()
     elif isinstance(obj, list):
         values = obj
@@ -424,8 +620,14 @@ def _spelled(word: str) -> str:
     return "[^a-zA-Z0-9]*".join(f"(?i:{re.escape(ch)})" for ch in word)
 
 
+# Only text with a non-ASCII character can hold it: kept out of the sets every record passes
+# through, asked of non-ASCII records alone (most logs are ASCII).
+_ASCII_FREE_KINDS = frozenset({"unicode_key"})
+
+
 def _raw_patterns() -> list[str]:
-    patterns = _builtin_patterns()
+    patterns = [p for (kind, _), p in zip(_CANDIDATES, _builtin_patterns()) if kind not in _ASCII_FREE_KINDS]
+    patterns += _builtin_patterns()[len(_CANDIDATES):]
     patterns += [_spelled(word) for word in _SECRET_KEY_WORDS]
     patterns += ['"[^a-zA-Z0-9]*' + _spelled(word) + '[^a-zA-Z0-9]*"' for word in _SECRET_KEY_EXACT]
     return patterns
@@ -442,6 +644,7 @@ def _raw_matchers(parts: int = 2) -> tuple[Any, ...]:
 
 
 _RAW_MATCHERS = _raw_matchers()
+_NON_ASCII_MATCH = compile_set([p for kind, p in _CANDIDATES if kind in _ASCII_FREE_KINDS])._set.Match
 # Characters whose lower-case form holds an ASCII letter the RE2 folding does not give (U+0130
 # lowers to "i" plus a combining dot): a record holding one is masked the usual way.
 _FOLD_TRAPS = ("\u0130".encode(),)
@@ -466,6 +669,16 @@ def record_is_clean(value: bytes) -> bool:
     for match in _RAW_MATCHERS:
         if match(value):
             return False
+    if not value.isascii():
+        if _NON_ASCII_MATCH(value):
+            return False
+        # keys are judged NFKC-normalised and case-folded (is_secret_key): ｐａｓｓｗｏｒｄ holds
+        # no ASCII letter for the pass above to see, its normal form does
+        folded = unicodedata.normalize("NFKC", value.decode("utf-8", "replace")).casefold().encode()
+        if folded != value:
+            for match in _RAW_MATCHERS:
+                if match(folded):
+                    return False
     return True
 
 
@@ -475,6 +688,7 @@ def _mask_extra(rx: Any, s: str) -> str:
 
 
 _default = SecretMasker()
+_default_mask_text = _default.mask_text
 
 
 def mask_text(s: str) -> str:

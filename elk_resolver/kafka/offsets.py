@@ -15,11 +15,14 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from elk_resolver.kafka.security import KafkaOptions
 
-def probe_consumer(bootstrap_servers: str, group_id: str | None = None, **kwargs) -> AIOKafkaConsumer:
-    """A consumer that assigns (never subscribes), fetching little: reads highwater marks."""
+
+def probe_consumer(kafka: KafkaOptions, group_id: str | None = None, **kwargs) -> AIOKafkaConsumer:
+    """A consumer that assigns (never subscribes), fetching little: reads highwater marks.
+    ``kafka``: :func:`elk_resolver.kafka.security.client_options`."""
     return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka,
         group_id=group_id,
         enable_auto_commit=False,
         client_id=f"elk-resolver-probe-{uuid.uuid4().hex[:6]}",
@@ -71,8 +74,8 @@ async def fetch_highwaters(
         await consumer.getmany(*tps, timeout_ms=200, max_records=1)
 
 
-async def highwaters(bootstrap_servers: str, topic: str) -> dict[int, int]:
-    consumer = probe_consumer(bootstrap_servers)
+async def highwaters(kafka: KafkaOptions, topic: str) -> dict[int, int]:
+    consumer = probe_consumer(kafka)
     await start_or_close(consumer)
     try:
         tps = await partitions_of(consumer, topic)
@@ -95,14 +98,14 @@ async def seek_to_committed(consumer: AIOKafkaConsumer, tps: Iterable[TopicParti
     return committed
 
 
-async def group_lag(bootstrap_servers: str, group_id: str, topic: str) -> dict[int, int]:
+async def group_lag(kafka: KafkaOptions, group_id: str, topic: str) -> dict[int, int]:
     """Records of ``topic`` not yet committed by ``group_id``, per partition.
 
     Read through a consumer that names the group but only *assigns* partitions: it never
     joins the group (no rebalance for the members) and never commits. (aiokafka's admin
     ``list_consumer_group_offsets`` cannot decode Tansu's answer; this path works on both.)
     """
-    consumer = probe_consumer(bootstrap_servers, group_id=group_id)
+    consumer = probe_consumer(kafka, group_id=group_id)
     await start_or_close(consumer)
     try:
         tps = await partitions_of(consumer, topic)

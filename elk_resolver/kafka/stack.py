@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from elk_resolver.kafka.embedded import EmbeddedKafka, EmbeddedPostgres, port_open
+from elk_resolver.kafka.security import client_options
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.settings import Settings
 from elk_resolver.store.migrate import migrate
@@ -85,7 +86,7 @@ async def prepare(settings: Settings, svc: Services) -> None:
         await ensure_database(svc.database_url)
     await migrate(svc.database_url)
     await ensure_topics(
-        svc.kafka_bootstrap_servers,
+        client_options(settings, bootstrap_servers=svc.kafka_bootstrap_servers),
         settings.topics(),
         partitions=settings.topic_partitions,
         replication_factor=settings.topic_replication_factor,

@@ -10,12 +10,15 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from elk_resolver.kafka.security import KafkaOptions
+
 
 async def ensure_topics(
-    bootstrap_servers: str, names: list[str], *, partitions: int, replication_factor: int = 1
+    kafka: KafkaOptions, names: list[str], *, partitions: int, replication_factor: int = 1
 ) -> list[str]:
-    """Create the missing topics; return the names created by this call."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=15000)
+    """Create the missing topics; return the names created by this call. ``kafka``:
+    :func:`elk_resolver.kafka.security.client_options`."""
+    admin = AIOKafkaAdminClient(**kafka, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -31,6 +31,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from elk_resolver.events.logstash_event import HISTORY_EXECUTE_HEADER, HISTORY_HEADER, get_path
+from elk_resolver.kafka.security import client_options
 from elk_resolver.operations.progress import Progress
 from elk_resolver.settings import Settings
 from elk_resolver.store.db import queries
@@ -158,8 +159,7 @@ async def backfill(
 
     own_client = client is None
     client = client or make_client(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks=1,
-                                enable_idempotence=False, linger_ms=5)
+    producer = AIOKafkaProducer(**client_options(settings), acks=1, enable_idempotence=False, linger_ms=5)
     pit_id: str | None = None
     try:
         await producer.start()

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from elk_resolver.events.masking import SecretMasker
 from elk_resolver.kafka.offsets import fetch_highwaters, offset_for_time, partitions_of, start_or_close
+from elk_resolver.kafka.security import client_options
 from elk_resolver.operations.progress import Progress
 from elk_resolver.settings import Settings
 from elk_resolver.store.pattern_cache import PatternCache
@@ -79,7 +80,7 @@ async def replay(
     group_id = f"{s.group_ingest}-replay-{datetime.now().strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
     result = ReplayResult(group_id)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=s.kafka_bootstrap_servers,
+        **client_options(s),
         group_id=group_id,
         client_id="elk-resolver-replay",
         enable_auto_commit=False,

@@ -130,6 +130,16 @@ async def _drop_partitions(pool: asyncpg.Pool, cutoff: datetime) -> list[str]:
     return dropped
 
 
+async def _record_retention(conn: asyncpg.Connection, retention_days: int) -> None:
+    """The schema owner's retention becomes the one the partition functions hold the service
+    role to (``retention_policy``, migration 0080); the service role may not change it."""
+    try:
+        async with conn.transaction():
+            await conn.execute(queries().maintain_record_retention, retention_days)
+    except asyncpg.InsufficientPrivilegeError:
+        log.debug("maintain: this role may not change retention_policy; the owner's retention stays")
+
+
 async def maintain(
     pool: asyncpg.Pool, *, retention_days: int, batch_size: int = BATCH_SIZE, wait_for_lock: bool = True
 ) -> MaintenanceResult:
@@ -147,6 +157,7 @@ async def maintain(
             result.skipped = True
             return result
         try:
+            await _record_retention(lock_conn, retention_days)
             run_id = await lock_conn.fetchval(q.maintenance_start, retention_days)
             for key, name in _BEFORE_PARTITIONS:
                 result.deleted[key] = await _batched_delete(pool, q[name], result.cutoff, batch_size)

@@ -218,3 +218,7 @@ SELECT s.id, s.error_hash, el.error_type, s.solution_type, s.source, s.success_r
 FROM solutions s
 LEFT JOIN error_logs el ON el.hash_signature = s.error_hash
 ORDER BY s.success_rate DESC NULLS LAST, s.execution_count DESC NULLS LAST, s.id;
+
+-- name: maintain-record-retention
+-- The owner's retention, which the partition functions hold other roles to (0080).
+UPDATE retention_policy SET retention_days = $1, updated_at = LOCALTIMESTAMP WHERE retention_days <> $1;

@@ -36,6 +36,9 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO elk_readonly
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT INSERT, SELECT, UPDATE ON TABLES TO elk_resolver_user;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO elk_resolver_user;
 
+-- The retention the partition functions hold the service role to (0080): read, never set.
+REVOKE INSERT, UPDATE, DELETE ON retention_policy FROM elk_resolver_user;
+
 -- The SECURITY DEFINER functions (0004, hardened in 0035): EXECUTE for the service role
 -- only (a new month's partition; retention), never PUBLIC nor the read-only role.
 GRANT EXECUTE ON FUNCTION ensure_error_occurrences_partition(DATE) TO elk_resolver_user;

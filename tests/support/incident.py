@@ -151,6 +151,7 @@ async def _demo(per_deployment: int, seed: int, fingerprint: str = "template") -
     from pathlib import Path
 
     from elk_resolver.kafka.topics import ensure_topics
+    from elk_resolver.kafka.security import client_options
     from elk_resolver.settings import make_settings
     from elk_resolver.store.db import create_pool
     from elk_resolver.store.migrate import migrate
@@ -167,7 +168,7 @@ async def _demo(per_deployment: int, seed: int, fingerprint: str = "template") -
                              state_dir=Path(tmp) / "state", topic_partitions=4, http_port=0)  # fmt: skip
         settings = live_settings(base.isolated(f"demo-{uuid.uuid4().hex[:8]}"), fake, fingerprint_version=fingerprint)
         await migrate(settings.database_url)
-        await ensure_topics(settings.kafka_bootstrap_servers, settings.topics(), partitions=settings.topic_partitions)
+        await ensure_topics(client_options(settings), settings.topics(), partitions=settings.topic_partitions)
         deployments = ["checkout", "cart", "catalog"]
         values = [crashloop("shop", d, rng) for d in deployments for _ in range(per_deployment)]
         rng.shuffle(values)
