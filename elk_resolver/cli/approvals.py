@@ -101,17 +101,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _approvals_table(rows: list[dict[str, Any]]) -> str:
     body = []
+    from elk_resolver.operations.solution_view import bound_object
+
     for r in rows:
-        commands = (r.get("request") or {}).get("commands") or []
+        request = r.get("stored_request") or r.get("request") or {}  # one source: the stored request
+        commands = request.get("commands") or []
         first = commands[0]["command"] if commands else ""
         more = f" (+{len(commands) - 1})" if len(commands) > 1 else ""
+        target = bound_object(request)
         body.append(
             [
                 r["id"], r["status"], r["solution_id"], r["hash_signature"][:12], _ts(r["created_at"]),
-                _ts(r["expires_at"]), r["decided_by"] or "", _clip(first, 60) + more, _clip(r["reason"], 70),
+                _ts(r["expires_at"]), r["decided_by"] or "", target["key"] if target else "(none bound)",
+                _clip(first, 60) + more, _clip(r["reason"], 70),
             ]
         )  # fmt: skip
-    headers = ["ID", "STATUS", "SOLUTION", "HASH", "CREATED (UTC)", "EXPIRES (UTC)", "BY", "COMMAND", "REASON"]
+    headers = ["ID", "STATUS", "SOLUTION", "HASH", "CREATED (UTC)", "EXPIRES (UTC)", "BY", "OBJECT", "COMMAND", "REASON"]
     return table(headers, body)
 
 

@@ -269,12 +269,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="elk-resolver-demo-"))
     demo = settings.model_copy(update={
-        "kafka_bootstrap_servers": None, "database_url": None, "state_dir": workdir,
-        "execution_mode": "dry-run", "http_port": 0, "monitor_interval_s": 5.0,
-        # the namespaces of the shipped events, so dry-run shows what would run there
-        "kubectl_namespaces": ["production", "elk-stack"],
-        # and the Elasticsearch actions (opt-in): dry-run shows them, nothing can run
-        "elasticsearch_actions": ["clear_read_only_block", "cluster_reroute_retry_failed", "ilm_retry"],
+        "kafka_bootstrap_servers": None, "database_url": None, "state_dir": workdir, "http_port": 0,
+        **DEMO_SETTINGS,
         "log_level": "DEBUG" if args.verbose else "WARNING",
     })
     logs.configure(json_lines=demo.log_json, level=demo.log_level)
@@ -291,6 +287,15 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+DEMO_SETTINGS: dict[str, Any] = {
+    "execution_mode": "dry-run", "monitor_interval_s": 5.0,
+    # the namespaces of the shipped events, so dry-run shows what would run there
+    "kubectl_namespaces": ["production", "elk-stack"],
+    # and the Elasticsearch actions (opt-in): dry-run shows them, nothing can run
+    "elasticsearch_actions": ["clear_read_only_block", "cluster_reroute_retry_failed", "ilm_retry"],
+}
+
+
 def demo_events() -> list[dict[str, Any]]:
     from importlib import resources
 
@@ -298,56 +303,63 @@ def demo_events() -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> int:
-    import signal
-
+async def publish_demo_events(app: Any, settings: Settings, *, timeout: float) -> float:
+    """Publish the shipped events (timed just before now) through a started app's stages and
+    wait until every stage has committed them; returns the seconds it took."""
     import orjson
     from aiokafka import AIOKafkaProducer
 
     from elk_resolver.kafka.offsets import group_lag
     from elk_resolver.kafka.security import client_options
-    from elk_resolver.service import create_app
 
     events = demo_events()
+    deadline = time.monotonic() + 30
+    while not all(getattr(st, "ready", False) for st in app.stages.values()):
+        if time.monotonic() > deadline:
+            raise CliError("the stages did not get their partitions within 30s")
+        await asyncio.sleep(0.1)
+    producer = AIOKafkaProducer(**client_options(settings), acks=1, linger_ms=5)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        now = datetime.now(UTC)
+        futures = []
+        for i, event in enumerate(events):
+            event["@timestamp"] = (now - timedelta(seconds=len(events) - i)).isoformat(timespec="milliseconds")
+            service = event.get("service", {}).get("name") if isinstance(event.get("service"), dict) else None
+            key = (service or event.get("service.name") or event.get("host") or "").encode() or None
+            futures.append(await producer.send(settings.topic_raw, orjson.dumps(event), key=key))
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    print(f"demo: published {len(events)} Logstash events to {settings.topic_raw}", flush=True)
+    groups = [(settings.group_ingest, settings.topic_raw), (settings.group_analyze, settings.topic_analysis),
+              (settings.group_execute, settings.topic_execution)]
+    deadline = time.monotonic() + timeout
+    while True:
+        # in pipeline order: when ingest has committed everything, its output is on the next topic
+        lags = [sum((await group_lag(client_options(settings), g, t)).values()) for g, t in groups]
+        if not any(lags):
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise PartialError(f"not processed within {timeout:.0f}s (records behind per stage: {lags})")
+        await asyncio.sleep(0.5)
+
+
+async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> int:
+    import signal
+
+    from elk_resolver.service import create_app
+
     app = create_app(settings)
     await app.start()
     try:
-        deadline = time.monotonic() + 30
-        while not all(getattr(st, "ready", False) for st in app.stages.values()):
-            if time.monotonic() > deadline:
-                raise CliError("the stages did not get their partitions within 30s")
-            await asyncio.sleep(0.1)
-        producer = AIOKafkaProducer(**client_options(settings), acks=1, linger_ms=5)
-        await producer.start()
-        started = time.monotonic()
-        try:
-            now = datetime.now(UTC)
-            futures = []
-            for i, event in enumerate(events):
-                event["@timestamp"] = (now - timedelta(seconds=len(events) - i)).isoformat(timespec="milliseconds")
-                service = event.get("service", {}).get("name") if isinstance(event.get("service"), dict) else None
-                key = (service or event.get("service.name") or event.get("host") or "").encode() or None
-                futures.append(await producer.send(settings.topic_raw, orjson.dumps(event), key=key))
-            for future in futures:
-                await future
-        finally:
-            await producer.stop()
-        print(f"demo: published {len(events)} Logstash events to {settings.topic_raw}", flush=True)
-        groups = [(settings.group_ingest, settings.topic_raw), (settings.group_analyze, settings.topic_analysis),
-                  (settings.group_execute, settings.topic_execution)]
-        deadline = time.monotonic() + timeout
-        while True:
-            # in pipeline order: when ingest has committed everything, its output is on the next topic
-            lags = [sum((await group_lag(client_options(settings), g, t)).values()) for g, t in groups]
-            if not any(lags):
-                break
-            if time.monotonic() > deadline:
-                raise PartialError(f"not processed within {timeout:.0f}s (records behind per stage: {lags})")
-            await asyncio.sleep(0.5)
+        took = await publish_demo_events(app, settings, timeout=timeout)
         monitor = app.stages.get("monitor")
         if monitor is not None:
             await monitor.check_once()
-        print(f"demo: processed by ingest, analyze and execute in {time.monotonic() - started:.1f}s\n", flush=True)
+        print(f"demo: processed by ingest, analyze and execute in {took:.1f}s\n", flush=True)
         async with app.pool.acquire() as conn:
             summary = await conn.fetchrow("""
                 SELECT (SELECT count(*) FROM error_logs) AS distinct_errors,

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from elk_resolver.actions.ranking import wilson_lower_bound
-from elk_resolver.operations.controls import kill_switch
+from elk_resolver.operations import solution_view
+from elk_resolver.operations.controls import catalogue, kill_switch
+from elk_resolver.operations.solution_view import bound_object
 from elk_resolver.store.db import queries
 from handlers.execute import utc_naive
 
@@ -46,16 +48,25 @@ def pages(total: int, page: int, per_page: int = PAGE) -> dict[str, int]:
     return {"page": page, "last": last, "total": total, "offset": (page - 1) * per_page, "per_page": per_page}
 
 
+def would_run(plan: Any) -> list[str]:
+    """The commands a dry run recorded (``decision_log.details.would_run``) as a person reads
+    them: the argument list that would have run, else the command as written (an
+    Elasticsearch action's plan is a structure, its command says it)."""
+    out = []
+    for w in plan if isinstance(plan, list) else []:
+        if isinstance(w, dict):
+            text = w.get("would_run") if isinstance(w.get("would_run"), str) and w.get("would_run") else w.get("command")
+            out.append(str(text or ""))
+    return out
+
+
 def run_row(row: Any) -> dict[str, Any]:
     """A run or dry run as the pages and the API show it: a dry run's output says what would
     have run (the execute stage's plan), and that nothing ran."""
     r = dict(row)
     r["dry_run"] = r.get("kind") == "dry_run"
     if r["dry_run"]:
-        plan = r.get("would_run") or []
-        lines = [f"would run: {w.get('would_run') or w.get('command')}" + (f" ({w['reason']})" if w.get("reason") else "")
-                 for w in plan if isinstance(w, dict)]
-        r["execution_output"] = "dry run, nothing ran\n" + "\n".join(lines)
+        r["execution_output"] = "dry run, nothing ran\n" + "\n".join(f"would run: {w}" for w in would_run(r.get("would_run")))
     return r
 
 
@@ -148,9 +159,6 @@ def kibana_link(settings: Settings, error: dict[str, Any]) -> str | None:
 async def error_detail(pool: asyncpg.Pool, settings: Settings, error_id: int) -> dict[str, Any] | None:
     """One error as a person reads it: its state, owner and notes, its objects, its solutions
     filled with its values, its runs and dry runs, approvals and decisions."""
-    from elk_resolver.operations import solution_view
-    from elk_resolver.operations.controls import catalogue
-
     q = queries()
     async with pool.acquire() as conn:
         row = await conn.fetchrow(q.console_error, error_id)
@@ -201,18 +209,6 @@ def affected_objects(error: dict[str, Any], bound: list[str]) -> list[str]:
     return list(seen)[:50]
 
 
-def bound_object(request: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The one object a stored request is bound to (``planned_requests``' target: what the
-    execute stage acts on), as ``{"key", "label", ...}``; None when none could be bound."""
-    target = (request or {}).get("target")
-    if not isinstance(target, dict) or not target.get("key"):
-        return None
-    label = target["key"]
-    if target.get("type") == "kubectl":
-        label = f"{target.get('kind')}/{target.get('name')} -n {target.get('namespace')}"
-    return {**target, "label": label}
-
-
 async def runs(pool: asyncpg.Pool, *, status: str | None = None, page: int = 1, per_page: int = PAGE) -> dict[str, Any]:
     q = queries()
     total = await pool.fetchval(q.console_runs_count, status or None)
@@ -234,7 +230,8 @@ async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any
         # the execute stage loads), never from the event or a copy of the commands
         request = a.get("stored_request") or a.get("request") or {}
         runs_of_request = [dict(r) for r in await conn.fetch(q.console_request_runs, a["request_id"])]
-        decisions = [dict(r) for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
+        decisions = [{**dict(r), "would_run": would_run((r["details"] or {}).get("would_run"))}
+                     for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
         history = [dict(r) for r in await conn.fetch(q.console_solution_runs, a["solution_id"], 10)]
     return {"approval": a, "commands": request.get("commands") or [], "object": bound_object(request),
             "runs": runs_of_request, "decisions": decisions, "outcome": outcome(a, runs_of_request, decisions),
@@ -256,8 +253,7 @@ def outcome(approval: dict[str, Any], runs_of_request: list[dict[str, Any]], dec
     if final:
         d = final[-1]
         if d["decision"] == "dry_run":
-            plan = (d.get("details") or {}).get("would_run") or []
-            would = "; ".join(str(w.get("would_run") or w.get("command")) for w in plan if isinstance(w, dict))
+            would = "; ".join(d.get("would_run") or would_run((d.get("details") or {}).get("would_run")))
             return {"state": "dry_run", "final": True,
                     "text": f"dry run (execution mode dry-run): nothing ran; would have run: {would or 'nothing'}"}
         return {"state": d["decision"], "text": f"{d['decision']}: {d['reason']}", "final": True}

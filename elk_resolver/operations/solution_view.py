@@ -68,6 +68,18 @@ def split_description(text: str) -> tuple[str, list[str], str]:
     return text, steps, rest
 
 
+def bound_object(request: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The one object a stored request is bound to (``planned_requests``' target: what the
+    execute stage acts on), as ``{"key", "label", ...}``; None when none could be bound."""
+    target = (request or {}).get("target")
+    if not isinstance(target, dict) or not target.get("key"):
+        return None
+    label = target["key"]
+    if target.get("type") == "kubectl":
+        label = f"{target.get('kind')}/{target.get('name')} -n {target.get('namespace')}"
+    return {**target, "label": label}
+
+
 def view(
     solution: Mapping[str, Any],
     *,
@@ -92,7 +104,7 @@ def view(
     if newest is not None:
         request = newest.get("request") or {}
         rendered = [dict(c) for c in request.get("commands") or []]
-        target = request.get("target") or None
+        target = bound_object(request)
         for template, command in zip(templates, rendered, strict=False):
             values.update(values_from_render(str(template.get("command", "")), str(command.get("command", ""))))
     values = {k: v for k, v in values.items() if isinstance(v, str) and not validate_value(k, v)}

@@ -32,7 +32,8 @@ ORDER BY 1 LIMIT 200;
 -- name: console-changes
 -- A fingerprint of what the console's lists show: it changes when an error is seen, a decision
 -- or run is recorded, an approval or incident is created or decided, a state or switch changes
--- or the monitor checks (each a max over an index or a small table). Live refresh polls it and reloads a list only when it moved.
+-- or the monitor checks (each a max over an index or a small table). Live refresh polls it and
+-- reloads a list only when it moved.
 SELECT concat_ws(':',
     (SELECT max(occurred_at)::text FROM error_occurrences),
     (SELECT max(id) FROM error_logs),
@@ -43,4 +44,4 @@ SELECT concat_ws(':',
     (SELECT max(id) FROM incidents),
     (SELECT max(decided_at)::text FROM incidents),
     (SELECT max(id) FROM audit_log),
-    (SELECT max(last_check)::text FROM system_status)));
+    (SELECT max(last_check)::text FROM system_status));
