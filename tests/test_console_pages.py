@@ -110,6 +110,9 @@ async def test_an_approvals_object_is_the_object_its_command_acts_on(demo):
     commands = re.search(r'<dd id="commands">(.*?)</dd>', html, re.S).group(1)
     assert "es:index/logs-app-2024.05.01" in obj and "logstash-0" not in obj and "elk-stack" not in obj
     assert "index=logs-app-2024.05.01" in commands
+    solution = text_of(re.search(r'<dd id="solution">(.*?)</dd>', html, re.S).group(1))
+    assert "put index logs-app-2024.05.01 in read-only" in solution and "{index}" not in solution
+    assert "never run" in solution and "0.00 %" not in solution
 
 
 async def test_search_finds_the_error_that_names_an_object(demo):

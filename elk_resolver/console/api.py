@@ -143,7 +143,7 @@ class Api:
         return {**row, "object": reading.bound_object(request), "commands": request.get("commands") or []}
 
     async def approval(self, request: web.Request) -> web.Response:
-        data = await reading.approval_detail(self.c.pool, int(request.match_info["id"]))
+        data = await reading.approval_detail(self.c.pool, int(request.match_info["id"]), self.c.settings)
         if data is None:
             return not_found("approval")
         data["approval"].pop("raw_log_data", None)

@@ -43,5 +43,5 @@ def hourly(trend: list[dict[str, Any]], *, labels: int = 6) -> dict[str, Any]:
     x_ticks = [{"x": round(i * slot + slot / 2, 3),
                 "label": f"{b['hour']:%b %d}" if b["hour"].hour == 0 and i else f"{b['hour']:%H:00}"}
                for i, b in enumerate(trend) if i % every == 0]
-    return {"plot_h": PLOT_H, "bars": bars, "y_ticks": [_count(top), _count(top // 2), "0"], "x_ticks": x_ticks,
+    return {"plot_h": PLOT_H, "bars": bars, "y_ticks": [_count(top), _count(top / 2), "0"], "x_ticks": x_ticks,
             "max": top, "total": sum(b["n"] for b in trend)}

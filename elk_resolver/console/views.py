@@ -267,7 +267,7 @@ class Console:
 
     async def approval(self, request: web.Request) -> web.Response:
         approval_id = int(request.match_info["id"])
-        data = await reading.approval_detail(self.pool, approval_id)
+        data = await reading.approval_detail(self.pool, approval_id, self.settings)
         if data is None:
             raise web.HTTPNotFound(text=f"There is no approval {approval_id}.")
         return self.render(request, "approval.html", {**data, "done": request.query.get("done", "")})

@@ -169,10 +169,7 @@ async def error_detail(pool: asyncpg.Pool, settings: Settings, error_id: int) ->
         since = utc_naive() - timedelta(days=2)
         trend = [dict(r) for r in await conn.fetch(q.console_trend, since, h)]
         requests = [dict(r) for r in await conn.fetch(q.error_latest_requests, h, 200)]
-        try:
-            playbooks = catalogue(settings)
-        except ValueError:  # a broken playbooks_dir stops the analysis stage; here: no playbook values
-            playbooks = None
+        playbooks = _catalogue(settings)
         solutions = []
         for s in await conn.fetch(q.console_error_solutions, h):
             s = dict(s)
@@ -187,6 +184,15 @@ async def error_detail(pool: asyncpg.Pool, settings: Settings, error_id: int) ->
     return {"error": error, "trend": _bars(trend, since, 48), "solutions": solutions, "runs": runs,
             "decisions": decisions, "approvals": approvals, "objects": affected_objects(error, bound),
             "notes": notes, "kibana": kibana_link(settings, error)}
+
+
+def _catalogue(settings: Settings | None) -> Any:
+    if settings is None:
+        return None
+    try:
+        return catalogue(settings)
+    except ValueError:  # a broken playbooks_dir stops the analysis stage; here: no playbook values
+        return None
 
 
 def affected_objects(error: dict[str, Any], bound: list[str]) -> list[str]:
@@ -217,7 +223,7 @@ async def runs(pool: asyncpg.Pool, *, status: str | None = None, page: int = 1, 
     return {"rows": [run_row(r) for r in rows], "paging": paging}
 
 
-async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any] | None:
+async def approval_detail(pool: asyncpg.Pool, approval_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
     """An approval as a decider sees it: what would run on which object and why, the error,
     the solution's record, and what came of it."""
     q = queries()
@@ -233,7 +239,14 @@ async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any
         decisions = [{**dict(r), "would_run": would_run((r["details"] or {}).get("would_run"))}
                      for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
         history = [dict(r) for r in await conn.fetch(q.console_solution_runs, a["solution_id"], 10)]
-    return {"approval": a, "commands": request.get("commands") or [], "object": bound_object(request),
+    solution = None
+    if a.get("solution_row_id") is not None:
+        solution = solution_view.view(
+            {"id": a["solution_id"], "solution_commands": a.get("solution_commands"), "playbook_name": a.get("playbook_name"),
+             "solution_description": a.get("solution_description"), "execution_count": a.get("execution_count")},
+            error=a, requests=[{"solution_id": a["solution_id"], "request": request}],
+            catalogue=_catalogue(settings))  # fmt: skip
+    return {"approval": a, "commands": request.get("commands") or [], "object": bound_object(request), "solution": solution,
             "runs": runs_of_request, "decisions": decisions, "outcome": outcome(a, runs_of_request, decisions),
             "history": history, "pending": a["status"] == "pending" and a["expires_at"] > utc_naive()}
 

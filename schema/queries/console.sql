@@ -173,7 +173,7 @@ SELECT a.id, a.request_id, a.hash_signature, a.solution_id, a.status, a.reason, 
        a.created_at, a.expires_at, a.decided_at, a.request,
        el.id AS error_log_id, el.error_type, el.error_message, el.source_system, el.occurrence_count,
        el.raw_log_data, s.solution_description, s.success_rate, s.execution_count, s.consecutive_failures,
-       s.tripped_at, pr.request AS stored_request
+       s.tripped_at, s.solution_commands, s.playbook_name, s.id AS solution_row_id, pr.request AS stored_request
 FROM approvals a
 LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
 LEFT JOIN solutions s ON s.id = a.solution_id
