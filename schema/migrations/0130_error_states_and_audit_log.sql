@@ -146,8 +146,10 @@ CREATE TRIGGER error_patterns_audit AFTER INSERT OR UPDATE ON error_patterns
 CREATE FUNCTION audit_error_state() RETURNS trigger
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 BEGIN
-    IF TG_OP = 'INSERT' OR NEW.state IS DISTINCT FROM OLD.state
-       OR NEW.snoozed_until IS DISTINCT FROM OLD.snoozed_until THEN
+    -- a first row made only to hold an owner is open, as the error was: no state changed
+    IF (TG_OP = 'INSERT' AND NEW.state <> 'open')
+       OR (TG_OP = 'UPDATE' AND (NEW.state IS DISTINCT FROM OLD.state
+                                 OR NEW.snoozed_until IS DISTINCT FROM OLD.snoozed_until)) THEN
         INSERT INTO audit_log (actor, action, object, error_log_id, details)
         VALUES (NEW.changed_by, 'error ' || NEW.state, 'error:' || NEW.error_log_id, NEW.error_log_id,
                 jsonb_strip_nulls(jsonb_build_object(
