@@ -196,6 +196,20 @@ async def test_the_openapi_document_names_every_route_and_the_page_shows_them(de
         assert f"<code>{route.openapi_path}</code>" in page
 
 
+async def test_the_overview_chart_has_axes(demo):
+    """Was: bars with no scale and no time."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{demo.base}/") as r:
+            html = await r.text()
+    chart = html.split('<figure class="chart"', 1)[1].split("</figure>", 1)[0]
+    y = re.findall(r'<span class="t(\d)">([^<]+)</span>', chart)
+    assert [k for k, _ in y] == ["2", "1", "0"] and y[-1][1] == "0" and int(y[0][1]) >= 1
+    hours = re.findall(r'<text x="[\d.]+%" y="12" text-anchor="middle">(\d\d:00|[A-Z][a-z]{2} \d\d)</text>', chart)
+    assert 3 <= len(hours) <= 7
+    assert "y: occurrences in the hour" in chart and "x: hour (UTC)" in chart
+    assert len(re.findall(r'<rect class="bar', chart)) == 25
+
+
 async def test_an_unknown_page_has_the_layout_and_ways_back(demo):
     async with aiohttp.ClientSession() as http:
         for path, up in (("/no-such-page", None), ("/errors/999999", "/errors"), ("/approvals/424242", "/approvals")):

@@ -15,14 +15,15 @@ PLOT_H = 120  # px; console.css gives the plot this height
 
 
 def nice_top(value: int) -> int:
-    """The smallest 1, 2, 5 or 10 times a power of ten at or above ``value`` (at least 2, so
-    the middle tick is a whole number)."""
-    if value <= 2:
-        return 2
+    """A round top for the y axis, at or above ``value`` and at most a third above it (plus
+    one for small counts): an even number up to 10, then 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8
+    times a power of ten."""
+    if value <= 10:
+        return max(2, value + value % 2)
     power = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 5, 10):
-        if step * power >= value:
-            return int(step * power)
+    for step in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if round(step * power) >= value:
+            return round(step * power)
     return 10 * power  # pragma: no cover - the loop ends at 10 * power
 
 

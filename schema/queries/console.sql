@@ -99,7 +99,7 @@ SELECT * FROM (
      FROM decision_log d LEFT JOIN planned_requests p ON p.request_id = d.request_id
      WHERE d.hash_signature = $3 AND d.decision = 'dry_run' ORDER BY d.id DESC LIMIT $2)
 ) r
-ORDER BY executed_at DESC, id DESC
+ORDER BY executed_at DESC, id DESC, kind
 LIMIT $2;
 
 -- name: console-error-decisions
@@ -133,7 +133,9 @@ SELECT COUNT(*) FROM approvals WHERE ($1::text IS NULL OR status = $1);
 -- name: console-runs
 -- One page of runs and dry runs, newest first. $1: a run status, 'dry_run' (only dry runs:
 -- what the execute stage recorded in decision_log instead of running, in the default mode),
--- or NULL for both. Each branch reads its time index; the joins run on the page only.
+-- or NULL for both. Each branch reads its time index (at most a page past the offset); the
+-- joins run on the page only. (time, id, kind) orders every row: a run and a dry run may share
+-- a time and an id, and a page must never show one of them twice or not at all.
 SELECT r.kind, r.id, r.execution_status, r.execution_output, r.execution_time, r.executed_at, r.executed_by,
        r.error_log_id, r.solution_id, r.request_id, r.target_key, r.would_run,
        el.error_type, el.source_system, s.solution_description, v.outcome AS verification
@@ -151,13 +153,13 @@ FROM (
      LEFT JOIN planned_requests p ON p.request_id = d.request_id
      WHERE d.decision = 'dry_run' AND ($1::text IS NULL OR $1 = 'dry_run')
      ORDER BY d.decided_at DESC, d.id DESC LIMIT $2::int + $3::int)
-    ORDER BY executed_at DESC, id DESC
+    ORDER BY executed_at DESC, id DESC, kind
     LIMIT $2 OFFSET $3
 ) r
 LEFT JOIN error_logs el ON el.id = r.error_log_id
 LEFT JOIN solutions s ON s.id = r.solution_id
 LEFT JOIN verifications v ON r.kind = 'run' AND v.execution_history_id = r.id
-ORDER BY r.executed_at DESC, r.id DESC;
+ORDER BY r.executed_at DESC, r.id DESC, r.kind;
 
 -- name: console-runs-count
 -- How many runs and dry runs the same filter matches.
