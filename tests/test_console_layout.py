@@ -19,6 +19,7 @@ from tests.support.console_data import BOB, demo_console
 pytestmark = pytest.mark.timeout(600)
 
 WIDTHS = (390, 1400)
+OVERVIEW_WIDTHS = (360, 1216, 2560)  # the narrowest phone, the tightest two columns, a wall display
 
 PROBE = """
 const de = document.documentElement, vw = de.clientWidth;
@@ -103,8 +104,18 @@ async def test_every_page_fits_a_phone_and_a_desktop_with_its_content_shown(demo
                 name = path.strip("/").replace("/", "_").replace("?", "_").replace("=", "-") or "overview"
                 full_page_screenshot(driver, folder / f"{width}-{name}.png")
 
+    def overview_at_other_widths() -> None:
+        for width in OVERVIEW_WIDTHS:
+            emulate(driver, width)
+            driver.get(demo.base + "/")
+            found = driver.execute_script(PROBE)
+            if found["scroll"] > found["client"] or found["spill"] or found["squeezed"] or found["nav"]:
+                problems.append(f"/ at {width}px: {found}")
+            full_page_screenshot(driver, folder / f"{width}-overview.png")
+
     try:
         await asyncio.to_thread(visit_all)
+        await asyncio.to_thread(overview_at_other_widths)
     finally:
         await asyncio.to_thread(driver.quit)
     assert problems == [], "\n".join(problems)

@@ -38,12 +38,13 @@ FROM error_logs el
 LEFT JOIN error_state_now st ON st.error_log_id = el.id
 WHERE ($1::text IS NULL OR el.error_type = $1)
   AND ($2::text IS NULL OR el.error_message ILIKE '%' || $2 || '%' OR el.source_system ILIKE '%' || $2 || '%'
-       OR el.id IN (SELECT o.id FROM error_logs o WHERE
-              o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', $2)))
-           OR o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', $2)))
-           OR o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', $2)))
-           OR o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', $2))
-           OR o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', $2)))
+       OR el.id IN (
+           -- one index search per field (an OR of five is costed above a scan of the table)
+           SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', $2)))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', $2)))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', $2)))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', $2))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', $2)))
        OR el.hash_signature IN (SELECT p.hash_signature FROM planned_requests p WHERE p.target_key ILIKE '%' || $2 || '%'))
   AND ($5::text IS NULL OR coalesce(st.state, 'open') = $5)
 ORDER BY el.id DESC
@@ -55,12 +56,13 @@ SELECT COUNT(*) FROM error_logs el
 LEFT JOIN error_state_now st ON st.error_log_id = el.id
 WHERE ($1::text IS NULL OR el.error_type = $1)
   AND ($2::text IS NULL OR el.error_message ILIKE '%' || $2 || '%' OR el.source_system ILIKE '%' || $2 || '%'
-       OR el.id IN (SELECT o.id FROM error_logs o WHERE
-              o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', $2)))
-           OR o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', $2)))
-           OR o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', $2)))
-           OR o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', $2))
-           OR o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', $2)))
+       OR el.id IN (
+           -- one index search per field (an OR of five is costed above a scan of the table)
+           SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', $2)))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', $2)))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', $2)))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', $2))
+           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', $2)))
        OR el.hash_signature IN (SELECT p.hash_signature FROM planned_requests p WHERE p.target_key ILIKE '%' || $2 || '%'))
   AND ($3::text IS NULL OR coalesce(st.state, 'open') = $3);
 
