@@ -13,7 +13,7 @@ Endpoints: ``/health`` (the process is alive), ``/ready`` (every stage ready and
 answers), ``/metrics`` (Prometheus text), ``/asyncapi`` (the AsyncAPI document of every topic
 and event contract, JSON) and ``/asyncapi.html`` (the same, as a page), and whatever the
 ``http_extensions`` add on the same port: :mod:`elk_resolver.service` adds the web console
-(``/``, ``/errors``, ``/approvals``, ``/patterns``, ``/runs``), so the stages never import a face.
+(its pages and the JSON API under ``/api/``), so the stages never import a face.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@
 --    audit_trail reads the three as one list instead of copying them.
 --  * error_patterns.updated_by / updated_at: who switched a pattern (the trigger needs the name).
 --  * two indexes for the console's reads: dry runs by time (the Runs list shows them beside
---    runs), and requests by error (the objects an error's requests were bound to).
+--    runs), and requests by error (the objects an error's requests were bound to); and
+--    error_ids_naming, the errors that name an object (the console's search).
 
 CREATE TABLE error_states (
     error_log_id INTEGER PRIMARY KEY REFERENCES error_logs(id) ON DELETE CASCADE,
@@ -83,6 +84,23 @@ CREATE INDEX idx_error_merge_log_created ON error_merge_log (created_at);
 -- page and search list the objects its requests were bound to
 CREATE INDEX idx_decision_log_dry_runs ON decision_log (decided_at, id) WHERE decision = 'dry_run';
 CREATE INDEX idx_planned_requests_hash ON planned_requests (hash_signature, requested_at);
+
+-- The errors that name an object (the console's search): its event's pod, deployment,
+-- container, host or service (one GIN index search per field: an OR of five is costed above a
+-- scan of the table), or an object one of its requests was bound to.
+CREATE FUNCTION error_ids_naming(needle TEXT) RETURNS SETOF INTEGER
+LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
+    SELECT o.id FROM error_logs o
+    WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', needle)))
+    UNION ALL SELECT o.id FROM error_logs o
+    WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', needle)))
+    UNION ALL SELECT o.id FROM error_logs o
+    WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', needle)))
+    UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', needle))
+    UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', needle))
+    UNION ALL SELECT e.id FROM error_logs e
+    WHERE e.hash_signature IN (SELECT p.hash_signature FROM planned_requests p WHERE p.target_key ILIKE '%' || needle || '%')
+$$;
 
 ALTER TABLE error_patterns
     ADD COLUMN updated_by VARCHAR(50),

@@ -28,9 +28,8 @@ GROUP BY 1 ORDER BY 1;
 
 -- name: console-errors
 -- One page of errors, newest first; filters on type, text and state are optional. The text is
--- looked for in the message and source, and among the objects the error names: its event's pod,
--- deployment, container, host or service (the GIN index on raw_log_data finds those), and the
--- objects its requests were bound to (k8s:elk-stack/pod/logstash-0 for q=logstash-0).
+-- looked for in the message and source, and among the objects the error names
+-- (error_ids_naming, migration 0130: q=logstash-0 finds the error whose event came from that pod).
 SELECT el.id, el.error_type, left(el.error_message, 300) AS error_message, el.source_system, el.severity,
        el.occurrence_count, el.last_seen_at, el.created_at, el.timestamp,
        coalesce(st.state, 'open') AS state, st.owner, st.snoozed_until, st.reopen_reason
@@ -38,14 +37,7 @@ FROM error_logs el
 LEFT JOIN error_state_now st ON st.error_log_id = el.id
 WHERE ($1::text IS NULL OR el.error_type = $1)
   AND ($2::text IS NULL OR el.error_message ILIKE '%' || $2 || '%' OR el.source_system ILIKE '%' || $2 || '%'
-       OR el.id IN (
-           -- one index search per field (an OR of five is costed above a scan of the table)
-           SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', $2)))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', $2)))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', $2)))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', $2))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', $2)))
-       OR el.hash_signature IN (SELECT p.hash_signature FROM planned_requests p WHERE p.target_key ILIKE '%' || $2 || '%'))
+       OR el.id IN (SELECT error_ids_naming($2)))
   AND ($5::text IS NULL OR coalesce(st.state, 'open') = $5)
 ORDER BY el.id DESC
 LIMIT $3 OFFSET $4;
@@ -56,14 +48,7 @@ SELECT COUNT(*) FROM error_logs el
 LEFT JOIN error_state_now st ON st.error_log_id = el.id
 WHERE ($1::text IS NULL OR el.error_type = $1)
   AND ($2::text IS NULL OR el.error_message ILIKE '%' || $2 || '%' OR el.source_system ILIKE '%' || $2 || '%'
-       OR el.id IN (
-           -- one index search per field (an OR of five is costed above a scan of the table)
-           SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('pod', jsonb_build_object('name', $2)))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('deployment', jsonb_build_object('name', $2)))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('kubernetes', jsonb_build_object('container', jsonb_build_object('name', $2)))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('host', jsonb_build_object('name', $2))
-           UNION ALL SELECT o.id FROM error_logs o WHERE o.raw_log_data @> jsonb_build_object('service', jsonb_build_object('name', $2)))
-       OR el.hash_signature IN (SELECT p.hash_signature FROM planned_requests p WHERE p.target_key ILIKE '%' || $2 || '%'))
+       OR el.id IN (SELECT error_ids_naming($2)))
   AND ($3::text IS NULL OR coalesce(st.state, 'open') = $3);
 
 -- name: console-error-types
