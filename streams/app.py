@@ -13,13 +13,14 @@ Endpoints: ``/health`` (the process is alive), ``/ready`` (every stage ready and
 answers), ``/metrics`` (Prometheus text), ``/asyncapi`` (the AsyncAPI document of every topic
 and event contract, JSON) and ``/asyncapi.html`` (the same, as a page), and whatever the
 ``http_extensions`` add on the same port: :mod:`elk_resolver.service` adds the web console
-(``/``, ``/errors``, ``/approvals``, ``/patterns``, ``/runs``), so the stages never import a face.
+(its pages and the JSON API under ``/api/``), so the stages never import a face.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -54,6 +55,11 @@ DB_PROBE_TIMEOUT_S = 2.0
 Builder = Callable[..., Any]
 # adds routes to the HTTP app: ext(web_app, settings, pool=..., publish=..., asyncapi=...)
 HttpExtension = Callable[..., None]
+
+
+class HttpPortUnavailable(RuntimeError):
+    """The HTTP port cannot be bound (another process holds it, or it is not this host's); the
+    message names the port and the settings that choose it."""
 
 
 def stage_builder(name: str) -> Builder:
@@ -448,7 +454,16 @@ class App:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            why = {errno.EADDRINUSE: "is in use by another process", errno.EACCES: "needs privileges to bind",
+                   errno.EADDRNOTAVAIL: "is not an address of this host"}.get(exc.errno or 0, f"cannot be bound ({exc})")
+            raise HttpPortUnavailable(
+                f"HTTP port {self.settings.http_port} on {self.settings.http_host} {why}: set ELK_RESOLVER_HTTP_PORT "
+                f"(and ELK_RESOLVER_HTTP_HOST) to a free one, or stop the other process") from None
         self.http_port = self._runner.addresses[0][1]
         log.info("HTTP on %s (%s/health /ready /metrics /asyncapi)", self.http_url,
                  "console, " if self._http_extensions else "")

@@ -1,8 +1,15 @@
-"""The monitor stage: keeps ``system_status`` current and runs ``maintain`` once a day.
+"""The monitor stage: keeps ``system_status`` current, reopens errors whose resolution or
+snooze no longer holds (:func:`elk_resolver.store.error_states.reopen_due`) and runs
+``maintain`` once a day.
 
 It consumes no topic, so "ready" means its loop is running. Every copy of the service runs
-one; their upserts of the same component rows are harmless (last check wins), and a database
+one; their upserts of the same component rows are harmless (last check wins), the reopening
+pass is one UPDATE that reopens each error once whichever copy runs it first, and a database
 advisory lock plus ``maintenance_runs`` make the daily maintenance run once, not once per copy.
+
+A component that is not healthy is logged when its state changes (it goes bad, changes how
+it is bad, or recovers), not at every check: an unreachable Kibana is one warning, not one
+every ``monitor_interval_s``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import asyncpg
 
 from elk_resolver.health import components as monitor
 from elk_resolver.settings import Settings
+from elk_resolver.store.error_states import reopen_due
 from elk_resolver.store.maintain import maintain, maintenance_due
 
 log = logging.getLogger("elk_resolver.monitor")
@@ -44,6 +52,7 @@ class MonitorStage:
         self._task: asyncio.Task | None = None
         self._maintenance: asyncio.Task | None = None
         self.started = False
+        self._logged: dict[str, str] = {}  # component -> the status last logged
 
     @property
     def ready(self) -> bool:
@@ -73,9 +82,8 @@ class MonitorStage:
         while True:
             try:
                 results = await self.check_once()
-                bad = [f"{r.component}={r.status}" for r in results if r.status != monitor.HEALTHY]
-                if bad:
-                    log.warning("monitor: %s", ", ".join(bad))
+                self._log_changes(results)
+                await reopen_due(self.pool)
                 await self._maybe_maintain()
             except asyncio.CancelledError:
                 raise
@@ -83,6 +91,23 @@ class MonitorStage:
                 # the database is what we record into: nothing to record, try again next time
                 log.warning("monitor: could not record system_status: %s", exc)
             await asyncio.sleep(self.settings.monitor_interval_s)
+
+    def _log_changes(self, results: list[monitor.ComponentStatus]) -> list[str]:
+        """Log each component whose status changed since it was last logged; return the lines."""
+        lines = []
+        for r in results:
+            before = self._logged.get(r.component, monitor.HEALTHY)
+            if r.status == before:
+                continue
+            self._logged[r.component] = r.status
+            cause = (r.details or {}).get("cause") or (r.details or {}).get("error") or ""
+            if r.status == monitor.HEALTHY:
+                lines.append(f"monitor: {r.component} is healthy again (was {before})")
+                log.info(lines[-1])
+            else:
+                lines.append(f"monitor: {r.component}={r.status}" + (f": {cause}" if cause else ""))
+                log.warning(lines[-1])
+        return lines
 
     async def _maybe_maintain(self) -> None:
         if self.maintenance_every is None or (self._maintenance and not self._maintenance.done()):

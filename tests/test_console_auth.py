@@ -216,10 +216,10 @@ async def test_an_approver_sees_the_active_sessions_and_ends_one(settings, pool,
                 assert r.status == 403
             async with alice.get(f"{base}/sessions") as r:
                 html = await r.text()
-            assert r.status == 200 and "<td>alice</td>" in html and "<td>bob</td>" in html
+            assert r.status == 200 and '<td data-label="who">alice</td>' in html and '<td data-label="who">bob</td>' in html
             bob_session = await pool.fetchval("SELECT id FROM console_sessions WHERE user_name = 'bob'")
             async with alice.post(f"{base}/sessions/{bob_session}/end", data={"csrf": alice_csrf}) as r:
-                assert r.status == 200 and "<td>bob</td>" not in await r.text()
+                assert r.status == 200 and '<td data-label="who">bob</td>' not in await r.text()
             async with bob.post(f"{base}/kill-switch", data={"state": "on", "csrf": bob_csrf}) as r:
                 assert r.status in (401, 403)
             async with alice.get(f"{base}/approvals") as r:

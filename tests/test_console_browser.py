@@ -41,6 +41,7 @@ async def test_approving_in_a_browser_runs_the_command_once_through_the_execute_
                 approve = WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.ID, "approve")))
                 assert "rollout restart deployment/api" in driver.page_source
                 approve.click()  # the click returns before the next page: wait for it
+                WebDriverWait(driver, 20).until(EC.staleness_of(approve))
                 WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.ID, "outcome")))
                 return driver.page_source
 

@@ -39,7 +39,7 @@ def test_show_merge_split_and_patterns_test(run, merged):
     code, out, _ = run("errors", "show", str(member))
     assert "merged into" not in out and "split" in out
     code, out, _ = run("errors", "merge", str(canonical), str(member), "--by", "bob")
-    assert code == 0 and f"error {member} merged into {canonical}" in out
+    assert code == 0 and f"merged error {member} (" in out and f") into error {canonical} (" in out
     code, out, _ = run("errors", "show", str(member))
     assert f"merged into: error {canonical} (merged by bob)" in out
     code, _, err = run("errors", "merge", str(member), str(canonical))

@@ -66,6 +66,23 @@ def test_dashboard_is_importable_grafana_json_with_the_panels_the_operators_need
         assert f"elk_resolver_{needed}" in exprs, needed
 
 
+def test_every_dashboard_panel_has_an_id_and_every_query_follows_the_instance_and_namespace_variables():
+    """Was: panels without ids (Grafana links, alerts and library panels need them) and no way
+    to look at one namespace or one copy of the service."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    ids = [p.get("id") for p in dashboard["panels"]]
+    assert all(isinstance(i, int) and i > 0 for i in ids) and len(set(ids)) == len(ids), ids
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    for name in ("namespace", "instance"):
+        v = variables[name]
+        assert v["type"] == "query" and v["includeAll"] and v["multi"] and v["allValue"] == ".*"
+        assert f"label_values(elk_resolver_" in v["query"]["query"] and f", {name})" in v["query"]["query"]
+    for expr in dashboard_exprs():
+        for metric in re.finditer(r"\belk_resolver_[a-z0-9_]+(\{[^}]*\})?", expr):
+            selector = metric.group(1) or ""
+            assert 'namespace=~"$namespace"' in selector and 'instance=~"$instance"' in selector, expr
+
+
 def test_alert_rules_cover_the_incidents_and_are_well_formed():
     found = rules()
     assert ALERTS <= {r["alert"] for r in found}

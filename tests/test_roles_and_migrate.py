@@ -47,6 +47,12 @@ async def test_readonly_role_cannot_write_and_app_role_cannot_delete_or_drop(dat
             await app.execute("TRUNCATE error_logs")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await app.execute("CREATE TABLE sneaky (id int)")
+        # the audit log is written, never rewritten (0130): the triggers' rows stay as written
+        await app.execute("UPDATE error_patterns SET auto_resolve = NOT auto_resolve, updated_by = 'app' WHERE id = 1")
+        assert await app.fetchval("SELECT actor FROM audit_log ORDER BY id DESC LIMIT 1") == "app"
+        for statement in ("UPDATE audit_log SET actor = 'someone else'", "DELETE FROM audit_log"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await app.execute(statement)
     finally:
         await app.close()
 

@@ -60,6 +60,7 @@ __all__ = [
     "RenderedSolution",
     "UnsafePlaceholderValue",
     "context_from_event",
+    "fill_loosely",
     "load_playbooks",
     "validate_value",
 ]
@@ -177,8 +178,9 @@ def _fill(obj: Any, values: Mapping[str, str]) -> Any:
     return obj
 
 
-def _fill_loosely(text: str, values: Mapping[str, str]) -> str:
-    """For prose (manual steps): a missing value stays visible as <name>."""
+def fill_loosely(text: str, values: Mapping[str, str]) -> str:
+    """For prose (manual steps) and for showing a template to a person: a missing value stays
+    visible as <name>."""
     return PLACEHOLDER.sub(lambda m: values.get(m.group(1), f"<{m.group(1)}>"), text)
 
 
@@ -336,8 +338,8 @@ class Playbook(BaseModel):
             raise MissingPlaceholder(self.name, (m for d in dropped for m in d.missing))
 
         missing_in_description = set(PLACEHOLDER.findall(self.description)) - values.keys()
-        description = _fill_loosely(self.description, values) if missing_in_description else _fill(self.description, values)
-        manual = [_fill_loosely(step, {k: v for k, v in values.items() if not validate_value(k, v)}) for step in self.manual_steps]
+        description = fill_loosely(self.description, values) if missing_in_description else _fill(self.description, values)
+        manual = [fill_loosely(step, {k: v for k, v in values.items() if not validate_value(k, v)}) for step in self.manual_steps]
         if manual:
             description += "\nManual steps:\n" + "\n".join(f"- {step}" for step in manual)
         if dropped:

@@ -21,9 +21,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from elk_resolver.operations import approvals, controls, people
-from elk_resolver.store.db import create_pool
-
 if TYPE_CHECKING:
     import asyncpg
 
@@ -65,14 +62,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--no-publish", action="store_true", help="do not publish events to Kafka")
 
     playbooks = subparsers.add_parser(
-        "playbooks", help="switch a playbook off (its stored solutions stop running automatically) or on"
+        "playbooks", help="list every playbook and its state; switch one off (its stored solutions stop "
+                          "running automatically) or on"
     )
     playbooks.add_argument("action", choices=["list", "disable", "enable"])
     playbooks.add_argument("name", nargs="?")
     playbooks.add_argument("--by", help="who switches it (default: ELK_RESOLVER_OPERATOR, else $USER)")
 
-    kill = subparsers.add_parser("kill-switch", help="stop (on) or allow (off) all execution")
-    kill.add_argument("state", choices=["on", "off", "status"])
+    kill = subparsers.add_parser("kill-switch", help="show the kill switch (no argument), stop (on) or allow (off) "
+                                                     "all execution")
+    kill.add_argument("state", choices=["on", "off", "status"], nargs="?", default="status",
+                      help="on, off, or status (the default: show it)")
     kill.add_argument("--by", help="who flips it (default: ELK_RESOLVER_OPERATOR, else $USER)")
 
 
@@ -101,17 +101,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _approvals_table(rows: list[dict[str, Any]]) -> str:
     body = []
+    from elk_resolver.operations.solution_view import bound_object
+
     for r in rows:
-        commands = (r.get("request") or {}).get("commands") or []
+        request = r.get("stored_request") or r.get("request") or {}  # one source: the stored request
+        commands = request.get("commands") or []
         first = commands[0]["command"] if commands else ""
         more = f" (+{len(commands) - 1})" if len(commands) > 1 else ""
+        target = bound_object(request)
         body.append(
             [
                 r["id"], r["status"], r["solution_id"], r["hash_signature"][:12], _ts(r["created_at"]),
-                _ts(r["expires_at"]), r["decided_by"] or "", _clip(first, 60) + more, _clip(r["reason"], 70),
+                _ts(r["expires_at"]), r["decided_by"] or "", target["key"] if target else "(none bound)",
+                _clip(first, 60) + more, _clip(r["reason"], 70),
             ]
         )  # fmt: skip
-    headers = ["ID", "STATUS", "SOLUTION", "HASH", "CREATED (UTC)", "EXPIRES (UTC)", "BY", "COMMAND", "REASON"]
+    headers = ["ID", "STATUS", "SOLUTION", "HASH", "CREATED (UTC)", "EXPIRES (UTC)", "BY", "OBJECT", "COMMAND", "REASON"]
     return table(headers, body)
 
 
@@ -166,6 +171,8 @@ async def main(
         if not settings.database_url:
             print("error: no database configured (set ELK_RESOLVER_DATABASE_URL)", file=err)
             return 2
+        from elk_resolver.store.db import create_pool
+
         pool = await create_pool(settings.database_url, min_size=1, max_size=2)
     try:
         return await _dispatch(args, settings, pool, out, err)
@@ -175,6 +182,8 @@ async def main(
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool, out: TextIO, err: TextIO) -> int:
+    from elk_resolver.operations import approvals, controls, people
+
     publish = not getattr(args, "no_publish", False)
 
     async def publisher(
@@ -268,14 +277,13 @@ def _incident_text(row: dict[str, Any]) -> str:
 
 
 async def _playbooks(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool, out: TextIO, err: TextIO) -> int:
+    from elk_resolver.operations import controls, people
+
     if args.action == "list":
-        rows = await controls.playbook_controls(pool)
-        if not rows:
-            print("no playbook switched off", file=out)
-            return 0
-        body = [[r["playbook_name"], "disabled" if r["disabled_at"] else "enabled", r["updated_by"] or "",
-                 _ts(r["updated_at"])] for r in rows]  # fmt: skip
-        print(table(["PLAYBOOK", "STATE", "BY", "AT (UTC)"], body), file=out)
+        rows = await controls.playbooks(pool, settings)
+        body = [[r["name"], r["state"] + ("" if r["available"] else " (not in the catalogue)"), r["updated_by"] or "",
+                 _ts(r["updated_at"]), ", ".join(r["pattern_names"] or r["error_categories"])] for r in rows]  # fmt: skip
+        print(table(["PLAYBOOK", "STATE", "BY", "AT (UTC)", "FOR"], body), file=out)
         return 0
     if not args.name:
         print(f"error: playbooks {args.action} needs a playbook name", file=err)
@@ -286,6 +294,9 @@ async def _playbooks(args: argparse.Namespace, settings: Settings, pool: asyncpg
         return 2
     try:
         row = await controls.switch_playbook(pool, settings, args.name, args.action == "enable", person)
+    except controls.UnknownPlaybook as exc:
+        print(f"error: {exc}", file=err)
+        return 2
     except people.Refused as exc:
         print(f"error: {exc}", file=err)
         return 1

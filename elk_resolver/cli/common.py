@@ -3,16 +3,18 @@ prints times, tables and rows."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from elk_resolver.operations.times import parse_time
+
 if TYPE_CHECKING:
     import asyncpg
+
+__all__ = ["CliError", "PartialError", "Unreachable", "jsonable", "parse_time", "records", "table", "where"]
 
 
 class CliError(Exception):
@@ -30,25 +32,6 @@ class Unreachable(Exception):
 def where(dsn: str) -> str:
     """host:port/database of a DSN, without the password."""
     return dsn.split("@", 1)[-1] if "@" in dsn else dsn.split("://", 1)[-1]
-
-
-def parse_time(text: str) -> datetime:
-    """ISO-8601 (``2024-05-01``, ``2024-05-01T10:00:00Z``; no zone = UTC), ``now``,
-    ``now-2h`` or just ``2h`` / ``30m`` / ``7d`` / ``45s`` (that long ago)."""
-    value = text.strip()
-    rel = re.fullmatch(r"(?:now)?-?\s*(\d+(?:\.\d+)?)\s*([smhdw])", value)
-    if value == "now":
-        return datetime.now(UTC)
-    if rel:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[rel[2]]
-        return datetime.now(UTC) - timedelta(**{unit: float(rel[1])})
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a time: use ISO-8601 (2024-05-01T10:00:00Z) or a duration ago (2h, 7d, now-30m)"
-        ) from None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _cell(value: Any) -> str:

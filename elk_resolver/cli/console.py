@@ -11,8 +11,6 @@ import secrets
 import sys
 from typing import TYPE_CHECKING
 
-from elk_resolver.console.auth import hash_password, token_hash
-
 if TYPE_CHECKING:
     from elk_resolver.settings import Settings
 
@@ -27,6 +25,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, _settings: Settings) -> int:
+    from elk_resolver.console.auth import hash_password, token_hash
+
     if args.action == "new-token":
         value = secrets.token_urlsafe(32)
         print(f"token (give it to {args.user}; it is not stored): {value}")

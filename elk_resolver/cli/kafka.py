@@ -4,8 +4,10 @@ on the broker and nothing more."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from elk_resolver.settings import Settings
+if TYPE_CHECKING:
+    from elk_resolver.settings import Settings
 
 ACLS_HELP = """\
 Prints the ACLs each stage's principal needs (read its input topic and group, write its

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from elk_resolver.actions.policy import ExecutionPolicy
-from elk_resolver.settings import Settings
+if TYPE_CHECKING:
+    from elk_resolver.settings import Settings
 
 RBAC_HELP = """\
 Prints, for every namespace in ELK_RESOLVER_KUBECTL_NAMESPACES, a Role granting exactly what the
@@ -28,6 +29,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001 - arg
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from elk_resolver.actions.kubernetes.rbac import RbacError, manifests, to_yaml
+    from elk_resolver.actions.policy import ExecutionPolicy
 
     policy = ExecutionPolicy.from_settings(settings)
     try:

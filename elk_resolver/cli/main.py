@@ -17,32 +17,26 @@ import contextlib
 import json
 import logging
 import os
-import re
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from pydantic import ValidationError
-
+# Only the standard library and argument parsing at the top: `elk-resolver --help` (and every
+# command's --help) imports none of the service, the console, the handlers, asyncpg or pydantic.
+# Each command imports what it uses when it runs.
 from elk_resolver.cli import console as console_command
 from elk_resolver.cli import errors as errors_cli
 from elk_resolver.cli import kafka as kafka_command
 from elk_resolver.cli import kubernetes as kubernetes_command
-from elk_resolver.cli import logs
-from elk_resolver.cli.common import CliError, PartialError, Unreachable, jsonable, parse_time, records, table, where
-from elk_resolver.kafka.embedded import EmbeddedError, EmbeddedNotInstalled
-from elk_resolver.kafka.stack import ensure_database, prepare, services
-from elk_resolver.settings import Settings, make_settings
-from elk_resolver.store.migrate import MigrationError, check, migrate
+from elk_resolver.cli.common import CliError, PartialError, Unreachable, parse_time, records, table, where
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from elk_resolver.settings import Settings
 
 STAGE_CHOICES = ("ingest", "analyze", "execute", "monitor")
 RUNNING_FILE = "running.json"  # written by `up`: where its services are, for other commands
@@ -69,6 +63,9 @@ def _read_running(settings: Settings) -> dict[str, Any] | None:
 def database(settings: Settings) -> Iterator[Settings]:
     """Settings with a database: the configured one; else that of a running ``up``; else the
     embedded PostgreSQL of the state directory, started (and migrated) for this command."""
+    from elk_resolver.kafka.stack import ensure_database, services
+    from elk_resolver.store.migrate import migrate
+
     if settings.database_url:
         yield settings
         return
@@ -93,6 +90,7 @@ def database(settings: Settings) -> Iterator[Settings]:
 async def open_pool(settings: Settings, *, max_size: int = 4):
     """A pool on a database that is reachable and fully migrated, or one clear error."""
     from elk_resolver.store.db import create_pool
+    from elk_resolver.store.migrate import check
 
     try:
         pool = await create_pool(settings.database_url, min_size=1, max_size=max_size, timeout=10)
@@ -137,6 +135,9 @@ def _print_services(svc, settings: Settings) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from elk_resolver.kafka.stack import ensure_database, services
+    from elk_resolver.store.migrate import migrate
+
     with services(settings.model_copy(update={"kafka_bootstrap_servers": "unused:0"})) as svc:
 
         async def run() -> list:
@@ -155,6 +156,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _serve(settings: Settings, stages: Sequence[str], *, banner: Callable[[Any], None] | None = None) -> int:
     from elk_resolver.service import run_service
+    from streams.app import HttpPortUnavailable
 
     def started(app) -> None:
         if banner is not None:
@@ -162,7 +164,10 @@ def _serve(settings: Settings, stages: Sequence[str], *, banner: Callable[[Any],
         print(f"HTTP: {app.http_url}  (/health /ready /metrics /asyncapi)", flush=True)
         print(f"stages running: {', '.join(app.stages)}. Ctrl-C stops.", flush=True)
 
-    return asyncio.run(run_service(settings, stages, on_started=started))
+    try:
+        return asyncio.run(run_service(settings, stages, on_started=started))
+    except HttpPortUnavailable as exc:
+        raise CliError(str(exc)) from None
 
 
 def _refuse_unsafe_live(settings: Settings, stages: Sequence[str]) -> None:
@@ -175,6 +180,8 @@ def _refuse_unsafe_live(settings: Settings, stages: Sequence[str]) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from elk_resolver.kafka.stack import prepare, services
+
     _refuse_unsafe_live(settings, STAGE_CHOICES)
     with services(settings) as svc:
         asyncio.run(prepare(settings, svc))
@@ -254,14 +261,16 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    import shutil
+    import tempfile
+
+    from elk_resolver.cli import logs
+    from elk_resolver.kafka.stack import prepare, services
+
     workdir = Path(tempfile.mkdtemp(prefix="elk-resolver-demo-"))
     demo = settings.model_copy(update={
-        "kafka_bootstrap_servers": None, "database_url": None, "state_dir": workdir,
-        "execution_mode": "dry-run", "http_port": 0, "monitor_interval_s": 5.0,
-        # the namespaces of the shipped events, so dry-run shows what would run there
-        "kubectl_namespaces": ["production", "elk-stack"],
-        # and the Elasticsearch actions (opt-in): dry-run shows them, nothing can run
-        "elasticsearch_actions": ["clear_read_only_block", "cluster_reroute_retry_failed", "ilm_retry"],
+        "kafka_bootstrap_servers": None, "database_url": None, "state_dir": workdir, "http_port": 0,
+        **DEMO_SETTINGS,
         "log_level": "DEBUG" if args.verbose else "WARNING",
     })
     logs.configure(json_lines=demo.log_json, level=demo.log_level)
@@ -278,59 +287,79 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+DEMO_SETTINGS: dict[str, Any] = {
+    "execution_mode": "dry-run", "monitor_interval_s": 5.0,
+    # the namespaces of the shipped events, so dry-run shows what would run there
+    "kubectl_namespaces": ["production", "elk-stack"],
+    # and the Elasticsearch actions (opt-in): dry-run shows them, nothing can run
+    "elasticsearch_actions": ["clear_read_only_block", "cluster_reroute_retry_failed", "ilm_retry"],
+}
+
+
 def demo_events() -> list[dict[str, Any]]:
+    from importlib import resources
+
     text = resources.files("elk_resolver.cli").joinpath("demo", "events.jsonl").read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> int:
+async def publish_demo_events(app: Any, settings: Settings, *, timeout: float) -> float:
+    """Publish the shipped events (timed just before now) through a started app's stages and
+    wait until every stage has committed them; returns the seconds it took."""
     import orjson
     from aiokafka import AIOKafkaProducer
 
     from elk_resolver.kafka.offsets import group_lag
     from elk_resolver.kafka.security import client_options
-    from elk_resolver.service import create_app
 
     events = demo_events()
+    deadline = time.monotonic() + 30
+    while not all(getattr(st, "ready", False) for st in app.stages.values()):
+        if time.monotonic() > deadline:
+            raise CliError("the stages did not get their partitions within 30s")
+        await asyncio.sleep(0.1)
+    producer = AIOKafkaProducer(**client_options(settings), acks=1, linger_ms=5)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        now = datetime.now(UTC)
+        futures = []
+        for i, event in enumerate(events):
+            event["@timestamp"] = (now - timedelta(seconds=len(events) - i)).isoformat(timespec="milliseconds")
+            service = event.get("service", {}).get("name") if isinstance(event.get("service"), dict) else None
+            key = (service or event.get("service.name") or event.get("host") or "").encode() or None
+            futures.append(await producer.send(settings.topic_raw, orjson.dumps(event), key=key))
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    print(f"demo: published {len(events)} Logstash events to {settings.topic_raw}", flush=True)
+    groups = [(settings.group_ingest, settings.topic_raw), (settings.group_analyze, settings.topic_analysis),
+              (settings.group_execute, settings.topic_execution)]
+    deadline = time.monotonic() + timeout
+    while True:
+        # in pipeline order: when ingest has committed everything, its output is on the next topic
+        lags = [sum((await group_lag(client_options(settings), g, t)).values()) for g, t in groups]
+        if not any(lags):
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise PartialError(f"not processed within {timeout:.0f}s (records behind per stage: {lags})")
+        await asyncio.sleep(0.5)
+
+
+async def _demo(settings: Settings, *, timeout: float, serve: bool = False) -> int:
+    import signal
+
+    from elk_resolver.service import create_app
+
     app = create_app(settings)
     await app.start()
     try:
-        deadline = time.monotonic() + 30
-        while not all(getattr(st, "ready", False) for st in app.stages.values()):
-            if time.monotonic() > deadline:
-                raise CliError("the stages did not get their partitions within 30s")
-            await asyncio.sleep(0.1)
-        producer = AIOKafkaProducer(**client_options(settings), acks=1, linger_ms=5)
-        await producer.start()
-        started = time.monotonic()
-        try:
-            now = datetime.now(UTC)
-            futures = []
-            for i, event in enumerate(events):
-                event["@timestamp"] = (now - timedelta(seconds=len(events) - i)).isoformat(timespec="milliseconds")
-                service = event.get("service", {}).get("name") if isinstance(event.get("service"), dict) else None
-                key = (service or event.get("service.name") or event.get("host") or "").encode() or None
-                futures.append(await producer.send(settings.topic_raw, orjson.dumps(event), key=key))
-            for future in futures:
-                await future
-        finally:
-            await producer.stop()
-        print(f"demo: published {len(events)} Logstash events to {settings.topic_raw}", flush=True)
-        groups = [(settings.group_ingest, settings.topic_raw), (settings.group_analyze, settings.topic_analysis),
-                  (settings.group_execute, settings.topic_execution)]
-        deadline = time.monotonic() + timeout
-        while True:
-            # in pipeline order: when ingest has committed everything, its output is on the next topic
-            lags = [sum((await group_lag(client_options(settings), g, t)).values()) for g, t in groups]
-            if not any(lags):
-                break
-            if time.monotonic() > deadline:
-                raise PartialError(f"not processed within {timeout:.0f}s (records behind per stage: {lags})")
-            await asyncio.sleep(0.5)
+        took = await publish_demo_events(app, settings, timeout=timeout)
         monitor = app.stages.get("monitor")
         if monitor is not None:
             await monitor.check_once()
-        print(f"demo: processed by ingest, analyze and execute in {time.monotonic() - started:.1f}s\n", flush=True)
+        print(f"demo: processed by ingest, analyze and execute in {took:.1f}s\n", flush=True)
         async with app.pool.acquire() as conn:
             summary = await conn.fetchrow("""
                 SELECT (SELECT count(*) FROM error_logs) AS distinct_errors,
@@ -413,21 +442,47 @@ def _list_rows(args: argparse.Namespace, settings: Settings, query: str, headers
     return _with_pool(settings, work)
 
 
+def age(seconds: float | None) -> str:
+    """``42s``, ``12m``, ``3h``, ``2d`` (how long ago)."""
+    if seconds is None:
+        return "never"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    return _list_rows(
-        args, settings, "system_status_all",
-        ["component", "status", "errors", "last_check", "last_error_at", "details"],
-        lambda r: tuple(r.values()),
-        "no component has been checked yet (the monitor stage records them)",
-    )  # fmt: skip
+    from elk_resolver.operations import reading
+
+    async def work(pool: asyncpg.Pool, s: Settings) -> None:
+        rows = await reading.system_status(pool, s)
+        if args.json:
+            print(json.dumps(records(rows), indent=2, default=str))
+            return
+        if not rows:
+            print("no component has been checked yet (the monitor stage records them)")
+            return
+        print(table(["component", "status", "age", "errors", "last_check", "last_error_at", "details"], [
+            (r["component_name"], f"STALE (was {r['status']})" if r["stale"] else r["status"], age(r["age_s"]),
+             r["error_count"], r["last_check"], r["last_error_at"], r["metadata"]) for r in rows]))
+        stale = [r["component_name"] for r in rows if r["stale"]]
+        if stale:
+            print(f"\n{len(stale)} row(s) not checked for over {reading.stale_after_s(s):g}s (twice "
+                  f"ELK_RESOLVER_MONITOR_INTERVAL_S): no monitor is running, or it cannot reach the database; "
+                  "their status is what was last seen, not what is")
+
+    return _with_pool(settings, work)
 
 
 def cmd_solutions(args: argparse.Namespace, settings: Settings) -> int:
     return _list_rows(
         args, settings, "solutions_all",
-        ["id", "error_hash", "error_type", "type", "source", "success_%", "runs", "last_success", "tripped_at",
+        ["id", "error_hash", "error_type", "type", "source", "success", "runs", "last_success", "tripped_at",
          "description"],
-        lambda r: (r["id"], r["error_hash"][:12], *list(r.values())[2:]),
+        lambda r: (r["id"], r["error_hash"][:12], r["error_type"], r["solution_type"], r["source"],
+                   f"{float(r['success_rate'] or 0):.2f} %" if r["execution_count"] else "never run",
+                   r["execution_count"] or 0, r["last_success_at"], r["tripped_at"], r["solution_description"]),
         "no solutions yet",
     )  # fmt: skip
 
@@ -461,7 +516,7 @@ def cmd_patterns(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_errors(args: argparse.Namespace, settings: Settings) -> int:
-    return _with_pool(settings, lambda pool, _s: errors_cli.main(args, pool))
+    return _with_pool(settings, lambda pool, s: errors_cli.main(args, pool, s))
 
 
 def _fingerprint_fields(text: str) -> list[str] | None:
@@ -777,6 +832,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(handler: Callable[[argparse.Namespace, Settings], int], args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from elk_resolver.cli import logs
+    from elk_resolver.settings import make_settings
+
     try:
         settings = make_settings()
     except ValidationError as exc:
@@ -803,10 +863,13 @@ def _unreachable(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # --help ends here, having imported nothing of the service
+    import asyncpg
     from aiokafka.errors import KafkaError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from elk_resolver.kafka.embedded import EmbeddedError, EmbeddedNotInstalled
+    from elk_resolver.store.migrate import MigrationError
     try:
         return _run(COMMANDS[args.command], args)
     except KeyboardInterrupt:

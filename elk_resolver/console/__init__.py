@@ -1,5 +1,7 @@
-"""The web console: server-rendered pages on the service's HTTP port (Jinja2 templates and a
-stylesheet shipped in this package; plain forms, no JavaScript, nothing from a CDN).
+"""The web console: server-rendered pages on the service's HTTP port (Jinja2 templates, a
+stylesheet and one small script for live refresh shipped in this package; plain forms that work
+without the script, nothing from a CDN, no build step), and the JSON API under ``/api/``
+(:mod:`elk_resolver.console.api`, documented at ``/openapi.json``).
 
     install(web_app, settings, pool=lambda: app.pool, publish=..., asyncapi=app_document)
 

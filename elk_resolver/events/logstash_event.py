@@ -299,6 +299,12 @@ def _read_paths(id_field: str) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(paths), frozenset(prefixes)
 
 
+def event_context(raw: dict[str, Any], message: str) -> dict[str, str]:
+    """The named values of a stored event (``error_logs.raw_log_data``) the way ingest read
+    them: namespace, pod, container, deployment, service, host, index, file."""
+    return _context(raw, message)
+
+
 def _context(raw: dict[str, Any], message: str, get: Any = None) -> dict[str, str]:
     """``get``: the lookup of one dotted path (default: :func:`get_path` on ``raw``)."""
     if get is None:

@@ -4,6 +4,7 @@
     await notify.run_failed(conn, settings, execution_history_id)
 
 Each reads what the message says from the database (never from the message that triggered it),
+says nothing about an error a person muted (or snoozed, while the snooze stands),
 masks secrets, and writes one row per configured channel into ``notifications`` under a key
 that names the event, so calling it again (a redelivery, a retry, a second copy) sends nothing
 more. With no channel configured it writes nothing. Call it inside the transaction that
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from elk_resolver.events.masking import mask_text
 from elk_resolver.notify.channels import configured_channels
 from elk_resolver.store.db import queries
+from elk_resolver.store.error_states import silenced
 
 if TYPE_CHECKING:
     import asyncpg
@@ -90,7 +92,7 @@ def _where(row: Any) -> str:
 
 async def _about_approval(conn: Any, settings: Settings, approval_id: int, kind: str, title: str, facts_of) -> int:
     row = await conn.fetchrow(queries().notify_approval, approval_id)
-    if row is None:
+    if row is None or await silenced(conn, row["error_log_id"]):
         return 0
     suffix = "pending" if kind == "pending_approval" else "expired"
     return await emit(
@@ -101,7 +103,7 @@ async def _about_approval(conn: Any, settings: Settings, approval_id: int, kind:
 
 async def _about_run(conn: Any, settings: Settings, history_id: int, kind: str, title: str, facts_of) -> int:
     row = await conn.fetchrow(queries().notify_run, history_id)
-    if row is None:
+    if row is None or await silenced(conn, row["error_log_id"]):
         return 0
     return await emit(
         conn, settings, f"run:{history_id}:{kind.removeprefix('run_')}", kind, title.format(row=row, where=_where(row)),
@@ -151,7 +153,7 @@ async def run_recurred(conn: asyncpg.Connection | asyncpg.Pool, settings: Settin
 async def breaker_tripped(conn: asyncpg.Connection | asyncpg.Pool, settings: Settings, solution_id: int) -> int:
     """A solution failed (or did not hold) too often in a row: it needs a person from now on."""
     row = await conn.fetchrow(queries().notify_solution, solution_id)
-    if row is None or row["tripped_at"] is None:
+    if row is None or row["tripped_at"] is None or await silenced(conn, row["error_log_id"]):
         return 0
     facts = {**_error_facts(row), "consecutive failures": row["consecutive_failures"],
              "tripped": _when(row["tripped_at"]), "solution": row["solution_description"]}  # fmt: skip

@@ -1,5 +1,7 @@
 """The controls a person switches: playbooks on and off, the kill switch, and the patterns
-(add, enable, disable, fingerprint fields, and what ingest would make of a message)."""
+(add, enable, disable, auto-resolve on and off, fingerprint fields, and what ingest would make
+of a message). Every switch names who made it; the tables' triggers write the audit log
+(migration 0130), so the CLI and the console are audited alike."""
 
 from __future__ import annotations
 
@@ -17,15 +19,66 @@ if TYPE_CHECKING:
     from elk_resolver.settings import Settings
 
 
+class UnknownPlaybook(Refused):
+    """A name that is no playbook: a typo must not look like a switch that worked."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(f"no playbook is named {name!r}; available: {', '.join(available) or 'none'}")
+        self.available = available
+
+
+_CATALOGUES: dict[Any, Any] = {}
+
+
+def catalogue(settings: Settings) -> Any:
+    """The playbooks the analysis stage loads with these settings (shipped, then
+    ``playbooks_dir``), read once per directory."""
+    from elk_resolver.actions.playbooks import load_from_settings
+
+    key = str(settings.playbooks_dir or "")
+    if key not in _CATALOGUES:
+        _CATALOGUES[key] = load_from_settings(settings)
+    return _CATALOGUES[key]
+
+
 async def playbook_controls(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return await list_playbook_controls(pool=pool)
+
+
+async def playbooks(pool: asyncpg.Pool, settings: Settings) -> list[dict[str, Any]]:
+    """Every available playbook with its state (a switch recorded for a name no longer in the
+    catalogue is listed too, marked so): name, state, who switched it and when, what it does."""
+    switches = {r["playbook_name"]: r for r in await list_playbook_controls(pool=pool)}
+    rows = []
+    for pb in sorted(catalogue(settings), key=lambda p: p.name):
+        switch = switches.pop(pb.name, None)
+        rows.append({
+            "name": pb.name, "state": "disabled" if switch and switch["disabled_at"] else "enabled",
+            "updated_by": switch["updated_by"] if switch else None, "updated_at": switch["updated_at"] if switch else None,
+            "description": pb.description, "solution_type": pb.solution_type, "pattern_names": pb.pattern_names,
+            "error_categories": pb.error_categories, "commands": [c.command for c in pb.commands],
+            "source": pb.source, "available": True,
+        })  # fmt: skip
+    for name, switch in sorted(switches.items()):
+        rows.append({"name": name, "state": "disabled" if switch["disabled_at"] else "enabled",
+                     "updated_by": switch["updated_by"], "updated_at": switch["updated_at"], "description": "",
+                     "solution_type": "", "pattern_names": [], "error_categories": [], "commands": [], "source": "",
+                     "available": False})  # fmt: skip
+    return rows
 
 
 async def switch_playbook(pool: asyncpg.Pool, settings: Settings, name: str, enabled: bool,
                           person: Person | None) -> dict[str, Any]:
     """Off means off: a disabled playbook's stored solutions stop running automatically in every
-    executor copy at their next decision."""
+    executor copy at their next decision. A name that is no available playbook is refused
+    (listing the available ones); a recorded switch of a playbook since removed may still be
+    turned back on."""
     person = require(settings, person, "enable or disable a playbook")
+    available = sorted(pb.name for pb in catalogue(settings))
+    if name not in available:
+        known = {r["playbook_name"] for r in await list_playbook_controls(pool=pool)}
+        if not (enabled and name in known):
+            raise UnknownPlaybook(name, available)
     return await set_playbook_enabled(name, enabled, person.name, pool=pool)
 
 
@@ -60,10 +113,27 @@ async def list_patterns(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     ]
 
 
-async def set_pattern_enabled(pool: asyncpg.Pool, pattern_id: int, enabled: bool, person: Person | None) -> str:
+def _changer(person: Person | None, what: str) -> Person:
     if person is None or not person.name:
-        raise Refused("changing a pattern needs an authenticated person")
-    name = await pool.fetchval(queries().patterns_set_disabled, pattern_id, not enabled)
+        raise Refused(f"{what} needs an authenticated person")
+    return person
+
+
+async def set_pattern_enabled(pool: asyncpg.Pool, pattern_id: int, enabled: bool, person: Person | None) -> str:
+    person = _changer(person, "changing a pattern")
+    name = await pool.fetchval(queries().patterns_set_disabled, pattern_id, not enabled, person.name)
+    if name is None:
+        raise Refused(f"no pattern with id {pattern_id}")
+    return name
+
+
+async def set_pattern_auto_resolve(pool: asyncpg.Pool, settings: Settings, pattern_id: int, on: bool,
+                                   person: Person | None) -> str:
+    """Allow or forbid automatic remediation of a pattern's errors: read at decision time, so it
+    holds from the next decision on. Turning it on lets the service act without a person, so it
+    is for deciders; anyone signed in may turn it off."""
+    person = require(settings, person, "turn auto-resolve on") if on else _changer(person, "changing a pattern")
+    name = await pool.fetchval(queries().patterns_set_auto_resolve, pattern_id, on, person.name)
     if name is None:
         raise Refused(f"no pattern with id {pattern_id}")
     return name
@@ -73,23 +143,22 @@ async def add_pattern(pool: asyncpg.Pool, person: Person | None, name: str, rege
                       priority: int, auto_resolve: bool, *, fingerprint_fields: list[str] | None = None) -> int:
     from elk_resolver.events.classify import PatternRow, PatternSet
 
-    if person is None or not person.name:
-        raise Refused("adding a pattern needs an authenticated person")
+    person = _changer(person, "adding a pattern")
     probe = PatternSet([PatternRow(0, name, regex, category, priority)])
     if probe.invalid:
         raise Refused(f"regex refused: {probe.invalid[0][1]}")
     async with pool.acquire() as conn, conn.transaction():
-        new_id = await conn.fetchval(queries().patterns_add, name, regex, category, priority, auto_resolve)
+        new_id = await conn.fetchval(queries().patterns_add, name, regex, category, priority, auto_resolve,
+                                     person.name)
         if fingerprint_fields:
-            await conn.execute(queries().patterns_set_fingerprint_fields, new_id, fingerprint_fields)
+            await conn.execute(queries().patterns_set_fingerprint_fields, new_id, fingerprint_fields, person.name)
     return new_id
 
 
 async def set_pattern_fingerprint_fields(pool: asyncpg.Pool, pattern_id: int, fields: list[str] | None,
                                          person: Person | None) -> str:
-    if person is None or not person.name:
-        raise Refused("changing a pattern needs an authenticated person")
-    name = await pool.fetchval(queries().patterns_set_fingerprint_fields, pattern_id, fields)
+    person = _changer(person, "changing a pattern")
+    name = await pool.fetchval(queries().patterns_set_fingerprint_fields, pattern_id, fields, person.name)
     if name is None:
         raise Refused(f"no pattern with id {pattern_id}")
     return name

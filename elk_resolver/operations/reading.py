@@ -1,5 +1,6 @@
-"""What the pages and the report show: the overview, errors, runs, one approval, and the design
-document's example queries."""
+"""What the pages and the report show: the overview, errors, runs (dry runs included: in the
+default mode they are all the service does), one approval, the system status with each row's
+age, and the design document's example queries."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from elk_resolver.actions.ranking import wilson_lower_bound
-from elk_resolver.operations.controls import kill_switch
+from elk_resolver.operations import solution_view
+from elk_resolver.operations.controls import catalogue, kill_switch
+from elk_resolver.operations.solution_view import bound_object
 from elk_resolver.store.db import queries
 from handlers.execute import utc_naive
 
@@ -26,6 +29,7 @@ REPORTS = (
     ("report_error_stats", "Error statistics by type (last 7 days)"),
     ("report_solution_ranking", "Solution success ranking"),
     ("report_recent_executions", "Executions in the last 24 hours"),
+    ("report_recent_dry_runs", "Dry runs in the last 24 hours (recorded in decision_log: nothing ran)"),
     ("report_system_status", "System status"),
 )
 
@@ -44,6 +48,49 @@ def pages(total: int, page: int, per_page: int = PAGE) -> dict[str, int]:
     return {"page": page, "last": last, "total": total, "offset": (page - 1) * per_page, "per_page": per_page}
 
 
+def would_run(plan: Any) -> list[str]:
+    """The commands a dry run recorded (``decision_log.details.would_run``) as a person reads
+    them: the argument list that would have run, else the command as written (an
+    Elasticsearch action's plan is a structure, its command says it)."""
+    out = []
+    for w in plan if isinstance(plan, list) else []:
+        if isinstance(w, dict):
+            text = w.get("would_run") if isinstance(w.get("would_run"), str) and w.get("would_run") else w.get("command")
+            out.append(str(text or ""))
+    return out
+
+
+def run_row(row: Any) -> dict[str, Any]:
+    """A run or dry run as the pages and the API show it: a dry run's output says what would
+    have run (the execute stage's plan), and that nothing ran."""
+    r = dict(row)
+    r["dry_run"] = r.get("kind") == "dry_run"
+    if r["dry_run"]:
+        r["execution_output"] = "dry run, nothing ran\n" + "\n".join(f"would run: {w}" for w in would_run(r.get("would_run")))
+    return r
+
+
+async def system_status(pool: asyncpg.Pool | asyncpg.Connection, settings: Settings) -> list[dict[str, Any]]:
+    """Every ``system_status`` row with its age; a row the monitor has not written for longer
+    than twice its interval is ``stale`` whatever it last said (the service may have stopped:
+    nobody is checking any more, so "healthy" would be a claim nobody stands behind)."""
+    stale_after = stale_after_s(settings)
+    now = utc_naive()
+    out = []
+    for row in await pool.fetch(queries().system_status_all):
+        r = dict(row)
+        r["age_s"] = max(0.0, (now - r["last_check"]).total_seconds()) if r["last_check"] else None
+        r["stale"] = r["age_s"] is None or r["age_s"] > stale_after
+        r["shown_status"] = "stale" if r["stale"] else r["status"]
+        out.append(r)
+    return out
+
+
+def stale_after_s(settings: Settings) -> float:
+    """How old a ``system_status`` row may be before it is stale: two monitor intervals."""
+    return 2 * settings.monitor_interval_s
+
+
 async def overview(pool: asyncpg.Pool, settings: Settings, *, hours: int = 24) -> dict[str, Any]:
     q = queries()
     since = utc_naive() - timedelta(hours=hours)
@@ -58,8 +105,8 @@ async def overview(pool: asyncpg.Pool, settings: Settings, *, hours: int = 24) -
         trend = [dict(r) for r in await conn.fetch(q.console_trend, since, None)]
         pending = [dict(r) for r in await conn.fetch(q.console_approvals, "pending", 10, 0)]
         pending_total = await conn.fetchval(q.console_approvals_count, "pending")
-        runs = [dict(r) for r in await conn.fetch(q.console_runs, None, 10, 0)]
-        status = [dict(r) for r in await conn.fetch(q.system_status_all)]
+        runs = [run_row(r) for r in await conn.fetch(q.console_runs, None, 10, 0)]
+        status = await system_status(conn, settings)
     return {"errors": errors, "counts": counts, "trend": _bars(trend, since, hours), "pending": pending,
             "pending_total": pending_total, "runs": runs, "components": status,
             "kill_switch": await kill_switch(pool, settings), "hours": hours}
@@ -75,11 +122,14 @@ def _bars(rows: list[dict[str, Any]], since, hours: int) -> list[dict[str, Any]]
 
 
 async def errors(pool: asyncpg.Pool, *, error_type: str | None = None, text: str | None = None,
-                 page: int = 1, per_page: int = PAGE) -> dict[str, Any]:
+                 state: str | None = None, page: int = 1, per_page: int = PAGE) -> dict[str, Any]:
+    """One page of errors; ``text`` is looked for in the message, the source and the objects the
+    error names (its event's pod, deployment, container, host, service; its requests' objects)."""
     q = queries()
-    total = await pool.fetchval(q.console_errors_count, error_type or None, text or None)
+    total = await pool.fetchval(q.console_errors_count, error_type or None, text or None, state or None)
     paging = pages(total, page, per_page)
-    rows = await pool.fetch(q.console_errors, error_type or None, text or None, per_page, paging["offset"])
+    rows = await pool.fetch(q.console_errors, error_type or None, text or None, per_page, paging["offset"],
+                            state or None)
     types = [r["error_type"] for r in await pool.fetch(q.console_error_types)]
     return {"rows": [dict(r) for r in rows], "paging": paging, "types": types}
 
@@ -107,6 +157,8 @@ def kibana_link(settings: Settings, error: dict[str, Any]) -> str | None:
 
 
 async def error_detail(pool: asyncpg.Pool, settings: Settings, error_id: int) -> dict[str, Any] | None:
+    """One error as a person reads it: its state, owner and notes, its objects, its solutions
+    filled with its values, its runs and dry runs, approvals and decisions."""
     q = queries()
     async with pool.acquire() as conn:
         row = await conn.fetchrow(q.console_error, error_id)
@@ -116,22 +168,36 @@ async def error_detail(pool: asyncpg.Pool, settings: Settings, error_id: int) ->
         h = error["hash_signature"]
         since = utc_naive() - timedelta(days=2)
         trend = [dict(r) for r in await conn.fetch(q.console_trend, since, h)]
+        requests = [dict(r) for r in await conn.fetch(q.error_latest_requests, h, 200)]
+        playbooks = _catalogue(settings)
         solutions = []
         for s in await conn.fetch(q.console_error_solutions, h):
             s = dict(s)
             s["lower_bound"] = round(100 * wilson_lower_bound(s["success_count"] or 0, s["execution_count"] or 0), 1)
+            s["view"] = solution_view.view(s, error=error, requests=requests, catalogue=playbooks)
             solutions.append(s)
-        runs = [dict(r) for r in await conn.fetch(q.console_error_runs, error_id, 50)]
+        runs = [run_row(r) for r in await conn.fetch(q.console_error_runs, error_id, 50, h)]
         decisions = [dict(r) for r in await conn.fetch(q.console_error_decisions, h, 50)]
         approvals = [dict(r) for r in await conn.fetch(q.console_error_approvals, h, 20)]
+        bound = [r["target_key"] for r in await conn.fetch(q.error_objects, h, 50)]
+        notes = [dict(r) for r in await conn.fetch(q.error_notes, error_id)]
     return {"error": error, "trend": _bars(trend, since, 48), "solutions": solutions, "runs": runs,
-            "decisions": decisions, "approvals": approvals, "objects": affected_objects(error, approvals),
-            "kibana": kibana_link(settings, error)}
+            "decisions": decisions, "approvals": approvals, "objects": affected_objects(error, bound),
+            "notes": notes, "kibana": kibana_link(settings, error)}
 
 
-def affected_objects(error: dict[str, Any], approvals: list[dict[str, Any]]) -> list[str]:
-    """The objects this error names: its source and Kubernetes context, and the objects its
-    requests would act on."""
+def _catalogue(settings: Settings | None) -> Any:
+    if settings is None:
+        return None
+    try:
+        return catalogue(settings)
+    except ValueError:  # a broken playbooks_dir stops the analysis stage; here: no playbook values
+        return None
+
+
+def affected_objects(error: dict[str, Any], bound: list[str]) -> list[str]:
+    """The objects this error names: its source and its event's Kubernetes context, then the
+    objects its requests were bound to (``k8s:ns/kind/name``, ``es:index/name``)."""
     seen: dict[str, None] = {}
     if error.get("source_system"):
         seen[error["source_system"]] = None
@@ -144,13 +210,8 @@ def affected_objects(error: dict[str, Any], approvals: list[dict[str, Any]]) -> 
             name = value.get("name") if isinstance(value, dict) else kube.get(f"{key}.name")
             if name:
                 seen[f"{ns + '/' if ns else ''}{key}/{name}"] = None
-    for a in approvals:
-        for c in (a.get("request") or {}).get("commands") or []:
-            words = str(c.get("command", "")).split()
-            target = next((w for w in words if "/" in w and not w.startswith("-")), None)
-            ns = words[words.index("-n") + 1] if "-n" in words[:-1] else None
-            if target:
-                seen[f"{ns + '/' if ns else ''}{target}"] = None
+    for key in bound:
+        seen[key] = None
     return list(seen)[:50]
 
 
@@ -159,10 +220,10 @@ async def runs(pool: asyncpg.Pool, *, status: str | None = None, page: int = 1, 
     total = await pool.fetchval(q.console_runs_count, status or None)
     paging = pages(total, page, per_page)
     rows = await pool.fetch(q.console_runs, status or None, per_page, paging["offset"])
-    return {"rows": [dict(r) for r in rows], "paging": paging}
+    return {"rows": [run_row(r) for r in rows], "paging": paging}
 
 
-async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any] | None:
+async def approval_detail(pool: asyncpg.Pool, approval_id: int, settings: Settings | None = None) -> dict[str, Any] | None:
     """An approval as a decider sees it: what would run on which object and why, the error,
     the solution's record, and what came of it."""
     q = queries()
@@ -171,14 +232,50 @@ async def approval_detail(pool: asyncpg.Pool, approval_id: int) -> dict[str, Any
         if row is None:
             return None
         a = dict(row)
-        request = a.get("request") or {}
+        # what would run and on which object come from one place: the stored request (the row
+        # the execute stage loads), never from the event or a copy of the commands
+        request = a.get("stored_request") or a.get("request") or {}
         runs_of_request = [dict(r) for r in await conn.fetch(q.console_request_runs, a["request_id"])]
-        decisions = [dict(r) for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
+        decisions = [{**dict(r), "would_run": would_run((r["details"] or {}).get("would_run"))}
+                     for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
         history = [dict(r) for r in await conn.fetch(q.console_solution_runs, a["solution_id"], 10)]
-    error = {"source_system": a.get("source_system"), "raw_log_data": a.get("raw_log_data")}
-    return {"approval": a, "commands": request.get("commands") or [], "objects": affected_objects(error, [a]),
-            "runs": runs_of_request, "decisions": decisions, "history": history,
-            "pending": a["status"] == "pending" and a["expires_at"] > utc_naive()}
+    solution = None
+    if a.get("solution_row_id") is not None:
+        solution = solution_view.view(
+            {"id": a["solution_id"], "solution_commands": a.get("solution_commands"), "playbook_name": a.get("playbook_name"),
+             "solution_description": a.get("solution_description"), "execution_count": a.get("execution_count")},
+            error=a, requests=[{"solution_id": a["solution_id"], "request": request}],
+            catalogue=_catalogue(settings))  # fmt: skip
+    return {"approval": a, "commands": request.get("commands") or [], "object": bound_object(request), "solution": solution,
+            "runs": runs_of_request, "decisions": decisions, "outcome": outcome(a, runs_of_request, decisions),
+            "history": history, "pending": a["status"] == "pending" and a["expires_at"] > utc_naive()}
+
+
+FINAL_DECISIONS = ("dry_run", "denied", "skipped", "refused", "lost")
+
+
+def outcome(approval: dict[str, Any], runs_of_request: list[dict[str, Any]], decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """What came of an approval, in one line: waiting for a person, handed to the execute stage
+    and not carried out yet, a run (its status), a dry run (what would have run; nothing ran),
+    or a denial or skip (why)."""
+    if runs_of_request:
+        run = runs_of_request[-1]
+        return {"state": run["execution_status"], "text": f"run {run['id']}: {run['execution_status']}"
+                f" (by {run['executed_by']})", "final": True}
+    final = [d for d in decisions if d["decision"] in FINAL_DECISIONS and d["decided_at"] >= (approval.get("decided_at") or d["decided_at"])]
+    if final:
+        d = final[-1]
+        if d["decision"] == "dry_run":
+            would = "; ".join(d.get("would_run") or would_run((d.get("details") or {}).get("would_run")))
+            return {"state": "dry_run", "final": True,
+                    "text": f"dry run (execution mode dry-run): nothing ran; would have run: {would or 'nothing'}"}
+        return {"state": d["decision"], "text": f"{d['decision']}: {d['reason']}", "final": True}
+    if approval["status"] == "approved":
+        return {"state": "approved", "final": False,
+                "text": "approved: the service's execute stage carries it out; this page shows the outcome when it is recorded"}
+    if approval["status"] == "pending":
+        return {"state": "pending", "final": False, "text": "waiting for a person"}
+    return {"state": approval["status"], "final": True, "text": approval["status"]}
 
 
 def by_error(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -188,5 +285,6 @@ def by_error(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         g = groups.setdefault(r["hash_signature"], {"hash": r["hash_signature"], "error_type": r.get("error_type"),
                                                     "error_message": r.get("error_message"),
                                                     "error_log_id": r.get("error_log_id"), "approvals": []})
-        g["approvals"].append({**r, "objects": affected_objects({"source_system": r.get("source_system")}, [r])})
+        request = r.get("stored_request") or r.get("request") or {}
+        g["approvals"].append({**r, "object": bound_object(request), "commands": request.get("commands") or []})
     return list(groups.values())

@@ -199,8 +199,9 @@ SELECT from_hash, to_hash FROM error_aliases;
 SELECT hash_signature, error_type, tokens FROM error_templates WHERE learned;
 
 -- name: patterns-set-fingerprint-fields
--- A pattern's fingerprint rule (NULL: the message template).
-UPDATE error_patterns SET fingerprint_fields = $2 WHERE id = $1 RETURNING pattern_name;
+-- A pattern's fingerprint rule (NULL: the message template), set by $3.
+UPDATE error_patterns SET fingerprint_fields = $2, updated_by = $3, updated_at = LOCALTIMESTAMP
+WHERE id = $1 RETURNING pattern_name;
 
 -- name: errors-pattern
 SELECT id, pattern_name, fingerprint_fields FROM error_patterns WHERE id = $1;

@@ -89,6 +89,9 @@ ORDER BY o.added_at, o.target_key;
 -- recording one and queueing its message); $1 is one configured channel.
 SELECT 'approval' AS kind, a.id FROM approvals a
 WHERE a.status = 'pending'
+  -- muted or snoozed errors get no message: do not pick them again every sweep
+  AND NOT EXISTS (SELECT 1 FROM error_logs el JOIN error_state_now st ON st.error_log_id = el.id
+                  WHERE el.hash_signature = a.hash_signature AND st.state IN ('muted', 'snoozed'))
   AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.event_key = 'approval:' || a.id || ':pending' AND n.channel = $1)
 UNION ALL
 SELECT 'hold', i.id FROM incidents i

@@ -197,18 +197,24 @@ WHERE id = $1;
 -- name: patterns-all
 -- Every error pattern in match order, disabled ones included.
 SELECT id, pattern_name, pattern_regex, error_category, priority, auto_resolve, created_at, disabled_at,
-       fingerprint_fields
+       fingerprint_fields, updated_by, updated_at
 FROM error_patterns
 ORDER BY COALESCE(priority, 5), id;
 
 -- name: patterns-add
--- A new error pattern.
-INSERT INTO error_patterns (pattern_name, pattern_regex, error_category, priority, auto_resolve)
-VALUES ($1, $2, $3, $4, $5) RETURNING id;
+-- A new error pattern, added by $6 (the audit log's trigger records it).
+INSERT INTO error_patterns (pattern_name, pattern_regex, error_category, priority, auto_resolve, updated_by, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, LOCALTIMESTAMP) RETURNING id;
 
 -- name: patterns-set-disabled
--- Disable ($2 = true) or enable a pattern; returns its name.
-UPDATE error_patterns SET disabled_at = CASE WHEN $2 THEN COALESCE(disabled_at, NOW()) END
+-- Disable ($2 = true) or enable a pattern, as $3; returns its name.
+UPDATE error_patterns SET disabled_at = CASE WHEN $2 THEN COALESCE(disabled_at, NOW()) END,
+                          updated_by = $3, updated_at = LOCALTIMESTAMP
+WHERE id = $1 RETURNING pattern_name;
+
+-- name: patterns-set-auto-resolve
+-- Allow ($2 = true) or forbid automatic remediation of a pattern's errors, as $3; returns its name.
+UPDATE error_patterns SET auto_resolve = $2, updated_by = $3, updated_at = LOCALTIMESTAMP
 WHERE id = $1 RETURNING pattern_name;
 
 -- name: solutions-all

@@ -38,6 +38,8 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE ON SEQUENCES TO elk_resolv
 
 -- The retention the partition functions hold the service role to (0080): read, never set.
 REVOKE INSERT, UPDATE, DELETE ON retention_policy FROM elk_resolver_user;
+-- The audit log (0130) is written, never rewritten.
+REVOKE UPDATE, DELETE ON audit_log FROM elk_resolver_user;
 
 -- The SECURITY DEFINER functions (0004, hardened in 0035): EXECUTE for the service role
 -- only (a new month's partition; retention), never PUBLIC nor the read-only role.

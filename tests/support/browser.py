@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,41 @@ def headless_chromium(width: int = 1400, height: int = 1000):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}", "--no-first-run", "--disable-extensions"):
+                f"--window-size={width},{height}", "--no-first-run", "--disable-extensions",
+                # nothing leaves the machine: no updates, sync, metrics or field trials
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-default-apps", "--metrics-recording-only", "--no-default-browser-check",
+                "--disable-domain-reliability", "--disable-client-side-phishing-detection"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def emulate(driver, width: int, height: int = 900, *, dark: bool = False) -> None:
+    """A viewport of exactly ``width`` CSS pixels (a window cannot be narrower than ~500 px;
+    a phone is), as a phone below 800 px (the viewport meta tag applies), in the light or dark
+    colour scheme."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 800})
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                           {"features": [{"name": "prefers-color-scheme", "value": "dark" if dark else "light"}]})
+
+
+def screenshot_dir(default) -> Path:
+    """Where the browser tests keep their screenshots: ``ELK_RESOLVER_SCREENSHOTS`` or ``default``
+    (the test's tmp_path); printed so a person (or CI's artifact step) finds them."""
+    folder = Path(os.environ.get("ELK_RESOLVER_SCREENSHOTS") or default)
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {folder}")
+    return folder
+
+
+def full_page_screenshot(driver, path: Path) -> None:
+    """The whole page as one PNG (the viewport's width, the document's height)."""
+    import base64
+
+    metrics = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+    size = metrics.get("cssContentSize") or metrics["contentSize"]
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}})
+    path.write_bytes(base64.b64decode(shot["data"]))
