@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,18 @@ class JoinListener(ConsumerRebalanceListener):
 async def raw_body(msg: StreamMessage[Any]) -> bytes:
     """Decoder that leaves the body as bytes: the stage validates it and dead-letters junk."""
     return msg.body
+
+
+def where(records: Any) -> str:
+    """Where a message's records are: ``topic[partition]@first-last`` per partition. A batch
+    subscriber's message holds a tuple of records, a single one holds one."""
+    if not isinstance(records, tuple | list):
+        records = (records,)
+    spans: dict[tuple[str, int], list[int]] = {}
+    for r in records:
+        span = spans.setdefault((r.topic, r.partition), [r.offset, r.offset])
+        span[0], span[1] = min(span[0], r.offset), max(span[1], r.offset)
+    return ", ".join(f"{t}[{p}]@{a}" + (f"-{b}" if b != a else "") for (t, p), (a, b) in sorted(spans.items()))
 
 
 def validation_detail(exc: ValidationError) -> str:
@@ -203,9 +216,24 @@ class ManualAckSubscription:
             title=handler.__name__,
             **batching,
         )
-        subscriber(handler, decoder=raw_body, parser=tolerant_parser)
+        subscriber(self._unless_stopping(handler), decoder=raw_body, parser=tolerant_parser)
         self.subscriber = subscriber
         await subscriber.start()
+
+    def _unless_stopping(self, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """``handler``, except that a record left unfinished because the stage stops (a
+        dependency is down at SIGTERM) ends the call quietly: it is not acked, so it is read
+        again after the restart. Raised out of the handler, FastStream would log it as an
+        ERROR with a traceback on every clean shutdown during an outage."""
+
+        @functools.wraps(handler)
+        async def guarded(msg: Any) -> None:
+            try:
+                await handler(msg)
+            except Stopping as exc:
+                self.log.info("%s; it is read again after the restart", exc, extra={"stage": self.stage})
+
+        return guarded
 
     async def stop(self) -> None:
         subscriber, self.subscriber = self.subscriber, None
@@ -235,8 +263,10 @@ class ManualAckSubscription:
         try:
             await msg.ack()
         except CommitFailedError as exc:
-            record = msg.raw_message
-            self.log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+            self.log.warning(
+                "commit after %s failed (the partitions moved to another copy, which reads these records "
+                "again): %s", where(msg.raw_message), " ".join(str(exc).split()), extra={"stage": self.stage},
+            )
 
 
 class SubscribedStage:
