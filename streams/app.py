@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -53,6 +54,18 @@ DB_PROBE_TIMEOUT_S = 2.0
 Builder = Callable[..., Any]
 # adds routes to the HTTP app: ext(web_app, settings, pool=..., publish=..., asyncapi=...)
 HttpExtension = Callable[..., None]
+
+
+class HttpPortUnavailable(Exception):
+    """The HTTP port is taken (another copy, another program) or not allowed: a setting to
+    change, not a service that cannot be reached."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror or exc})"
+        super().__init__(
+            f"the HTTP port {host}:{port} (ELK_RESOLVER_HTTP_HOST, ELK_RESOLVER_HTTP_PORT) {reason}: "
+            "set ELK_RESOLVER_HTTP_PORT to a free port (0 picks one)"
+        )
 
 
 def stage_builder(name: str) -> Builder:
@@ -447,7 +460,10 @@ class App:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.http_host, self.settings.http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise HttpPortUnavailable(self.settings.http_host, self.settings.http_port, exc) from None
         self.http_port = self._runner.addresses[0][1]
         log.info("HTTP on %s (%s/health /ready /metrics /asyncapi)", self.http_url,
                  "console, " if self._http_extensions else "")

@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from elk_resolver.cli import console as console_command
 from elk_resolver.cli import errors as errors_cli
@@ -40,7 +41,7 @@ from elk_resolver.cli import logs
 from elk_resolver.cli.common import CliError, PartialError, Unreachable, jsonable, parse_time, records, table, where
 from elk_resolver.kafka.embedded import EmbeddedError, EmbeddedNotInstalled
 from elk_resolver.kafka.stack import ensure_database, prepare, services
-from elk_resolver.settings import Settings, make_settings
+from elk_resolver.settings import Settings, explain, make_settings
 from elk_resolver.store.migrate import MigrationError, check, migrate
 
 STAGE_CHOICES = ("ingest", "analyze", "execute", "monitor")
@@ -774,9 +775,9 @@ def _run(handler: Callable[[argparse.Namespace, Settings], int], args: argparse.
     try:
         settings = make_settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise CliError(f"invalid setting ELK_RESOLVER_{field.upper()}: {first['msg']}") from None
+        raise CliError("\n".join(explain(exc))) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        raise CliError(f"invalid setting: {' '.join(str(exc).split())}") from None
     service = args.command in ("up", "run")
     level = "DEBUG" if args.verbose else (settings.log_level if service else "WARNING")
     logs.configure(json_lines=settings.log_json, level=level)
@@ -799,6 +800,8 @@ def _unreachable(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from streams.app import HttpPortUnavailable
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -807,6 +810,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("elk-resolver: interrupted", file=sys.stderr)
         return 130
     except CliError as exc:
+        for line in str(exc).splitlines():
+            print(f"elk-resolver: {line}", file=sys.stderr)
+        return 2
+    except HttpPortUnavailable as exc:
         print(f"elk-resolver: {exc}", file=sys.stderr)
         return 2
     except MigrationError as exc:
