@@ -274,6 +274,9 @@ class Settings(BaseSettings):
         30.0, gt=0, le=86_400, description="a stage with lag above stall_lag_threshold and no commit for this long is not ready"
     )
     stall_lag_threshold: int = Field(0, ge=0, le=1_000_000_000, description="lag a stalled stage may have and still be ready")
+    db_check_interval_s: float = Field(
+        2.0, gt=0, le=3600, description="how often /ready's database check runs (/ready answers from the last one)"
+    )
     lag_interval_s: float = Field(5.0, gt=0, le=3600, description="how often committed offsets and log ends are read")
     topic_check_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the managed topics are checked")
     manage_topics: bool = Field(True, description="create missing topics again (e.g. after a broker restart)")

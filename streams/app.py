@@ -42,14 +42,17 @@ from elk_resolver import notify
 from elk_resolver.events.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
 from elk_resolver.settings import Settings
 from elk_resolver.store import migrate
-from elk_resolver.store.db import close_pool, create_pool, pool_options, queries
+from elk_resolver.store.db import close_pool, create_pool, describe_db_failure, pool_options, queries
 from streams.stage import Stage
-from streams.watch import LagWatch, TopicWatch
+from streams.watch import DatabaseWatch, LagWatch, TopicWatch
 
 log = logging.getLogger("elk_resolver.app")
 
 STAGES = ("ingest", "analyze", "execute", "monitor")
 DB_PROBE_TIMEOUT_S = 2.0
+METRICS_DB_WAIT_S = 0.5
+"""A scrape waits this long for the database figures it asked for, then answers with the last
+ones: /metrics answers at once whatever the database does."""
 
 Builder = Callable[..., Any]
 # adds routes to the HTTP app: ext(web_app, settings, pool=..., publish=..., asyncapi=...)
@@ -253,7 +256,9 @@ class App:
         self.notifier: notify.Dispatcher | None = None
         self.topic_watch: TopicWatch | None = None
         self.lag_watches: dict[str, LagWatch] = {}
+        self.database_watch: DatabaseWatch | None = None
         self._db_figures_at: float | None = None
+        self._db_figures: asyncio.Task | None = None
 
     @property
     def http_url(self) -> str | None:
@@ -270,6 +275,8 @@ class App:
         try:
             async with self.pool.acquire() as conn:
                 await migrate.check(conn)
+            self.database_watch = DatabaseWatch(s, timeout_s=DB_PROBE_TIMEOUT_S)
+            await self.database_watch.start()
             if self.serve_http:
                 await self._start_http()
             self.broker = make_broker(s)
@@ -349,11 +356,16 @@ class App:
         log.info("stage %s started", name, extra={"stage": name})
 
     async def stop(self) -> None:
-        for watch in [*self.lag_watches.values(), self.topic_watch]:
+        for watch in [*self.lag_watches.values(), self.topic_watch, self.database_watch]:
             if watch is not None:
                 await watch.stop()
         self.lag_watches = {}
         self.topic_watch = None
+        self.database_watch = None
+        figures, self._db_figures = self._db_figures, None
+        if figures is not None and not figures.done():
+            figures.cancel()
+            await asyncio.gather(figures, return_exceptions=True)
         order = {name: i for i, name in enumerate(self.stages)}
         self.started_stages.sort(key=lambda st: order.get(st.name, 0))
         for stage in reversed(self.started_stages):
@@ -384,28 +396,32 @@ class App:
         await self.stop()
 
     # -- checks ----------------------------------------------------------------------------------
-    async def database_ok(self) -> tuple[bool, str]:
-        if self.pool is None:
-            return False, "no pool"
-        try:
-            async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
-                async with self.pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        return True, "ok"
+    def database_state(self) -> tuple[bool, str]:
+        """What the database watch found last: (answers and takes writes, cause in words)."""
+        watch = self.database_watch
+        if watch is None:
+            return False, "not checked yet"
+        return watch.ok, watch.cause or "ok"
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """From what the watches found last, never waiting on a dependency: a probe gets its
+        answer at once, with the age of each finding."""
         causes = self.causes()
         stages = {name: bool(getattr(st, "ready", False)) and name not in causes for name, st in self.stages.items()}
         started = len(self.started_stages) == len(self.stages) and bool(self.stages)
-        db_ok, db_detail = await self.database_ok()
+        db_ok, db_detail = self.database_state()
         ok = started and all(stages.values()) and db_ok
-        body = {"ready": ok, "stages": stages, "started": started, "database": db_detail}
+        body: dict[str, Any] = {"ready": ok, "stages": stages, "started": started, "database": db_detail}
         if causes:
             body["causes"] = causes
         if self.lag_watches:
             body["lag"] = {name: w.snapshot() for name, w in self.lag_watches.items()}
+        checked = {}
+        for name, watch in (("database", self.database_watch), ("topics", self.topic_watch),
+                            *((f"lag.{n}", w) for n, w in self.lag_watches.items())):
+            age = getattr(watch, "age_s", None) if watch is not None else None
+            checked[name] = None if age is None else round(age, 1)
+        body["checked_s_ago"] = checked
         return ok, body
 
     async def metrics_text(self) -> bytes:
@@ -423,28 +439,42 @@ class App:
                     self._lag.labels(name).set(lag)
                 if watch is not None and watch.group_lag is not None:
                     self._group_lag.labels(name).set(watch.group_lag)
-        if self.pool is not None:
-            # execution_history's GROUP BY reads the whole table: at most once per
-            # metrics_db_interval_s, not on every scrape; the alerting figures are cheap and current
-            s = self.settings
-            due = self._db_figures_at is None or time.monotonic() - self._db_figures_at >= s.metrics_db_interval_s
-            q = queries()
-            try:
-                async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
-                    async with self.pool.acquire() as conn:
-                        rows = await conn.fetch(q.executions_by_status) if due else None
-                        pending = await conn.fetchval(q.approvals_pending_count)
-                        gauges = await conn.fetchrow(q.alerting_gauges)
-                if rows is not None:
-                    for row in rows:
-                        self._executions.labels(row["status"]).set(row["n"])
-                    self._db_figures_at = time.monotonic()
-                self._approvals.set(pending)
-                self._approval_age.set(gauges["oldest_pending_s"] or 0)
-                self._breakers.set(gauges["breakers_open"])
-                self._kill_switch.set(1 if s.kill_switch or gauges["kill_switch"] else 0)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("metrics: database figures unavailable: %s", exc)
+        if self.pool is not None and self.database_state()[0]:
+            # read in a task of its own: the scrape waits a moment for it, then answers with
+            # the last figures (a frozen database never holds a scrape)
+            if self._db_figures is None or self._db_figures.done():
+                self._db_figures = asyncio.create_task(self._read_db_figures(), name="metrics-db-figures")
+            await asyncio.wait({self._db_figures}, timeout=METRICS_DB_WAIT_S)
+        return generate_latest(REGISTRY) + generate_latest(self._registry)
+
+    async def _read_db_figures(self) -> None:
+        """The database's figures for /metrics. execution_history's GROUP BY reads the whole
+        table: at most once per metrics_db_interval_s, not on every scrape; the alerting
+        figures are cheap and current. A failure is logged once per cause and interval (the
+        database watch says the rest)."""
+        s = self.settings
+        due = self._db_figures_at is None or time.monotonic() - self._db_figures_at >= s.metrics_db_interval_s
+        q = queries()
+        try:
+            async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
+                async with self.pool.acquire() as conn:
+                    rows = await conn.fetch(q.executions_by_status) if due else None
+                    pending = await conn.fetchval(q.approvals_pending_count)
+                    gauges = await conn.fetchrow(q.alerting_gauges)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            words = describe_db_failure(exc)
+            log.warning("metrics: database figures unavailable, the last ones are shown: %s", words,
+                        extra={"coalesce": words.split(":", 1)[0]})
+            return
+        if rows is not None:
+            for row in rows:
+                self._executions.labels(row["status"]).set(row["n"])
+            self._db_figures_at = time.monotonic()
+        self._approvals.set(pending)
+        self._approval_age.set(gauges["oldest_pending_s"] or 0)
+        self._breakers.set(gauges["breakers_open"])
+        self._kill_switch.set(1 if s.kill_switch or gauges["kill_switch"] else 0)
+
         return generate_latest(REGISTRY) + generate_latest(self._registry)
 
     # -- HTTP ------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from aiokafka.errors import KafkaError
 
 from elk_resolver.events.masking import SecretMasker
 from elk_resolver.store.alias_cache import AliasCache
-from elk_resolver.store.db import is_transient_db_error
+from elk_resolver.store.db import connection_usable, describe_db_failure, is_transient_db_error
 from elk_resolver.store.gin_pending_list import GinPendingListCleaner
 from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import (
@@ -540,15 +540,15 @@ class IngestStage:
                     self.metrics.broker_retries += 1
                 m.RETRIES.labels(STAGE, dependency).inc()
                 if failures == 1 or failures % 10 == 0:
+                    words = describe_db_failure(exc) if dependency == "database" else f"{type(exc).__name__}: {exc}"
                     log.warning(
-                        "%s unavailable (%s: %s), batch %s kept, retry %d in %.1fs",
+                        "%s unavailable, batch %s kept, retry %d in %.1fs: %s",
                         dependency,
-                        type(exc).__name__,
-                        exc,
                         batch.where(),
                         failures,
                         delay,
-                        extra={"stage": STAGE, "offsets": batch.where()},
+                        words,
+                        extra={"stage": STAGE, "offsets": batch.where(), "coalesce": words.split(":", 1)[0]},
                     )
                 if self._abandon or batch.generation != self._generation:
                     raise _Abandoned from exc
@@ -566,6 +566,10 @@ class IngestStage:
         # pool after every batch costs a reset statement (a round trip the batch's analysis
         # events waited for). A failure gives it back, and the next attempt takes another.
         conn = self._db_conn
+        if conn is not None and not connection_usable(conn):
+            # the server closed it between two batches (asyncpg then gives it back to the pool
+            # by itself): take another, whose failure says why the server is gone
+            self._db_conn = conn = None
         if conn is None:
             conn = self._db_conn = await self.pool.acquire()
         try:

@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from elk_resolver.events.contracts import DeadLetterHeaders
-from elk_resolver.store.db import is_transient_db_error
+from elk_resolver.store.db import describe_db_failure, is_transient_db_error
 from streams import metrics
 
 if TYPE_CHECKING:
@@ -33,6 +33,13 @@ if TYPE_CHECKING:
 def is_transient(exc: BaseException) -> bool:
     """Errors that go away by themselves: a database restart or failover, a broker leader change."""
     return is_transient_db_error(exc) or isinstance(exc, KafkaError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A transient failure in words: the database's (:func:`describe_db_failure`) or the broker's."""
+    if isinstance(exc, KafkaError):
+        return f"the Kafka broker: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return describe_db_failure(exc)
 
 
 # Anything else (a bug, a constraint the data violates) is tried this many times, then the
@@ -152,8 +159,12 @@ class RecordWorker:
             except Exception as exc:
                 if is_transient(exc):
                     metrics.RETRIES.labels(self.stage, type(exc).__module__.split(".")[0]).inc()
+                    # one line per cause and window (the log's RepeatFilter), not one per record
+                    # and attempt: an outage holds every record in flight
+                    words = describe_failure(exc)
                     self.log.warning(
-                        "transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc
+                        "waiting for a dependency, %s kept and retried: %s", where(record), words,
+                        extra={"stage": self.stage, "coalesce": words.split(":", 1)[0]},
                     )
                 elif dead_lettering:
                     # Nowhere left to put the record: keep it uncommitted and keep trying.

@@ -1,6 +1,8 @@
-"""What a stage cannot see from inside: how far its group is behind, and whether the topics
-it depends on still exist. The app runs one :class:`LagWatch` per consuming stage and one
-:class:`TopicWatch`; ``/ready``, ``/metrics`` and the monitor read them.
+"""What a stage cannot see from inside: how far its group is behind, whether the topics it
+depends on still exist, and whether PostgreSQL answers. The app runs one :class:`LagWatch` per
+consuming stage, one :class:`TopicWatch` and one :class:`DatabaseWatch`; ``/ready``,
+``/metrics`` and the monitor read what they found last, so they answer at once whatever the
+broker and the database do, and say how old each finding is.
 
 * Lag is the group's *committed* offset against the log end, for every partition of the
   stage's topic, read from the broker by a probe consumer that assigns (never joins) and
@@ -27,8 +29,11 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+import asyncpg
+
 from elk_resolver.kafka.offsets import probe_consumer, seek_to_committed
 from elk_resolver.kafka.topics import ensure_topics
+from elk_resolver.store.db import SERVER_SETTINGS, describe_db_failure
 from elk_resolver.store.periodic import cancel_and_wait
 
 log = logging.getLogger("elk_resolver.watch")
@@ -77,6 +82,13 @@ class _Periodic:
     def __init__(self) -> None:
         self._task: asyncio.Task | None = None
         self._stopped = False
+        self.checked_at: float | None = None
+        """``time.monotonic()`` when the last check ended, well or not."""
+
+    @property
+    def age_s(self) -> float | None:
+        """Seconds since the last check ended (None before the first)."""
+        return None if self.checked_at is None else time.monotonic() - self.checked_at
 
     async def start(self) -> None:
         self._stopped = False
@@ -126,7 +138,6 @@ class LagWatch(_Periodic):
         """Committed offset to log end, per partition of the topic (last good reading)."""
         self.committed: dict[int, int | None] = {}
         self.error: str | None = None
-        self.checked_at: float | None = None
         self._progress_at = time.monotonic()
         self._last_committed: dict[int, int | None] = {}
 
@@ -163,6 +174,7 @@ class LagWatch(_Periodic):
             self.error = f"{type(exc).__name__}: {exc}"[:300]
             self.per_partition = {}
             self._assigned_in_probe = set()
+            self.checked_at = time.monotonic()
             await self._probe.reset()
             return
         if self.error is not None:
@@ -299,3 +311,70 @@ class TopicWatch(_Periodic):
 
     async def _close(self) -> None:
         await self._probe.reset()
+
+
+class DatabaseWatch(_Periodic):
+    """Whether PostgreSQL answers and takes writes, checked every ``db_check_interval_s`` on a
+    connection of its own (a frozen server never holds a pool connection /ready needs), each
+    check bounded by ``timeout_s``. A change is logged once: the cause in words when PostgreSQL
+    stops answering or taking writes, and how long it lasted when it is back."""
+
+    name = "database-watch"
+
+    def __init__(self, settings: Any, *, timeout_s: float = 2.0) -> None:
+        super().__init__()
+        self.dsn = settings.database_url
+        self.interval_s = settings.db_check_interval_s
+        self.timeout_s = timeout_s
+        self.cause: str | None = "not checked yet"
+        self.since: float | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.cause is None
+
+    async def check(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self.dsn, server_settings=dict(SERVER_SETTINGS))
+                read_only, standby = await self._conn.fetchrow(
+                    "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()")
+            cause = None
+            if read_only or standby:
+                cause = ("PostgreSQL accepts no writes (" + ("a standby in recovery" if standby else
+                         "default_transaction_read_only is on: a demoted primary, or a replica after a failover")
+                         + "): every stage waits and retries until it does")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is a cause to report
+            cause = describe_db_failure(exc)
+            self._drop()
+        self._record(cause)
+
+    def _record(self, cause: str | None) -> None:
+        now = time.monotonic()
+        was = self.cause
+        self.checked_at = now
+        self.cause = cause
+        if cause is not None and cause != was:
+            if was is None or was == "not checked yet":
+                self.since = now
+            log.warning("database: %s", cause)
+        elif cause is None and was is not None and was != "not checked yet":
+            log.warning("database: PostgreSQL answers and takes writes again, after %.1fs",
+                        now - (self.since or now))
+            self.since = None
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()  # never waits: the server may be frozen
+
+    def snapshot(self) -> dict[str, Any]:
+        age = self.age_s
+        return {"ok": self.ok, "cause": self.cause, "checked_s_ago": None if age is None else round(age, 1)}
+
+    async def _close(self) -> None:
+        self._drop()

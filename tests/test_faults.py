@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from elk_resolver.events.contracts import DeadLetterHeaders
@@ -311,7 +312,7 @@ async def test_database_stopped_and_frozen_pauses_ingest_tells_the_truth_and_los
         # 2. frozen: every process of the server SIGSTOPped, connections open, nothing answers
         postgres.freeze()
         try:
-            frozen_ready = await wait_for(lambda: _not_ready(run, "Timeout"), timeout=30,
+            frozen_ready = await wait_for(lambda: _not_ready(run, "did not answer in time"), timeout=30,
                                           what="/ready answers 503 (timeout) while frozen")
             await wait_for(lambda: _not_ready(run, "no progress"), timeout=30, what="stall named while frozen")
         finally:
