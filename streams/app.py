@@ -279,6 +279,7 @@ class App:
             await self.database_watch.start()
             if self.serve_http:
                 await self._start_http()
+            await self._check_topics()
             self.broker = make_broker(s)
             for name in self.stage_names:
                 build = self._builders.get(name) or stage_builder(name)
@@ -308,6 +309,48 @@ class App:
             await self.stop()
             raise
 
+    async def _check_topics(self) -> None:
+        """Create the topics (``manage_topics``) before any client of this process asks for
+        them, and refuse to run on one with fewer partitions than configured unless
+        ``allow_fewer_partitions``."""
+        from elk_resolver.kafka.offsets import probe_consumer, start_or_close
+        from elk_resolver.kafka.topics import TooFewPartitions, describe_topics, ensure_topics, too_few_partitions
+
+        s = self.settings
+        if s.manage_topics:
+            await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=s.topic_partitions,
+                                replication_factor=s.topic_replication_factor)
+        probe = probe_consumer(s.kafka_bootstrap_servers)
+        await start_or_close(probe)
+        try:
+            found = await describe_topics(probe._client, s.topics())  # noqa: SLF001
+        finally:
+            await probe.stop()
+        problem = too_few_partitions({t: st.partitions for t, st in found.items()}, s.topic_partitions)
+        if problem and not s.allow_fewer_partitions:
+            raise TooFewPartitions(problem)
+        if problem:
+            log.warning("%s (running on it: ELK_RESOLVER_ALLOW_FEWER_PARTITIONS is on)", problem)
+
+    async def _rewind(self, topic: str, partitions: set[int] | None, only: Any = None) -> None:
+        """Every stage of this copy consuming ``topic`` (or just ``only``) reads those of its
+        partitions (None: all) from their start: the log it had positions in is gone."""
+        for name, stage in self.stages.items():
+            consumed = self._consumed(name, stage)
+            if consumed is None or consumed[0] != topic or (only is not None and stage is not only):
+                continue
+            rewind = getattr(stage, "rewind", None)
+            if rewind is None:
+                continue
+            try:
+                moved = await rewind(topic, partitions)
+            except Exception as exc:  # noqa: BLE001 - a rebalance in between: the new owner starts afresh
+                log.warning("stage %s could not rewind %s: %s", name, topic, exc, extra={"stage": name})
+                continue
+            if moved:
+                log.info("stage %s reads %s from the start", name, ", ".join(f"{t.topic}[{t.partition}]" for t in moved),
+                         extra={"stage": name})
+
     def _consumed(self, name: str, stage: Any) -> tuple[str, str] | None:
         """(topic, group) a stage consumes, for its lag."""
         s = self.settings
@@ -320,14 +363,15 @@ class App:
         return None
 
     async def _start_watches(self) -> None:
-        self.topic_watch = TopicWatch(self.settings)
+        self.topic_watch = TopicWatch(self.settings, rewind=self._rewind)
         await self.topic_watch.start()
         for name, stage in self.stages.items():
             consumed = self._consumed(name, stage)
             if consumed is None or not hasattr(stage, "assignment"):
                 continue
             watch = LagWatch(self.settings, stage=name, topic=consumed[0], group_id=consumed[1],
-                             assignment=lambda st=stage: st.assignment)
+                             assignment=lambda st=stage: st.assignment,
+                             rewind=lambda topic, parts, st=stage: self._rewind(topic, parts, only=st))
             await watch.start()
             self.lag_watches[name] = watch
         monitor = self.stages.get("monitor")
@@ -554,6 +598,10 @@ async def run_service(
     within ``settings.shutdown_timeout_s`` whatever the dependencies do: past it the stop is
     abandoned (what was not committed is redelivered), and after a signal a watchdog thread
     ends the process a few seconds later still, should the event loop itself be stuck."""
+    from elk_resolver.kafka.topics import forbid_client_auto_create
+
+    # only the topic watch creates topics (with the configured count), never a client's request
+    forbid_client_auto_create()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []

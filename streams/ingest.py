@@ -79,6 +79,7 @@ from handlers.ingest import (
     store_batch,
 )
 from streams import metrics as m
+from streams.rewind import Rewinds
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +287,7 @@ class IngestStage:
         self._last_batch_done = time.monotonic()
         self._slice = 16  # records per prepare slice (next_slice adjusts it)
         self._db_conn: asyncpg.Connection | None = None
+        self._rewinds = Rewinds(expire_s=max(60.0, 3 * settings.session_timeout_ms / 1000))
 
     # -- Stage protocol ------------------------------------------------------------------------
     @property
@@ -393,9 +395,36 @@ class IngestStage:
             log.info("partitions revoked: %s", sorted(revoked), extra={"stage": STAGE})
 
     def _on_assigned(self, assigned) -> None:
+        for tp in self._rewinds.take(assigned):  # a re-created log: the committed offset may be the old one's
+            self._consumer.seek(tp, 0)
+            log.info("%s[%d] read from its start (re-created or truncated)", tp.topic, tp.partition,
+                     extra={"stage": STAGE})
         self._assigned = set(assigned)
         m.ASSIGNED_PARTITIONS.labels(STAGE).set(len(self._assigned))
         log.info("partitions assigned: %s", sorted(assigned), extra={"stage": STAGE})
+
+    async def rewind(self, topic: str, partitions: set[int] | None = None) -> list[TopicPartition]:
+        """Read these partitions of ``topic`` (None: all) from their start, now for those this
+        copy holds and at their next assignment for the others (:mod:`streams.rewind`): the
+        log they had positions in was re-created or truncated. As on a rebalance, every
+        batch fetched so far is dropped before its commit and the other partitions go back
+        to their committed offsets: what is read again counts nothing twice."""
+        consumer = self._consumer
+        if consumer is None or topic != self.settings.topic_raw:
+            return []
+        self._rewinds.request(topic, partitions)
+        assigned = set(consumer.assignment())
+        moved = self._rewinds.take(assigned)
+        if not moved:
+            return []
+        self._generation += 1
+        self._pending_commit.clear()
+        for tp in moved:
+            consumer.seek(tp, 0)
+        for tp in sorted(assigned - set(moved)):
+            committed = await consumer.committed(tp)
+            consumer.seek(tp, 0 if committed is None else committed)
+        return moved
 
     def _patterns_loaded(self, patterns) -> None:
         m.PATTERNS_INVALID.labels(STAGE).set(len(patterns.invalid))
@@ -805,7 +834,7 @@ def build_ingest(
 
 async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     """``python -m streams.ingest``: this stage alone, until SIGTERM or SIGINT."""
-    from elk_resolver.kafka.topics import ensure_topics
+    from elk_resolver.kafka.topics import ensure_topics, forbid_client_auto_create
     from elk_resolver.settings import make_settings
     from elk_resolver.store.db import close_pool, create_pool, pool_options
 
@@ -813,6 +842,7 @@ async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     settings = make_settings()
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise SystemExit("set ELK_RESOLVER_DATABASE_URL and ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS")
+    forbid_client_auto_create()
     await ensure_topics(
         settings.kafka_bootstrap_servers,
         settings.topics(),

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from elk_resolver.events.contracts import DeadLetterHeaders
 from elk_resolver.store.db import describe_db_failure, is_transient_db_error
 from streams import metrics
+from streams.rewind import Rewinds
 
 if TYPE_CHECKING:
     from faststream.kafka import KafkaBroker
@@ -53,16 +54,23 @@ class Stopping(Exception):
 
 
 class JoinListener(ConsumerRebalanceListener):
-    """Tracks the assignment, for readiness (FastStream's own ping cannot tell)."""
+    """Tracks the assignment, for readiness (FastStream's own ping cannot tell), and reads
+    from their start the partitions of a re-created log it is given (:mod:`streams.rewind`)."""
 
     def __init__(self) -> None:
         self.assigned: set[Any] = set()
         self.joined = asyncio.Event()
+        self.rewinds = Rewinds()
+        self.consumer: Callable[[], Any] = lambda: None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.assigned -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        consumer = self.consumer()
+        if consumer is not None:
+            for tp in self.rewinds.take(assigned):
+                consumer.seek(tp, 0)
         self.assigned = set(assigned)
         self.joined.set()
 
@@ -229,6 +237,7 @@ class ManualAckSubscription:
         )
         subscriber(self._unless_stopping(handler), decoder=raw_body, parser=tolerant_parser)
         self.subscriber = subscriber
+        self.listener.consumer = lambda: subscriber.consumer
         await subscriber.start()
 
     def _unless_stopping(self, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
@@ -307,3 +316,18 @@ class SubscribedStage:
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         await self._subscription.wait_ready(timeout)
+
+    async def rewind(self, topic: str, partitions: set[int] | None = None) -> list[Any]:
+        """Read these partitions of ``topic`` (None: all) from their start, now for those this
+        copy holds and at their next assignment for the others (:mod:`streams.rewind`): the
+        log they had positions in was re-created or truncated. A batch in hand is finished
+        and acked as usual; reading it again is harmless."""
+        consumer = self.consumer
+        rewinds = self._subscription.listener.rewinds
+        rewinds.request(topic, partitions)
+        if consumer is None:
+            return []
+        moved = rewinds.take(consumer.assignment())
+        for tp in moved:
+            consumer.seek(tp, 0)
+        return moved

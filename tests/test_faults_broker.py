@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from elk_resolver.kafka.embedded import EmbeddedKafka
 from elk_resolver.kafka.topics import ensure_topics
 from streams.record_worker import ManualAckSubscription
+from tests.support.fault_trial import FAST_RUN, counted_twice, event
 from tests.support.polling import wait_for
-from tests.test_faults import send
+from tests.support.run_process import RunProcess, run_env
+from tests.test_faults import _status, send
 
 
 async def test_a_commit_refused_after_a_broker_restart_is_logged_with_the_batch_not_an_attribute_error(
@@ -61,3 +66,132 @@ async def test_a_commit_refused_after_a_broker_restart_is_logged_with_the_batch_
             await faststream.stop()
     finally:
         broker.stop()
+
+
+async def test_a_topic_deleted_and_created_again_under_a_copy_is_read_from_its_start_once_said(
+    settings, pool, tmp_path
+):
+    """An operator deletes and re-creates the raw topic while a copy consumes it (what a broker
+    restarted without its data looks like to a consumer): the copy's positions belong to the
+    old log, and the new log's first records sat below them. The topic's new id is noticed,
+    the copy reads the new log from its start and says so in one line; every event on the new
+    log is stored once."""
+    broker = EmbeddedKafka()
+    broker.start()
+    try:
+        s = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers, "topic_partitions": 2})
+        await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=2)
+        with RunProcess(s, tmp_path, "ingest", **FAST_RUN) as run:
+            await wait_for(lambda: _status(run, 200), timeout=60, interval=0.2, what="ready")
+            await send(s.kafka_bootstrap_servers, s.topic_raw, [event(i) for i in range(400)])
+            await wait_for(lambda: _stored_at_least(pool, 400), timeout=60, interval=0.2, what="first 400 stored")
+            admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap_servers)
+            await admin.start()
+            try:
+                await admin.delete_topics([s.topic_raw])
+            finally:
+                await admin.close()
+            await ensure_topics(s.kafka_bootstrap_servers, [s.topic_raw], partitions=2)
+            # the new log's first 300 records sit below the copy's positions (about 200 a partition)
+            await send(s.kafka_bootstrap_servers, s.topic_raw, [event(i) for i in range(400, 700)])
+            await wait_for(lambda: _stored_at_least(pool, 700), timeout=60, interval=0.2,
+                           what="every event of the new log stored")
+            run.terminate()
+            assert await asyncio.to_thread(run.proc.wait, 30) == 0
+            lines = run.log_lines()
+            await run.aclose()
+        assert await counted_twice(pool) == 0
+        said = [x for x in lines if "was deleted and created again" in x and s.topic_raw in x]
+        assert len(said) == 1, said
+    finally:
+        broker.stop()
+
+
+async def _stored_at_least(pool, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM error_occurrences") >= n
+
+
+async def test_the_service_refuses_a_topic_with_fewer_partitions_than_configured_unless_told_to(settings, tmp_path):
+    """A raw topic a producer's auto-create made with the broker's default count (2 here,
+    where the service is configured for 4) is refused at start, in one line naming the topic
+    and the setting that allows it; with the setting the copy runs."""
+    broker = EmbeddedKafka()
+    broker.start()
+    try:
+        s = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers, "topic_partitions": 4})
+        await ensure_topics(s.kafka_bootstrap_servers, [s.topic_raw], partitions=2)
+        env = run_env(s, 0)
+        env.pop("ELK_RESOLVER_LOG_JSON")
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "elk_resolver.cli", "run", "--stage", "ingest"], env=env,
+            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"elk-resolver: topic {s.topic_raw} has 2 partitions, fewer than "
+                               "ELK_RESOLVER_TOPIC_PARTITIONS=4"), last
+        assert "ELK_RESOLVER_ALLOW_FEWER_PARTITIONS=true" in last and "Traceback" not in done.stderr
+        with RunProcess(s, tmp_path, "ingest", allow_fewer_partitions="true", **FAST_RUN) as run:
+            await wait_for(lambda: _status(run, 200), timeout=60, interval=0.2, what="ready when told to")
+            run.terminate()
+            assert await asyncio.to_thread(run.proc.wait, 30) == 0
+            await run.aclose()
+    finally:
+        broker.stop()
+
+
+_ASK_FOR_A_MISSING_TOPIC = """
+import asyncio, sys
+from aiokafka import AIOKafkaProducer
+from elk_resolver.kafka.topics import forbid_client_auto_create
+if sys.argv[2] == "service":
+    forbid_client_auto_create()
+async def main():
+    producer = AIOKafkaProducer(bootstrap_servers=sys.argv[1], request_timeout_ms=2000)
+    await producer.start()
+    try:
+        await producer.send_and_wait("never-created", b"x")
+        print("sent")
+    except Exception as exc:
+        print(type(exc).__name__)
+    finally:
+        await producer.stop()
+asyncio.run(main())
+"""
+
+
+async def test_the_service_s_clients_never_ask_the_broker_to_create_a_topic(kafka):
+    """aiokafka asks for metadata with auto-creation allowed, and Tansu then makes a missing
+    topic with its own count (4): after a broker restart the analysis topic came back with 4
+    partitions where 8 were configured. In a process of the service (``run_service`` and the
+    ingest stage's own entry point switch it on) a missing topic stays missing until the topic
+    watch creates it with the configured count; a process that is not the service keeps
+    aiokafka's default."""
+    for mode, created in (("service", False), ("tool", True)):
+        done = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-c", _ASK_FOR_A_MISSING_TOPIC, kafka.bootstrap_servers, mode],
+            capture_output=True, text=True, timeout=60)
+        topics = await _topics_named(kafka.bootstrap_servers, "never-created")
+        assert bool(topics) == created, (mode, done.stdout, done.stderr[-500:])
+        if not created:
+            assert done.stdout.strip() in {"UnknownTopicOrPartitionError", "KafkaTimeoutError"}, done.stdout
+        else:
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+            await admin.start()
+            try:
+                await admin.delete_topics(["never-created"])
+            finally:
+                await admin.close()
+
+
+async def _topics_named(bootstrap: str, name: str) -> dict:
+    from elk_resolver.kafka.offsets import probe_consumer, start_or_close
+    from elk_resolver.kafka.topics import describe_topics
+
+    probe = probe_consumer(bootstrap)
+    await start_or_close(probe)
+    try:
+        return await describe_topics(probe._client, [name])
+    finally:
+        await probe.stop()
+
+

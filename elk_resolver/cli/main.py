@@ -200,16 +200,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise CliError(f"run needs {' and '.join(missing)} (`elk-resolver up` starts embedded ones instead)")
     _refuse_unsafe_live(settings, args.stage or STAGE_CHOICES)
-    from elk_resolver.kafka.topics import ensure_topics
 
     async def probe() -> None:
         async with open_pool(settings, max_size=1):
             pass
 
-    asyncio.run(probe())
-    asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, settings.topics(),
-                              partitions=settings.topic_partitions,
-                              replication_factor=settings.topic_replication_factor))
+    asyncio.run(probe())  # the topics are created by the service as it starts
     stages = list(dict.fromkeys(args.stage or STAGE_CHOICES))
     return _serve(settings, stages)
 
@@ -800,6 +796,7 @@ def _unreachable(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
+    from elk_resolver.kafka.topics import TooFewPartitions
     from streams.app import HttpPortUnavailable
 
     parser = build_parser()
@@ -813,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in str(exc).splitlines():
             print(f"elk-resolver: {line}", file=sys.stderr)
         return 2
-    except HttpPortUnavailable as exc:
+    except (HttpPortUnavailable, TooFewPartitions) as exc:
         print(f"elk-resolver: {exc}", file=sys.stderr)
         return 2
     except MigrationError as exc:
