@@ -142,9 +142,12 @@ class DeadLetter:
     topic: str
     partition: int
     offset: int
+    timestamp: int | None = None
+    """The record's Kafka timestamp: with topic, partition and offset it names the record even
+    after its topic was re-created and the offsets were handed out again."""
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [
+        headers = [
             (DeadLetterHeaders.REASON, self.reason.encode()),
             (DeadLetterHeaders.DETAIL, self.detail[:512].encode("utf-8", "replace")),
             (DeadLetterHeaders.TOPIC, self.topic.encode()),
@@ -152,6 +155,13 @@ class DeadLetter:
             (DeadLetterHeaders.OFFSET, str(self.offset).encode()),
             (DeadLetterHeaders.STAGE, STAGE.encode()),
         ]
+        if self.timestamp is not None:
+            headers.append((DeadLetterHeaders.TIMESTAMP, str(self.timestamp).encode()))
+        return headers
+
+    @property
+    def coordinates(self) -> tuple[str, int, int, int | None]:
+        return self.topic, self.partition, self.offset, self.timestamp
 
 
 @dataclass(slots=True)
@@ -400,7 +410,7 @@ def db_rejected(masker: SecretMasker, rec: RecordLike, exc: BaseException) -> De
     """The dead letter of a record PostgreSQL refuses on its own (not a connection problem)."""
     return DeadLetter(
         _masked_bytes(masker, rec.value), "db_rejected", f"{type(exc).__name__}: {exc}",
-        rec.topic, rec.partition, rec.offset,
+        rec.topic, rec.partition, rec.offset, rec.timestamp,
     )
 
 
@@ -454,7 +464,8 @@ def prepare_into(
             ev = parse_record(value, max_bytes=max_bytes, headers=rec.headers, id_field=id_field, id_header=id_header)
         except BadRecord as bad:
             batch.dead_letters.append(
-                DeadLetter(_masked_bytes(masker, value), bad.reason, bad.detail, rec.topic, rec.partition, rec.offset)
+                DeadLetter(_masked_bytes(masker, value), bad.reason, bad.detail, rec.topic, rec.partition, rec.offset,
+                           rec.timestamp)
             )
             continue
         # One RE2 pass over the record's text: most records hold nothing to mask, and then

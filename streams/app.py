@@ -121,7 +121,7 @@ class LogstashEvent(BaseModel):
 class DeadLetterRecord(BaseModel):
     """A record the stage could not use: the original bytes (secrets masked) as the value, and
     headers ``x-dlq-reason``, ``x-dlq-detail``, ``x-original-topic``, ``x-original-partition``,
-    ``x-original-offset``, ``x-dlq-stage``."""
+    ``x-original-offset``, ``x-original-timestamp``, ``x-dlq-stage``."""
 
     value: str = Field(description="the original record value")
 

@@ -121,6 +121,7 @@ class RecordWorker:
                 DeadLetterHeaders.TOPIC: record.topic,
                 DeadLetterHeaders.PARTITION: str(record.partition),
                 DeadLetterHeaders.OFFSET: str(record.offset),
+                DeadLetterHeaders.TIMESTAMP: str(record.timestamp),
                 DeadLetterHeaders.STAGE: self.stage,
             },
         )

@@ -545,7 +545,9 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             print(f"replayed {result.records} records of {s.topic_raw} ({ranges}) through group {result.group_id}")
             print(f"  {result.errors} error events, {result.new_occurrences} not counted before, "
                   f"{result.new_rows} new distinct errors, {result.skipped} not errors, {result.bad_records} bad, "
-                  f"{result.db_rejected} refused by PostgreSQL (dead-lettered)")
+                  f"{result.db_rejected} refused by PostgreSQL")
+            print(f"  {result.dead_lettered} dead-lettered to {s.topic_dlq} with their offsets, "
+                  f"{result.already_dead_lettered} already there")
             mode = "remediation allowed (--execute)" if args.execute else "marked replay: no remediation"
             print(f"  {result.published} analysis events published, {mode}")
             return 0
@@ -842,7 +844,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 3
     except asyncpg.PostgresError as exc:
-        print(f"elk-resolver: the database refused: {_unreachable(exc)}", file=sys.stderr)
+        from elk_resolver.store.db import describe_db_failure, is_transient_db_error
+
+        if is_transient_db_error(exc):  # read-only, full, shutting down...: later, not never
+            print(f"elk-resolver: cannot use the database now: {describe_db_failure(exc)}", file=sys.stderr)
+        else:
+            print(f"elk-resolver: the database refused: {_unreachable(exc)}", file=sys.stderr)
         return 5
     except PartialError as exc:
         print(f"elk-resolver: {exc}", file=sys.stderr)

@@ -118,22 +118,28 @@ async def counted_twice(pool) -> int:
         " - (SELECT count(DISTINCT event_identity) FROM error_occurrences)")
 
 
-async def dead_letters(bootstrap: str, topic: str, timeout: float = 3.0) -> list[dict[str, str]]:
-    """Every record on the dead-letter topic: reason and original coordinates from its headers."""
+async def records_on(bootstrap: str, topic: str, timeout: float = 3.0) -> list[Any]:
+    """Every record on ``topic`` (read from its start for ``timeout`` seconds)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
     await consumer.start()
-    found = []
+    found: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
-                for r in records:
-                    h = {k: v.decode() for k, v in (r.headers or ())}
-                    found.append({"reason": h.get(DeadLetterHeaders.REASON), "topic": h.get(DeadLetterHeaders.TOPIC),
-                                  "partition": h.get(DeadLetterHeaders.PARTITION),
-                                  "offset": h.get(DeadLetterHeaders.OFFSET)})
+                found.extend(records)
     finally:
         await consumer.stop()
+    return found
+
+
+async def dead_letters(bootstrap: str, topic: str, timeout: float = 3.0) -> list[dict[str, str]]:
+    """Every record on the dead-letter topic: reason and original coordinates from its headers."""
+    found = []
+    for r in await records_on(bootstrap, topic, timeout):
+        h = {k: v.decode() for k, v in (r.headers or ())}
+        found.append({"reason": h.get(DeadLetterHeaders.REASON), "topic": h.get(DeadLetterHeaders.TOPIC),
+                      "partition": h.get(DeadLetterHeaders.PARTITION), "offset": h.get(DeadLetterHeaders.OFFSET)})
     return found
 
 
@@ -306,17 +312,7 @@ async def _account(out: Outcome, pool, feeder: Feeder, dead: list, *, old_epoch:
 
 async def _ids_on_topic(bootstrap: str, topic: str) -> set[str]:
     """The event identities of every record on ``topic`` now."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
-    found: set[str] = set()
-    try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=300)).values():
-                found.update(orjson.loads(r.value)["event"]["hash"] for r in records)
-    finally:
-        await consumer.stop()
-    return found
+    return {orjson.loads(r.value)["event"]["hash"] for r in await records_on(bootstrap, topic, 5.0)}
 
 
 async def _ready(run) -> bool:
