@@ -39,7 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
 import asyncpg
@@ -120,6 +120,10 @@ class IngestConfig:
     """The history mark of records that carry none (``replay`` for elk-resolver replay)."""
     act_on_history: bool = False
     """The operator asked for history to be remediated (``replay --execute``)."""
+    believed_days: int = 88
+    """An event's own time is believed when the broker received it at most this many days
+    later (and at most a day earlier): ``retention_days`` less two, so a live event never lands
+    in a month retention is dropping (see :func:`occurrence_time`)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> IngestConfig:
@@ -128,6 +132,7 @@ class IngestConfig:
             fingerprint_version=settings.fingerprint_version,
             id_field=settings.elasticsearch_id_field,
             id_header=settings.elasticsearch_id_header,
+            believed_days=max(1, settings.retention_days - 2),
         )
 
 
@@ -301,6 +306,8 @@ class StoredBatch:
 
     rows: dict[str, tuple[int, bool, int]]
     months_created: list[date]
+    expired: int = 0
+    """Occurrences in months retention has passed: not stored, not counted (again)."""
 
 
 @dataclass(slots=True)
@@ -312,6 +319,7 @@ class IngestCounts:
     distinct: int = 0
     new_rows: int = 0
     new_occurrences: int = 0
+    expired: int = 0
 
 
 @dataclass(slots=True)
@@ -322,13 +330,15 @@ class IngestResult:
 
 
 class PartitionCache:
-    """Months whose ``error_occurrences`` partition is known to exist, to skip asking."""
+    """Months whose ``error_occurrences`` partition is known to exist, to skip asking, and
+    months retention has passed (expired: never created again, their occurrences not counted)."""
 
     def __init__(self) -> None:
         self.known: set[date] = set()
+        self.expired: set[date] = set()
 
     def missing(self, months: Iterable[date]) -> list[date]:
-        return sorted(m for m in months if m not in self.known)
+        return sorted(m for m in months if m not in self.known and m not in self.expired)
 
     def add(self, months: Iterable[date]) -> None:
         self.known.update(months)
@@ -355,21 +365,32 @@ def is_stale_pattern(exc: BaseException) -> bool:
 # --- step 1: CPU ------------------------------------------------------------------------------
 
 
-def _event_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None) -> datetime:
-    """``@timestamp`` when the event has a readable, plausible one; else the record's Kafka
-    timestamp.
+_AHEAD = timedelta(days=1)
 
-    The parser falls back to the current time, which differs on every delivery: the
-    occurrence key includes the time, so that fallback would count a redelivery again. The
-    Kafka timestamp is stored with the record and so is the same on every delivery."""
-    if parsed is not None:
-        return parsed
+
+def occurrence_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None,
+                    believed: timedelta) -> tuple[datetime, bool]:
+    """The time an event is stored and counted at, and whether it is its own ``@timestamp``.
+
+    The time keys the event's ``error_occurrences`` row, so it must be the same on every
+    delivery and replay, and it decides the monthly partition, so it must lie where retention
+    keeps and removes partitions. ``@timestamp`` is used when the broker received the record
+    at most ``believed`` after it and at most a day before it; otherwise (1975, 2150, a clock
+    gone wrong, an unreadable value) the record's Kafka timestamp, which is stored with the
+    record: the same on every delivery. Only a record without one (not from Kafka) falls back
+    to ``@timestamp`` as it is, else the parse time."""
     if kafka_ms is not None and kafka_ms >= 0:
         try:
-            return datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
+            received = datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError):
-            pass
-    return fallback
+            received = None
+        if received is not None:
+            if parsed is not None and received - believed <= parsed <= received + _AHEAD:
+                return parsed, True
+            return received, False
+    if parsed is not None:
+        return parsed, True
+    return fallback, False
 
 
 def _same(s: str) -> str:
@@ -455,6 +476,7 @@ def prepare_into(
     id_header = config.id_header
     default_mark = config.history
     act_on_history = config.act_on_history
+    believed = timedelta(days=config.believed_days)
     resolve = aliases.resolve if aliases is not None and (aliases.exact or aliases.learned) else None
     n = 0
     for rec in records:
@@ -492,7 +514,10 @@ def prepare_into(
         mark, act = history_mark(rec.headers)
         if mark is None:
             mark = default_mark
-        actionable = rank >= ERROR_RANK and (mark is None or act or act_on_history)
+        when, own_time = occurrence_time(ev.event_time, ev.timestamp, rec.timestamp, believed)
+        # an event whose own time cannot be believed is stored when the broker received it, and
+        # never remediated automatically: how old it really is, nobody knows
+        actionable = rank >= ERROR_RANK and (mark is None or act or act_on_history) and own_time
         if pattern is not None:
             error_type = pattern.error_category
         else:
@@ -502,7 +527,6 @@ def prepare_into(
         else:
             fp = fingerprint(error_type, message, version)
         h = fp.hash if resolve is None else resolve(error_type, fp.template, fp.hash)
-        when = _event_time(ev.event_time, ev.timestamp, rec.timestamp)
         key = (ev.event_identity, when)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence
@@ -595,13 +619,33 @@ async def store_batch(
     trips); the statements around it are idempotent (partitions) or read-only (row ids)."""
     q = queries()
     months = partitions.missing(batch.months) if partitions is not None else sorted(batch.months)
+    expired = (partitions.expired & batch.months) if partitions is not None else set()
+    created: list[date] = []
     if months:
-        await conn.execute(q.ingest_ensure_partitions, months)
+        for month, partition in await conn.fetch(q.ingest_ensure_partitions, months):
+            if partition is None:
+                expired.add(month)
+            else:
+                created.append(month)
+        if partitions is not None:
+            partitions.expired.update(expired)
     rows: dict[str, tuple[int, bool, int]] = {}
     if not batch.errors:
-        return StoredBatch(rows, months)
+        return StoredBatch(rows, created)
 
     occ = sorted(batch.occurrences.items())
+    errs = [batch.errors[h] for h in sorted(batch.errors)]
+    gone = 0
+    if expired:
+        # retention has passed these months: the occurrence may have been counted and dropped,
+        # so it is never counted again, and an error with nothing else in the batch not written
+        kept = [item for item in occ if date(item[0][1].year, item[0][1].month, 1) not in expired]
+        gone = len(occ) - len(kept)
+        occ = kept
+        live = {v[0] for _, v in occ}
+        errs = [e for e in errs if e.hash in live]
+        if not errs:
+            return StoredBatch(rows, created, gone)
     o_ids = [k[0] for k, _ in occ]
     o_at = [k[1] for k, _ in occ]
     o_hash = [v[0] for _, v in occ]
@@ -610,7 +654,6 @@ async def store_batch(
     o_off = [v[3] for _, v in occ]
     o_history = [v[4] for _, v in occ]
 
-    errs = [batch.errors[h] for h in sorted(batch.errors)]
     result = await conn.fetch(
         q.ingest_upsert_batch,
         o_ids,
@@ -641,7 +684,7 @@ async def store_batch(
         missing = [e.hash for e in errs if e.hash not in rows]
         for r in await conn.fetch(q.ingest_row_ids, missing):
             rows[r[1]] = (r[0], False, 0)
-    return StoredBatch(rows, months)
+    return StoredBatch(rows, created, gone)
 
 
 # --- step 3: what the stage emits --------------------------------------------------------------
@@ -672,6 +715,8 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
     """One analysis event per distinct hash and object of the batch, in the batch's order."""
     events = []
     for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
+        if h not in stored.rows:
+            continue  # every occurrence of it in the batch had expired: nothing to analyse
         row_id, first_seen, new = stored.rows[h]
         events.append(
             AnalysisEvent(
@@ -715,6 +760,8 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
     out = []
     dumps = orjson.dumps
     for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
+        if h not in stored.rows:
+            continue  # every occurrence of it in the batch had expired: nothing to analyse
         row_id, first_seen, new = stored.rows[h]
         p = e.pattern
         out.append(
@@ -763,6 +810,7 @@ def count(batch: PreparedBatch, stored: StoredBatch | None) -> IngestCounts:
         distinct=len(batch.errors),
         new_rows=sum(1 for r in rows if r[1]),
         new_occurrences=sum(r[2] for r in rows),
+        expired=stored.expired if stored is not None else 0,
     )
 
 

@@ -148,6 +148,8 @@ class IngestMetrics:
     new_rows: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    expired: int = 0
+    """events in months retention has passed (a replay of old records): not counted again"""
     published: int = 0
     batches: int = 0
     db_retries: int = 0
@@ -795,6 +797,10 @@ class IngestStage:
         mt.last_batch_seconds = elapsed
         mt.last_commit_at = time.monotonic()
         mt.batch_seconds_total += elapsed
+        if batch.stored is not None and batch.stored.expired:
+            mt.expired += batch.stored.expired
+            log.info("%d events of batch %s are in months retention has dropped: not counted again",
+                     batch.stored.expired, batch.where(), extra={"stage": STAGE, "coalesce": True})
         if batch.stored is not None:
             rows = batch.stored.rows.values()
             mt.new_rows += sum(1 for r in rows if r[1])

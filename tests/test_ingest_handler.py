@@ -59,9 +59,14 @@ def legacy_event(message=None):
     }
 
 
+# when the broker received them: after the events' own times (May and June 2024), within the
+# time an event's own time is believed (occurrence_time)
+RECEIVED_MS = 1719792000000  # 2024-07-01
+
+
 def records(events, topic="raw", partition=0, start=0):
     return [
-        RawRecord(orjson.dumps(e) if not isinstance(e, bytes) else e, topic, partition, start + i, 1714550000000)
+        RawRecord(orjson.dumps(e) if not isinstance(e, bytes) else e, topic, partition, start + i, RECEIVED_MS)
         for i, e in enumerate(events)
     ]
 

@@ -32,7 +32,10 @@ async def test_readonly_role_cannot_drop_partitions_and_the_service_role_can_onl
             await conn.close()
     app = await asyncpg.connect(_as_role(database_url, "elk_resolver_user", "app-secret"))
     try:
-        assert await app.fetchval("SELECT ensure_error_occurrences_partition('2030-01-01')") == "error_occurrences_y2030m01"
+        assert await app.fetchval("SELECT ensure_error_occurrences_partition('2024-01-01')") == "error_occurrences_y2024m01"
+        # more than a month ahead of the clock: no partition retention would never remove (0090)
+        with pytest.raises(asyncpg.DatetimeFieldOverflowError):
+            await app.fetch("SELECT ensure_error_occurrences_partition('2150-01-01')")
         with pytest.raises(asyncpg.InvalidParameterValueError):
             await app.fetch("SELECT drop_expired_error_occurrences_partitions('2100-01-01')")
     finally:

@@ -547,7 +547,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
                   f"{result.new_rows} new distinct errors, {result.skipped} not errors, {result.bad_records} bad, "
                   f"{result.db_rejected} refused by PostgreSQL")
             print(f"  {result.dead_lettered} dead-lettered to {s.topic_dlq} with their offsets, "
-                  f"{result.already_dead_lettered} already there")
+                  f"{result.already_dead_lettered} already there; {result.expired} older than the retention "
+                  "(their months were dropped: not counted again)")
             mode = "remediation allowed (--execute)" if args.execute else "marked replay: no remediation"
             print(f"  {result.published} analysis events published, {mode}")
             return 0

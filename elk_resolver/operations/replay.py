@@ -65,6 +65,8 @@ class ReplayResult:
     """Records that cannot become an event (not JSON, too large...)."""
     db_rejected: int = 0
     """Records PostgreSQL refused."""
+    expired: int = 0
+    """Records in months retention has dropped: counted before, never again."""
     dead_lettered: int = 0
     """Dead letters this replay sent (bad and refused records not on the DLQ yet)."""
     already_dead_lettered: int = 0
@@ -183,6 +185,7 @@ async def replay(
                 result.new_rows += c.new_rows
                 result.skipped += c.skipped
                 result.bad_records += c.dead_lettered
+                result.expired += c.expired
             result.published += published
             result.records += len(refused)
             result.db_rejected += len(refused)

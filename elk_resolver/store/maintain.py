@@ -108,6 +108,9 @@ async def _drop_partitions(pool: asyncpg.Pool, cutoff: datetime) -> list[str]:
     q = queries()
     dropped = []
     async with pool.acquire() as conn:
+        # first the horizon: from now on nothing creates or counts a month retention drops
+        # (a replay would otherwise count its records again)
+        await conn.execute(q.maintain_advance_occurrence_horizon, cutoff.date())
         rows = await conn.fetch(q.maintain_occurrence_partitions)
     for row in rows:
         match = _UPPER_BOUND.search(row["bound"] or "")

@@ -3,8 +3,9 @@
 -- then ingest-row-ids when some hashes of the batch brought no new occurrence.
 
 -- name: ingest-ensure-partitions
--- Create the monthly error_occurrences partitions for the given months if missing.
-SELECT ensure_error_occurrences_partition(m) FROM unnest($1::date[]) AS m;
+-- Create the monthly error_occurrences partitions for the given months if missing; a month
+-- retention has passed (before the horizon, 0090) answers NULL: its occurrences are expired.
+SELECT m AS month, ensure_error_occurrences_partition(m) AS partition FROM unnest($1::date[]) AS m;
 
 -- name: ingest-upsert-batch
 -- Record the batch's occurrences idempotently, then insert or count its distinct errors.
