@@ -20,31 +20,36 @@ from typing import Any
 
 
 class Rewinds:
-    def __init__(self, expire_s: float = 60.0) -> None:
+    def __init__(self, expire_s: float = 60.0, *, clock=time.monotonic) -> None:
         self.expire_s = expire_s
-        self._pending: dict[str, tuple[set[int] | None, float, set[int]]] = {}
+        self._clock = clock
+        self._whole: dict[str, tuple[float, set[int]]] = {}
+        """topic -> (when asked, partitions already read from their start)"""
+        self._some: dict[tuple[str, int], float] = {}
+        """(topic, partition) -> when asked"""
 
     def request(self, topic: str, partitions: set[int] | None) -> None:
-        """Read ``partitions`` of ``topic`` (None: all) from their start, once each, as this copy holds them."""
-        current = self._pending.get(topic)
-        if current is not None and partitions is not None and current[0] is not None:
-            partitions = partitions | current[0]
-        elif current is not None and current[0] is None:
-            partitions = None
-        self._pending[topic] = (partitions, time.monotonic(), set())
+        """Read ``partitions`` of ``topic`` (None: all) from their start, once each, as this
+        copy holds them. Asked again, a partition is owed again: its log was re-created again."""
+        now = self._clock()
+        if partitions is None:
+            self._whole[topic] = (now, set())
+        else:
+            for p in partitions:
+                self._some[(topic, p)] = now
 
     def take(self, assigned: Iterable[Any]) -> list[Any]:
         """The partitions of ``assigned`` to seek to their start now (each only once)."""
-        now = time.monotonic()
-        for topic in [t for t, (_, since, _) in self._pending.items() if now - since > self.expire_s]:
-            del self._pending[topic]
+        now = self._clock()
+        self._whole = {t: v for t, v in self._whole.items() if now - v[0] <= self.expire_s}
+        self._some = {k: since for k, since in self._some.items() if now - since <= self.expire_s}
         due = []
         for tp in assigned:
-            pending = self._pending.get(tp.topic)
-            if pending is None:
-                continue
-            partitions, _, done = pending
-            if (partitions is None or tp.partition in partitions) and tp.partition not in done:
-                done.add(tp.partition)
+            whole = self._whole.get(tp.topic)
+            owed_whole = whole is not None and tp.partition not in whole[1]
+            owed_some = self._some.pop((tp.topic, tp.partition), None) is not None
+            if owed_whole:
+                whole[1].add(tp.partition)
+            if owed_whole or owed_some:
                 due.append(tp)
         return sorted(due)

@@ -9,12 +9,17 @@ import logging
 import subprocess
 import sys
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from faststream.kafka import KafkaBroker, KafkaMessage
 
 from elk_resolver.kafka.embedded import EmbeddedKafka
 from elk_resolver.kafka.topics import ensure_topics
 from streams.record_worker import ManualAckSubscription
+from streams.rewind import Rewinds
 from tests.support.fault_trial import FAST_RUN, counted_twice, embedded_broker_restart, event
 from tests.support.polling import wait_for
 from tests.support.run_process import RunProcess, run_env
@@ -211,3 +216,49 @@ async def test_the_embedded_broker_killed_under_load_comes_back_and_keeps_all_it
     assert out.notes["acknowledged by the new broker before its topics existed and dropped by it"] == 0, out.line()
     assert out.recovered_s is not None and out.notes["exit codes"] == [0, 0], out.line()
     assert out.notes["partitions of the topics after"] == [3], out.line()
+
+
+# --- the rewind bookkeeping, as a property ---------------------------------------------------------
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("request"), st.sampled_from(["raw", "analysis"]),
+              st.none() | st.sets(st.integers(0, 3), min_size=1)),
+    st.tuples(st.just("assign"), st.sets(st.tuples(st.sampled_from(["raw", "analysis"]), st.integers(0, 3)))),
+    st.tuples(st.just("wait"), st.floats(0, 40)),
+), max_size=30)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(ops=_OPS)
+def test_every_partition_of_a_recreated_topic_is_read_from_its_start_once_by_whoever_holds_it(ops):
+    """Whatever the order of re-creations, rebalances and time: after a request, each partition
+    in it is rewound at the first assignment that holds it (within the expiry), exactly once;
+    nothing outside it is ever rewound."""
+    now = [0.0]
+    rewinds = Rewinds(expire_s=60, clock=lambda: now[0])
+    owed: dict[tuple[str, int], float] = {}  # partition -> when it was requested
+    for op in ops:
+        if op[0] == "request":
+            _, topic, parts = op
+            rewinds.request(topic, parts)
+            for p in (range(4) if parts is None else parts):
+                owed[(topic, p)] = now[0]
+        elif op[0] == "assign":
+            assigned = [TopicPartition(t, p) for t, p in sorted(op[1])]
+            taken = {(tp.topic, tp.partition) for tp in rewinds.take(assigned)}
+            due = {k for k in op[1] if k in owed and now[0] - owed[k] <= 60}
+            assert taken == due, (taken, due)
+            for k in taken:
+                del owed[k]
+            for k in [k for k, t in owed.items() if now[0] - t > 60]:
+                del owed[k]
+        else:
+            now[0] += op[1]
+
+
+def test_a_partition_rewound_once_is_not_rewound_again_by_the_next_rebalance():
+    rewinds = Rewinds()
+    rewinds.request("raw", None)
+    assert rewinds.take([TopicPartition("raw", 0)]) == [TopicPartition("raw", 0)]
+    assert rewinds.take([TopicPartition("raw", 0), TopicPartition("raw", 1)]) == [TopicPartition("raw", 1)]
+    assert rewinds.take([TopicPartition("raw", 0), TopicPartition("raw", 1)]) == []
