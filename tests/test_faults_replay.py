@@ -21,7 +21,7 @@ from tests.support.fault_trial import counted_twice, dead_letters, records_on
 
 # what the fault trial sent: every kind of record that cannot become an event
 MALFORMED: dict[str, bytes | None] = {
-    "too large": b'{"message": "' + b"x" * 5000 + b'"}',
+    "too large": b'{"message": "' + b"x" * 20000 + b'"}',
     "not JSON": b"this is not json",
     "not an object": b"[1, 2, 3]",
     "a number": b"42",
@@ -45,7 +45,7 @@ def _valid(i: int) -> bytes:
 async def test_replay_dead_letters_bad_records_with_their_coordinates_and_a_second_replay_publishes_nothing(
     settings, pool
 ):
-    s = settings.model_copy(update={"max_record_bytes": 4096})
+    s = settings.model_copy(update={"max_record_bytes": 16384})
     start = datetime.now(UTC) - timedelta(seconds=5)
     producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers, max_request_size=8 << 20)
     await producer.start()

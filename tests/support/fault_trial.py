@@ -332,42 +332,242 @@ async def _all_stored(pool, ids: set[str]) -> bool:
 
 # --- the script -----------------------------------------------------------------------------------
 
-SCENARIOS = {"broker_restart": broker_restart, "embedded_broker_restart": embedded_broker_restart}
+async def read_only(settings, pool, workdir, *, postgres, rate: float = 100, fault_s: float = 20) -> Outcome:
+    """PostgreSQL turns read-only (``default_transaction_read_only = on``: a failover to a
+    replica, a demoted primary) for ``fault_s`` while events flow at ``rate`` into one copy."""
+    import asyncpg
+
+    from tests.support.run_process import RunProcess
+
+    out = Outcome(f"PostgreSQL read-only for {fault_s:.0f}s at {rate:.0f}/s")
+    with RunProcess(settings, workdir, "ingest", name="read-only", **FAST_RUN) as run:
+        assert await wait_until(lambda: _ready(run), 90) is not None
+        feeder = Feeder(settings.kafka_bootstrap_servers, settings.topic_raw, rate=rate)
+        await asyncio.sleep(2)
+        admin = await asyncpg.connect(postgres.admin_dsn, server_settings={"default_transaction_read_only": "off"})
+        try:
+            await admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            await admin.execute("SELECT pg_reload_conf()")
+            saw = await wait_until(lambda: _ready_says(run, "accepts no writes"), 15)
+            out.notes["/ready said"] = "not ready: PostgreSQL accepts no writes" if saw is not None else "nothing"
+            await asyncio.sleep(max(0.0, fault_s - (saw or 0)))
+        finally:
+            await admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+            await admin.execute("SELECT pg_reload_conf()")
+            await admin.close()
+        back = time.monotonic()
+        sent = feeder.ids()
+        out.recovered_s = await wait_until(lambda: _all_stored(pool, sent), 90)
+        await feeder.stop()
+        await wait_until(lambda: _all_stored(pool, feeder.ids()), 60)
+        out.notes["warning lines"] = sum('"level":"WARNING"' in line for line in run.log_lines())
+        run.terminate()
+        await asyncio.to_thread(run.proc.wait, 30)
+        await run.aclose()
+    dead = await dead_letters(settings.kafka_bootstrap_servers, settings.topic_dlq)
+    await _account(out, pool, feeder, dead)
+    out.notes["caught up after writable again"] = f"{time.monotonic() - back:.1f}s"
+    return out
+
+
+async def postgres_outage(settings, pool, workdir, *, postgres, rate: float = 100, fault_s: float = 10) -> Outcome:
+    """PostgreSQL frozen (SIGSTOP: connections open, nothing answers) then stopped, ``fault_s``
+    each, under one copy running every stage, /ready probed and /metrics scraped meanwhile; a
+    SIGTERM during the outage; a new copy finishes."""
+    import httpx
+
+    from tests.support.run_process import RunProcess
+
+    out = Outcome(f"PostgreSQL frozen {fault_s:.0f}s then stopped {fault_s:.0f}s at {rate:.0f}/s, every stage")
+    extra = {**FAST_RUN, "execution_maintenance_interval_s": "0.5", "monitor_interval_s": "1",
+             "metrics_db_interval_s": "0", "db_check_interval_s": "0.5"}
+    latencies: list[float] = []
+
+    async def probe(port: int) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            while True:
+                started = time.monotonic()
+                await http.get("/ready")
+                latencies.append(time.monotonic() - started)
+                await http.get("/metrics")
+                await asyncio.sleep(0.2)
+
+    with RunProcess(settings, workdir, "ingest", "analyze", "execute", "monitor", name="outage", **extra) as run:
+        assert await wait_until(lambda: _ready(run), 90) is not None
+        feeder = Feeder(settings.kafka_bootstrap_servers, settings.topic_raw, rate=rate)
+        await asyncio.sleep(2)
+        prober = asyncio.create_task(probe(run.port))
+        postgres.freeze()
+        try:
+            await asyncio.sleep(fault_s)
+        finally:
+            postgres.thaw()
+        await asyncio.to_thread(postgres.stop)
+        try:
+            await asyncio.sleep(fault_s)
+            term = time.monotonic()
+            run.terminate()
+            code = await asyncio.to_thread(run.proc.wait, 30)
+            out.notes["SIGTERM during the outage"] = f"exit {code} in {time.monotonic() - term:.1f}s"
+        finally:
+            prober.cancel()
+            await asyncio.gather(prober, return_exceptions=True)
+            await asyncio.to_thread(postgres.start)
+        lines = [orjson.loads(x) for x in run.log_lines() if x.startswith("{")]
+        await run.aclose()
+    back = time.monotonic()
+    with RunProcess(settings, workdir, "ingest", name="after-outage", **FAST_RUN) as run:
+        await feeder.stop()
+        out.recovered_s = await wait_until(lambda: _all_stored(pool, feeder.ids()), 90)
+        run.terminate()
+        await asyncio.to_thread(run.proc.wait, 30)
+        await run.aclose()
+    out.notes["caught up after PostgreSQL came back"] = f"{time.monotonic() - back:.1f}s"
+    out.notes["/ready probes"] = f"{len(latencies)}, slowest {max(latencies, default=0) * 1000:.0f} ms"
+    out.notes["log lines during ~%.0fs of outage" % (2 * fault_s)] = (
+        f"{sum(x['level'] == 'WARNING' for x in lines)} WARNING, "
+        f"{sum(x['level'] in ('ERROR', 'CRITICAL') for x in lines)} ERROR")
+    dead = await dead_letters(settings.kafka_bootstrap_servers, settings.topic_dlq)
+    await _account(out, pool, feeder, dead)
+    return out
+
+
+async def replay_bad_records(settings, pool, workdir) -> Outcome:
+    """The trial's 11 malformed records among valid ones, replayed twice."""
+    from datetime import UTC, datetime, timedelta
+
+    from elk_resolver.operations.replay import replay
+    from tests.test_faults_replay import MALFORMED
+
+    out = Outcome("replay of 11 malformed records among 100 valid ones, twice")
+    s = settings.model_copy(update={"max_record_bytes": 16384})
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        futures = [await producer.send(s.topic_raw, orjson.dumps(event(i)), partition=i % 2) for i in range(100)]
+        futures += [await producer.send(s.topic_raw, v, key=b"bad", partition=1) for v in MALFORMED.values()]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    first = await replay(s, pool, since=since)
+    analysis = len(await records_on(s.kafka_bootstrap_servers, s.topic_analysis))
+    second = await replay(s, pool, since=since)
+    out.sent = 100 + len(MALFORMED)
+    out.stored = len(await stored_ids(pool))
+    out.dead_lettered = len(await dead_letters(s.kafka_bootstrap_servers, s.topic_dlq))
+    out.twice = await counted_twice(pool)
+    out.missing = out.sent - out.stored - out.dead_lettered
+    out.notes["first replay"] = f"{first.dead_lettered} dead-lettered, {first.published} analysis events"
+    out.notes["second replay"] = (f"{second.dead_lettered} dead-lettered ({second.already_dead_lettered} already "
+                                  f"there), {second.published} analysis events")
+    out.notes["analysis events on the topic after both"] = (
+        f"{len(await records_on(s.kafka_bootstrap_servers, s.topic_analysis))} (after the first: {analysis})")
+    return out
+
+
+async def retention(settings, pool, workdir) -> Outcome:
+    """The trial's 209 events, one stamped 1975 and one 2150: replay, retention, replay."""
+    from datetime import UTC, datetime, timedelta
+
+    from elk_resolver.operations.replay import replay
+    from elk_resolver.store.maintain import maintain
+
+    out = Outcome("209 events (one stamped 1975, one 2150): replay, retention, replay again")
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    stamps = [datetime.now(UTC).isoformat()] * 207 + ["1975-01-01T00:00:00Z", "2150-01-01T00:00:00Z"]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(settings.topic_raw, orjson.dumps({**event(i), "@timestamp": t}))
+                               for i, t in enumerate(stamps)])
+    finally:
+        await producer.stop()
+    await replay(settings, pool, since=since)
+    await maintain(pool, retention_days=90)
+    again = await replay(settings, pool, since=since)
+    out.sent = len(stamps)
+    out.stored = len(await stored_ids(pool))
+    out.twice = await counted_twice(pool)
+    out.missing = out.sent - out.stored
+    months = [r[0][-8:] for r in await pool.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'error_occurrences'::regclass ORDER BY 1")]
+    out.notes["sum of occurrence_count"] = await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs")
+    out.notes["second replay counted"] = again.new_occurrences
+    out.notes["partitions"] = f"{months[0]}..{months[-1]}"
+    return out
+
+
+async def _ready_says(run, words: str) -> bool:
+    answer = await run.ready()
+    return answer is not None and answer[0] != 200 and words in str(answer[1])
+
+
+SCENARIOS = {
+    "read_only": read_only,
+    "postgres_outage": postgres_outage,
+    "broker_restart": broker_restart,
+    "embedded_broker_restart": embedded_broker_restart,
+    "replay_bad_records": replay_bad_records,
+    "retention": retention,
+}
+NEEDS_POSTGRES = {"read_only", "postgres_outage"}
+NEEDS_KAFKA = {"read_only", "postgres_outage", "replay_bad_records", "retention"}
 
 
 async def _main(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from elk_resolver.kafka.embedded import EmbeddedPostgres
+    from elk_resolver.kafka.embedded import EmbeddedKafka, EmbeddedPostgres
+    from elk_resolver.kafka.stack import ensure_database
+    from elk_resolver.kafka.topics import ensure_topics
     from elk_resolver.settings import make_settings
     from elk_resolver.store.db import create_pool
     from elk_resolver.store.migrate import migrate
-    from elk_resolver.kafka.stack import ensure_database
+    from tests.support.services import PostgresService
 
     workdir = Path(tempfile.mkdtemp(prefix="elk-fault-trial-"))
     server = EmbeddedPostgres(workdir / "pg", durable=False)
     server.start()
+    postgres = PostgresService(server.dsn("postgres"), "embedded", stop=server.stop, start=server.start,
+                               pid=lambda: server.pid)
+    kafka = EmbeddedKafka()
+    kafka.start()
     results = []
     try:
         for n, name in enumerate(args.only or SCENARIOS):
             dsn = server.dsn(f"trial_{n}")
             await ensure_database(dsn)
             await migrate(dsn)
-            settings = make_settings(database_url=dsn, state_dir=workdir / "state", http_port=0).isolated(f"trial-{n}")
+            settings = make_settings(database_url=dsn, kafka_bootstrap_servers=kafka.bootstrap_servers,
+                                     state_dir=workdir / "state", http_port=0, topic_partitions=4
+                                     ).isolated(f"trial-{n}")
+            if name in NEEDS_KAFKA:
+                await ensure_topics(kafka.bootstrap_servers, settings.topics(), partitions=4)
+            kwargs: dict[str, Any] = {"postgres": postgres} if name in NEEDS_POSTGRES else {}
+            if args.rate and name not in ("replay_bad_records", "retention"):
+                kwargs["rate"] = args.rate
             async with await create_pool(dsn, min_size=1, max_size=4) as pool:
-                kwargs = {"rate": args.rate} if args.rate else {}
                 started = time.monotonic()
                 outcome = await SCENARIOS[name](settings, pool, workdir, **kwargs)
                 outcome.notes["took"] = f"{time.monotonic() - started:.0f}s"
             print(outcome.line(), flush=True)
             results.append(outcome)
     finally:
+        kafka.stop()
         server.stop()
     return 0 if all(o.sums_hold for o in results) else 1
 
 
 def main() -> None:
+    import logging
+
+    # the trial's own clients (its pool, its producer) retry through the faults on purpose
+    logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    for noisy in ("asyncpg", "aiokafka", "elk_resolver.replay"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS), help="a scenario (repeatable)")
     parser.add_argument("--rate", type=float, help="events a second the feeder sends")
