@@ -22,7 +22,7 @@ from streams.record_worker import ManualAckSubscription
 from streams.rewind import Rewinds
 from tests.support.fault_trial import FAST_RUN, counted_twice, embedded_broker_restart, event
 from tests.support.polling import wait_for
-from tests.support.run_process import RunProcess, run_env
+from tests.support.run_process import RunProcess, run_once
 from tests.test_faults import _status, send
 
 
@@ -125,11 +125,7 @@ async def test_the_service_refuses_a_topic_with_fewer_partitions_than_configured
     try:
         s = settings.model_copy(update={"kafka_bootstrap_servers": broker.bootstrap_servers, "topic_partitions": 4})
         await ensure_topics(s.kafka_bootstrap_servers, [s.topic_raw], partitions=2)
-        env = run_env(s, 0)
-        env.pop("ELK_RESOLVER_LOG_JSON")
-        done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "elk_resolver.cli", "run", "--stage", "ingest"], env=env,
-            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        done = await run_once(s, tmp_path, "ingest")
         assert done.returncode == 2, done.stderr[-2000:]
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith(f"elk-resolver: topic {s.topic_raw} has 2 partitions, fewer than "

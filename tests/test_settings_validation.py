@@ -4,7 +4,6 @@ traceback; a busy HTTP port is named with its setting."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from pydantic import ValidationError
 
 from elk_resolver.settings import Settings, explain, make_settings
-from tests.support.run_process import run_env
+from tests.support.run_process import run_once
 
 NUMERIC = sorted(n for n, f in Settings.model_fields.items() if f.annotation in (int, float))
 
@@ -121,11 +120,7 @@ async def test_a_busy_http_port_is_named_with_its_setting(settings, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = run_env(settings, port)
-        env.pop("ELK_RESOLVER_LOG_JSON")
-        done = await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "elk_resolver.cli", "run", "--stage", "monitor"], env=env,
-            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        done = await run_once(settings, tmp_path, "monitor", port=port)
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last == (f"elk-resolver: the HTTP port 127.0.0.1:{port} (ELK_RESOLVER_HTTP_HOST, ELK_RESOLVER_HTTP_PORT) "

@@ -35,15 +35,9 @@ FAST_RUN = {
 
 def event(i: int, kinds: int = 7) -> dict[str, Any]:
     """Error event ``i``: its identity (``event.hash``) is its own, its error one of ``kinds``."""
-    kind = i % kinds
-    return {
-        "@timestamp": f"2024-05-01T10:{i // 60 % 60:02d}:{i % 60:02d}Z",
-        "message": f"upstream {kind} failed after {i} ms",
-        "log": {"level": "error"},
-        "error": {"type": f"Kind{kind}"},
-        "event": {"hash": f"evt-{kind}-{i}"},
-        "service": {"name": "svc"},
-    }
+    from tests.test_ingest_stream import error_event
+
+    return error_event(i, i % kinds)
 
 
 def identity(i: int, kinds: int = 7) -> str:
