@@ -287,9 +287,10 @@ def _subjects(batch: PreparedBatch) -> Iterable[tuple[str, _Error, dict[str, str
 @dataclass(slots=True)
 class PreparedBatch:
     errors: dict[str, _Error] = field(default_factory=dict)
-    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int, str | None]] = field(default_factory=dict)
-    """(identity, occurred_at) -> (hash, topic, partition, offset, history mark): one per
-    distinct event."""
+    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int, str | None, date]] = field(default_factory=dict)
+    """(identity, occurred_at) -> (hash, topic, partition, offset, history mark, month): one per
+    distinct event. ``month`` is the month retention judges it by: its own time's, or where
+    that is not believed (then ``occurred_at`` is :data:`ODD_TIME`) the month it was received."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events_in: int = 0
     skipped: int = 0
@@ -366,6 +367,10 @@ def is_stale_pattern(exc: BaseException) -> bool:
 
 
 _AHEAD = timedelta(days=1)
+ODD_TIME = datetime(1, 1, 1, 12)  # not datetime.min: asyncpg sends that as -infinity
+"""``occurred_at`` of every occurrence whose own time is not believed (:func:`occurrence_time`):
+they are told apart by their identity alone, in a partition of their own that no month of
+retention's covers; retention removes them by when they were received (migration 0090)."""
 
 
 def occurrence_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None,
@@ -527,11 +532,14 @@ def prepare_into(
         else:
             fp = fingerprint(error_type, message, version)
         h = fp.hash if resolve is None else resolve(error_type, fp.template, fp.hash)
-        key = (ev.event_identity, when)
+        # an event whose own time is not believed is one occurrence by its identity alone: a
+        # producer's resend of it has another Kafka timestamp, and must count nothing again
+        key = (ev.event_identity, when if own_time else ODD_TIME)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence
-        occurrences[key] = (h, rec.topic, rec.partition, rec.offset, mark)
-        months.add(date(when.year, when.month, 1))
+        month = date(when.year, when.month, 1)
+        occurrences[key] = (h, rec.topic, rec.partition, rec.offset, mark, month)
+        months.add(month)
         err = errors.get(h)
         if err is not None:
             err.count += 1
@@ -639,7 +647,7 @@ async def store_batch(
     if expired:
         # retention has passed these months: the occurrence may have been counted and dropped,
         # so it is never counted again, and an error with nothing else in the batch not written
-        kept = [item for item in occ if date(item[0][1].year, item[0][1].month, 1) not in expired]
+        kept = [item for item in occ if item[1][5] not in expired]
         gone = len(occ) - len(kept)
         occ = kept
         live = {v[0] for _, v in occ}

@@ -16,11 +16,20 @@
 --    refused with SQLSTATE 22008, a data error, so that record is dead-lettered.
 --  * two ingest copies creating the same month at once no longer fail one batch with
 --    duplicate_table (the check under the advisory lock could miss the other's new table).
+--  * error_occurrences_odd holds the occurrences of events whose own time is not believed
+--    (1975, 2150...: stored at their receipt): their occurred_at is noon of 0001-01-01, so one is told
+--    apart by its identity alone and a producer's resend (another Kafka timestamp) counts
+--    nothing again. No month of retention's covers them: retention deletes those received
+--    before the horizon (prune_odd_error_occurrences), and ingest counts a record received
+--    before the horizon as expired, so a replay never counts one again.
 
 CREATE TABLE error_occurrences_horizon (
     only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
     expired_before DATE NOT NULL
 );
+
+CREATE TABLE error_occurrences_odd PARTITION OF error_occurrences
+    FOR VALUES FROM ('0001-01-01') TO ('0001-01-02');
 
 CREATE FUNCTION advance_error_occurrences_horizon(cutoff DATE)
 RETURNS DATE
@@ -35,6 +44,21 @@ BEGIN
     INSERT INTO error_occurrences_horizon (expired_before) VALUES (kept)
     ON CONFLICT (only_row) DO UPDATE SET expired_before = greatest(error_occurrences_horizon.expired_before, kept);
     RETURN (SELECT expired_before FROM error_occurrences_horizon);
+END;
+$$;
+
+-- The odd occurrences received before the horizon (an ingest copy counts such a record as
+-- expired, so none is counted again once its row is gone); the number deleted.
+CREATE FUNCTION prune_odd_error_occurrences()
+RETURNS BIGINT
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    gone BIGINT;
+BEGIN
+    DELETE FROM error_occurrences_odd
+    WHERE received_at < (SELECT expired_before FROM error_occurrences_horizon);
+    GET DIAGNOSTICS gone = ROW_COUNT;
+    RETURN gone;
 END;
 $$;
 
@@ -78,6 +102,7 @@ DECLARE
     first_day DATE;
 BEGIN
     PERFORM advance_error_occurrences_horizon(cutoff);  -- refuses a cutoff in the future
+    PERFORM prune_odd_error_occurrences();
     FOR part_name IN
         SELECT c.relname
         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -95,11 +120,13 @@ END;
 $$;
 
 REVOKE EXECUTE ON FUNCTION advance_error_occurrences_horizon(DATE) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION prune_odd_error_occurrences() FROM PUBLIC;
 
 DO $$
 BEGIN
     IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'elk_resolver_user') THEN
         GRANT EXECUTE ON FUNCTION advance_error_occurrences_horizon(DATE) TO elk_resolver_user;
+        GRANT EXECUTE ON FUNCTION prune_odd_error_occurrences() TO elk_resolver_user;
         GRANT SELECT ON error_occurrences_horizon TO elk_resolver_user;
     END IF;
 END

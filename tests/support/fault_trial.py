@@ -191,8 +191,9 @@ async def broker_restart(settings, pool, workdir, *, copies: int = 2, rate: floa
     broker = EmbeddedKafka()
     broker.start()
 
-    async def restart() -> None:
+    async def restart(down) -> None:
         await asyncio.to_thread(broker.stop)
+        down()
         await asyncio.to_thread(broker.start)
 
     try:
@@ -218,9 +219,11 @@ async def embedded_broker_restart(settings, pool, workdir, *, copies: int = 2, r
     broker = GatedKafka(names.topics(), partitions=partitions)
     broker.start()
 
-    async def crash() -> None:
+    async def crash(down) -> None:
         restarts = broker.restarts
         os.kill(broker.pid, signal.SIGKILL)
+        await wait_until(lambda: broker.inner.exited() is not None or broker.restarts > restarts, 10, interval=0.005)
+        down()
         await wait_until(lambda: broker.restarts > restarts, 30, interval=0.01)
 
     try:
@@ -251,15 +254,22 @@ async def _restart_under_load(title, settings, pool, workdir, bootstrap, restart
             assert await wait_until(lambda r=run: _ready(r), 90) is not None, "a copy never became ready"
         feeder = Feeder(s.kafka_bootstrap_servers, s.topic_raw, rate=rate)
         await asyncio.sleep(before_s)  # the scenario: events flow, then the fault
-        restarted = time.monotonic()
-        feeder.epoch = 1  # every acknowledgement from here on is the new broker's
-        await restart()
+        marks: list[float] = []
+
+        def down() -> None:  # the old broker is gone: every acknowledgement from now on is the new one's
+            feeder.epoch = 1
+            marks.append(time.monotonic())
+
+        await restart(down)
+        restarted = marks[0]
         first_new = await wait_until(lambda: _any_stored(pool, feeder.ids(1)), 60)
+        first_new = None if first_new is None else time.monotonic() - restarted
         await asyncio.sleep(max(0.0, after_s - (time.monotonic() - restarted)))
         await feeder.stop()
-        new = feeder.ids(1)
+        on_topic = await _ids_on_topic(s.kafka_bootstrap_servers, s.topic_raw)
+        new = feeder.ids(1) & on_topic  # what the new broker acknowledged and kept
         caught_up = await wait_until(lambda: _all_stored(pool, new), 60)
-        out.recovered_s = first_new  # from the restart to the first event the new broker took stored
+        out.recovered_s = first_new  # from the old broker's end to the first event the new one took, stored
         out.notes["every event stored, after the feed stopped"] = "never" if caught_up is None else f"{caught_up:.1f}s"
         for run in runs:
             run.terminate()
@@ -276,7 +286,6 @@ async def _restart_under_load(title, settings, pool, workdir, bootstrap, restart
         await probe.stop()
     out.notes["partitions of the topics after"] = sorted(set(counts.values()))
     dead = await dead_letters(s.kafka_bootstrap_servers, s.topic_dlq)
-    on_topic = await _ids_on_topic(s.kafka_bootstrap_servers, s.topic_raw)
     await _account(out, pool, feeder, dead, old_epoch=0)
     # Tansu acknowledges a write to a topic it does not have (the first moments after a
     # restart, before the topics are back) and keeps nothing: such events are the broker's
