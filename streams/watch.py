@@ -295,7 +295,8 @@ class TopicWatch(_Periodic):
     async def _loop(self) -> None:
         while not self._stopped:
             await self.check()
-            await asyncio.sleep(self.RECOVERING_INTERVAL_S if self.error or self.missing else self.interval_s)
+            recovering = self.error or (self.missing and self.manage)
+            await asyncio.sleep(self.RECOVERING_INTERVAL_S if recovering else self.interval_s)
 
     async def check(self) -> None:
         try:

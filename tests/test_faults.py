@@ -88,13 +88,13 @@ async def test_pattern_rows_deleted_and_edited_live_never_dead_letter_valid_even
 
 async def test_partitions_dropped_live_are_created_again_not_dead_lettered(running, fast, producer, pool, kafka):
     stage = await running()
-    await produce(producer, fast.topic_raw, [error_event(i, i % 3) for i in range(30)])
+    now = datetime.now(UTC).isoformat()
+    await produce(producer, fast.topic_raw, [{**error_event(i, i % 3), "@timestamp": now} for i in range(30)])
     await wait_for(lambda: pool.fetchval("SELECT count(*) = 30 FROM error_occurrences"), timeout=30)
-    # an operator (as the owner) drops the month the stage has cached as existing: the events
-    # are stamped 2024 and received now, so they are stored at their receipt (occurrence_time)
+    # an operator (as the owner) drops this month's partition while the stage has it cached
     month = await pool.fetchval("SELECT to_char(max(occurred_at), '\"y\"YYYY\"m\"MM') FROM error_occurrences")
     await pool.execute(f"DROP TABLE error_occurrences_{month}")
-    await produce(producer, fast.topic_raw, [error_event(i, i % 3) for i in range(30, 60)])
+    await produce(producer, fast.topic_raw, [{**error_event(i, i % 3), "@timestamp": now} for i in range(30, 60)])
     await wait_for(lambda: pool.fetchval("SELECT count(*) = 30 FROM error_occurrences"), timeout=30,
                    what="the 30 later events stored in a re-created partition")
     await wait_for(lambda: stage.metrics.events_in >= 60, timeout=30)
