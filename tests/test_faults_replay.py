@@ -208,3 +208,7 @@ async def test_a_resend_of_an_event_whose_own_time_is_not_believed_counts_once(p
         assert all(e.replay for e in result.events)  # never remediated automatically
     assert counted == 1
     assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == 1
+    # last seen when it was received, not in year 1 of its key: retention keeps the error
+    assert (await pool.fetchval("SELECT last_seen_at FROM error_logs")).date() >= (now - timedelta(days=1)).date()
+    await maintain(pool, retention_days=90)
+    assert await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs") == 1

@@ -29,7 +29,9 @@ WITH occ AS (
     ON CONFLICT DO NOTHING
     RETURNING o.hash_signature, o.occurred_at
 ), counts AS (
-    SELECT hash_signature, count(*) AS n, max(occurred_at) AS last_seen
+    -- an occurrence keyed by its identity alone (0090: its own time not believed, occurred_at
+    -- in year 1) says nothing of when: the batch's time for it (its receipt) stands instead
+    SELECT hash_signature, count(*) AS n, max(occurred_at) FILTER (WHERE occurred_at >= '1000-01-01') AS last_seen
     FROM occ
     GROUP BY hash_signature
 ), batch AS (

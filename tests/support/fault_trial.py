@@ -495,7 +495,7 @@ async def retention(settings, pool, workdir) -> Outcome:
     out.missing = out.sent - out.stored
     months = [r[0][-8:] for r in await pool.fetch(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'error_occurrences'::regclass ORDER BY 1")]
+        "WHERE i.inhparent = 'error_occurrences'::regclass AND c.relname ~ '_y[0-9]{4}m[0-9]{2}$' ORDER BY 1")]
     out.notes["sum of occurrence_count"] = await pool.fetchval("SELECT sum(occurrence_count) FROM error_logs")
     out.notes["second replay counted"] = again.new_occurrences
     out.notes["partitions"] = f"{months[0]}..{months[-1]}"
