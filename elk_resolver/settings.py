@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ExecutionMode = Literal["dry-run", "live", "off"]
@@ -19,6 +19,10 @@ KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
 
 CsvList = Annotated[list[str], NoDecode]
+# JSON objects from the environment: decoded by _json_object (one line naming the setting when
+# the text is not JSON) rather than by pydantic-settings, which stops at the first one with a
+# traceback
+JsonObject = Annotated[dict, NoDecode]
 
 
 # --- the names a setting may use ------------------------------------------------------------
@@ -67,6 +71,17 @@ def _split_csv(value: object) -> object:
         if value.lstrip().startswith("["):
             return orjson.loads(value)
         return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _json_object(value: object) -> object:
+    if isinstance(value, str | bytes):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise ValueError('not JSON: write a JSON object, e.g. {"scale": ["deployment"]}') from None
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object ({...})")
     return value
 
 
@@ -126,36 +141,45 @@ class Settings(BaseSettings):
     topic_results: str = "elk.errors.results"
     topic_dlq: str = "elk.errors.dlq"
     topic_approvals: str = "elk.errors.approvals"
-    topic_partitions: int = Field(8, ge=1, description="partition count used when creating topics")
-    topic_replication_factor: int = Field(1, ge=1)
+    topic_partitions: int = Field(8, ge=1, le=10_000, description="partition count used when creating topics")
+    topic_replication_factor: int = Field(1, ge=1, le=16)
 
     # --- consumers --------------------------------------------------------------------
     group_ingest: str = "elk-resolver-ingest"
     group_analyze: str = "elk-resolver-analyze"
     group_execute: str = "elk-resolver-execute"
-    session_timeout_ms: int = 8000
-    heartbeat_interval_ms: int = 2000
-    batch_max_records: int = Field(1000, ge=1)
-    batch_timeout_ms: int = Field(50, ge=0)
-    max_record_bytes: int = Field(1_048_576, ge=1, description="larger records go to the DLQ")
-    retry_backoff_initial_s: float = 0.5
-    retry_backoff_max_s: float = 10.0
+    # Kafka's own bounds: a broker accepts session timeouts of 6 s..30 min by default
+    # (group.min/max.session.timeout.ms), and a heartbeat must come well inside the session
+    session_timeout_ms: int = Field(8000, ge=1000, le=1_800_000)
+    heartbeat_interval_ms: int = Field(2000, ge=100, le=600_000, description="below a third of session_timeout_ms")
+    batch_max_records: int = Field(1000, ge=1, le=100_000)
+    batch_timeout_ms: int = Field(50, ge=0, le=60_000)
+    max_record_bytes: int = Field(1_048_576, ge=1024, le=64 << 20, description="larger records go to the DLQ")
+    retry_backoff_initial_s: float = Field(0.5, gt=0, le=60)
+    retry_backoff_max_s: float = Field(10.0, gt=0, le=3600)
+    allow_fewer_partitions: bool = Field(
+        False, description="run on a topic with fewer partitions than topic_partitions (it cannot be changed back)"
+    )
 
     # --- ingest -----------------------------------------------------------------------
     fingerprint_version: FingerprintVersion = "template"
     elasticsearch_id_field: str = "event.hash"
     elasticsearch_id_header: str = "event_id"
-    patterns_refresh_s: float = Field(2.0, gt=0, description="error_patterns reload interval")
+    patterns_refresh_s: float = Field(2.0, gt=0, le=3600, description="error_patterns reload interval")
     merge_pass_every_s: float = Field(
-        30.0, ge=0, description="learned-merge pass interval per ingest copy (0: never; one copy runs at a time)"
+        30.0, ge=0, le=86_400, description="learned-merge pass interval per ingest copy (0: never; one copy runs at a time)"
     )
     gin_cleanup_every_s: float = Field(
-        0.5, ge=0, description="interval of the GIN pending-list pass beside ingest's writes (0: PostgreSQL's own, inline)"
+        0.5, ge=0, le=3600, description="interval of the GIN pending-list pass beside ingest's writes (0: PostgreSQL's own, inline)"
     )
     mask_extra_patterns: CsvList = Field(
         default_factory=list, description="extra secret regexes: a JSON array, or one per line"
     )
-    retention_days: int = Field(90, ge=1)
+    retention_days: int = Field(
+        90, ge=7, le=36_500,
+        description="days of occurrences kept; an event whose own time is older than this (less two days) when "
+        "the broker receives it is stored at the time the broker received it",
+    )
 
     # --- analysis ---------------------------------------------------------------------
     playbooks_dir: Path | None = Field(None, description="extra or overriding playbook JSON files")
@@ -163,12 +187,14 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible API base, e.g. https://api.openai.com/v1")
     llm_model: str | None = None
     llm_api_key: str | None = None
-    llm_timeout_s: float = 20.0
-    llm_max_retries: int = 3
-    llm_cache_ttl_s: float = Field(3600.0, description="the same hash never calls the LLM twice within this")
-    llm_rate_per_minute: float = 30.0
+    llm_timeout_s: float = Field(20.0, gt=0, le=600)
+    llm_max_retries: int = Field(3, ge=0, le=10)
+    llm_cache_ttl_s: float = Field(
+        3600.0, ge=0, le=30 * 86_400, description="the same hash never calls the LLM twice within this"
+    )
+    llm_rate_per_minute: float = Field(30.0, gt=0, le=100_000)
     llm_trust_after_successes: int = Field(
-        3, ge=0, description="LLM solutions need approval until this many approved successes"
+        3, ge=0, le=1000, description="LLM solutions need approval until this many approved successes"
     )
 
     # --- execution --------------------------------------------------------------------
@@ -184,7 +210,7 @@ class Settings(BaseSettings):
     kubectl_verbs: CsvList = Field(
         default_factory=lambda: ["rollout restart", "rollout undo", "scale", "delete pod"]
     )
-    kubectl_kinds: dict[str, list[str]] = Field(
+    kubectl_kinds: Annotated[dict[str, list[str]], NoDecode] = Field(
         default_factory=lambda: {
             "rollout restart": ["deployment", "statefulset", "daemonset"],
             "rollout undo": ["deployment", "statefulset", "daemonset"],
@@ -196,8 +222,8 @@ class Settings(BaseSettings):
     kubectl_undo_to_revision: bool = Field(
         False, description="rollout undo may name --to-revision=N; off, only the previous revision"
     )
-    kubectl_scale_max_step: int = Field(2, ge=1, description="scale moves at most this many replicas from the current count")
-    kubectl_scale_max_replicas: int = Field(20, ge=1, description="scale never goes above this many replicas")
+    kubectl_scale_max_step: int = Field(2, ge=1, le=1000, description="scale moves at most this many replicas from the current count")
+    kubectl_scale_max_replicas: int = Field(20, ge=1, le=100_000, description="scale never goes above this many replicas")
     kubectl_scale_allow_zero: bool = Field(False, description="scale may stop a workload (--replicas=0)")
     kubectl_serviceaccount_token: Path = Field(
         Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
@@ -216,70 +242,75 @@ class Settings(BaseSettings):
     http_allowlist: CsvList = Field(default_factory=list, description="URL prefixes webhooks may call")
     shell_enabled: bool = False
     shell_allowlist: CsvList = Field(default_factory=list, description="binaries shell commands may run")
-    command_timeout_s: float = 60.0
-    output_limit_bytes: int = 16_384
-    cooldown_s: float = 600.0
+    command_timeout_s: float = Field(60.0, gt=0, le=3600)
+    output_limit_bytes: int = Field(16_384, ge=256, le=16 << 20)
+    cooldown_s: float = Field(600.0, ge=0, le=7 * 86_400, description="per object, between two actions")
     # repeats of an error on an object fold into its open request (issue 14, migration 0060)
     repeat_undecided_s: float = Field(
-        60.0, ge=0, description="an undecided request absorbs repeats this long after it was requested"
+        60.0, ge=0, le=86_400, description="an undecided request absorbs repeats this long after it was requested"
     )
     analyze_batch_records: int = Field(
-        500, ge=1, description="analysis records the analysis stage takes at once (repeats in one batch fold into one; first-seen errors first)"
+        500, ge=1, le=10_000, description="analysis records the analysis stage takes at once (repeats in one batch fold into one; first-seen errors first)"
     )
-    execute_batch_records: int = Field(100, ge=1, description="execution pointers the execute stage takes at once")
+    execute_batch_records: int = Field(100, ge=1, le=10_000, description="execution pointers the execute stage takes at once")
     execute_concurrency: int = Field(
-        4, ge=1, description="pointers one execute stage decides at once (the database's locks keep every guard)"
+        4, ge=1, le=256, description="pointers one execute stage decides at once (the database's locks keep every guard)"
     )
     repeat_recheck_s: float = Field(
-        30.0, ge=0, description="after a skip that claims nothing (off, kill switch, playbook off), repeats are judged again after this"
+        30.0, ge=0, le=86_400, description="after a skip that claims nothing (off, kill switch, playbook off), repeats are judged again after this"
     )
-    max_runs_per_hour: int = 3
-    breaker_threshold: int = 3
-    stale_after_s: float = Field(900.0, description="older events never run automatically")
-    approval_ttl_s: float = 3600.0
-    verification_window_s: float = 900.0
+    # 0 would stop every automatic action without saying so: the kill switch and
+    # execution_mode=off are the ways to do that
+    max_runs_per_hour: int = Field(3, ge=1, le=10_000, description="actions per object per hour")
+    breaker_threshold: int = Field(3, ge=1, le=1000, description="consecutive failed or unverified runs before approval")
+    stale_after_s: float = Field(900.0, gt=0, le=30 * 86_400, description="older events never run automatically")
+    approval_ttl_s: float = Field(3600.0, gt=0, le=30 * 86_400)
+    verification_window_s: float = Field(900.0, gt=0, le=30 * 86_400)
     execution_maintenance_interval_s: float = Field(
-        2.0, gt=0, description="how often approvals expire and verifications are judged"
+        2.0, gt=0, le=3600, description="how often approvals expire and verifications are judged"
     )
     # budgets per object and for the fleet (issue 10): cooldown_s and max_runs_per_hour count
     # per object (kind/name/namespace), whatever error, solution or copy asks
-    fleet_max_actions: int = Field(5, ge=0, description="automatic actions per fleet_window_s, overall")
-    fleet_max_actions_per_namespace: int = Field(3, ge=0, description="automatic actions per fleet_window_s per namespace")
-    fleet_window_s: float = Field(600.0, gt=0)
+    fleet_max_actions: int = Field(5, ge=0, le=100_000, description="automatic actions per fleet_window_s, overall")
+    fleet_max_actions_per_namespace: int = Field(3, ge=0, le=100_000, description="automatic actions per fleet_window_s per namespace")
+    fleet_window_s: float = Field(600.0, gt=0, le=7 * 86_400)
     systemic_hold_objects: int = Field(
-        4, ge=1, description="more distinct objects than this needing one kind of action in systemic_window_s: hold"
+        4, ge=1, le=100_000, description="more distinct objects than this needing one kind of action in systemic_window_s: hold"
     )
-    systemic_window_s: float = Field(300.0, gt=0)
+    systemic_window_s: float = Field(300.0, gt=0, le=7 * 86_400)
     run_lost_after_s: float = Field(
-        900.0, gt=0, description="a claimed live run with no recorded outcome after this is lost (the reaper)"
+        900.0, gt=0, le=7 * 86_400, description="a claimed live run with no recorded outcome after this is lost (the reaper)"
     )
     approved_sweep_after_s: float = Field(
-        5.0, ge=0, description="an approval whose pointer never reached the execute stage is run after this"
+        5.0, ge=0, le=86_400, description="an approval whose pointer never reached the execute stage is run after this"
     )
 
     # --- faults -----------------------------------------------------------------------
-    db_command_timeout_s: float = Field(30.0, gt=0, description="a statement slower than this counts as a failure")
-    db_connect_timeout_s: float = Field(10.0, gt=0)
-    db_keepalive_idle_s: int = Field(30, ge=1, description="TCP keepalive idle time of database connections")
+    db_command_timeout_s: float = Field(30.0, gt=0, le=3600, description="a statement slower than this counts as a failure")
+    db_connect_timeout_s: float = Field(10.0, gt=0, le=600)
+    db_keepalive_idle_s: int = Field(30, ge=1, le=7200, description="TCP keepalive idle time of database connections")
     shutdown_timeout_s: float = Field(
-        20.0, gt=0, description="SIGTERM exits within this, whatever the broker or database do"
+        20.0, gt=0, le=600, description="SIGTERM exits within this, whatever the broker or database do"
     )
     stall_after_s: float = Field(
-        30.0, gt=0, description="a stage with lag above stall_lag_threshold and no commit for this long is not ready"
+        30.0, gt=0, le=86_400, description="a stage with lag above stall_lag_threshold and no commit for this long is not ready"
     )
-    stall_lag_threshold: int = Field(0, ge=0, description="lag a stalled stage may have and still be ready")
-    lag_interval_s: float = Field(5.0, gt=0, description="how often committed offsets and log ends are read")
-    topic_check_interval_s: float = Field(5.0, gt=0, description="how often the managed topics are checked")
+    stall_lag_threshold: int = Field(0, ge=0, le=1_000_000_000, description="lag a stalled stage may have and still be ready")
+    db_check_interval_s: float = Field(
+        2.0, gt=0, le=3600, description="how often /ready's database check runs (/ready answers from the last one)"
+    )
+    lag_interval_s: float = Field(5.0, gt=0, le=3600, description="how often committed offsets and log ends are read")
+    topic_check_interval_s: float = Field(5.0, gt=0, le=3600, description="how often the managed topics are checked")
     manage_topics: bool = Field(True, description="create missing topics again (e.g. after a broker restart)")
     metrics_db_interval_s: float = Field(
-        30.0, ge=0, description="database figures in /metrics are at most this old (0: read on every scrape)"
+        30.0, ge=0, le=3600, description="database figures in /metrics are at most this old (0: read on every scrape)"
     )
 
     # --- operating --------------------------------------------------------------------
     http_host: str = "127.0.0.1"
-    http_port: int = 8080
-    monitor_interval_s: float = 30.0
-    monitor_lag_warning: int = Field(10_000, ge=0, description="consumer lag above this marks kafka as warning")
+    http_port: int = Field(8080, ge=0, le=65_535, description="0 picks a free port")
+    monitor_interval_s: float = Field(30.0, ge=1, le=86_400)
+    monitor_lag_warning: int = Field(10_000, ge=0, le=1_000_000_000, description="consumer lag above this marks kafka as warning")
     log_json: bool = False
     log_level: str = "INFO"
 
@@ -293,20 +324,20 @@ class Settings(BaseSettings):
         None, description="a generic JSON webhook, signed with HMAC-SHA256 of notify_webhook_secret"
     )
     notify_webhook_secret: str | None = None
-    notify_rate_per_minute: int = Field(20, ge=1, description="messages per channel per minute; more wait")
-    notify_max_attempts: int = Field(8, ge=1, description="a message that failed this often is given up")
-    notify_interval_s: float = Field(1.0, gt=0, description="how often each copy looks for messages to send")
+    notify_rate_per_minute: int = Field(20, ge=1, le=10_000, description="messages per channel per minute; more wait")
+    notify_max_attempts: int = Field(8, ge=1, le=100, description="a message that failed this often is given up")
+    notify_interval_s: float = Field(1.0, gt=0, le=3600, description="how often each copy looks for messages to send")
     console_url: str | None = Field(None, description="the console's address as people reach it (links in messages)")
     console_secret: str | None = Field(
         None, description="signs console sessions and CSRF tokens; set the same value on every copy"
     )
-    console_users: dict[str, str] = Field(
+    console_users: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description='{"alice": "scrypt$..."} (`elk-resolver console hash-password`)'
     )
-    console_tokens: dict[str, str] = Field(
+    console_tokens: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description='{"deploy-bot": "<sha256 hex of the API token>"}'
     )
-    console_groups: dict[str, list[str]] = Field(default_factory=dict, description='{"alice": ["sre"]}')
+    console_groups: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict, description='{"alice": ["sre"]}')
     console_approvers: CsvList = Field(
         default_factory=list, description="who may decide: user names or group:NAME; empty = any authenticated person"
     )
@@ -315,11 +346,14 @@ class Settings(BaseSettings):
     )
     console_user_header: str = "X-Forwarded-User"
     console_groups_header: str = "X-Forwarded-Groups"
-    console_session_s: float = Field(8 * 3600.0, gt=0)
+    console_session_s: float = Field(8 * 3600.0, gt=0, le=30 * 86_400)
     operator: str | None = Field(None, description="the identity the CLI decides as (approvals, kill switch)")
     kibana_data_view: str | None = Field(None, description="Kibana data view id for Discover links")
 
     _patterns = field_validator("mask_extra_patterns", mode="before")(_split_patterns)
+    _objects = field_validator(
+        "kubectl_kinds", "console_users", "console_tokens", "console_groups", mode="before"
+    )(_json_object)
     _csv = field_validator(
         "kubectl_namespaces",
         "kubectl_verbs",
@@ -403,6 +437,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name}: {path} is not a readable file")
         return self
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        problems = []
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            problems.append(
+                f"ELK_RESOLVER_HEARTBEAT_INTERVAL_MS={self.heartbeat_interval_ms} must be at most a third of "
+                f"ELK_RESOLVER_SESSION_TIMEOUT_MS={self.session_timeout_ms} (a member whose heartbeats do not fit "
+                "in its session is thrown out of the group)"
+            )
+        if self.retry_backoff_initial_s > self.retry_backoff_max_s:
+            problems.append(
+                f"ELK_RESOLVER_RETRY_BACKOFF_INITIAL_S={self.retry_backoff_initial_s:g} must not exceed "
+                f"ELK_RESOLVER_RETRY_BACKOFF_MAX_S={self.retry_backoff_max_s:g}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def isolated(self, prefix: str) -> Settings:
         """A copy whose topics and consumer groups all start with ``prefix``: one independent
         pipeline per test or benchmark run on a shared broker."""
@@ -425,6 +477,57 @@ class Settings(BaseSettings):
             self.topic_dlq,
             self.topic_approvals,
         ]
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key", "url", "users")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _bounds(name: str) -> str | None:
+    """The range a numeric setting allows, in words ("from 0 to 65535")."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return None
+    lo = hi = None
+    for m in field.metadata:
+        for attr, text in (("ge", "from {}"), ("gt", "more than {}")):
+            if getattr(m, attr, None) is not None:
+                lo = text.format(_number(getattr(m, attr)))
+        for attr, text in (("le", "to {}"), ("lt", "below {}")):
+            if getattr(m, attr, None) is not None:
+                hi = text.format(_number(getattr(m, attr)))
+    if lo and hi and lo.startswith("more"):
+        return f"{lo} and up {hi}"
+    return " ".join(x for x in (lo, hi) if x) or None
+
+
+def explain(exc: ValidationError) -> list[str]:
+    """One line per bad setting: the variable, the value (unless it may hold a secret) and
+    what is allowed."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        if not loc:  # a rule over several settings: its message names them
+            lines.append(error["msg"].removeprefix("Value error, "))
+            continue
+        name = loc[0]
+        var = f"ELK_RESOLVER_{name.upper()}"
+        shown = error.get("input")
+        value = "" if any(w in name for w in _SECRET_WORDS) or isinstance(shown, dict | list) else f"={shown}"
+        allowed = _bounds(name) if error["type"] in {
+            "greater_than", "greater_than_equal", "less_than", "less_than_equal", "int_parsing", "float_parsing",
+            "int_from_float",
+        } else None
+        detail = error["msg"].removeprefix("Value error, ")
+        if allowed:
+            kind = "a whole number" if Settings.model_fields[name].annotation is int else "a number"
+            detail = f"must be {kind} {allowed}"
+        where = f" ({'.'.join(loc[1:])})" if len(loc) > 1 else ""
+        lines.append(f"invalid setting {var}{value}{where}: {detail}")
+    return lines
 
 
 def make_settings(**overrides: object) -> Settings:

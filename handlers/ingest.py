@@ -120,6 +120,10 @@ class IngestConfig:
     """The history mark of records that carry none (``replay`` for elk-resolver replay)."""
     act_on_history: bool = False
     """The operator asked for history to be remediated (``replay --execute``)."""
+    believed_days: int = 88
+    """An event's own time is believed when the broker received it at most this many days
+    later (and at most a day earlier): ``retention_days`` less two, so a live event never lands
+    in a month retention is dropping (see :func:`occurrence_time`)."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> IngestConfig:
@@ -128,6 +132,7 @@ class IngestConfig:
             fingerprint_version=settings.fingerprint_version,
             id_field=settings.elasticsearch_id_field,
             id_header=settings.elasticsearch_id_header,
+            believed_days=max(1, settings.retention_days - 2),
         )
 
 
@@ -142,9 +147,12 @@ class DeadLetter:
     topic: str
     partition: int
     offset: int
+    timestamp: int | None = None
+    """The record's Kafka timestamp: with topic, partition and offset it names the record even
+    after its topic was re-created and the offsets were handed out again."""
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return [
+        headers = [
             (DeadLetterHeaders.REASON, self.reason.encode()),
             (DeadLetterHeaders.DETAIL, self.detail[:512].encode("utf-8", "replace")),
             (DeadLetterHeaders.TOPIC, self.topic.encode()),
@@ -152,6 +160,13 @@ class DeadLetter:
             (DeadLetterHeaders.OFFSET, str(self.offset).encode()),
             (DeadLetterHeaders.STAGE, STAGE.encode()),
         ]
+        if self.timestamp is not None:
+            headers.append((DeadLetterHeaders.TIMESTAMP, str(self.timestamp).encode()))
+        return headers
+
+    @property
+    def coordinates(self) -> tuple[str, int, int, int | None]:
+        return self.topic, self.partition, self.offset, self.timestamp
 
 
 @dataclass(slots=True)
@@ -272,9 +287,10 @@ def _subjects(batch: PreparedBatch) -> Iterable[tuple[str, _Error, dict[str, str
 @dataclass(slots=True)
 class PreparedBatch:
     errors: dict[str, _Error] = field(default_factory=dict)
-    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int, str | None]] = field(default_factory=dict)
-    """(identity, occurred_at) -> (hash, topic, partition, offset, history mark): one per
-    distinct event."""
+    occurrences: dict[tuple[str, datetime], tuple[str, str, int, int, str | None, date]] = field(default_factory=dict)
+    """(identity, occurred_at) -> (hash, topic, partition, offset, history mark, month): one per
+    distinct event. ``month`` is the month retention judges it by: its own time's, or where
+    that is not believed (then ``occurred_at`` is :data:`ODD_TIME`) the month it was received."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     events_in: int = 0
     skipped: int = 0
@@ -291,6 +307,8 @@ class StoredBatch:
 
     rows: dict[str, tuple[int, bool, int]]
     months_created: list[date]
+    expired: int = 0
+    """Occurrences in months retention has passed: not stored, not counted (again)."""
 
 
 @dataclass(slots=True)
@@ -302,6 +320,7 @@ class IngestCounts:
     distinct: int = 0
     new_rows: int = 0
     new_occurrences: int = 0
+    expired: int = 0
 
 
 @dataclass(slots=True)
@@ -312,13 +331,15 @@ class IngestResult:
 
 
 class PartitionCache:
-    """Months whose ``error_occurrences`` partition is known to exist, to skip asking."""
+    """Months whose ``error_occurrences`` partition is known to exist, to skip asking, and
+    months retention has passed (expired: never created again, their occurrences not counted)."""
 
     def __init__(self) -> None:
         self.known: set[date] = set()
+        self.expired: set[date] = set()
 
     def missing(self, months: Iterable[date]) -> list[date]:
-        return sorted(m for m in months if m not in self.known)
+        return sorted(m for m in months if m not in self.known and m not in self.expired)
 
     def add(self, months: Iterable[date]) -> None:
         self.known.update(months)
@@ -345,32 +366,36 @@ def is_stale_pattern(exc: BaseException) -> bool:
 # --- step 1: CPU ------------------------------------------------------------------------------
 
 
-# at most a month ahead: within the two months ensure_error_occurrences_partition allows
-FUTURE_HORIZON = timedelta(days=31)
+_AHEAD = timedelta(days=1)
+ODD_TIME = datetime(1, 1, 1, 12)  # not datetime.min: asyncpg sends that as -infinity
+"""``occurred_at`` of every occurrence whose own time is not believed (:func:`occurrence_time`):
+they are told apart by their identity alone, in a partition of their own that no month of
+retention's covers; retention removes them by when they were received (migration 0090)."""
 
 
-def _event_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None, horizon: datetime) -> datetime:
-    """``@timestamp`` when the event has a readable, plausible one; else the record's Kafka
-    timestamp.
+def occurrence_time(parsed: datetime | None, fallback: datetime, kafka_ms: int | None,
+                    believed: timedelta) -> tuple[datetime, bool]:
+    """The time an event is stored and counted at, and whether it is its own ``@timestamp``.
 
-    The parser falls back to the current time, which differs on every delivery: the
-    occurrence key includes the time, so that fallback would count a redelivery again. The
-    Kafka timestamp is stored with the record and so is the same on every delivery.
-
-    A time more than ``FUTURE_HORIZON`` ahead of now is a broken clock, not an event: the
-    database creates no partition that far ahead (migration 0080), so it is not used
-    (``horizon``: now + ``FUTURE_HORIZON``, read once a batch)."""
-    if parsed is not None and parsed <= horizon:
-        return parsed
+    The time keys the event's ``error_occurrences`` row, so it must be the same on every
+    delivery and replay, and it decides the monthly partition, so it must lie where retention
+    keeps and removes partitions. ``@timestamp`` is used when the broker received the record
+    at most ``believed`` after it and at most a day before it; otherwise (1975, 2150, a clock
+    gone wrong, an unreadable value) the record's Kafka timestamp, which is stored with the
+    record: the same on every delivery. Only a record without one (not from Kafka) falls back
+    to ``@timestamp`` as it is, else the parse time."""
     if kafka_ms is not None and kafka_ms >= 0:
         try:
-            when = datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
+            received = datetime.fromtimestamp(kafka_ms / 1000, UTC).replace(tzinfo=None)
         except (OverflowError, OSError, ValueError):
-            pass
-        else:
-            if when <= horizon:
-                return when
-    return fallback if fallback <= horizon else horizon - FUTURE_HORIZON
+            received = None
+        if received is not None:
+            if parsed is not None and received - believed <= parsed <= received + _AHEAD:
+                return parsed, True
+            return received, False
+    if parsed is not None:
+        return parsed, True
+    return fallback, False
 
 
 def _same(s: str) -> str:
@@ -411,7 +436,7 @@ def db_rejected(masker: SecretMasker, rec: RecordLike, exc: BaseException) -> De
     """The dead letter of a record PostgreSQL refuses on its own (not a connection problem)."""
     return DeadLetter(
         _masked_bytes(masker, rec.value), "db_rejected", f"{type(exc).__name__}: {exc}",
-        rec.topic, rec.partition, rec.offset,
+        rec.topic, rec.partition, rec.offset, rec.timestamp,
     )
 
 
@@ -456,8 +481,8 @@ def prepare_into(
     id_header = config.id_header
     default_mark = config.history
     act_on_history = config.act_on_history
+    believed = timedelta(days=config.believed_days)
     resolve = aliases.resolve if aliases is not None and (aliases.exact or aliases.learned) else None
-    horizon = datetime.now(UTC).replace(tzinfo=None) + FUTURE_HORIZON
     n = 0
     for rec in records:
         n += 1
@@ -466,7 +491,8 @@ def prepare_into(
             ev = parse_record(value, max_bytes=max_bytes, headers=rec.headers, id_field=id_field, id_header=id_header)
         except BadRecord as bad:
             batch.dead_letters.append(
-                DeadLetter(_masked_bytes(masker, value), bad.reason, bad.detail, rec.topic, rec.partition, rec.offset)
+                DeadLetter(_masked_bytes(masker, value), bad.reason, bad.detail, rec.topic, rec.partition, rec.offset,
+                           rec.timestamp)
             )
             continue
         # One RE2 pass over the record's text: most records hold nothing to mask, and then
@@ -493,7 +519,10 @@ def prepare_into(
         mark, act = history_mark(rec.headers)
         if mark is None:
             mark = default_mark
-        actionable = rank >= ERROR_RANK and (mark is None or act or act_on_history)
+        when, own_time = occurrence_time(ev.event_time, ev.timestamp, rec.timestamp, believed)
+        # an event whose own time cannot be believed is stored when the broker received it, and
+        # never remediated automatically: how old it really is, nobody knows
+        actionable = rank >= ERROR_RANK and (mark is None or act or act_on_history) and own_time
         if pattern is not None:
             error_type = pattern.error_category
         else:
@@ -503,12 +532,14 @@ def prepare_into(
         else:
             fp = fingerprint(error_type, message, version)
         h = fp.hash if resolve is None else resolve(error_type, fp.template, fp.hash)
-        when = _event_time(ev.event_time, ev.timestamp, rec.timestamp, horizon)
-        key = (ev.event_identity, when)
+        # an event whose own time is not believed is one occurrence by its identity alone: a
+        # producer's resend of it has another Kafka timestamp, and must count nothing again
+        key = (ev.event_identity, when if own_time else ODD_TIME)
         if key in occurrences:
             continue  # the same event twice in one batch: one occurrence
-        occurrences[key] = (h, rec.topic, rec.partition, rec.offset, mark)
-        months.add(date(when.year, when.month, 1))
+        month = date(when.year, when.month, 1)
+        occurrences[key] = (h, rec.topic, rec.partition, rec.offset, mark, month)
+        months.add(month)
         err = errors.get(h)
         if err is not None:
             err.count += 1
@@ -596,13 +627,33 @@ async def store_batch(
     trips); the statements around it are idempotent (partitions) or read-only (row ids)."""
     q = queries()
     months = partitions.missing(batch.months) if partitions is not None else sorted(batch.months)
+    expired = (partitions.expired & batch.months) if partitions is not None else set()
+    created: list[date] = []
     if months:
-        await conn.execute(q.ingest_ensure_partitions, months)
+        for month, partition in await conn.fetch(q.ingest_ensure_partitions, months):
+            if partition is None:
+                expired.add(month)
+            else:
+                created.append(month)
+        if partitions is not None:
+            partitions.expired.update(expired)
     rows: dict[str, tuple[int, bool, int]] = {}
     if not batch.errors:
-        return StoredBatch(rows, months)
+        return StoredBatch(rows, created)
 
     occ = sorted(batch.occurrences.items())
+    errs = [batch.errors[h] for h in sorted(batch.errors)]
+    gone = 0
+    if expired:
+        # retention has passed these months: the occurrence may have been counted and dropped,
+        # so it is never counted again, and an error with nothing else in the batch not written
+        kept = [item for item in occ if item[1][5] not in expired]
+        gone = len(occ) - len(kept)
+        occ = kept
+        live = {v[0] for _, v in occ}
+        errs = [e for e in errs if e.hash in live]
+        if not errs:
+            return StoredBatch(rows, created, gone)
     o_ids = [k[0] for k, _ in occ]
     o_at = [k[1] for k, _ in occ]
     o_hash = [v[0] for _, v in occ]
@@ -611,7 +662,6 @@ async def store_batch(
     o_off = [v[3] for _, v in occ]
     o_history = [v[4] for _, v in occ]
 
-    errs = [batch.errors[h] for h in sorted(batch.errors)]
     result = await conn.fetch(
         q.ingest_upsert_batch,
         o_ids,
@@ -642,7 +692,7 @@ async def store_batch(
         missing = [e.hash for e in errs if e.hash not in rows]
         for r in await conn.fetch(q.ingest_row_ids, missing):
             rows[r[1]] = (r[0], False, 0)
-    return StoredBatch(rows, months)
+    return StoredBatch(rows, created, gone)
 
 
 # --- step 3: what the stage emits --------------------------------------------------------------
@@ -673,6 +723,8 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
     """One analysis event per distinct hash and object of the batch, in the batch's order."""
     events = []
     for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
+        if h not in stored.rows:
+            continue  # every occurrence of it in the batch had expired: nothing to analyse
         row_id, first_seen, new = stored.rows[h]
         events.append(
             AnalysisEvent(
@@ -716,6 +768,8 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
     out = []
     dumps = orjson.dumps
     for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
+        if h not in stored.rows:
+            continue  # every occurrence of it in the batch had expired: nothing to analyse
         row_id, first_seen, new = stored.rows[h]
         p = e.pattern
         out.append(
@@ -764,6 +818,7 @@ def count(batch: PreparedBatch, stored: StoredBatch | None) -> IngestCounts:
         distinct=len(batch.errors),
         new_rows=sum(1 for r in rows if r[1]),
         new_occurrences=sum(r[2] for r in rows),
+        expired=stored.expired if stored is not None else 0,
     )
 
 

@@ -40,17 +40,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from elk_resolver import notify
 from elk_resolver.events.contracts import AnalysisEvent, ApprovalEvent, ExecutionRequest, ExecutionResult
-from elk_resolver.kafka.security import broker_options
+from elk_resolver.kafka.security import broker_options, client_options
 from elk_resolver.settings import Settings
 from elk_resolver.store import migrate
-from elk_resolver.store.db import close_pool, create_pool, pool_options, queries
+from elk_resolver.store.db import close_pool, create_pool, describe_db_failure, pool_options, queries
 from streams.stage import Stage
-from streams.watch import LagWatch, TopicWatch
+from streams.watch import DatabaseWatch, LagWatch, TopicWatch
 
 log = logging.getLogger("elk_resolver.app")
 
 STAGES = ("ingest", "analyze", "execute", "monitor")
 DB_PROBE_TIMEOUT_S = 2.0
+METRICS_DB_WAIT_S = 0.5
+"""A scrape waits this long for the database figures it asked for, then answers with the last
+ones: /metrics answers at once whatever the database does."""
 
 Builder = Callable[..., Any]
 # adds routes to the HTTP app: ext(web_app, settings, pool=..., publish=..., asyncapi=...)
@@ -112,7 +115,7 @@ class LogstashEvent(BaseModel):
 class DeadLetterRecord(BaseModel):
     """A record the stage could not use: the original bytes (secrets masked) as the value, and
     headers ``x-dlq-reason``, ``x-dlq-detail``, ``x-original-topic``, ``x-original-partition``,
-    ``x-original-offset``, ``x-dlq-stage``."""
+    ``x-original-offset``, ``x-original-timestamp``, ``x-dlq-stage``."""
 
     value: str = Field(description="the original record value")
 
@@ -247,7 +250,9 @@ class App:
         self.notifier: notify.Dispatcher | None = None
         self.topic_watch: TopicWatch | None = None
         self.lag_watches: dict[str, LagWatch] = {}
+        self.database_watch: DatabaseWatch | None = None
         self._db_figures_at: float | None = None
+        self._db_figures: asyncio.Task | None = None
 
     @property
     def http_url(self) -> str | None:
@@ -264,8 +269,11 @@ class App:
         try:
             async with self.pool.acquire() as conn:
                 await migrate.check(conn)
+            self.database_watch = DatabaseWatch(s, timeout_s=DB_PROBE_TIMEOUT_S)
+            await self.database_watch.start()
             if self.serve_http:
                 await self._start_http()
+            await self._check_topics()
             self.broker = make_broker(s)
             for name in self.stage_names:
                 build = self._builders.get(name) or stage_builder(name)
@@ -295,6 +303,48 @@ class App:
             await self.stop()
             raise
 
+    async def _check_topics(self) -> None:
+        """Create the topics (``manage_topics``) before any client of this process asks for
+        them, and refuse to run on one with fewer partitions than configured unless
+        ``allow_fewer_partitions``."""
+        from elk_resolver.kafka.offsets import probe_consumer, start_or_close
+        from elk_resolver.kafka.topics import TooFewPartitions, describe_topics, ensure_topics, too_few_partitions
+
+        s = self.settings
+        if s.manage_topics:
+            await ensure_topics(client_options(s), s.topics(), partitions=s.topic_partitions,
+                                replication_factor=s.topic_replication_factor)
+        probe = probe_consumer(client_options(s))
+        await start_or_close(probe)
+        try:
+            found = await describe_topics(probe._client, s.topics())  # noqa: SLF001
+        finally:
+            await probe.stop()
+        problem = too_few_partitions({t: st.partitions for t, st in found.items()}, s.topic_partitions)
+        if problem and not s.allow_fewer_partitions:
+            raise TooFewPartitions(problem)
+        if problem:
+            log.warning("%s (running on it: ELK_RESOLVER_ALLOW_FEWER_PARTITIONS is on)", problem)
+
+    async def _rewind(self, topic: str, partitions: set[int] | None, only: Any = None) -> None:
+        """Every stage of this copy consuming ``topic`` (or just ``only``) reads those of its
+        partitions (None: all) from their start: the log it had positions in is gone."""
+        for name, stage in self.stages.items():
+            consumed = self._consumed(name, stage)
+            if consumed is None or consumed[0] != topic or (only is not None and stage is not only):
+                continue
+            rewind = getattr(stage, "rewind", None)
+            if rewind is None:
+                continue
+            try:
+                moved = await rewind(topic, partitions)
+            except Exception as exc:  # noqa: BLE001 - a rebalance in between: the new owner starts afresh
+                log.warning("stage %s could not rewind %s: %s", name, topic, exc, extra={"stage": name})
+                continue
+            if moved:
+                log.info("stage %s reads %s from the start", name, ", ".join(f"{t.topic}[{t.partition}]" for t in moved),
+                         extra={"stage": name})
+
     def _consumed(self, name: str, stage: Any) -> tuple[str, str] | None:
         """(topic, group) a stage consumes, for its lag."""
         s = self.settings
@@ -307,14 +357,15 @@ class App:
         return None
 
     async def _start_watches(self) -> None:
-        self.topic_watch = TopicWatch(self.settings)
+        self.topic_watch = TopicWatch(self.settings, rewind=self._rewind)
         await self.topic_watch.start()
         for name, stage in self.stages.items():
             consumed = self._consumed(name, stage)
             if consumed is None or not hasattr(stage, "assignment"):
                 continue
             watch = LagWatch(self.settings, stage=name, topic=consumed[0], group_id=consumed[1],
-                             assignment=lambda st=stage: st.assignment)
+                             assignment=lambda st=stage: st.assignment,
+                             rewind=lambda topic, parts, st=stage: self._rewind(topic, parts, only=st))
             await watch.start()
             self.lag_watches[name] = watch
         monitor = self.stages.get("monitor")
@@ -343,11 +394,16 @@ class App:
         log.info("stage %s started", name, extra={"stage": name})
 
     async def stop(self) -> None:
-        for watch in [*self.lag_watches.values(), self.topic_watch]:
+        for watch in [*self.lag_watches.values(), self.topic_watch, self.database_watch]:
             if watch is not None:
                 await watch.stop()
         self.lag_watches = {}
         self.topic_watch = None
+        self.database_watch = None
+        figures, self._db_figures = self._db_figures, None
+        if figures is not None and not figures.done():
+            figures.cancel()
+            await asyncio.gather(figures, return_exceptions=True)
         order = {name: i for i, name in enumerate(self.stages)}
         self.started_stages.sort(key=lambda st: order.get(st.name, 0))
         for stage in reversed(self.started_stages):
@@ -378,28 +434,32 @@ class App:
         await self.stop()
 
     # -- checks ----------------------------------------------------------------------------------
-    async def database_ok(self) -> tuple[bool, str]:
-        if self.pool is None:
-            return False, "no pool"
-        try:
-            async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
-                async with self.pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        return True, "ok"
+    def database_state(self) -> tuple[bool, str]:
+        """What the database watch found last: (answers and takes writes, cause in words)."""
+        watch = self.database_watch
+        if watch is None:
+            return False, "not checked yet"
+        return watch.ok, watch.cause or "ok"
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """From what the watches found last, never waiting on a dependency: a probe gets its
+        answer at once, with the age of each finding."""
         causes = self.causes()
         stages = {name: bool(getattr(st, "ready", False)) and name not in causes for name, st in self.stages.items()}
         started = len(self.started_stages) == len(self.stages) and bool(self.stages)
-        db_ok, db_detail = await self.database_ok()
+        db_ok, db_detail = self.database_state()
         ok = started and all(stages.values()) and db_ok
-        body = {"ready": ok, "stages": stages, "started": started, "database": db_detail}
+        body: dict[str, Any] = {"ready": ok, "stages": stages, "started": started, "database": db_detail}
         if causes:
             body["causes"] = causes
         if self.lag_watches:
             body["lag"] = {name: w.snapshot() for name, w in self.lag_watches.items()}
+        checked = {}
+        for name, watch in (("database", self.database_watch), ("topics", self.topic_watch),
+                            *((f"lag.{n}", w) for n, w in self.lag_watches.items())):
+            age = getattr(watch, "age_s", None) if watch is not None else None
+            checked[name] = None if age is None else round(age, 1)
+        body["checked_s_ago"] = checked
         return ok, body
 
     async def metrics_text(self) -> bytes:
@@ -417,28 +477,42 @@ class App:
                     self._lag.labels(name).set(lag)
                 if watch is not None and watch.group_lag is not None:
                     self._group_lag.labels(name).set(watch.group_lag)
-        if self.pool is not None:
-            # execution_history's GROUP BY reads the whole table: at most once per
-            # metrics_db_interval_s, not on every scrape; the alerting figures are cheap and current
-            s = self.settings
-            due = self._db_figures_at is None or time.monotonic() - self._db_figures_at >= s.metrics_db_interval_s
-            q = queries()
-            try:
-                async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
-                    async with self.pool.acquire() as conn:
-                        rows = await conn.fetch(q.executions_by_status) if due else None
-                        pending = await conn.fetchval(q.approvals_pending_count)
-                        gauges = await conn.fetchrow(q.alerting_gauges)
-                if rows is not None:
-                    for row in rows:
-                        self._executions.labels(row["status"]).set(row["n"])
-                    self._db_figures_at = time.monotonic()
-                self._approvals.set(pending)
-                self._approval_age.set(gauges["oldest_pending_s"] or 0)
-                self._breakers.set(gauges["breakers_open"])
-                self._kill_switch.set(1 if s.kill_switch or gauges["kill_switch"] else 0)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("metrics: database figures unavailable: %s", exc)
+        if self.pool is not None and self.database_state()[0]:
+            # read in a task of its own: the scrape waits a moment for it, then answers with
+            # the last figures (a frozen database never holds a scrape)
+            if self._db_figures is None or self._db_figures.done():
+                self._db_figures = asyncio.create_task(self._read_db_figures(), name="metrics-db-figures")
+            await asyncio.wait({self._db_figures}, timeout=METRICS_DB_WAIT_S)
+        return generate_latest(REGISTRY) + generate_latest(self._registry)
+
+    async def _read_db_figures(self) -> None:
+        """The database's figures for /metrics. execution_history's GROUP BY reads the whole
+        table: at most once per metrics_db_interval_s, not on every scrape; the alerting
+        figures are cheap and current. A failure is logged once per cause and interval (the
+        database watch says the rest)."""
+        s = self.settings
+        due = self._db_figures_at is None or time.monotonic() - self._db_figures_at >= s.metrics_db_interval_s
+        q = queries()
+        try:
+            async with asyncio.timeout(DB_PROBE_TIMEOUT_S):
+                async with self.pool.acquire() as conn:
+                    rows = await conn.fetch(q.executions_by_status) if due else None
+                    pending = await conn.fetchval(q.approvals_pending_count)
+                    gauges = await conn.fetchrow(q.alerting_gauges)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            words = describe_db_failure(exc)
+            log.warning("metrics: database figures unavailable, the last ones are shown: %s", words,
+                        extra={"coalesce": words.split(":", 1)[0]})
+            return
+        if rows is not None:
+            for row in rows:
+                self._executions.labels(row["status"]).set(row["n"])
+            self._db_figures_at = time.monotonic()
+        self._approvals.set(pending)
+        self._approval_age.set(gauges["oldest_pending_s"] or 0)
+        self._breakers.set(gauges["breakers_open"])
+        self._kill_switch.set(1 if s.kill_switch or gauges["kill_switch"] else 0)
+
         return generate_latest(REGISTRY) + generate_latest(self._registry)
 
     # -- HTTP ------------------------------------------------------------------------------------
@@ -524,6 +598,10 @@ async def run_service(
     within ``settings.shutdown_timeout_s`` whatever the dependencies do: past it the stop is
     abandoned (what was not committed is redelivered), and after a signal a watchdog thread
     ends the process a few seconds later still, should the event loop itself be stuck."""
+    from elk_resolver.kafka.topics import forbid_client_auto_create
+
+    # only the topic watch creates topics (with the configured count), never a client's request
+    forbid_client_auto_create()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []

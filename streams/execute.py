@@ -51,7 +51,7 @@ from handlers.execute import (
     verify_outcomes,
 )
 from streams import metrics
-from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, is_transient
+from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage, describe_failure, is_transient
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -211,7 +211,9 @@ class ExecuteStage(SubscribedStage):
                 await self.maintain_once()
             except Exception as exc:
                 if is_transient(exc):
-                    log.warning("approval expiry / verification pass failed, next pass retries: %r", exc)
+                    words = describe_failure(exc)
+                    log.warning("approval expiry / verification pass failed, the next pass retries: %s", words,
+                                extra={"coalesce": words.split(":", 1)[0]})
                 else:
                     # Not a message: nothing is lost by trying again next pass, but say it loudly.
                     log.exception("approval expiry / verification pass failed")

@@ -63,7 +63,7 @@ from aiokafka.errors import KafkaError
 from elk_resolver.events.masking import SecretMasker
 from elk_resolver.kafka.security import client_options
 from elk_resolver.store.alias_cache import AliasCache
-from elk_resolver.store.db import is_transient_db_error
+from elk_resolver.store.db import connection_usable, describe_db_failure, is_transient_db_error
 from elk_resolver.store.gin_pending_list import GinPendingListCleaner
 from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import (
@@ -80,6 +80,7 @@ from handlers.ingest import (
     store_batch,
 )
 from streams import metrics as m
+from streams.rewind import Rewinds
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class IngestMetrics:
     new_rows: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    expired: int = 0
+    """events in months retention has passed (a replay of old records): not counted again"""
     published: int = 0
     batches: int = 0
     db_retries: int = 0
@@ -287,6 +290,7 @@ class IngestStage:
         self._last_batch_done = time.monotonic()
         self._slice = 16  # records per prepare slice (next_slice adjusts it)
         self._db_conn: asyncpg.Connection | None = None
+        self._rewinds = Rewinds(expire_s=max(60.0, 3 * settings.session_timeout_ms / 1000))
 
     # -- Stage protocol ------------------------------------------------------------------------
     @property
@@ -394,9 +398,36 @@ class IngestStage:
             log.info("partitions revoked: %s", sorted(revoked), extra={"stage": STAGE})
 
     def _on_assigned(self, assigned) -> None:
+        for tp in self._rewinds.take(assigned):  # a re-created log: the committed offset may be the old one's
+            self._consumer.seek(tp, 0)
+            log.info("%s[%d] read from its start (re-created or truncated)", tp.topic, tp.partition,
+                     extra={"stage": STAGE})
         self._assigned = set(assigned)
         m.ASSIGNED_PARTITIONS.labels(STAGE).set(len(self._assigned))
         log.info("partitions assigned: %s", sorted(assigned), extra={"stage": STAGE})
+
+    async def rewind(self, topic: str, partitions: set[int] | None = None) -> list[TopicPartition]:
+        """Read these partitions of ``topic`` (None: all) from their start, now for those this
+        copy holds and at their next assignment for the others (:mod:`streams.rewind`): the
+        log they had positions in was re-created or truncated. As on a rebalance, every
+        batch fetched so far is dropped before its commit and the other partitions go back
+        to their committed offsets: what is read again counts nothing twice."""
+        consumer = self._consumer
+        if consumer is None or topic != self.settings.topic_raw:
+            return []
+        self._rewinds.request(topic, partitions)
+        assigned = set(consumer.assignment())
+        moved = self._rewinds.take(assigned)
+        if not moved:
+            return []
+        self._generation += 1
+        self._pending_commit.clear()
+        for tp in moved:
+            consumer.seek(tp, 0)
+        for tp in sorted(assigned - set(moved)):
+            committed = await consumer.committed(tp)
+            consumer.seek(tp, 0 if committed is None else committed)
+        return moved
 
     def _patterns_loaded(self, patterns) -> None:
         m.PATTERNS_INVALID.labels(STAGE).set(len(patterns.invalid))
@@ -541,15 +572,15 @@ class IngestStage:
                     self.metrics.broker_retries += 1
                 m.RETRIES.labels(STAGE, dependency).inc()
                 if failures == 1 or failures % 10 == 0:
+                    words = describe_db_failure(exc) if dependency == "database" else f"{type(exc).__name__}: {exc}"
                     log.warning(
-                        "%s unavailable (%s: %s), batch %s kept, retry %d in %.1fs",
+                        "%s unavailable, batch %s kept, retry %d in %.1fs: %s",
                         dependency,
-                        type(exc).__name__,
-                        exc,
                         batch.where(),
                         failures,
                         delay,
-                        extra={"stage": STAGE, "offsets": batch.where()},
+                        words,
+                        extra={"stage": STAGE, "offsets": batch.where(), "coalesce": words.split(":", 1)[0]},
                     )
                 if self._abandon or batch.generation != self._generation:
                     raise _Abandoned from exc
@@ -567,6 +598,10 @@ class IngestStage:
         # pool after every batch costs a reset statement (a round trip the batch's analysis
         # events waited for). A failure gives it back, and the next attempt takes another.
         conn = self._db_conn
+        if conn is not None and not connection_usable(conn):
+            # the server closed it between two batches (asyncpg then gives it back to the pool
+            # by itself): take another, whose failure says why the server is gone
+            self._db_conn = conn = None
         if conn is None:
             conn = self._db_conn = await self.pool.acquire()
         try:
@@ -763,6 +798,10 @@ class IngestStage:
         mt.last_batch_seconds = elapsed
         mt.last_commit_at = time.monotonic()
         mt.batch_seconds_total += elapsed
+        if batch.stored is not None and batch.stored.expired:
+            mt.expired += batch.stored.expired
+            log.info("%d events of batch %s are in months retention has dropped: not counted again",
+                     batch.stored.expired, batch.where(), extra={"stage": STAGE, "coalesce": True})
         if batch.stored is not None:
             rows = batch.stored.rows.values()
             mt.new_rows += sum(1 for r in rows if r[1])
@@ -802,7 +841,7 @@ def build_ingest(
 
 async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     """``python -m streams.ingest``: this stage alone, until SIGTERM or SIGINT."""
-    from elk_resolver.kafka.topics import ensure_topics
+    from elk_resolver.kafka.topics import ensure_topics, forbid_client_auto_create
     from elk_resolver.settings import make_settings
     from elk_resolver.store.db import close_pool, create_pool, pool_options
 
@@ -810,6 +849,7 @@ async def main(after_db_commit: Callable[[], Any] | None = None) -> None:
     settings = make_settings()
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise SystemExit("set ELK_RESOLVER_DATABASE_URL and ELK_RESOLVER_KAFKA_BOOTSTRAP_SERVERS")
+    forbid_client_auto_create()
     await ensure_topics(
         client_options(settings),
         settings.topics(),

@@ -26,6 +26,7 @@ import asyncpg
 from elk_resolver.health import components as monitor
 from elk_resolver.settings import Settings
 from elk_resolver.store.error_states import reopen_due
+from elk_resolver.store.db import describe_db_failure
 from elk_resolver.store.maintain import maintain, maintenance_due
 
 log = logging.getLogger("elk_resolver.monitor")
@@ -84,12 +85,17 @@ class MonitorStage:
                 results = await self.check_once()
                 self._log_changes(results)
                 await reopen_due(self.pool)
+                bad = [f"{r.component}={r.status}" for r in results if r.status != monitor.HEALTHY]
+                if bad:
+                    log.warning("monitor: %s", ", ".join(bad), extra={"coalesce": ", ".join(bad)})
                 await self._maybe_maintain()
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 # the database is what we record into: nothing to record, try again next time
-                log.warning("monitor: could not record system_status: %s", exc)
+                words = describe_db_failure(exc)
+                log.warning("monitor: could not record system_status: %s", words,
+                            extra={"coalesce": words.split(":", 1)[0]})
             await asyncio.sleep(self.settings.monitor_interval_s)
 
     def _log_changes(self, results: list[monitor.ComponentStatus]) -> list[str]:
@@ -119,7 +125,7 @@ class MonitorStage:
         try:
             await maintain(self.pool, retention_days=self.settings.retention_days, wait_for_lock=False)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("monitor: daily maintenance failed: %s", exc)
+            log.warning("monitor: daily maintenance failed: %s", describe_db_failure(exc))
 
 
 def build_monitor(settings: Settings, *, pool: asyncpg.Pool, broker: Any = None, **kwargs: Any) -> MonitorStage:

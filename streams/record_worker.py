@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,9 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from elk_resolver.events.contracts import DeadLetterHeaders
-from elk_resolver.store.db import is_transient_db_error
+from elk_resolver.store.db import describe_db_failure, is_transient_db_error
 from streams import metrics
+from streams.rewind import Rewinds
 
 if TYPE_CHECKING:
     from faststream.kafka import KafkaBroker
@@ -32,6 +34,13 @@ if TYPE_CHECKING:
 def is_transient(exc: BaseException) -> bool:
     """Errors that go away by themselves: a database restart or failover, a broker leader change."""
     return is_transient_db_error(exc) or isinstance(exc, KafkaError)
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A transient failure in words: the database's (:func:`describe_db_failure`) or the broker's."""
+    if isinstance(exc, KafkaError):
+        return f"the Kafka broker: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    return describe_db_failure(exc)
 
 
 # Anything else (a bug, a constraint the data violates) is tried this many times, then the
@@ -45,16 +54,23 @@ class Stopping(Exception):
 
 
 class JoinListener(ConsumerRebalanceListener):
-    """Tracks the assignment, for readiness (FastStream's own ping cannot tell)."""
+    """Tracks the assignment, for readiness (FastStream's own ping cannot tell), and reads
+    from their start the partitions of a re-created log it is given (:mod:`streams.rewind`)."""
 
     def __init__(self) -> None:
         self.assigned: set[Any] = set()
         self.joined = asyncio.Event()
+        self.rewinds = Rewinds()
+        self.consumer: Callable[[], Any] = lambda: None
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.assigned -= set(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        consumer = self.consumer()
+        if consumer is not None:
+            for tp in self.rewinds.take(assigned):
+                consumer.seek(tp, 0)
         self.assigned = set(assigned)
         self.joined.set()
 
@@ -62,6 +78,18 @@ class JoinListener(ConsumerRebalanceListener):
 async def raw_body(msg: StreamMessage[Any]) -> bytes:
     """Decoder that leaves the body as bytes: the stage validates it and dead-letters junk."""
     return msg.body
+
+
+def where(records: Any) -> str:
+    """Where a message's records are: ``topic[partition]@first-last`` per partition. A batch
+    subscriber's message holds a tuple of records, a single one holds one."""
+    if not isinstance(records, tuple | list):
+        records = (records,)
+    spans: dict[tuple[str, int], list[int]] = {}
+    for r in records:
+        span = spans.setdefault((r.topic, r.partition), [r.offset, r.offset])
+        span[0], span[1] = min(span[0], r.offset), max(span[1], r.offset)
+    return ", ".join(f"{t}[{p}]@{a}" + (f"-{b}" if b != a else "") for (t, p), (a, b) in sorted(spans.items()))
 
 
 def validation_detail(exc: ValidationError) -> str:
@@ -93,6 +121,7 @@ class RecordWorker:
                 DeadLetterHeaders.TOPIC: record.topic,
                 DeadLetterHeaders.PARTITION: str(record.partition),
                 DeadLetterHeaders.OFFSET: str(record.offset),
+                DeadLetterHeaders.TIMESTAMP: str(record.timestamp),
                 DeadLetterHeaders.STAGE: self.stage,
             },
         )
@@ -139,8 +168,12 @@ class RecordWorker:
             except Exception as exc:
                 if is_transient(exc):
                     metrics.RETRIES.labels(self.stage, type(exc).__module__.split(".")[0]).inc()
+                    # one line per cause and window (the log's RepeatFilter), not one per record
+                    # and attempt: an outage holds every record in flight
+                    words = describe_failure(exc)
                     self.log.warning(
-                        "transient failure on %s@%s (attempt %d): %r", record.partition, record.offset, attempt + 1, exc
+                        "waiting for a dependency, %s kept and retried: %s", where(record), words,
+                        extra={"stage": self.stage, "coalesce": words.split(":", 1)[0]},
                     )
                 elif dead_lettering:
                     # Nowhere left to put the record: keep it uncommitted and keep trying.
@@ -203,9 +236,25 @@ class ManualAckSubscription:
             title=handler.__name__,
             **batching,
         )
-        subscriber(handler, decoder=raw_body, parser=tolerant_parser)
+        subscriber(self._unless_stopping(handler), decoder=raw_body, parser=tolerant_parser)
         self.subscriber = subscriber
+        self.listener.consumer = lambda: subscriber.consumer
         await subscriber.start()
+
+    def _unless_stopping(self, handler: Callable[[Any], Awaitable[None]]) -> Callable[[Any], Awaitable[None]]:
+        """``handler``, except that a record left unfinished because the stage stops (a
+        dependency is down at SIGTERM) ends the call quietly: it is not acked, so it is read
+        again after the restart. Raised out of the handler, FastStream would log it as an
+        ERROR with a traceback on every clean shutdown during an outage."""
+
+        @functools.wraps(handler)
+        async def guarded(msg: Any) -> None:
+            try:
+                await handler(msg)
+            except Stopping as exc:
+                self.log.info("%s; it is read again after the restart", exc, extra={"stage": self.stage})
+
+        return guarded
 
     async def stop(self) -> None:
         subscriber, self.subscriber = self.subscriber, None
@@ -235,8 +284,10 @@ class ManualAckSubscription:
         try:
             await msg.ack()
         except CommitFailedError as exc:
-            record = msg.raw_message
-            self.log.warning("commit after %s:%s@%s failed: %s", record.topic, record.partition, record.offset, exc)
+            self.log.warning(
+                "commit after %s failed (the partitions moved to another copy, which reads these records "
+                "again): %s", where(msg.raw_message), " ".join(str(exc).split()), extra={"stage": self.stage},
+            )
 
 
 class SubscribedStage:
@@ -266,3 +317,18 @@ class SubscribedStage:
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         await self._subscription.wait_ready(timeout)
+
+    async def rewind(self, topic: str, partitions: set[int] | None = None) -> list[Any]:
+        """Read these partitions of ``topic`` (None: all) from their start, now for those this
+        copy holds and at their next assignment for the others (:mod:`streams.rewind`): the
+        log they had positions in was re-created or truncated. A batch in hand is finished
+        and acked as usual; reading it again is harmless."""
+        consumer = self.consumer
+        rewinds = self._subscription.listener.rewinds
+        rewinds.request(topic, partitions)
+        if consumer is None:
+            return []
+        moved = rewinds.take(consumer.assignment())
+        for tp in moved:
+            consumer.seek(tp, 0)
+        return moved

@@ -1,6 +1,8 @@
-"""What a stage cannot see from inside: how far its group is behind, and whether the topics
-it depends on still exist. The app runs one :class:`LagWatch` per consuming stage and one
-:class:`TopicWatch`; ``/ready``, ``/metrics`` and the monitor read them.
+"""What a stage cannot see from inside: how far its group is behind, whether the topics it
+depends on still exist, and whether PostgreSQL answers. The app runs one :class:`LagWatch` per
+consuming stage, one :class:`TopicWatch` and one :class:`DatabaseWatch`; ``/ready``,
+``/metrics`` and the monitor read what they found last, so they answer at once whatever the
+broker and the database do, and say how old each finding is.
 
 * Lag is the group's *committed* offset against the log end, for every partition of the
   stage's topic, read from the broker by a probe consumer that assigns (never joins) and
@@ -22,14 +24,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiokafka import TopicPartition
 
+import asyncpg
+
 from elk_resolver.kafka.offsets import probe_consumer, seek_to_committed
 from elk_resolver.kafka.security import KafkaOptions, client_options
-from elk_resolver.kafka.topics import ensure_topics
+from elk_resolver.kafka.topics import describe_topics, ensure_topics, too_few_partitions
+from elk_resolver.store.db import SERVER_SETTINGS, describe_db_failure
 from elk_resolver.store.periodic import cancel_and_wait
 
 log = logging.getLogger("elk_resolver.watch")
@@ -78,6 +83,13 @@ class _Periodic:
     def __init__(self) -> None:
         self._task: asyncio.Task | None = None
         self._stopped = False
+        self.checked_at: float | None = None
+        """``time.monotonic()`` when the last check ended, well or not."""
+
+    @property
+    def age_s(self) -> float | None:
+        """Seconds since the last check ended (None before the first)."""
+        return None if self.checked_at is None else time.monotonic() - self.checked_at
 
     async def start(self) -> None:
         self._stopped = False
@@ -111,9 +123,12 @@ class LagWatch(_Periodic):
         topic: str,
         group_id: str,
         assignment: Callable[[], Iterable[TopicPartition]],
+        rewind: Rewind | None = None,
     ) -> None:
         super().__init__()
         self.name = f"lag-{stage}"
+        self.rewind = rewind
+        self._rewound: set[int] = set()
         self.stage = stage
         self.topic = topic
         self.group_id = group_id
@@ -127,7 +142,6 @@ class LagWatch(_Periodic):
         """Committed offset to log end, per partition of the topic (last good reading)."""
         self.committed: dict[int, int | None] = {}
         self.error: str | None = None
-        self.checked_at: float | None = None
         self._progress_at = time.monotonic()
         self._last_committed: dict[int, int | None] = {}
 
@@ -164,6 +178,7 @@ class LagWatch(_Periodic):
             self.error = f"{type(exc).__name__}: {exc}"[:300]
             self.per_partition = {}
             self._assigned_in_probe = set()
+            self.checked_at = time.monotonic()
             await self._probe.reset()
             return
         if self.error is not None:
@@ -196,10 +211,31 @@ class LagWatch(_Periodic):
             raise TimeoutError("no fetch response for every partition")
         self.per_partition = {tp.partition: max(0, (consumer.highwater(tp) or 0) - starts[tp]) for tp in tps}
         now_committed = {tp.partition: committed[tp] for tp in tps}
+        await self._check_truncated({tp.partition: consumer.highwater(tp) for tp in tps}, now_committed)
         if now_committed != self._last_committed or self.lag == 0:
             self._progress_at = time.monotonic()
         self._last_committed = now_committed
         self.committed = now_committed
+
+    async def _check_truncated(self, ends: dict[int, int | None], committed: dict[int, int | None]) -> None:
+        """A log that ends below the group's committed offset was truncated or re-created
+        (Tansu answers a fetch past the end with nothing, not OFFSET_OUT_OF_RANGE, so the
+        consumer would wait there until the new log grows past it and skip what came
+        before): the partitions this copy holds are read from their start, said once."""
+        behind = {p for p, end in ends.items() if end is not None and committed.get(p) is not None
+                  and committed[p] > end}
+        held = {tp.partition for tp in self._assignment() if tp.topic == self.topic}
+        new = (behind & held) - self._rewound
+        self._rewound = (self._rewound & behind) | new
+        if not new:
+            return
+        log.warning("%s: the log of %s ends below the offset its group committed (%s): truncated or re-created; "
+                    "reading it from its start", self.stage,
+                    ", ".join(f"{self.topic}[{p}]" for p in sorted(new)),
+                    ", ".join(f"end {ends[p]} < committed {committed[p]}" for p in sorted(new)),
+                    extra={"stage": self.stage, "topic": self.topic})
+        if self.rewind is not None:
+            await self.rewind(self.topic, new)
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lag": self.lag, "group_lag": self.group_lag}
@@ -214,21 +250,38 @@ class LagWatch(_Periodic):
         await self._probe.reset()
 
 
-class TopicWatch(_Periodic):
-    name = "topic-watch"
+Rewind = Callable[[str, "set[int] | None"], Awaitable[None]]
+"""``rewind(topic, partitions)``: every stage consuming ``topic`` reads those partitions (None:
+all) from their start."""
 
-    def __init__(self, settings: Any) -> None:
+
+class TopicWatch(_Periodic):
+    """The service's topics on the broker: there, with the configured partition count, and the
+    same topics as before. A broker restarted without its data (the embedded one keeps only
+    memory), or an operator re-creating a topic, gives the topic a new id: its consumers'
+    positions belong to the old log, so every copy reads the new one from its start
+    (``rewind``), and says so in one line. While the broker is unreachable or topics are
+    missing it checks every ``RECOVERING_INTERVAL_S``, so it creates them again, with the
+    configured count, as soon as the broker answers."""
+
+    name = "topic-watch"
+    RECOVERING_INTERVAL_S = 0.1
+
+    def __init__(self, settings: Any, *, rewind: Rewind | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.interval_s = settings.topic_check_interval_s
         self.topics = list(dict.fromkeys(settings.topics()))
         self.manage = settings.manage_topics
+        self.rewind = rewind
         self._probe = _Probe(client_options(settings), None)
         self.missing: list[str] = []
         self.error: str | None = None
         self.recreated = 0
         self.since: float | None = None
-        self.wrong_counts: dict[str, int] = {}
+        self.ids: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+        self.too_few: str | None = None
 
     @property
     def cause(self) -> str | None:
@@ -236,14 +289,29 @@ class TopicWatch(_Periodic):
             return f"broker unreachable: {self.error}"
         if self.missing:
             return f"topics missing on the broker: {', '.join(self.missing)}"
+        if self.too_few and not self.settings.allow_fewer_partitions:
+            return self.too_few
         return None
+
+    async def _loop(self) -> None:
+        while not self._stopped:
+            await self.check()
+            recovering = self.error or (self.missing and self.manage)
+            await asyncio.sleep(self.RECOVERING_INTERVAL_S if recovering else self.interval_s)
 
     async def check(self) -> None:
         try:
-            consumer = await self._probe.get()
-            # no public call returns the partition counts with the names
-            cluster = await asyncio.wait_for(consumer._client.fetch_all_metadata(), 10)  # noqa: SLF001
-            existing = cluster.topics()
+            await self._check()
+        finally:
+            self.checked_at = time.monotonic()
+
+    async def _describe(self) -> dict[str, Any]:
+        consumer = await self._probe.get()
+        return await asyncio.wait_for(describe_topics(consumer._client, self.topics), 10)  # noqa: SLF001
+
+    async def _check(self) -> None:
+        try:
+            found = await self._describe()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - reported as the cause, once per episode
@@ -254,7 +322,7 @@ class TopicWatch(_Periodic):
             await self._probe.reset()
             return
         self.error = None
-        missing = [t for t in self.topics if t not in existing]
+        missing = [t for t in self.topics if t not in found]
         if missing and not self.missing:
             self.since = self.since or time.monotonic()
             log.error(
@@ -262,41 +330,117 @@ class TopicWatch(_Periodic):
                 "creating them again" if self.manage else "not ready until they exist (manage_topics is off)",
             )
         self.missing = missing
-        self._check_counts(cluster, existing)
         if missing and self.manage:
             try:
                 created = await asyncio.wait_for(
                     ensure_topics(client_options(self.settings), missing,
                                   partitions=self.settings.topic_partitions,
                                   replication_factor=self.settings.topic_replication_factor), 15)
+                found = await self._describe()  # their new ids, at once
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - tried again next check
                 log.warning("creating topics %s failed: %s", ", ".join(missing), exc)
                 return
             self.recreated += len(created)
-            self.missing = []
+            self.missing = [t for t in self.topics if t not in found]
+        self._check_counts(found)
+        await self._check_ids(found)
         if not self.missing and self.since is not None:
             log.warning("topics present again after %.1fs", time.monotonic() - self.since)
             self.since = None
 
-    def _check_counts(self, cluster: Any, existing: set[str]) -> None:
-        """A broker that auto-creates topics may have created one on a client's metadata
-        request (aiokafka always allows it) before this watch could, with the broker's own
-        partition count. Partitions cannot be removed, so this is said once per topic; keyed
-        records still land together, on a different partition than before."""
-        want = self.settings.topic_partitions
-        for topic in self.topics:
-            if topic not in existing:
+    async def _check_ids(self, found: dict[str, Any]) -> None:
+        for topic, state in found.items():
+            before = self.ids.get(topic)
+            if state.topic_id is None:
                 continue
-            count = len(cluster.partitions_for_topic(topic) or ())
-            if count and count != want and self.wrong_counts.get(topic) != count:
-                log.warning("topic %s has %d partitions where the service creates %d (created by the broker on a "
-                            "client's request before the service could)", topic, count, want)
-            if count and count != want:
-                self.wrong_counts[topic] = count
-            else:
-                self.wrong_counts.pop(topic, None)
+            self.ids[topic] = state.topic_id
+            if before is None or before == state.topic_id:
+                continue
+            log.warning("topic %s was deleted and created again (topic id %s, was %s; a broker restarted without "
+                        "its data?): its consumers read it from its start", topic, state.topic_id, before)
+            if self.rewind is not None:
+                await self.rewind(topic, None)
+
+    def _check_counts(self, found: dict[str, Any]) -> None:
+        """A broker that auto-creates topics may have created one on a client's request (a
+        producer outside the service) before this watch could, with the broker's own count.
+        Fewer partitions than configured is a cause of not being ready, said once, unless
+        allow_fewer_partitions; partitions cannot be removed."""
+        counts = {t: st.partitions for t, st in found.items()}
+        too_few = too_few_partitions(counts, self.settings.topic_partitions)
+        if too_few != self.too_few and too_few is not None:
+            log.error("%s%s", too_few, " (allowed: running on it)" if self.settings.allow_fewer_partitions else "")
+        self.too_few = too_few
+        self.counts = counts
 
     async def _close(self) -> None:
         await self._probe.reset()
+
+
+class DatabaseWatch(_Periodic):
+    """Whether PostgreSQL answers and takes writes, checked every ``db_check_interval_s`` on a
+    connection of its own (a frozen server never holds a pool connection /ready needs), each
+    check bounded by ``timeout_s``. A change is logged once: the cause in words when PostgreSQL
+    stops answering or taking writes, and how long it lasted when it is back."""
+
+    name = "database-watch"
+
+    def __init__(self, settings: Any, *, timeout_s: float = 2.0) -> None:
+        super().__init__()
+        self.dsn = settings.database_url
+        self.interval_s = settings.db_check_interval_s
+        self.timeout_s = timeout_s
+        self.cause: str | None = "not checked yet"
+        self.since: float | None = None
+        self._conn: asyncpg.Connection | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.cause is None
+
+    async def check(self) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self.dsn, server_settings=dict(SERVER_SETTINGS))
+                read_only, standby = await self._conn.fetchrow(
+                    "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()")
+            cause = None
+            if read_only or standby:
+                cause = ("PostgreSQL accepts no writes (" + ("a standby in recovery" if standby else
+                         "default_transaction_read_only is on: a demoted primary, or a replica after a failover")
+                         + "): every stage waits and retries until it does")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure is a cause to report
+            cause = describe_db_failure(exc)
+            self._drop()
+        self._record(cause)
+
+    def _record(self, cause: str | None) -> None:
+        now = time.monotonic()
+        was = self.cause
+        self.checked_at = now
+        self.cause = cause
+        if cause is not None and cause != was:
+            if was is None or was == "not checked yet":
+                self.since = now
+            log.warning("database: %s", cause)
+        elif cause is None and was is not None and was != "not checked yet":
+            log.warning("database: PostgreSQL answers and takes writes again, after %.1fs",
+                        now - (self.since or now))
+            self.since = None
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.terminate()  # never waits: the server may be frozen
+
+    def snapshot(self) -> dict[str, Any]:
+        age = self.age_s
+        return {"ok": self.ok, "cause": self.cause, "checked_s_ago": None if age is None else round(age, 1)}
+
+    async def _close(self) -> None:
+        self._drop()

@@ -577,7 +577,10 @@ async def test_recurrence_is_judged_on_the_object_the_run_touched(pool, database
     other = request(ids, [kube("kubectl rollout restart deployment/billing -n payments")], at=T0 + timedelta(minutes=1))
     await stored(pool, other)
     # the same error hash was seen again too, on the other workload
-    await pool.execute("SELECT ensure_error_occurrences_partition($1::date)", T0.date())
+    # the tests' clock is in 2030: the service makes no partition that far ahead of the database's
+    # (migration 0090), so the owner makes this one
+    await pool.execute("CREATE TABLE IF NOT EXISTS error_occurrences_y2030m01 PARTITION OF error_occurrences "
+                       "FOR VALUES FROM ('2030-01-01') TO ('2030-02-01')")
     await pool.execute(
         "INSERT INTO error_occurrences (event_identity, occurred_at, hash_signature) VALUES ('e1', $1, $2)",
         (T0 + timedelta(minutes=1)).replace(tzinfo=None), ids[2],

@@ -10,7 +10,7 @@ import pytest
 
 from elk_resolver.events.masking import SecretMasker
 from elk_resolver.store.pattern_cache import PatternCache
-from handlers.ingest import PartitionCache, RawRecord, handle_batch
+from handlers.ingest import ODD_TIME, PartitionCache, RawRecord, handle_batch
 
 KAFKA_MS = 1_714_557_600_000  # 2024-05-01T10:00:00Z: the record's broker timestamp
 KAFKA_TIME = datetime(2024, 5, 1, 10, 0)
@@ -52,7 +52,9 @@ async def test_unusable_timestamp_is_stored_at_the_record_time_and_counted_once(
     again = await ingest(pool, [rec])  # a replay of the same record
     assert again.counts.new_occurrences == 0
     assert await pool.fetchval("SELECT occurrence_count FROM error_logs") == 1
-    assert await pool.fetchval("SELECT occurred_at FROM error_occurrences") == KAFKA_TIME
+    assert await pool.fetchval("SELECT timestamp FROM error_logs") == KAFKA_TIME
+    # told apart by its identity alone: a resend with another broker timestamp counts nothing again
+    assert await pool.fetchval("SELECT occurred_at FROM error_occurrences") == ODD_TIME
 
 
 async def test_event_id_header_holding_nul_is_stored(pool):

@@ -59,9 +59,14 @@ def legacy_event(message=None):
     }
 
 
+# when the broker received them: after the events' own times (May and June 2024), within the
+# time an event's own time is believed (occurrence_time)
+RECEIVED_MS = 1719792000000  # 2024-07-01
+
+
 def records(events, topic="raw", partition=0, start=0):
     return [
-        RawRecord(orjson.dumps(e) if not isinstance(e, bytes) else e, topic, partition, start + i, 1714550000000)
+        RawRecord(orjson.dumps(e) if not isinstance(e, bytes) else e, topic, partition, start + i, RECEIVED_MS)
         for i, e in enumerate(events)
     ]
 
@@ -372,10 +377,11 @@ async def test_one_analysis_event_per_error_and_workload(pool, patterns):
 
 
 async def test_an_event_from_a_clock_years_ahead_is_stored_at_its_kafka_time(pool, patterns):
-    """The database creates no partition more than two months ahead (migration 0080, issue 21):
-    a far-future @timestamp falls back to the record's Kafka timestamp, and the batch lands."""
+    """The database creates no partition more than a month ahead (migrations 0080, 0090, 0095):
+    a far-future @timestamp is not believed, the event is stored at the record's Kafka timestamp,
+    and the batch lands."""
     future = ecs_event(event={"hash": "future-1"}, **{"@timestamp": "2150-05-01T10:00:00Z"})
     result = await ingest(pool, patterns, records([future]))
     assert result.counts.new_rows == 1 and not result.dead_letters
-    assert await pool.fetchval("SELECT timestamp FROM error_logs") == datetime.utcfromtimestamp(1714550000)
+    assert await pool.fetchval("SELECT timestamp FROM error_logs") == datetime.utcfromtimestamp(RECEIVED_MS / 1000)
     assert await pool.fetchval("SELECT to_regclass('error_occurrences_y2150m05')") is None

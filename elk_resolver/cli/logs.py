@@ -35,22 +35,25 @@ class JsonFormatter(logging.Formatter):
 
 
 class RepeatFilter(logging.Filter):
-    """One line per ``window_s`` for a message that repeats: the Kafka client's (a broker that
-    restarted or lost a topic makes it log the same failure for every request, ~100 lines a
-    second) and any record logged with ``extra={"coalesce": True}``. The line after a quiet
-    window says how many were left out."""
+    """One line per ``window_s`` for a message that repeats: the Kafka and PostgreSQL clients'
+    (a broker that restarted or lost a topic makes aiokafka log the same failure for every
+    request, ~100 lines a second; asyncpg's pool says it cannot restore its floor on every try)
+    and any record logged with ``extra={"coalesce": ...}``: ``True`` groups by the message's
+    text before its arguments, a string groups by that too (a cause: one line per cause per
+    window). The line after a quiet window says how many were left out."""
 
-    PREFIXES = ("aiokafka", "kafka", "faststream", "elk_resolver.broker")
+    PREFIXES = ("aiokafka", "kafka", "faststream", "elk_resolver.broker", "asyncpg")
 
     def __init__(self, window_s: float = 30.0) -> None:
         super().__init__()
         self.window_s = window_s
-        self._seen: dict[tuple[str, int, str], list[float | int]] = {}
+        self._seen: dict[tuple[str, int, str, str | None], list[float | int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not (getattr(record, "coalesce", False) or record.name.startswith(self.PREFIXES)):
             return True
-        key = (record.name, record.levelno, str(record.msg))
+        coalesce = getattr(record, "coalesce", None)
+        key = (record.name, record.levelno, str(record.msg), coalesce if isinstance(coalesce, str) else None)
         now = time.monotonic()
         seen = self._seen.get(key)
         if seen is not None and now - seen[0] < self.window_s:

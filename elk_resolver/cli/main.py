@@ -207,17 +207,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         raise CliError(f"run needs {' and '.join(missing)} (`elk-resolver up` starts embedded ones instead)")
     _refuse_unsafe_live(settings, args.stage or STAGE_CHOICES)
-    from elk_resolver.kafka.security import client_options
-    from elk_resolver.kafka.topics import ensure_topics
 
     async def probe() -> None:
         async with open_pool(settings, max_size=1):
             pass
 
-    asyncio.run(probe())
-    asyncio.run(ensure_topics(client_options(settings), settings.topics(),
-                              partitions=settings.topic_partitions,
-                              replication_factor=settings.topic_replication_factor))
+    asyncio.run(probe())  # the topics are created by the service as it starts
     stages = list(dict.fromkeys(args.stage or STAGE_CHOICES))
     return _serve(settings, stages)
 
@@ -607,7 +602,10 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             print(f"replayed {result.records} records of {s.topic_raw} ({ranges}) through group {result.group_id}")
             print(f"  {result.errors} error events, {result.new_occurrences} not counted before, "
                   f"{result.new_rows} new distinct errors, {result.skipped} not errors, {result.bad_records} bad, "
-                  f"{result.db_rejected} refused by PostgreSQL (dead-lettered)")
+                  f"{result.db_rejected} refused by PostgreSQL")
+            print(f"  {result.dead_lettered} dead-lettered to {s.topic_dlq} with their offsets, "
+                  f"{result.already_dead_lettered} already there; {result.expired} older than the retention "
+                  "(their months were dropped: not counted again)")
             mode = "remediation allowed (--execute)" if args.execute else "marked replay: no remediation"
             print(f"  {result.published} analysis events published, {mode}")
             return 0
@@ -833,16 +831,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(handler: Callable[[argparse.Namespace, Settings], int], args: argparse.Namespace) -> int:
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from elk_resolver.cli import logs
-    from elk_resolver.settings import make_settings
+    from elk_resolver.settings import explain, make_settings
 
     try:
         settings = make_settings()
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise CliError(f"invalid setting ELK_RESOLVER_{field.upper()}: {first['msg']}") from None
+        raise CliError("\n".join(explain(exc))) from None
+    except SettingsError as exc:  # a value pydantic-settings could not even decode
+        raise CliError(f"invalid setting: {' '.join(str(exc).split())}") from None
     service = args.command in ("up", "run")
     level = "DEBUG" if args.verbose else (settings.log_level if service else "WARNING")
     logs.configure(json_lines=settings.log_json, level=level)
@@ -869,13 +868,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aiokafka.errors import KafkaError
 
     from elk_resolver.kafka.embedded import EmbeddedError, EmbeddedNotInstalled
+    from elk_resolver.kafka.topics import TooFewPartitions
     from elk_resolver.store.migrate import MigrationError
+    from streams.app import HttpPortUnavailable
     try:
         return _run(COMMANDS[args.command], args)
     except KeyboardInterrupt:
         print("elk-resolver: interrupted", file=sys.stderr)
         return 130
     except CliError as exc:
+        for line in str(exc).splitlines():
+            print(f"elk-resolver: {line}", file=sys.stderr)
+        return 2
+    except (HttpPortUnavailable, TooFewPartitions) as exc:
         print(f"elk-resolver: {exc}", file=sys.stderr)
         return 2
     except MigrationError as exc:
@@ -907,7 +912,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 3
     except asyncpg.PostgresError as exc:
-        print(f"elk-resolver: the database refused: {_unreachable(exc)}", file=sys.stderr)
+        from elk_resolver.store.db import describe_db_failure, is_transient_db_error
+
+        if is_transient_db_error(exc):  # read-only, full, shutting down...: later, not never
+            print(f"elk-resolver: cannot use the database now: {describe_db_failure(exc)}", file=sys.stderr)
+        else:
+            print(f"elk-resolver: the database refused: {_unreachable(exc)}", file=sys.stderr)
         return 5
     except PartialError as exc:
         print(f"elk-resolver: {exc}", file=sys.stderr)

@@ -189,4 +189,6 @@ class DeadLetterHeaders:
     TOPIC = "x-original-topic"
     PARTITION = "x-original-partition"
     OFFSET = "x-original-offset"
+    TIMESTAMP = "x-original-timestamp"
+    """the original record's Kafka timestamp (ms): names it even after its topic was re-created"""
     STAGE = "x-dlq-stage"

@@ -313,6 +313,10 @@ class EmbeddedKafka:
         _wait_until(lambda: port_open(self.host, self.port), 15, "Tansu broker", self._proc)
         return self.bootstrap_servers
 
+    def exited(self) -> int | None:
+        """The broker's exit status once it has exited, else None."""
+        return None if self._proc is None else self._proc.poll()
+
     def stop(self, timeout: float = 10) -> None:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:

@@ -9,6 +9,7 @@ import asyncpg
 
 from elk_resolver.kafka.embedded import EmbeddedKafka, EmbeddedPostgres, port_open
 from elk_resolver.kafka.security import client_options
+from elk_resolver.kafka.gated import GatedKafka
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.settings import Settings
 from elk_resolver.store.migrate import migrate
@@ -26,7 +27,7 @@ class Services:
 
     @property
     def embedded_kafka(self) -> bool:
-        return any(isinstance(s, EmbeddedKafka) for s in self.embedded)
+        return any(isinstance(s, EmbeddedKafka | GatedKafka) for s in self.embedded)
 
     @property
     def embedded_postgres(self) -> bool:
@@ -44,7 +45,7 @@ def services(settings: Settings):
     Embedded services are stopped when the block exits, however it exits. Call it from the
     main thread: the children are tied to the thread that starts them.
     """
-    started: list[EmbeddedKafka | EmbeddedPostgres] = []
+    started: list[GatedKafka | EmbeddedPostgres] = []
     try:
         database_url = settings.database_url
         if database_url is None:
@@ -55,7 +56,10 @@ def services(settings: Settings):
             database_url = pg.dsn(DATABASE_NAME)
         kafka = settings.kafka_bootstrap_servers
         if kafka is None:
-            broker = EmbeddedKafka(port=_preferred(PREFERRED_KAFKA_PORT))
+            # restarted by itself, and reachable only once its topics are back (gated.py says why)
+            broker = GatedKafka(settings.topics(), partitions=settings.topic_partitions,
+                                replication_factor=settings.topic_replication_factor,
+                                port=_preferred(PREFERRED_KAFKA_PORT))
             kafka = broker.start()
             started.append(broker)
         yield Services(kafka, database_url, list(started))

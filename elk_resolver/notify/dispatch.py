@@ -22,7 +22,7 @@ from prometheus_client import Counter
 
 from elk_resolver.events.masking import mask_text
 from elk_resolver.notify.channels import SEND_TIMEOUT_S, Channel, configured_channels
-from elk_resolver.store.db import is_transient_db_error, queries
+from elk_resolver.store.db import describe_db_failure, is_transient_db_error, queries
 
 if TYPE_CHECKING:
     import asyncpg
@@ -136,7 +136,9 @@ class Dispatcher:
             except Exception as exc:
                 busy = 0
                 if is_transient_db_error(exc):
-                    log.warning("notification pass failed, the next one retries: %r", exc)
+                    words = describe_db_failure(exc)
+                    log.warning("notification pass failed, the next one retries: %s", words,
+                                extra={"coalesce": words.split(":", 1)[0]})
                 else:
                     log.exception("notification pass failed")
             if busy < BATCH:

@@ -7,15 +7,19 @@
   end: that is "the end"); the stop offsets are the highwater marks captured at the start (or
   ``--until``'s offsets), so a replay ends even while Logstash keeps writing.
 * Every batch goes through the ingest handler (:func:`handlers.ingest.handle_batch`):
-  occurrences are keyed by event identity, so records already counted change nothing; the
-  analysis events it publishes carry ``replay: true`` and ``history: replay`` (no remediation)
+  occurrences are keyed by event identity, so records already counted change nothing. It
+  publishes the analysis events of what it counted for the first time only (a second replay
+  publishes nothing); they carry ``replay: true`` and ``history: replay`` (no remediation)
   unless ``--execute``, and occurrences it records first are stored with ``history = 'replay'``.
-  Bad records are counted, not dead-lettered again (the live stage did that the first time).
-* A record PostgreSQL refuses (a value a constraint forbids) goes to the DLQ as
-  ``db_rejected`` with its topic, partition and offset, and the replay goes on; rows of a
-  deleted pattern or a dropped partition are handled as ingest handles them. The producer
-  and the fetch sizes are ingest's: analysis events land on the partition of their hash,
-  and a record as large as ingest accepts replays too.
+* A bad record (not JSON, too large, no message...) and a record PostgreSQL refuses (a value a
+  constraint forbids) go to the DLQ exactly as live ingest sends them: reason, topic,
+  partition, offset and the record's timestamp, unless a dead letter of that record is already
+  there (sent by the live stage or an earlier replay): the DLQ topic is read from ``--since``
+  first. The replay goes on past them; rows of a deleted pattern or a dropped partition are
+  handled as ingest handles them. A database that is down or read-only stops the replay
+  (nothing is dead-lettered for it); run it again.
+* The producer and the fetch sizes are ingest's: analysis events land on the partition of
+  their hash, and a record as large as ingest accepts replays too.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from datetime import datetime
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from elk_resolver.events.contracts import DeadLetterHeaders
 from elk_resolver.events.masking import SecretMasker
 from elk_resolver.kafka.offsets import fetch_highwaters, offset_for_time, partitions_of, start_or_close
 from elk_resolver.kafka.security import client_options
 from elk_resolver.operations.progress import Progress
 from elk_resolver.settings import Settings
+from elk_resolver.store.db import is_transient_db_error
 from elk_resolver.store.pattern_cache import PatternCache
 from handlers.ingest import (
     DeadLetter,
@@ -57,8 +63,15 @@ class ReplayResult:
     new_rows: int = 0
     skipped: int = 0
     bad_records: int = 0
+    """Records that cannot become an event (not JSON, too large...)."""
     db_rejected: int = 0
-    """Records PostgreSQL refused, dead-lettered with their offsets."""
+    """Records PostgreSQL refused."""
+    expired: int = 0
+    """Records in months retention has dropped: counted before, never again."""
+    dead_lettered: int = 0
+    """Dead letters this replay sent (bad and refused records not on the DLQ yet)."""
+    already_dead_lettered: int = 0
+    """Bad and refused records whose dead letter was already on the DLQ."""
     published: int = 0
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)
 
@@ -113,6 +126,7 @@ async def replay(
         if paused:
             consumer.pause(*paused)
 
+        already = await dead_lettered_since(s, since)
         cache = PatternCache(pool)
         await cache.refresh()
         masker = SecretMasker(s.mask_extra_patterns)
@@ -141,16 +155,27 @@ async def replay(
                 )
 
             outcomes, refused = await _store_or_isolate(records, ingest, cache, partitions, masker)
+            # what this replay counted first goes on to analysis; what was counted before
+            # already went there (a second replay publishes nothing)
             futures = [
                 await producer.send(s.topic_analysis, event.model_dump_json().encode(),
                                     key=event.hash_signature.encode())
                 for outcome in outcomes
                 for event in outcome.events
+                if event.new_occurrences > 0
             ]
-            for dead in refused:
-                log.error("replay: PostgreSQL refused %s[%d]@%d (%s); dead-lettered", dead.topic, dead.partition,
-                          dead.offset, dead.detail)
-                futures.append(await producer.send(s.topic_dlq, dead.value, headers=dead.headers()))
+            published = len(futures)
+            for dead in [d for outcome in outcomes for d in outcome.dead_letters] + refused:
+                if dead.coordinates in already or dead.coordinates[:3] in already:
+                    result.already_dead_lettered += 1
+                    continue
+                log.warning("replay: dead-lettered %s[%d]@%d: %s (%s)", dead.topic, dead.partition, dead.offset,
+                            dead.reason, dead.detail)
+                # a tombstone's dead letter is one too; the producer wants a key or a value
+                key = b"" if dead.value is None else None
+                futures.append(await producer.send(s.topic_dlq, dead.value, key=key, headers=dead.headers()))
+                already.add(dead.coordinates)
+                result.dead_lettered += 1
             for future in futures:
                 await future
             for outcome in outcomes:
@@ -161,7 +186,8 @@ async def replay(
                 result.new_rows += c.new_rows
                 result.skipped += c.skipped
                 result.bad_records += c.dead_lettered
-                result.published += len(outcome.events)
+                result.expired += c.expired
+            result.published += published
             result.records += len(refused)
             result.db_rejected += len(refused)
             # the fresh group's offsets say how far this replay got (visible to the lag tools)
@@ -178,6 +204,48 @@ async def replay(
 _RELOADS = 3
 
 
+async def dead_lettered_since(settings: Settings, since: datetime) -> set[tuple]:
+    """The records (topic, partition, offset, timestamp) a dead letter on the DLQ topic names,
+    among the dead letters sent since ``since`` (a dead letter is sent after its record
+    arrived, so none of the replay's records has an older one). Dead letters sent before the
+    timestamp header existed name (topic, partition, offset)."""
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False,
+                                client_id="elk-resolver-replay-dlq", fetch_max_wait_ms=100,
+                                **raw_fetch_options(settings))
+    await start_or_close(consumer)
+    found: set[tuple] = set()
+    try:
+        try:
+            tps = await partitions_of(consumer, settings.topic_dlq, timeout=2.0)
+        except LookupError:
+            return found
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await fetch_highwaters(consumer, tps)
+        starts = await consumer.offsets_for_times({tp: _ms(since) for tp in tps})
+        for tp in tps:
+            consumer.seek(tp, offset_for_time(starts.get(tp), ends[tp]))
+        remaining = {tp for tp in tps if await consumer.position(tp) < ends[tp]}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                for r in records:
+                    h = {k: v.decode("utf-8", "replace") for k, v in (r.headers or ())}
+                    if DeadLetterHeaders.OFFSET not in h:
+                        continue
+                    coords = (h.get(DeadLetterHeaders.TOPIC), int(h.get(DeadLetterHeaders.PARTITION, -1)),
+                              int(h[DeadLetterHeaders.OFFSET]))
+                    stamp = h.get(DeadLetterHeaders.TIMESTAMP)
+                    found.add((*coords, int(stamp)) if stamp and stamp.lstrip("-").isdigit() else coords)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return found
+
+
 async def _store_or_isolate(records, ingest, cache: PatternCache, partitions: PartitionCache, masker: SecretMasker):
     """Store a batch; when PostgreSQL refuses it for its data, store its records one by one
     and return the ones still refused as dead letters. A deleted pattern row reloads the
@@ -186,6 +254,8 @@ async def _store_or_isolate(records, ingest, cache: PatternCache, partitions: Pa
         try:
             return [await ingest(records)], []
         except asyncpg.PostgresError as exc:
+            if is_transient_db_error(exc):
+                raise  # the database, not the record: the replay stops, nothing is dead-lettered
             if attempt < _RELOADS and (partitions.forget_if_vanished(exc) or is_stale_pattern(exc)):
                 await cache.refresh()
                 continue

@@ -104,12 +104,21 @@ async def _batched_delete(pool: asyncpg.Pool, sql: str, cutoff: datetime, batch_
             return total
 
 
+ODD_PARTITION = "error_occurrences_odd"
+
+
 async def _drop_partitions(pool: asyncpg.Pool, cutoff: datetime) -> list[str]:
     q = queries()
     dropped = []
     async with pool.acquire() as conn:
+        # first the horizon: from now on nothing creates or counts a month retention drops
+        # (a replay would otherwise count its records again)
+        await conn.execute(q.maintain_advance_occurrence_horizon, cutoff.date())
+        await conn.execute(q.maintain_prune_odd_occurrences)
         rows = await conn.fetch(q.maintain_occurrence_partitions)
     for row in rows:
+        if row["name"] == ODD_PARTITION:
+            continue  # no month: its rows go by when they were received (pruned above)
         match = _UPPER_BOUND.search(row["bound"] or "")
         if not match:
             continue  # a DEFAULT partition has no upper bound: never expires as a whole

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from elk_resolver.store.db import describe_db_failure
+
 DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
 
 
@@ -26,7 +28,7 @@ async def keep_refreshing(refresh: Callable[[], Awaitable[object]], interval_s: 
             failing = False
         except DB_ERRORS as exc:
             if not failing:  # once per outage, not every refresh
-                log.warning("%s refresh failed, keeping the last state: %s", what, exc)
+                log.warning("%s refresh failed, keeping the last state: %s", what, describe_db_failure(exc))
             failing = True
         except Exception:  # noqa: BLE001 - a bug in one refresh must not end every later one
             log.exception("%s refresh failed, keeping the last state", what)

@@ -3,8 +3,9 @@
 -- then ingest-row-ids when some hashes of the batch brought no new occurrence.
 
 -- name: ingest-ensure-partitions
--- Create the monthly error_occurrences partitions for the given months if missing.
-SELECT ensure_error_occurrences_partition(m) FROM unnest($1::date[]) AS m;
+-- Create the monthly error_occurrences partitions for the given months if missing; a month
+-- retention has passed (before the horizon, 0090) answers NULL: its occurrences are expired.
+SELECT m AS month, ensure_error_occurrences_partition(m) AS partition FROM unnest($1::date[]) AS m;
 
 -- name: ingest-upsert-batch
 -- Record the batch's occurrences idempotently, then insert or count its distinct errors.
@@ -28,7 +29,9 @@ WITH occ AS (
     ON CONFLICT DO NOTHING
     RETURNING o.hash_signature, o.occurred_at
 ), counts AS (
-    SELECT hash_signature, count(*) AS n, max(occurred_at) AS last_seen
+    -- an occurrence keyed by its identity alone (0090: its own time not believed, occurred_at
+    -- in year 1) says nothing of when: the batch's time for it (its receipt) stands instead
+    SELECT hash_signature, count(*) AS n, max(occurred_at) FILTER (WHERE occurred_at >= '1000-01-01') AS last_seen
     FROM occ
     GROUP BY hash_signature
 ), batch AS (

@@ -120,6 +120,14 @@ DELETE FROM planned_requests WHERE request_id IN (
 DELETE FROM llm_requests WHERE error_hash IN (
     SELECT error_hash FROM llm_requests WHERE asked_at < $1::timestamp LIMIT $2 FOR UPDATE SKIP LOCKED);
 
+-- name: maintain-advance-occurrence-horizon
+-- Before partitions are dropped: no month before the cutoff's is created or counted again (0090).
+SELECT advance_error_occurrences_horizon($1::date);
+
+-- name: maintain-prune-odd-occurrences
+-- Occurrences of events whose own time was not believed, received before the horizon (0090).
+SELECT prune_odd_error_occurrences();
+
 -- name: maintain-occurrence-partitions
 -- error_occurrences partitions with their bounds (the upper bound decides expiry).
 SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound

@@ -45,5 +45,8 @@ REVOKE UPDATE, DELETE ON audit_log FROM elk_resolver_user;
 -- only (a new month's partition; retention), never PUBLIC nor the read-only role.
 GRANT EXECUTE ON FUNCTION ensure_error_occurrences_partition(DATE) TO elk_resolver_user;
 GRANT EXECUTE ON FUNCTION drop_expired_error_occurrences_partitions(DATE) TO elk_resolver_user;
+-- retention's horizon: the first month kept, moved before months are dropped (0090)
+GRANT EXECUTE ON FUNCTION advance_error_occurrences_horizon(DATE) TO elk_resolver_user;
+GRANT EXECUTE ON FUNCTION prune_odd_error_occurrences() TO elk_resolver_user;
 -- the GIN pending-list pass the ingest stage runs beside its writes (0065)
 GRANT EXECUTE ON FUNCTION clean_error_logs_gin_pending_list() TO elk_resolver_user;

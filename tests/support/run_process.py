@@ -3,6 +3,7 @@ the signals a fault test sends it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -38,6 +39,17 @@ def run_env(settings, port: int, **extra: str) -> dict[str, str]:
     })
     env.update({f"ELK_RESOLVER_{k.upper()}": str(v) for k, v in extra.items()})
     return env
+
+
+async def run_once(settings, workdir: Path, *stages: str, port: int = 0) -> subprocess.CompletedProcess:
+    """``elk-resolver run --stage ...`` that is expected to refuse to start: its exit status
+    and its plain (not JSON) stderr."""
+    env = run_env(settings, port)
+    env.pop("ELK_RESOLVER_LOG_JSON")
+    args = [a for s in stages for a in ("--stage", s)]
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "elk_resolver.cli", "run", *args], env=env, cwd=workdir,
+        capture_output=True, text=True, timeout=120)
 
 
 class RunProcess:
