@@ -309,7 +309,7 @@ class Settings(BaseSettings):
     # --- operating --------------------------------------------------------------------
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65_535, description="0 picks a free port")
-    monitor_interval_s: float = Field(30.0, ge=1, le=86_400)
+    monitor_interval_s: float = Field(30.0, ge=0.1, le=86_400, description="how often system_status is written; from 0.1 s (0 would spin)")
     monitor_lag_warning: int = Field(10_000, ge=0, le=1_000_000_000, description="consumer lag above this marks kafka as warning")
     log_json: bool = False
     log_level: str = "INFO"

@@ -25,7 +25,7 @@ BAD = {
     "HEARTBEAT_INTERVAL_MS": ("0", "from 100 to 600000"),
     "SESSION_TIMEOUT_MS": ("-5", "from 1000 to 1800000"),
     "RETRY_BACKOFF_INITIAL_S": ("-1", "more than 0 and up to 60"),
-    "MONITOR_INTERVAL_S": ("0", "from 1 to 86400"),
+    "MONITOR_INTERVAL_S": ("0", "from 0.1 to 86400"),
     "COOLDOWN_S": ("-100", "from 0 to 604800"),
     "MAX_RUNS_PER_HOUR": ("-1", "from 1 to 10000"),
     "BREAKER_THRESHOLD": ("0", "from 1 to 1000"),
