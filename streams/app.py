@@ -5,9 +5,11 @@
         ...                        # app.http_port is the bound port (settings.http_port 0 = any)
 
 Order of start: the PostgreSQL pool (orjson codecs) and :func:`elk_resolver.store.migrate.check`
-(refuse a database that is behind), then HTTP (``/health`` answers at once, ``/ready`` says
-503 until every stage has its partitions), then the broker, then each stage. Stop is the
-reverse: stages drain and commit first, then the broker and the pool close, HTTP last.
+(refuse a database that is behind), the database watch's first check, then HTTP (``/health``
+answers at once, ``/ready`` says 503 until every stage has its partitions), then the topics
+(created, partition counts checked), the broker, each stage and the lag and topic watches.
+Stop is the reverse: stages drain and commit first, then the broker and the pool close, HTTP
+last. A start that fails part-way stops what it started, and leaves nothing running.
 
 Endpoints: ``/health`` (the process is alive), ``/ready`` (every stage ready and the database
 answers), ``/metrics`` (Prometheus text), ``/asyncapi`` (the AsyncAPI document of every topic

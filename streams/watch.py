@@ -400,6 +400,20 @@ class DatabaseWatch(_Periodic):
     def ok(self) -> bool:
         return self.cause is None
 
+    async def start(self) -> None:
+        # The first check runs before start returns: /ready answers from a real finding at
+        # once, and a start that fails next (a busy HTTP port) never cancels this connect
+        # between its TCP connection and PostgreSQL's answer to the SSL request, where asyncpg
+        # leaves a future holding ConnectionError that nobody retrieves (an asyncio error on
+        # stderr). Bounded by timeout_s like every check.
+        await self.check()
+        await super().start()
+
+    async def _loop(self) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.interval_s)
+            await self.check()
+
     async def check(self) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
