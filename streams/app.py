@@ -602,8 +602,9 @@ async def run_service(
     ends the process a few seconds later still, should the event loop itself be stuck."""
     from elk_resolver.kafka.topics import forbid_client_auto_create
 
-    # only the topic watch creates topics (with the configured count), never a client's request
-    forbid_client_auto_create()
+    # only the topic watch creates topics (with the configured count), never a client's request;
+    # undone when the service has stopped (the CLI runs it in-process in tests)
+    allow_auto_create_again = forbid_client_auto_create()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     installed = []
@@ -641,6 +642,7 @@ async def run_service(
             loop.remove_signal_handler(sig)
         for timer in watchdog:
             timer.cancel()
+        allow_auto_create_again()
     return 0
 
 

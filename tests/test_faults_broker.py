@@ -185,6 +185,36 @@ async def test_the_service_s_clients_never_ask_the_broker_to_create_a_topic(kafk
                 await admin.close()
 
 
+async def test_a_service_run_inside_a_process_gives_the_process_aiokafka_s_default_back_when_it_stops(
+    settings, unique
+):
+    """``run_service`` forbids auto-creation for the whole process; the CLI's ``run`` called
+    in-process (the on-call CLI tests do) left it forbidden after the service had stopped, and
+    the next test's producer to a topic not created yet failed with
+    UnknownTopicOrPartitionError (tests/test_kafka_security.py after tests/test_cli_oncall.py)."""
+    import aiokafka.client
+    from aiokafka import AIOKafkaProducer
+
+    from streams.app import run_service
+
+    stop = asyncio.Event()
+    while_running: list[bool] = []
+
+    def started(_app) -> None:
+        while_running.append(getattr(aiokafka.client.MetadataRequest, "_elk_no_auto_create", False))
+        stop.set()
+
+    await run_service(settings, ("monitor",), serve_http=False, on_started=started, stop=stop)
+    assert while_running == [True]
+    producer = AIOKafkaProducer(**client_options(settings), request_timeout_ms=5000)
+    await producer.start()
+    try:
+        await producer.send_and_wait(f"t-{unique}-after-the-service", b"x")  # a tool's default: created
+    finally:
+        await producer.stop()
+    assert await _topics_named(settings.kafka_bootstrap_servers, f"t-{unique}-after-the-service")
+
+
 async def _topics_named(bootstrap: str, name: str) -> dict:
     from elk_resolver.kafka.offsets import probe_consumer, start_or_close
     from elk_resolver.kafka.topics import describe_topics

@@ -14,6 +14,7 @@ aiokafka's own metadata request (v5 at most) does not ask for; :func:`describe_t
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -161,18 +162,23 @@ async def describe_topics(client, names: list[str]) -> dict[str, TopicState]:
 # --- the service's clients never create topics ------------------------------------------------
 
 
-def forbid_client_auto_create() -> None:
+def forbid_client_auto_create() -> Callable[[], None]:
     """From now on, the aiokafka clients of this process ask for metadata without allowing
     the broker to create a missing topic (aiokafka always allows it, and the broker would
     create it with its own default partition count before the service could). A producer
     then waits for the topic, which the service's topic watch creates with the configured
-    count. For the processes that run the service; tests and tools keep aiokafka's default."""
+    count. For the processes that run the service; tests and tools keep aiokafka's default.
+
+    Returns the undo: :func:`streams.app.run_service` calls it when the service has stopped,
+    so a process that ran the service for a while (the CLI called in-process, a test) gets
+    aiokafka's default back. A second call while forbidden returns an undo that does nothing
+    (the first caller's undo restores)."""
     import aiokafka.client
     from aiokafka.protocol.metadata import MetadataRequest
 
     current = aiokafka.client.MetadataRequest
     if getattr(current, "_elk_no_auto_create", False):
-        return
+        return lambda: None
 
     class NoAutoCreate(MetadataRequest):
         _elk_no_auto_create = True
@@ -181,3 +187,9 @@ def forbid_client_auto_create() -> None:
             super().__init__(topics, False if allow_auto_topic_creation is None else allow_auto_topic_creation)
 
     aiokafka.client.MetadataRequest = NoAutoCreate
+
+    def undo() -> None:
+        if aiokafka.client.MetadataRequest is NoAutoCreate:
+            aiokafka.client.MetadataRequest = current
+
+    return undo
