@@ -209,7 +209,7 @@ async def _all_topics(s) -> dict[str, int] | None:
     from elk_resolver.kafka.offsets import probe_consumer, start_or_close
     from elk_resolver.kafka.topics import describe_topics
 
-    probe = probe_consumer(s.kafka_bootstrap_servers)
+    probe = probe_consumer(client_options(s))
     try:
         await start_or_close(probe)
     except Exception:  # noqa: BLE001 - the broker is not back yet

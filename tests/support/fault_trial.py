@@ -549,7 +549,7 @@ async def _main(args: argparse.Namespace) -> int:
                                      state_dir=workdir / "state", http_port=0, topic_partitions=4
                                      ).isolated(f"trial-{n}")
             if name in NEEDS_KAFKA:
-                await ensure_topics(kafka.bootstrap_servers, settings.topics(), partitions=4)
+                await ensure_topics(client_options(settings), settings.topics(), partitions=4)
             kwargs: dict[str, Any] = {"postgres": postgres} if name in NEEDS_POSTGRES else {}
             if args.rate and name not in ("replay_bad_records", "retention"):
                 kwargs["rate"] = args.rate
