@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import uuid
 from contextlib import ExitStack
 
@@ -14,6 +15,26 @@ from elk_resolver.store.migrate import migrate
 from tests.support.services import kafka_service, postgres_service
 
 TEMPLATE_DB = "elk_resolver_template"
+
+
+@pytest.fixture(autouse=True)
+def _process_logging_as_it_was():
+    """Tests call the CLI's ``main()`` in this process, and it sets up the process's logging
+    as a command does: a handler on the stderr of the moment (pytest's capture, closed after
+    the test), the root level, aiokafka's. Left in place, every later test's log record went
+    to a closed file ('--- Logging error --- ValueError: I/O operation on closed file'), at
+    the level the last command chose. Each test ends with the logging it started with
+    (pytest's own capture handlers come and go by themselves)."""
+    root = logging.getLogger()
+    names = ("aiokafka", "elk_resolver.broker")
+    levels = {name: logging.getLogger(name).level for name in (None, *names)}
+    before = set(root.handlers)
+    yield
+    for handler in root.handlers[:]:
+        if handler not in before and type(handler) is logging.StreamHandler:  # the CLI's, not pytest's
+            root.removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")
