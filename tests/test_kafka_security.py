@@ -26,6 +26,7 @@ from faststream.kafka.security import parse_security
 from pydantic import ValidationError
 
 from elk_resolver.kafka.embedded import EmbeddedKafka
+from elk_resolver.kafka.offsets import start_or_close
 from elk_resolver.kafka.security import broker_options, client_options
 from elk_resolver.kafka.topics import ensure_topics
 from elk_resolver.operations.replay import replay
@@ -79,13 +80,13 @@ def secured_settings(front: KafkaFront, certs, mechanism: str | None = None, **o
 async def round_trip(settings, topic: str) -> int:
     """Produce one record with the factory's options, read it back; the records read."""
     producer = AIOKafkaProducer(**client_options(settings))
-    await producer.start()
+    await start_or_close(producer)  # a refused login must not leave an unclosed producer behind
     try:
         await producer.send_and_wait(topic, b"hello")
     finally:
         await producer.stop()
     consumer = AIOKafkaConsumer(topic, **client_options(settings), auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
+    await start_or_close(consumer)
     try:
         batches = await consumer.getmany(timeout_ms=5000)
     finally:
