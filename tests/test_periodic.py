@@ -29,6 +29,31 @@ async def test_a_refresh_that_raises_a_bug_does_not_end_later_refreshes(caplog):
     assert "test cache refresh failed" in caplog.text
 
 
+async def test_a_connection_left_mid_operation_by_an_outage_is_said_once_as_the_outage_not_as_a_bug(caplog):
+    """A frozen PostgreSQL: the pattern refresh's statement timed out (one warning), then, after
+    the thaw, the pooled connection the timeout left mid-operation raised asyncpg's
+    InternalClientError, logged as an ERROR with a traceback (the fault test of a PostgreSQL
+    outage allows no ERROR line: it failed in one full-suite run in two)."""
+    caplog.set_level(logging.INFO)
+    calls = []
+
+    async def refresh():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise TimeoutError
+        if len(calls) == 2:
+            raise asyncpg.exceptions.InternalClientError("cannot switch to state 11; another operation (2) is in progress")
+
+    task = asyncio.create_task(keep_refreshing(refresh, 0.01, "test cache", log))
+    try:
+        await wait_for(lambda: len(calls) >= 4, timeout=10, what="refreshes after the outage")
+    finally:
+        await stop_task(task)
+    failed = [r for r in caplog.records if "refresh failed" in r.getMessage()]
+    assert [r.levelname for r in failed] == ["WARNING"] and failed[0].exc_info is None, failed
+    assert "test cache refresh works again" in caplog.text
+
+
 async def test_stopping_a_task_cancelled_inside_a_database_call_is_not_an_error():
     started = asyncio.Event()
 

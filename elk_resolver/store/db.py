@@ -244,6 +244,8 @@ def describe_db_failure(exc: BaseException) -> str:
         words = "the connection to PostgreSQL failed or was lost"
     elif type(exc) is asyncpg.InterfaceError:
         words = "the connection to PostgreSQL was lost"
+    elif isinstance(exc, asyncpg.exceptions.InternalClientError):
+        words = "a connection to PostgreSQL was left mid-operation by an earlier failure"
     else:
         return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
     return f"{words}: {detail}" if detail else words

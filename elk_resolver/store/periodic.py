@@ -13,7 +13,12 @@ import asyncpg
 
 from elk_resolver.store.db import describe_db_failure
 
-DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError)
+DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+             asyncio.TimeoutError)
+"""Failures of the database or of a connection to it. InternalClientError ("cannot switch to
+state 11; another operation is in progress") is a pooled connection a timed-out statement left
+mid-operation while PostgreSQL was frozen: part of the outage, as
+:func:`elk_resolver.store.db.is_transient_db_error` says, not a bug."""
 
 
 async def keep_refreshing(refresh: Callable[[], Awaitable[object]], interval_s: float, what: str,
