@@ -54,7 +54,7 @@ from elk_resolver.actions.llm import AnalysisRequest, LLMFallback, LLMSolution
 from elk_resolver.actions.playbooks import PLACEHOLDER, Catalogue, RenderError, validate_value
 from elk_resolver.actions.policy import Command, ExecutionPolicy, evaluate, safe_flag
 from elk_resolver.actions.ranking import Candidate, choose
-from elk_resolver.actions.targets import Target, Workload, target_of_command, workload_of
+from elk_resolver.actions.targets import Target, Workload, subject_of, target_of_command, workload_of
 from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, PlannedRequest
 from elk_resolver.store.db import queries
 
@@ -151,6 +151,19 @@ def coalesce_key(hash_signature: str, object_key: str, history: bool) -> str:
     """The error, the object its request is bound to, and the history mark: repeats with the
     same key fold into one open request (migration 0060)."""
     return f"{hash_signature}|{object_key}|{'history' if history else 'live'}"
+
+
+def _context_fields(event: AnalysisEvent) -> dict[str, str]:
+    return {k: v for k, v in event.context.model_dump().items() if isinstance(v, str) and v}
+
+
+def _fold_object(target: Target | None, event: AnalysisEvent, solution_id: int) -> str:
+    """The object part of a request's coalesce key: the bound object; when nothing could be
+    bound, the object the event came from (two objects that both failed to bind are still two
+    objects, each owed its own decision), with the solution."""
+    if target is not None:
+        return target.key
+    return f"unbound:{solution_id}/{subject_of(_context_fields(event)) or ''}"
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -660,7 +673,7 @@ async def draft(
     if row["tripped_at"] is not None:
         reasons.append(f"tripped: circuit breaker open since {row['tripped_at']:%Y-%m-%d %H:%M:%S}")
 
-    key = coalesce_key(event.hash_signature, target.key if target is not None else f"unbound:{event.hash_signature}/{row['id']}", event.replay)
+    key = coalesce_key(event.hash_signature, _fold_object(target, event, row["id"]), event.replay)
     return Draft(event, result, row, choice_reason, commands, reasons, trust_text, target, action, now, key)
 
 
@@ -731,6 +744,7 @@ async def _store_draft_on(conn: asyncpg.Connection, d: Draft, repeats: Repeats) 
         target=d.target.as_dict() if d.target is not None else None,
         action=d.action or (row["solution_type"] or ""),
         signs=_signs(event),
+        subject=subject_of(_context_fields(event)),
         event_time=_as_utc(event.event_time),
         replay=await is_history(conn, event),
         requested_at=now,

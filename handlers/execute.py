@@ -138,7 +138,7 @@ async def _decide(
     await conn.execute(
         queries().insert_decision,
         req.request_id, req.hash_signature, req.solution_id, req.error_log_id,
-        decision, reason, details or {}, by, now,
+        decision, reason, details or {}, by, now, req.target_key or req.subject,
     )  # fmt: skip
 
 
@@ -251,7 +251,7 @@ async def load_request(
     details = {"message": orjson.loads(mask_text(orjson.dumps(pointer.model_dump(mode="json")).decode()))}
     await pool.execute(
         queries().insert_decision, pointer.request_id, pointer.hash_signature, pointer.solution_id,
-        pointer.error_log_id, "refused", reason, details, None, now,
+        pointer.error_log_id, "refused", reason, details, None, now, None,
     )  # fmt: skip
     log.warning("execution request %s refused: %s", pointer.request_id[:16], problem)
     return None, _refused(pointer, reason, now)
@@ -291,12 +291,6 @@ async def handle_request(
             )
         )  # fmt: skip
     return results
-
-
-def _object_key(req: PlannedRequest) -> str:
-    """What the locks and budgets count by: the bound object, else (no object could be bound,
-    so the request can only ever wait for a person) the solution and error."""
-    return req.target_key or f"unbound:{req.hash_signature}/{req.solution_id}"
 
 
 async def _switched_off(
@@ -364,7 +358,7 @@ async def _budget_reason(
     """Per object: the cooldown and the hourly cap, over every slot on the object. Returns why
     the object has no budget (else None) and when its cooldown ends (None: the cap, judged
     again after cooldown_s)."""
-    recent = await conn.fetchrow(queries().recent_slots_target, _object_key(req), kinds, now)
+    recent = await conn.fetchrow(queries().recent_slots_target, req.object_key, kinds, now)
     what = req.target.get("key") if req.target else "this solution and error"
     if recent["last_at"] is not None and (now - recent["last_at"]).total_seconds() < settings.cooldown_s:
         return (
@@ -452,7 +446,7 @@ async def _judge(
         return _Plan([_result(req, "duplicate", reason, now)], duplicate=True)
 
     # 3. one decision at a time per object, across every executor copy
-    await conn.execute(q.lock_object, _object_key(req))
+    await conn.execute(q.lock_object, req.object_key)
     solution = await conn.fetchrow(q.solution_state, req.solution_id)
     if solution is None:
         return await _close(conn, req, "denied", f"solution {req.solution_id} does not exist", now)
@@ -538,7 +532,7 @@ async def _start_approved(
     staleness, the analysis view, the breaker, the budgets and the hold; not ``off``, the kill
     switch (checked before) or the policy."""
     q = queries()
-    await conn.execute(q.lock_object, _object_key(req))
+    await conn.execute(q.lock_object, req.object_key)
     if await conn.fetchval(q.start_approved_run, req.request_id, "running") is None:
         reason = "request already claimed (redelivered, replayed, or handled by another executor)"
         await _decide(conn, req, "duplicate", reason, now)
@@ -564,14 +558,14 @@ async def _ask_for_approval(
     now: datetime,
 ) -> _Plan:
     q = queries()
-    pending = await conn.fetchval(q.pending_approval_for_object, _object_key(req), now)
+    pending = await conn.fetchval(q.pending_approval_for_object, req.object_key, now)
     if pending is not None:
-        why = f"approval {pending} for {req.target_key or 'this solution and error'} is already pending ({reason})"
+        why = f"approval {pending} for {req.target_key or req.subject or 'this solution and error'} is already pending ({reason})"
         return await _close(conn, req, "skipped", why, now)
     expires = now + timedelta(seconds=settings.approval_ttl_s)
     row = await conn.fetchrow(
         q.insert_approval, req.request_id, req.hash_signature, req.solution_id,
-        req.model_dump(mode="json"), reason, now, expires, _object_key(req),
+        req.model_dump(mode="json"), reason, now, expires, req.object_key,
     )  # fmt: skip
     await conn.execute(q.await_approval, req.request_id)
     event = ApprovalEvent(
@@ -600,7 +594,7 @@ async def _hold(
             q.insert_incident, req.action, reason, now, now + timedelta(seconds=settings.approval_ttl_s)
         )
     added = await conn.fetchval(
-        q.add_incident_object, incident["id"], _object_key(req), req.request_id, req.namespace, req.signs, now
+        q.add_incident_object, incident["id"], req.object_key, req.request_id, req.namespace, req.signs, now
     )
     if added is None:
         return await _close(conn, req, "skipped", f"{req.target_key} is already held in incident {incident['id']}", now)

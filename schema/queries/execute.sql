@@ -33,9 +33,10 @@ FROM execution_history WHERE solution_id = $1
 ORDER BY id DESC LIMIT $2;
 
 -- name: insert-decision
--- One decision that is not a run.
-INSERT INTO decision_log (request_id, hash_signature, solution_id, error_log_id, decision, reason, details, decided_by, decided_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+-- One decision that is not a run; $10 the object it is about (0070; NULL for a refused message).
+INSERT INTO decision_log (request_id, hash_signature, solution_id, error_log_id, decision, reason, details, decided_by,
+                          decided_at, target_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING id;
 
 -- name: finish-request

@@ -57,6 +57,50 @@ def crashloop(namespace: str, deployment: str, rng: random.Random) -> bytes:
     )  # fmt: skip
 
 
+def kubelet_event(message: str, *, namespace: str, pod: str, level: str = "error", when: datetime | None = None) -> bytes:
+    """An event as Filebeat ships a kubelet line: no ``event.hash`` (the record's bytes are its
+    identity), the pod's namespace and name in ``kubernetes``, no deployment field."""
+    return orjson.dumps({
+        "@timestamp": (when or datetime.now(UTC)).isoformat(), "message": message, "log": {"level": level},
+        "kubernetes": {"namespace": namespace, "pod": {"name": pod}, "container": {"name": "app"}},
+        "host": {"name": "node-1"}, "service": {"name": "kubelet"},
+    })  # fmt: skip
+
+
+def kubelet_crashloop(namespace: str, deployment: str, rng: random.Random, pod: str | None = None,
+                      when: datetime | None = None) -> bytes:  # fmt: skip
+    """A kubelet CrashLoopBackOff line: the message names the pod and its uid, as kubelet writes it."""
+    pod = pod or rs_pod(deployment, rng)
+    uid = uuid.UUID(int=rng.getrandbits(128), version=4)
+    message = (
+        f'E1201 10:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}    2291 pod_workers.go:1298]'
+        f' "Error syncing pod, skipping" err="failed to \\"StartContainer\\" for \\"app\\" with CrashLoopBackOff:'
+        f' \\"back-off 5m0s restarting failed container=app pod={pod}_{namespace}({uid})\\""'
+        f' pod="{namespace}/{pod}" podUID="{uid}"'
+    )
+    return kubelet_event(message, namespace=namespace, pod=pod, when=when)
+
+
+def kubelet_oomkilled(namespace: str, deployment: str, rng: random.Random, pod: str | None = None,
+                      when: datetime | None = None) -> bytes:  # fmt: skip
+    """A kubelet line about a container killed for memory (OOMKilled), naming the pod and its uid."""
+    pod = pod or rs_pod(deployment, rng)
+    uid = uuid.UUID(int=rng.getrandbits(128), version=4)
+    message = (
+        f'I1201 10:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}    2291 kubelet.go:2457]'
+        f' "Container terminated" reason="OOMKilled" exitCode=137 container="app" pod="{namespace}/{pod}" podUID="{uid}"'
+    )
+    return kubelet_event(message, namespace=namespace, pod=pod, when=when)
+
+
+def interleaved(*streams: list[bytes]) -> list[bytes]:
+    """The streams' events in turn (a, b, c, a, b, c, ...), as pods of several workloads log together."""
+    out: list[bytes] = []
+    for i in range(max(len(s) for s in streams)):
+        out += [s[i] for s in streams if i < len(s)]
+    return out
+
+
 OOM_WORDINGS = (
     'Exception in thread "main" java.lang.OutOfMemoryError: Java heap space',
     'Exception in thread "loader" java.lang.OutOfMemoryError: Metaspace',
@@ -129,6 +173,65 @@ async def explain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         """
     )
     return [dict(r) for r in rows]
+
+
+async def run_incident(
+    settings: Settings, pool: asyncpg.Pool, values: list[bytes], *, backlog: bool = True, timeout: float = 180
+) -> list[bytes]:
+    """Carry ``values``, published raw, through ingest, analyze and execute until drained;
+    return what was sent (for :func:`unaccounted`). ``backlog``: published before the stages
+    start, as when the service starts (or catches up) during an incident: ingest then reads them
+    in a few large batches, each holding every object's events."""
+    from tests.support.polling import wait_for
+
+    n = await publish(settings, values) if backlog else 0
+    async with running(settings, pool) as p:
+        if not backlog:
+            n = await publish(settings, values)
+        await wait_for(lambda: p.drained(n), timeout=timeout, interval=0.5, what="the pipeline to drain")
+    return values
+
+
+def own_object(value: bytes) -> str:
+    """The object a generated event is about, read the way a person reads it (the deployment
+    field, else the pod name without its ReplicaSet hash and suffix): independent of the
+    service's own binding."""
+    k8s = orjson.loads(value)["kubernetes"]
+    name = (k8s.get("deployment") or {}).get("name") or k8s["pod"]["name"].rsplit("-", 2)[0]
+    return f"k8s:{k8s['namespace']}/deployment/{name}"
+
+
+def identity(value: bytes) -> str:
+    """The event identity ingest stores: ``event.hash``, else the SHA-256 of the record."""
+    import hashlib
+
+    return (orjson.loads(value).get("event") or {}).get("hash") or hashlib.sha256(value).hexdigest()
+
+
+async def unaccounted(pool: asyncpg.Pool, sent: list[bytes], objects: Any = own_object) -> list[tuple[str, str]]:
+    """The (error, object) pairs the live error-level events ``sent`` ask an action for that
+    have neither a run on the object nor a decision_log line naming it (issue 20's invariant).
+    ``objects`` maps an event to the object it asks an action on (its own workload, unless a
+    scenario says otherwise)."""
+    ids = [identity(v) for v in sent]
+    rows = await pool.fetch(
+        "SELECT event_identity, hash_signature FROM error_occurrences WHERE event_identity = any($1::text[])", ids
+    )
+    hashes = {r["event_identity"]: r["hash_signature"] for r in rows}
+    pairs = sorted({(hashes[i], objects(v)) for i, v in zip(ids, sent)})
+    missing = []
+    for h, obj in pairs:
+        found = await pool.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM execution_history x JOIN planned_requests p USING (request_id)
+                           WHERE p.hash_signature = $1 AND x.target_key = $2)
+                OR EXISTS (SELECT 1 FROM decision_log d WHERE d.hash_signature = $1 AND d.target_key = $2)
+            """,
+            h, obj,
+        )  # fmt: skip
+        if not found:
+            missing.append((h[:12], obj))
+    return missing
 
 
 def restarts(fake: FakeKubectl) -> list[str]:
