@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import orjson
@@ -69,6 +69,7 @@ __all__ = [
     "Repeats",
     "analyze",
     "draft",
+    "group_drafts",
     "settle",
     "settle_many",
     "coalesce_key",
@@ -675,6 +676,35 @@ async def draft(
 
     key = coalesce_key(event.hash_signature, _fold_object(target, event, row["id"]), event.replay)
     return Draft(event, result, row, choice_reason, commands, reasons, trust_text, target, action, now, key)
+
+
+class RecordRef(Protocol):
+    """Where an analysis record came from (aiokafka's ``ConsumerRecord`` fits)."""
+
+    partition: int
+    offset: int
+
+
+def group_drafts(drafts: Sequence[tuple[Draft, RecordRef]]) -> list[tuple[Draft, Repeats, RecordRef]]:
+    """A batch's drafts grouped by the request they would make (their coalesce key: the error,
+    the bound object, the history mark), in the order each key first appears: the newest
+    draft of a group stands for it, and every record of the group is counted on its request
+    (``Repeats``, the newest first). Pure: the property tests call it directly."""
+    groups: dict[str, list[tuple[Draft, RecordRef]]] = {}
+    for d, record in drafts:
+        groups.setdefault(d.key, []).append((d, record))
+    out = []
+    for members in groups.values():
+        newest = max(range(len(members)), key=lambda i: (members[i][0].event.event_time, members[i][1].offset))
+        order = [newest] + [i for i in range(len(members)) if i != newest]
+        d, record = members[newest]
+        repeats = Repeats(
+            record.partition,
+            [members[i][1].offset for i in order],
+            [members[i][0].event.new_occurrences for i in order],
+        )
+        out.append((d, repeats, record))
+    return out
 
 
 async def settle(

@@ -45,7 +45,7 @@ from elk_resolver.actions.llm import LLMClient
 from elk_resolver.actions.playbooks import Catalogue, load_from_settings
 from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.events.contracts import AnalysisEvent
-from handlers.analyze import Analysis, Draft, Known, Repeats, draft, settle_many
+from handlers.analyze import Analysis, Draft, Known, Repeats, draft, group_drafts, settle_many
 from streams import metrics
 from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage
 
@@ -133,7 +133,7 @@ class AnalyzeStage(SubscribedStage):
 
     async def _analyse(self, events: list[tuple[AnalysisEvent, Any]], known: Known) -> None:
         """Draft each event, group the drafts by the request they would make, settle each group."""
-        groups: dict[str, list[tuple[Draft, Any]]] = {}
+        drafts: list[tuple[Draft, Any]] = []
         for index, (event, record) in enumerate(events):
             if index and index % _DRAFT_SLICE == 0:
                 await asyncio.sleep(0)  # drafting is CPU only: let ingest and execute run between slices
@@ -152,24 +152,10 @@ class AnalyzeStage(SubscribedStage):
                 log.info("no execution request for %s: %s", event.hash_signature[:12], drafted[0].note)
                 self.handled += 1
                 continue
-            groups.setdefault(drafted[0].key, []).append((drafted[0], record))
-        items = [self._representative(members) for members in groups.values()]
+            drafts.append((drafted[0], record))
+        items = group_drafts(drafts)
         if items:
-            await self._settle(items, [r for members in groups.values() for _, r in members])
-
-    @staticmethod
-    def _representative(members: list[tuple[Draft, Any]]) -> tuple[Draft, Repeats, Any]:
-        """The records of one batch that would make the same request (same error, bound object
-        and history mark): the newest stands for all, the others are counted on its request."""
-        newest = max(range(len(members)), key=lambda i: (members[i][0].event.event_time, members[i][1].offset))
-        order = [newest] + [i for i in range(len(members)) if i != newest]
-        d, record = members[newest]
-        repeats = Repeats(
-            record.partition,
-            [members[i][1].offset for i in order],
-            [members[i][0].event.new_occurrences for i in order],
-        )
-        return d, repeats, record
+            await self._settle(items, [r for _, r in drafts])
 
     async def _settle(self, items: list[tuple[Draft, Repeats, Any]], records: list[Any]) -> None:
         """Fold every group in one statement, store the requests that must be, and publish

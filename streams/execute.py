@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from faststream.kafka.annotations import KafkaMessage
@@ -60,7 +61,9 @@ if TYPE_CHECKING:
 
     from elk_resolver.settings import Settings
 
-__all__ = ["ExecuteStage", "build_execute", "publish_outcomes"]
+__all__ = ["ExecuteStage", "build_execute", "in_key_order", "publish_outcomes"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("elk_resolver.streams.execute")
 
@@ -87,6 +90,21 @@ async def publish_outcomes(
         await broker.publish(result, topic=settings.topic_results, key=result.hash_signature.encode())
     for event in events:
         await broker.publish(event, topic=settings.topic_approvals, key=event.hash_signature.encode())
+
+
+async def in_key_order(items: Sequence[T], key: Callable[[T], str], handle: Callable[[T], Awaitable[None]]) -> None:
+    """``handle`` every item once: the items of one key one after another in their order (one
+    error's pointers: a forged message and the genuine pointer are judged in the order they
+    came), different keys concurrently. The property tests call it with the real handler."""
+    by_key: dict[str, list[T]] = {}
+    for item in items:
+        by_key.setdefault(key(item), []).append(item)
+
+    async def in_order(group: list[T]) -> None:
+        for item in group:
+            await handle(item)
+
+    await asyncio.gather(*(in_order(group) for group in by_key.values()))
 
 
 class ExecuteStage(SubscribedStage):
@@ -158,16 +176,8 @@ class ExecuteStage(SubscribedStage):
         pointers: list[tuple[ExecutionRequest, Any]] = await self._worker.validated(
             msg, ExecutionRequest, "invalid-execution-request"
         )
-        by_error: dict[str, list[tuple[ExecutionRequest, Any]]] = {}
-        for req, record in pointers:
-            by_error.setdefault(req.hash_signature, []).append((req, record))
         slots = asyncio.Semaphore(self.settings.execute_concurrency)
-
-        async def in_order(items: list[tuple[ExecutionRequest, Any]]) -> None:
-            for req, record in items:
-                await self._handle(req, record, slots)
-
-        await asyncio.gather(*(in_order(items) for items in by_error.values()))
+        await in_key_order(pointers, lambda item: item[0].hash_signature, lambda item: self._handle(*item, slots))
         await self._subscription.ack(msg)
 
     async def _handle(self, req: ExecutionRequest, record: Any, slots: asyncio.Semaphore) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -133,29 +134,40 @@ class Pipeline:
     settings: Settings
     pool: asyncpg.Pool
     app: Any
+    copies: tuple[Any, ...] = ()
+    """every copy of the service (``app`` is the first); one consumer group per stage."""
 
     async def drained(self, events: int) -> bool:
         """Every published event read, every analysis event handled, every pointer handled, no
-        run in flight (the stages' own counters: committed offsets cover records fetched but
-        not handled yet, so they cannot say this)."""
-        stages = self.app.stages
-        ingest, analyze, execute = stages["ingest"], stages["analyze"], stages["execute"]
-        if ingest.metrics.events_in < events or analyze.handled < ingest.metrics.published:
+        run in flight (the stages' own counters, summed over the copies: committed offsets cover
+        records fetched but not handled yet, so they cannot say this)."""
+        apps = self.copies or (self.app,)
+        stages = [a.stages for a in apps]
+        read = sum(s["ingest"].metrics.events_in for s in stages)
+        # what ingest published: analysis events, and dead letters nobody here reads
+        published = sum(s["ingest"].metrics.published - s["ingest"].metrics.dead_lettered for s in stages)
+        if read < events or sum(s["analyze"].handled for s in stages) < published:
             return False
-        if execute.handled < analyze.published:
+        if sum(s["execute"].handled for s in stages) < sum(s["analyze"].published for s in stages):
             return False
         running = await self.pool.fetchval("SELECT count(*) FROM execution_requests WHERE status = 'running'")
         return running == 0
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, pool: asyncpg.Pool, stages=("ingest", "analyze", "execute")) -> AsyncIterator[Pipeline]:
-    app = create_app(settings, stages=stages, serve_http=False)
-    await app.start()
+async def running(settings: Settings, pool: asyncpg.Pool, stages=("ingest", "analyze", "execute"),
+                  copies: int = 1) -> AsyncIterator[Pipeline]:  # fmt: skip
+    """The stages in ``copies`` copies of the service (one process, as many apps), started."""
+    apps = [create_app(settings, stages=stages, serve_http=False) for _ in range(copies)]
+    started = []
     try:
-        yield Pipeline(settings, pool, app)
+        for app in apps:
+            await app.start()
+            started.append(app)
+        yield Pipeline(settings, pool, apps[0], tuple(apps))
     finally:
-        await app.stop()
+        for app in reversed(started):
+            await app.stop()
 
 
 async def explain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -176,29 +188,43 @@ async def explain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
 
 
 async def run_incident(
-    settings: Settings, pool: asyncpg.Pool, values: list[bytes], *, backlog: bool = True, timeout: float = 180
+    settings: Settings, pool: asyncpg.Pool, values: list[bytes], *, backlog: bool = True, copies: int = 1,
+    timeout: float = 180,
 ) -> list[bytes]:
     """Carry ``values``, published raw, through ingest, analyze and execute until drained;
     return what was sent (for :func:`unaccounted`). ``backlog``: published before the stages
     start, as when the service starts (or catches up) during an incident: ingest then reads them
-    in a few large batches, each holding every object's events."""
+    in a few large batches, each holding every object's events. Else published once every copy
+    holds its partitions."""
     from tests.support.polling import wait_for
 
     n = await publish(settings, values) if backlog else 0
-    async with running(settings, pool) as p:
+    async with running(settings, pool, copies=copies) as p:
         if not backlog:
+            await wait_for(lambda: all(st.ready for a in p.copies for st in a.stages.values()), timeout=60,
+                           what="every copy holding its partitions")  # fmt: skip
             n = await publish(settings, values)
         await wait_for(lambda: p.drained(n), timeout=timeout, interval=0.5, what="the pipeline to drain")
     return values
 
 
+_RS_POD = re.compile(rf"^(?P<name>.+)-[{ALPHABET}]{{6,10}}-[{ALPHABET}]{{5}}$")
+
+
+def object_of(namespace: str | None, pod: str | None = None, deployment: str | None = None) -> str:
+    """The object an event is about, read the way a person reads it: the deployment field, else
+    the pod name without its ReplicaSet hash and suffix, else the bare pod. Independent of the
+    service's own binding (a test's own reading, to check the service's against)."""
+    if deployment:
+        return f"k8s:{namespace}/deployment/{deployment}"
+    m = _RS_POD.match(pod or "")
+    return f"k8s:{namespace}/deployment/{m['name']}" if m else f"k8s:{namespace}/pod/{pod}"
+
+
 def own_object(value: bytes) -> str:
-    """The object a generated event is about, read the way a person reads it (the deployment
-    field, else the pod name without its ReplicaSet hash and suffix): independent of the
-    service's own binding."""
+    """:func:`object_of` a generated record."""
     k8s = orjson.loads(value)["kubernetes"]
-    name = (k8s.get("deployment") or {}).get("name") or k8s["pod"]["name"].rsplit("-", 2)[0]
-    return f"k8s:{k8s['namespace']}/deployment/{name}"
+    return object_of(k8s["namespace"], (k8s.get("pod") or {}).get("name"), (k8s.get("deployment") or {}).get("name"))
 
 
 def identity(value: bytes) -> str:
