@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     topic_results: str = "elk.errors.results"
     topic_dlq: str = "elk.errors.dlq"
     topic_approvals: str = "elk.errors.approvals"
+    internal_topic_key: str | None = Field(
+        None, description="optional: sign every record on the analysis and execution topics with HMAC-SHA256 under"
+        " this key (the same on every copy) and refuse unsigned ones (elk_resolver/kafka/signing.py)"
+    )
     topic_partitions: int = Field(8, ge=1, description="partition count used when creating topics")
     topic_replication_factor: int = Field(1, ge=1)
 

@@ -55,7 +55,8 @@ from elk_resolver.actions.playbooks import PLACEHOLDER, Catalogue, RenderError, 
 from elk_resolver.actions.policy import Command, ExecutionPolicy, evaluate, safe_flag
 from elk_resolver.actions.ranking import Candidate, choose
 from elk_resolver.actions.targets import Target, Workload, subject_of, target_of_command, workload_of
-from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, PlannedRequest
+from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, ErrorContext, PatternRef, PlannedRequest
+from elk_resolver.events.masking import mask_text
 from elk_resolver.store.db import queries
 
 if TYPE_CHECKING:
@@ -69,7 +70,9 @@ __all__ = [
     "Repeats",
     "analyze",
     "draft",
+    "from_database",
     "group_drafts",
+    "refuse_record",
     "settle",
     "settle_many",
     "coalesce_key",
@@ -481,6 +484,90 @@ async def _store_llm(
         ai_model=answer.ai_model,
         ai_confidence=answer.ai_confidence,
     )
+
+
+# --- the record is a pointer -------------------------------------------------------------------
+
+
+async def from_database(pool: asyncpg.Pool, events: Sequence[AnalysisEvent]) -> list[AnalysisEvent | str]:
+    """Each analysis record as the database holds it, or why it is refused (issue 21).
+
+    A record on the analysis topic points at what ingest stored: its trigger occurrence
+    (``trigger_event_id``, ``event_time``) in ``analysis_triggers``, with the error it belongs
+    to. Everything the stage acts on is loaded from there: the error row (its id must be the
+    record's ``error_log_id``), the message and object of the event, the error's stored
+    pattern as it is now (``auto_resolve`` included). A record whose trigger ingest never
+    stored, or whose ids, message, object, source or pattern id differ from the database, is
+    refused. Only the batch counters (``occurrences_in_batch``, ``new_occurrences``,
+    ``first_seen``) and a ``replay`` mark (which can only make the stage more careful) are
+    taken from the record."""
+    if not events:
+        return []
+    rows = await pool.fetch(
+        queries().analyze_load_triggers, [e.trigger_event_id for e in events], [_naive(e.event_time) for e in events]
+    )
+    by_n = {r["n"]: r for r in rows}
+    out: list[AnalysisEvent | str] = []
+    for n, event in enumerate(events, 1):
+        row = by_n.get(n)
+        problem = _disagreement(event, row)
+        if problem:
+            out.append(problem)
+            continue
+        pattern = None
+        if row["pattern_id"] is not None:
+            pattern = PatternRef(id=row["pattern_id"], name=row["pattern_name"], category=row["error_category"],
+                                 priority=row["priority"], auto_resolve=row["auto_resolve"])  # fmt: skip
+        out.append(event.model_copy(update={
+            "error_log_id": row["error_log_id"], "hash_signature": row["hash_signature"], "error_type": row["error_type"],
+            "error_message": row["message"], "fingerprint_template": row["fingerprint_template"],
+            "severity": row["severity"] or event.severity, "source_system": row["source_system"], "pattern": pattern,
+            "context": ErrorContext.model_validate(row["context"]), "history": row["history"],
+            "occurrences_in_batch": max(event.occurrences_in_batch, 0), "new_occurrences": max(event.new_occurrences, 0),
+        }))  # fmt: skip
+    return out
+
+
+def _disagreement(event: AnalysisEvent, row: Mapping[str, Any] | None) -> str | None:
+    if row is None:
+        return (
+            f"ingest stored no analysis event with trigger {event.trigger_event_id[:64]!r} at"
+            f" {_naive(event.event_time):%Y-%m-%d %H:%M:%S.%f}"
+        )
+    if row["hash_signature"] != event.hash_signature:
+        return f"the record names error {event.hash_signature[:16]}, its trigger belongs to {row['hash_signature'][:16]}"
+    if row["error_log_id"] != event.error_log_id:
+        return f"the record names error_log_id {event.error_log_id}, the error's row is {row['error_log_id']}"
+    if row["message"] != event.error_message:
+        return "the record's message differs from the event ingest stored"
+    stored = ErrorContext.model_validate(row["context"])
+    if stored != event.context:
+        differs = sorted(k for k in stored.model_fields if getattr(stored, k) != getattr(event.context, k))
+        return f"the record's context differs from the event ingest stored ({', '.join(differs)})"
+    if row["source_system"] != event.source_system:
+        return "the record's source differs from the event ingest stored"
+    claimed = event.pattern.id if event.pattern is not None else None
+    if claimed != row["pattern_id"]:
+        return f"the record names pattern {claimed}, the error's stored pattern is {row['pattern_id']}"
+    return None
+
+
+async def refuse_record(pool: asyncpg.Pool | asyncpg.Connection, where: str, hash_signature: str, value: bytes | None,
+                        problem: str, now: datetime | None = None) -> None:  # fmt: skip
+    """Log a refused analysis record in ``decision_log`` ('refused'; nothing is stored or
+    claimed): ``where`` says which record (topic, partition, offset), ``value`` is its body
+    (kept masked in the line's details)."""
+    text = mask_text((value or b"").decode("utf-8", "replace"))[:4000]
+    try:
+        body: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = text
+    await pool.execute(
+        queries().insert_decision, f"analysis-record:{where}"[:200], hash_signature[:64], None, None, "refused",
+        f"refused: an analysis record is a pointer at what ingest stored; {problem}", {"record": body, "at": where},
+        None, _naive(now or datetime.now(UTC)), None,
+    )  # fmt: skip
+    log.warning("analysis record %s refused: %s", where, problem)
 
 
 # --- the handler -------------------------------------------------------------------------------

@@ -257,6 +257,22 @@ async def load_request(
     return None, _refused(pointer, reason, now)
 
 
+async def refuse_message(pool: asyncpg.Pool, where: str, value: bytes | None, problem: str, now: datetime | None = None) -> None:
+    """Log an execution record refused before it was read (no valid signature; see
+    :mod:`elk_resolver.kafka.signing`): 'refused', nothing claimed. ``where`` says which record."""
+    try:
+        body = orjson.loads(mask_text((value or b"").decode("utf-8", "replace"))[:4000])
+    except orjson.JSONDecodeError:
+        body = None
+    claimed = body if isinstance(body, dict) else {}
+    await pool.execute(
+        queries().insert_decision, str(claimed.get("request_id") or f"execution-record:{where}")[:200],
+        str(claimed.get("hash_signature") or "")[:64] or None, None, None, "refused", f"refused: {problem}",
+        {"message": body, "at": where}, None, utc_naive(now), None,
+    )  # fmt: skip
+    log.warning("execution record %s refused: %s", where, problem)
+
+
 async def handle_request(
     pointer: ExecutionRequest,
     *,
@@ -308,10 +324,9 @@ async def _switched_off(
             )
         if catalogue is not None and catalogue.get(name) is None:
             return f"playbook {name!r} is not in this executor's catalogue (removed or disabled in playbooks_dir)"
-    if req.pattern is not None:
-        pattern = await conn.fetchrow(q.pattern_state, req.pattern.id)
-        if pattern is None or pattern["disabled_at"] is not None:
-            return f"pattern {req.pattern.name!r} is disabled: its errors are not remediated automatically"
+    pattern = await conn.fetchrow(q.pattern_of_error, req.error_log_id)
+    if pattern is not None and pattern["disabled_at"] is not None:
+        return f"pattern {pattern['pattern_name']!r} is disabled: its errors are not remediated automatically"
     return None
 
 
@@ -333,11 +348,15 @@ async def _approval_reason(
         return "a command is not flagged safe", []
     if req.target_key is None:
         return "no single object is bound to the request", []
-    if req.pattern is None:
-        return "no pattern matched, so nothing allows auto_resolve", []
-    pattern = await conn.fetchrow(queries().pattern_state, req.pattern.id)
-    if pattern is None or not pattern["auto_resolve"]:
-        return f"pattern {req.pattern.name!r} does not allow auto_resolve (now)", []
+    # the pattern stored with the error, as it is now, whatever pattern the request names
+    pattern = await conn.fetchrow(queries().pattern_of_error, req.error_log_id)
+    if pattern is None or pattern["id"] is None:
+        return "no pattern is stored with the error, so nothing allows auto_resolve", []
+    if req.pattern is None or req.pattern.id != pattern["id"]:
+        named = req.pattern.id if req.pattern is not None else None
+        return f"the request names pattern {named}; the error's stored pattern is {pattern['id']}", []
+    if not pattern["auto_resolve"]:
+        return f"pattern {pattern['pattern_name']!r} does not allow auto_resolve (now)", []
     if solution["source"] == "llm" and solution["approved_success_count"] < settings.llm_trust_after_successes:
         return (
             f"untrusted: LLM solution has {solution['approved_success_count']}/{settings.llm_trust_after_successes}"

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from elk_resolver.actions.targets import subject_key
+from elk_resolver.actions.targets import subject_key, subject_of
 from elk_resolver.events.classify import PatternRow, PatternSet
 from elk_resolver.events.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
 from elk_resolver.events.fingerprint import fingerprint, rule_fingerprint
@@ -617,6 +617,7 @@ async def store_batch(
     o_history = [v[4] for _, v in occ]
 
     errs = [batch.errors[h] for h in sorted(batch.errors)]
+    triggers = sorted(((t.when, t.identity), h, t) for h, _, _, t, _ in _subjects(batch))
     result = await conn.fetch(
         q.ingest_upsert_batch,
         o_ids,
@@ -640,6 +641,14 @@ async def store_batch(
         [e.last_time for e in errs],
         o_history,
         [e.act_trigger.when if e.act_trigger is not None else None for e in errs],
+        [t.identity for _, _, t in triggers],
+        [t.when for _, _, t in triggers],
+        [h for _, h, _ in triggers],
+        [subject_of(t.context) for _, _, t in triggers],
+        [t.message for _, _, t in triggers],
+        [orjson.dumps(_event_context(t.context)).decode() for _, _, t in triggers],
+        [t.source for _, _, t in triggers],
+        [t.mark for _, _, t in triggers],
     )
     for r in result:
         rows[r[1]] = (r[0], r[2], r[3])
@@ -653,17 +662,13 @@ async def store_batch(
 # --- step 3: what the stage emits --------------------------------------------------------------
 
 
+def _event_context(ctx: dict[str, str]) -> dict[str, str | None]:
+    """An ingest context as the analysis event's ``context`` (its field names)."""
+    return {name: ctx.get(key) for name, key in _CONTEXT_FIELDS}
+
+
 def _context(ctx: dict[str, str]) -> ErrorContext:
-    return ErrorContext(
-        namespace=ctx.get("namespace"),
-        pod=ctx.get("pod"),
-        container=ctx.get("container"),
-        deployment=ctx.get("deployment"),
-        service=ctx.get("service"),
-        host=ctx.get("host"),
-        index=ctx.get("index"),
-        path=ctx.get("file"),
-    )
+    return ErrorContext(**_event_context(ctx))
 
 
 def _pattern_ref(p: PatternRow | None) -> PatternRef | None:
@@ -744,7 +749,7 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
                             "priority": p.sort_key[0],
                             "auto_resolve": p.auto_resolve,
                         },
-                        "context": {name: t.context.get(key) for name, key in _CONTEXT_FIELDS},
+                        "context": _event_context(t.context),
                         "occurrences_in_batch": n,
                         "new_occurrences": min(new, n),
                         "first_seen": first_seen,

@@ -134,6 +134,9 @@ async def stored(pool, req: PlannedRequest):
         row = await pool.fetchrow("SELECT id, pattern_name, error_category FROM error_patterns WHERE auto_resolve ORDER BY id LIMIT 1")
         pattern = PatternRef(id=row["id"], name=row["pattern_name"], category=row["error_category"], priority=1, auto_resolve=True)
         req = req.model_copy(update={"pattern": pattern})
+    if req.pattern is not None:  # ingest stored the error with the pattern the analysis stage names
+        await pool.execute("UPDATE error_logs SET pattern_id = $1 WHERE id = $2 AND pattern_id IS NULL", req.pattern.id,
+                           req.error_log_id)  # fmt: skip
     return (await store_request(pool, req)).pointer()
 
 

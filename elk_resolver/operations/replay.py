@@ -29,6 +29,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from elk_resolver.events.masking import SecretMasker
+from elk_resolver.kafka.signing import headers_for
 from elk_resolver.kafka.offsets import fetch_highwaters, offset_for_time, partitions_of, start_or_close
 from elk_resolver.operations.progress import Progress
 from elk_resolver.settings import Settings
@@ -140,12 +141,14 @@ async def replay(
                 )
 
             outcomes, refused = await _store_or_isolate(records, ingest, cache, partitions, masker)
-            futures = [
-                await producer.send(s.topic_analysis, event.model_dump_json().encode(),
-                                    key=event.hash_signature.encode())
-                for outcome in outcomes
-                for event in outcome.events
-            ]
+            futures = []
+            for outcome in outcomes:
+                for event in outcome.events:
+                    value = event.model_dump_json().encode()
+                    futures.append(await producer.send(
+                        s.topic_analysis, value, key=event.hash_signature.encode(),
+                        headers=headers_for(s.internal_topic_key, s.topic_analysis, value),
+                    ))  # fmt: skip
             for dead in refused:
                 log.error("replay: PostgreSQL refused %s[%d]@%d (%s); dead-lettered", dead.topic, dead.partition,
                           dead.offset, dead.detail)

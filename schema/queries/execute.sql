@@ -104,6 +104,13 @@ SELECT request_id, request, digest FROM planned_requests WHERE request_id = $1;
 -- The pattern as it is now (auto_resolve and disabled are read at decision time).
 SELECT id, auto_resolve, disabled_at FROM error_patterns WHERE id = $1;
 
+-- name: pattern-of-error
+-- The pattern stored with an error (error_logs.pattern_id) as it is now: what the execute stage
+-- judges, whatever pattern a request names. id NULL: no pattern (or none stored).
+SELECT p.id, p.pattern_name, p.auto_resolve, p.disabled_at
+FROM error_logs e LEFT JOIN error_patterns p ON p.id = e.pattern_id
+WHERE e.id = $1;
+
 -- name: playbook-control-get
 -- Whether `playbooks disable` switched a playbook off.
 SELECT playbook_name, disabled_at, updated_by, updated_at FROM playbook_controls WHERE playbook_name = $1;
