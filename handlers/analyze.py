@@ -39,7 +39,6 @@ import asyncio
 import hashlib
 import logging
 import os
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +56,7 @@ from elk_resolver.actions.ranking import Candidate, choose
 from elk_resolver.actions.targets import Target, Workload, subject_of, target_of_command, workload_of
 from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, ErrorContext, PatternRef, PlannedRequest
 from elk_resolver.events.masking import mask_text
+from elk_resolver.events.signs import dependency_of
 from elk_resolver.store.db import queries
 
 if TYPE_CHECKING:
@@ -236,18 +236,11 @@ async def is_history(pool: asyncpg.Pool | asyncpg.Connection, event: AnalysisEve
     )
 
 
-_DEPENDENCY = re.compile(
-    r"\b(?P<host>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)+)(?::(?P<port>[0-9]{2,5}))\b"
-)
-
-
 def _signs(event: AnalysisEvent) -> dict[str, str]:
     """What an incident's objects may share: namespace, node/host, the dependency host named
     in the message (``db.payments.svc:5432``)."""
-    signs = {"namespace": event.context.namespace, "host": event.context.host}
-    m = _DEPENDENCY.search(event.error_message)
-    if m:
-        signs["dependency"] = m.group(0)
+    signs = {"namespace": event.context.namespace, "host": event.context.host,
+             "dependency": dependency_of(event.error_message)}  # fmt: skip
     return {k: v for k, v in signs.items() if v}
 
 

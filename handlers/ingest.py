@@ -60,6 +60,7 @@ from elk_resolver.events.logstash_event import (
     parse_record,
 )
 from elk_resolver.events.masking import SecretMasker
+from elk_resolver.events.signs import dependency_of
 from elk_resolver.events.merging import AliasIndex
 from elk_resolver.store.db import queries
 
@@ -649,6 +650,7 @@ async def store_batch(
         [orjson.dumps(_event_context(t.context)).decode() for _, _, t in triggers],
         [t.source for _, _, t in triggers],
         [t.mark for _, _, t in triggers],
+        [dependency_of(t.message) for _, _, t in triggers],
     )
     for r in result:
         rows[r[1]] = (r[0], r[2], r[3])

@@ -13,6 +13,9 @@
 --    (ON CONFLICT DO NOTHING: every delivery of the record says the same). Also what the
 --    console's timeline of an object reads (subject, occurred_at). Retention deletes it with
 --    the decisions (`maintain`).
+--  * dependency (the host:port the message names) and the node (context->>'host'): what the
+--    execute stage reads to tell a dependency outage or a node going bad (issue 20) from
+--    objects that each need their own action.
 CREATE TABLE analysis_triggers (
     occurred_at TIMESTAMP NOT NULL,
     event_identity TEXT NOT NULL,
@@ -22,8 +25,11 @@ CREATE TABLE analysis_triggers (
     context JSONB NOT NULL,
     source_system VARCHAR(50) NOT NULL,
     history VARCHAR(16),
+    dependency TEXT,
     recorded_at TIMESTAMP NOT NULL DEFAULT (NOW() AT TIME ZONE 'UTC'),
     PRIMARY KEY (occurred_at, event_identity)
 );
 
 CREATE INDEX idx_analysis_triggers_subject ON analysis_triggers(subject, occurred_at) WHERE subject IS NOT NULL;
+CREATE INDEX idx_analysis_triggers_dependency ON analysis_triggers(dependency, occurred_at) WHERE dependency IS NOT NULL;
+CREATE INDEX idx_analysis_triggers_node ON analysis_triggers((context->>'host'), occurred_at);
