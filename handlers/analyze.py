@@ -131,6 +131,26 @@ class Known:
     off: set[str] | None = None
     runnable: dict[int, bool] = field(default_factory=dict)
     """solution id -> every stored command passes the policy (the stage's policy is fixed)."""
+    rollouts: dict[str, str | None] = field(default_factory=dict)
+    """deployment key and ReplicaSet -> the bad-rollout evidence (None: none), read once per batch."""
+
+    async def rollout(self, pool: asyncpg.Pool, event: AnalysisEvent, settings: Settings, now: datetime) -> str | None:
+        """Evidence, from what ingest stored, that ``event``'s pod belongs to a ReplicaSet its
+        deployment started within ``rollout_window_s``, after an older ReplicaSet whose pods
+        logged before it: a bad rollout. None when there is none."""
+        workload = _workload(event)
+        pod = event.context.pod or ""
+        prefix = f"{workload.name}-" if workload is not None else ""
+        if workload is None or workload.kind != "deployment" or not pod.startswith(prefix) or pod.count("-") < 2:
+            return None
+        subject = subject_of(_context_fields(event))
+        rs = pod[len(prefix):].rsplit("-", 1)[0]
+        key = f"{subject}|{rs}"
+        if key not in self.rollouts:
+            since = _naive(now) - timedelta(seconds=max(settings.rollout_window_s * 2, 3600))
+            rows = await pool.fetch(queries().analyze_replicasets, subject, since, prefix)
+            self.rollouts[key] = _rollout_evidence(rows, rs, workload.name, _naive(now), settings.rollout_window_s)
+        return self.rollouts[key]
 
     def is_runnable(self, row: Mapping[str, Any], policy: ExecutionPolicy) -> bool:
         verdict = self.runnable.get(row["id"])
@@ -149,6 +169,37 @@ class Known:
                 self.solutions[r["error_hash"]].append(r)
         if self.off is None:
             self.off = {r["playbook_name"] for r in await pool.fetch(q.analyze_disabled_playbooks)}
+
+
+# the previous ReplicaSet's errors stopped at least this long before the new one appeared
+_ROLLOUT_GAP_S = 60.0
+
+
+def _rollout_evidence(rows: Sequence[Mapping[str, Any]], rs: str, deployment: str, now: datetime,
+                      window_s: float) -> str | None:  # fmt: skip
+    """The evidence sentence when ReplicaSet ``rs`` (its errors in ``rows``) appeared within
+    ``window_s``, after one or two older ReplicaSets of the deployment whose errors had all
+    stopped at least ``_ROLLOUT_GAP_S`` before (pod names of one burst never look like that)."""
+    by_rs = {r["rs"]: r for r in rows}
+    new = by_rs.get(rs)
+    # the new ReplicaSet appeared recently; the deployment's other ReplicaSets (a real rollout
+    # has one or two) had stopped logging errors well before it appeared
+    if new is None or (now - new["first_at"]).total_seconds() > window_s:
+        return None
+    older = [r for r in rows if r["rs"] != rs]
+    if not older or len(older) > 2:
+        return None
+    if any((new["first_at"] - r["last_at"]).total_seconds() < _ROLLOUT_GAP_S for r in older):
+        return None
+    old = max(older, key=lambda r: r["first_at"])
+    ran = new["last_run_at"]
+    if ran is not None and old["first_at"] <= ran <= new["first_at"]:
+        return None  # the service's own restart made this ReplicaSet: the crash loop came back
+    return (
+        f"the crash-looping pods belong to ReplicaSet {deployment}-{rs}, first seen {new['first_at']:%H:%M:%S} UTC"
+        f" ({new['n']} event(s) since); ReplicaSet {deployment}-{old['rs']} ran before it (events"
+        f" {old['first_at']:%H:%M:%S}-{old['last_at']:%H:%M:%S} UTC)"
+    )
 
 
 def coalesce_key(hash_signature: str, object_key: str, history: bool) -> str:
@@ -640,12 +691,17 @@ async def draft(
     fitting = catalogue.find(pattern.name if pattern else None, pattern.category if pattern else event.error_type, event.error_message)
     fitting = [p for p in fitting if p.name not in off]
     touched = False
+    names_dependency = dependency_of(event.error_message) is not None
     for playbook in fitting:
         try:
             playbook.render(values, message=event.error_message, policy=policy)  # fits this event?
         except RenderError as exc:
             result.skipped_playbooks[playbook.name] = str(exc)
-            continue
+            if not names_dependency:
+                continue
+            # the playbook is about this error, but its object is a dependency this event may
+            # not name: its template is stored all the same, and the request goes to a person
+            # about the dependency (_dependency_draft)
         # The solution is the action with its parameters (the template), not this event's
         # render: one row serves every object of the error and pools its success rate over them.
         commands = [c.model_dump(exclude_none=True) for c in playbook.commands]
@@ -699,10 +755,20 @@ async def draft(
     if runnable and len(runnable) < len(rows):
         choice_reason += f" ({len(rows) - len(runnable)} candidate(s) outside the policy not ranked)"
     row = by_id[choice.candidate.id]
+    # A bad rollout: the crash-looping pods belong to a ReplicaSet the deployment started
+    # recently, after an older one: rolling back is the fix, restarting brings the same pods back.
+    rollout = None
+    if row["solution_type"] == "restart" and settings.rollout_window_s:
+        rollback = next((r for r in rows if r["solution_type"] == "rollback" and r["tripped_at"] is None), None)
+        if rollback is not None:
+            rollout = await known.rollout(pool, event, settings, now)
+            if rollout:
+                row = rollback
+                choice_reason = f"bad rollout: {rollout}: the rollback is preferred over the restart"
     result.solution_id = row["id"]
 
     # Bind to the event's own object, fill, re-check, decide.
-    reasons: list[str] = []
+    reasons: list[str] = [f"bad rollout: {rollout}: rollback preferred over restart"] if rollout else []
     commands: list[CommandSpec] = []
     stored_commands = list(row["solution_commands"] or [])
     row_values = values
@@ -712,9 +778,13 @@ async def draft(
         try:
             row_values = source_playbook.values_for(values, event.error_message)
         except RenderError as exc:
-            result.note = f"no request: {exc}"
-            log.info("%s (%s)", result.note, event.hash_signature[:12])
-            return result
+            dependency = dependency_of(event.error_message)
+            if dependency is None:
+                result.note = f"no request: {exc}"
+                log.info("%s (%s)", result.note, event.hash_signature[:12])
+                return result
+            # the message names its dependency where this event may not act: a person decides
+            return _dependency_draft(event, result, row, choice_reason, dependency, str(exc), settings, now)
     allowed_names = {v for k, v in row_values.items() if values.get(k) != v}
     if "workload" in values:
         allowed_names.add(values["workload"])
@@ -737,6 +807,10 @@ async def draft(
         reasons.append("no commands: the solution is manual steps only")
     target, action, target_problems = _bind([c.model_dump() for c in commands], event, allowed_names) if commands else (None, "", [])
     reasons += target_problems
+    dependency = dependency_of(event.error_message)
+    if target is None and dependency is not None and row["solution_type"] != "rollback":
+        # nothing this event may name: the dependency its message names is what is down
+        return _dependency_draft(event, result, row, choice_reason, dependency, "; ".join(reasons), settings, now)
 
     event_time = _as_utc(event.event_time)
     age = (now - event_time).total_seconds()
@@ -756,6 +830,20 @@ async def draft(
 
     key = coalesce_key(event.hash_signature, _fold_object(target, event, row["id"]), event.replay)
     return Draft(event, result, row, choice_reason, commands, reasons, trust_text, target, action, now, key)
+
+
+def _dependency_draft(
+    event: AnalysisEvent, result: Analysis, row: Mapping[str, Any], choice_reason: str, dependency: str, why: str,
+    settings: Settings, now: datetime,
+) -> Draft:
+    """A request about the dependency an event's message names (``db.payments.svc:5432``,
+    ``pg-main.internal:5432``) when no object this event may act on can be bound: bound to
+    ``dependency:HOST:PORT``, no commands, for a person; every service naming it folds into it."""
+    target = Target("dependency", "host", dependency)
+    reasons = [f"dependency: {dependency} is not an object this event may act on ({why[:300]}): a person decides"]
+    _, trust_text = _trusted(row, settings)
+    key = coalesce_key(event.hash_signature, target.key, event.replay)
+    return Draft(event, result, row, choice_reason, [], reasons, trust_text, target, "dependency", now, key)
 
 
 class RecordRef(Protocol):

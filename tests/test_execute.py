@@ -52,6 +52,10 @@ def exec_settings(database_url: str, fake=None, **overrides):
         "stale_after_s": 900.0,
         "approval_ttl_s": 3600.0,
         "verification_window_s": 900.0,
+        # the handler tests move a fixed clock: no settle wait, no "stopped by itself" (the
+        # incident scenarios in tests/test_incidents.py set both)
+        "settle_s": 0.0,
+        "quiet_after_s": 0.0,
         **overrides,
     }
     if fake is not None:
@@ -295,7 +299,7 @@ async def test_a_thousand_identical_requests_within_a_minute_cause_exactly_one_r
 
 async def test_hourly_cap_limits_runs_even_without_cooldown(pool, database_url, tmp_path):
     fake = write_fake_kubectl(tmp_path)
-    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=2)
+    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=2, recurrence_to_person=False)
     ids = await seed(pool)
     outcomes = []
     for i in range(4):
@@ -312,7 +316,7 @@ async def test_hourly_cap_limits_runs_even_without_cooldown(pool, database_url, 
 
 async def test_cooldown_is_per_object_whatever_error_or_solution_asks(pool, database_url, tmp_path):
     fake = write_fake_kubectl(tmp_path)
-    settings = exec_settings(database_url, fake)
+    settings = exec_settings(database_url, fake, recurrence_to_person=False)
     a, b, c = await seed(pool), await seed(pool), await seed(pool)
     other = [kube("kubectl rollout restart deployment/billing -n payments")]
     [ra] = await handle(request(a), pool, settings)

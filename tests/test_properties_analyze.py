@@ -40,7 +40,7 @@ from tests.test_properties_ingest import MASKER, SAMPLE_PATTERNS, event_object, 
 
 CATALOGUE = load_playbooks()
 POLICY = ExecutionPolicy(kubectl_namespaces=NAMESPACES)
-SETTINGS = make_settings(kubectl_namespaces=list(NAMESPACES))
+SETTINGS = make_settings(kubectl_namespaces=list(NAMESPACES), rollout_window_s=0)
 
 
 @dataclass

@@ -20,7 +20,15 @@ _DEPENDENCY = re.compile(
 )
 
 
+# ``file.go:1298``, ``Foo.java:42``: a source line in a log prefix or a stack frame, not a host
+_SOURCE_FILES = frozenset({"go", "java", "py", "js", "ts", "rb", "c", "cc", "cpp", "h", "hpp", "rs", "kt", "scala",
+                           "cs", "php", "pl", "swift", "ex", "exs", "erl", "clj", "groovy", "lua"})  # fmt: skip
+
+
 def dependency_of(message: str) -> str | None:
-    """The first ``host:port`` the message names (lower case), else None."""
-    m = _DEPENDENCY.search(message.lower()) if message else None
-    return m.group(0) if m else None
+    """The first ``host:port`` the message names (lower case), else None. A source file and
+    line (``pod_workers.go:1298``, ``Foo.java:42``) is not a host."""
+    for m in _DEPENDENCY.finditer(message.lower()) if message else ():
+        if m.group("host").rsplit(".", 1)[-1] not in _SOURCE_FILES:
+            return m.group(0)
+    return None

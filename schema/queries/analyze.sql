@@ -169,3 +169,14 @@ FROM unnest($1::text[], $2::timestamp[]) WITH ORDINALITY AS x(i, a, n)
 JOIN analysis_triggers t ON t.event_identity = x.i AND t.occurred_at = x.a
 LEFT JOIN error_logs e ON e.hash_signature = t.hash_signature
 LEFT JOIN error_patterns p ON p.id = e.pattern_id;
+
+-- name: analyze-replicasets
+-- The ReplicaSets (pod-template hashes) of deployment $1 (its subject key, pod name prefix $3)
+-- whose pods' events ingest stored since $2 (0071): first and last event, how many; and the
+-- newest run on the deployment (a restart makes a ReplicaSet of its own).
+SELECT split_part(substr(context->>'pod', length($3) + 1), '-', 1) AS rs, min(occurred_at) AS first_at,
+       max(occurred_at) AS last_at, count(*) AS n,
+       (SELECT max(executed_at) FROM execution_history WHERE target_key = $1) AS last_run_at
+FROM analysis_triggers
+WHERE subject = $1 AND occurred_at > $2 AND history IS NULL AND starts_with(context->>'pod', $3)
+GROUP BY 1;

@@ -58,13 +58,26 @@ def crashloop(namespace: str, deployment: str, rng: random.Random) -> bytes:
     )  # fmt: skip
 
 
-def kubelet_event(message: str, *, namespace: str, pod: str, level: str = "error", when: datetime | None = None) -> bytes:
+NODES = ("node-1", "node-2", "node-3", "node-4")
+
+
+def node_of(pod: str) -> str:
+    """The node a generated pod runs on: pods of a workload spread over the nodes, as the
+    scheduler spreads them (fixed per pod name)."""
+    import zlib
+
+    return NODES[zlib.crc32(pod.encode()) % len(NODES)]
+
+
+def kubelet_event(message: str, *, namespace: str, pod: str, level: str = "error", when: datetime | None = None,
+                  node: str | None = None) -> bytes:  # fmt: skip
     """An event as Filebeat ships a kubelet line: no ``event.hash`` (the record's bytes are its
-    identity), the pod's namespace and name in ``kubernetes``, no deployment field."""
+    identity), the pod's namespace and name in ``kubernetes``, no deployment field, the node the
+    pod runs on in ``host.name``."""
     return orjson.dumps({
         "@timestamp": (when or datetime.now(UTC)).isoformat(), "message": message, "log": {"level": level},
         "kubernetes": {"namespace": namespace, "pod": {"name": pod}, "container": {"name": "app"}},
-        "host": {"name": "node-1"}, "service": {"name": "kubelet"},
+        "host": {"name": node or node_of(pod)}, "service": {"name": "kubelet"},
     })  # fmt: skip
 
 
@@ -238,13 +251,15 @@ async def unaccounted(pool: asyncpg.Pool, sent: list[bytes], objects: Any = own_
     """The (error, object) pairs the live error-level events ``sent`` ask an action for that
     have neither a run on the object nor a decision_log line naming it (issue 20's invariant).
     ``objects`` maps an event to the object it asks an action on (its own workload, unless a
-    scenario says otherwise)."""
+    scenario says otherwise). An error no solution fits (a timeout no playbook knows, a
+    readiness probe) asks no action."""
     ids = [identity(v) for v in sent]
     rows = await pool.fetch(
-        "SELECT event_identity, hash_signature FROM error_occurrences WHERE event_identity = any($1::text[])", ids
+        "SELECT o.event_identity, o.hash_signature FROM error_occurrences o WHERE o.event_identity = any($1::text[])"
+        " AND EXISTS (SELECT 1 FROM solutions s WHERE s.error_hash = o.hash_signature)", ids
     )
     hashes = {r["event_identity"]: r["hash_signature"] for r in rows}
-    pairs = sorted({(hashes[i], objects(v)) for i, v in zip(ids, sent)})
+    pairs = sorted({(hashes[i], objects(v)) for i, v in zip(ids, sent) if i in hashes})
     missing = []
     for h, obj in pairs:
         found = await pool.fetchval(
