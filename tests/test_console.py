@@ -16,7 +16,7 @@ from tests.support.polling import wait_for
 from tests.test_execute_stream import configure, request, seed
 
 PAGES = ["/", "/errors", "/errors?type=kubernetes&q=api&page=2", "/approvals", "/approvals?status=all",
-         "/patterns", "/patterns?message=OutOfMemoryError+in+pod+api-1", "/runs", "/runs?status=failed",
+         "/incidents", "/objects", "/objects/timeline?key=k8s%3Ashop%2Fdeployment%2Fcheckout", "/patterns", "/patterns?message=OutOfMemoryError+in+pod+api-1", "/runs", "/runs?status=failed",
          "/asyncapi.html", "/login"]
 USERS = {"alice": hash_password("alice-pw"), "bob": hash_password("bob-pw")}
 
