@@ -196,9 +196,9 @@ def _rollout_evidence(rows: Sequence[Mapping[str, Any]], rs: str, deployment: st
     if ran is not None and old["first_at"] <= ran <= new["first_at"]:
         return None  # the service's own restart made this ReplicaSet: the crash loop came back
     return (
-        f"the crash-looping pods belong to ReplicaSet {deployment}-{rs}, first seen {new['first_at']:%H:%M:%S} UTC"
-        f" ({new['n']} event(s) since); ReplicaSet {deployment}-{old['rs']} ran before it (events"
-        f" {old['first_at']:%H:%M:%S}-{old['last_at']:%H:%M:%S} UTC)"
+        f"the crash-looping pods belong to ReplicaSet {deployment}-{rs}, first seen {new['first_at']:%H:%M:%S} UTC;"
+        f" ReplicaSet {deployment}-{old['rs']} ran before it (its errors {old['first_at']:%H:%M:%S}-"
+        f"{old['last_at']:%H:%M:%S} UTC, none since)"
     )
 
 

@@ -282,11 +282,14 @@ def summary(result: dict[str, Any]) -> tuple[str, str]:
         did.append(f"approval {approval['id']} for {approval['target_key']}")
     from collections import Counter
 
-    kinds = Counter((line["decision"], line["target_key"], (line["reason"] or "").split(":")[0]) for line in result["lines"])
+    def kind(reason: str | None) -> str:
+        return (reason or "").split(": ", 1)[0][:70]
+
+    kinds = Counter((line["decision"], line["target_key"], kind(line["reason"])) for line in result["lines"])
     text = [f"{n} × {d} {t or ''}: {r}" for (d, t, r), n in sorted(kinds.items(), key=lambda kv: (kv[0][1] or "", kv[0][0]))]
     examples = {}
     for line in result["lines"]:
-        examples.setdefault((line["decision"], (line["reason"] or "").split(":")[0]), line["reason"])
+        examples.setdefault((line["decision"], kind(line["reason"]).split(" ")[0]), line["reason"])
     text += [f"e.g. {d}: {r[:400]}" for (d, _), r in examples.items()]
     return "<br>".join(did), "<br>".join(t.replace("|", "\\|") for t in text)
 
