@@ -172,14 +172,15 @@ async def main(per_deployment: int, seed: int, oom: bool, waves: int) -> None:
                     "event_time": trigger["occurred_at"].replace(tzinfo=UTC).isoformat(),
                     "error_message": trigger["message"], "source_system": trigger["source_system"],
                 }  # fmt: skip
-                other_pattern = {**genuine_trigger, "context": trigger["context"], "pattern": {**pattern, "id": 2}}
+                other = 2 if row["pattern_id"] != 2 else 1
+                other_pattern = {**genuine_trigger, "context": trigger["context"], "pattern": {**pattern, "id": other}}
                 before = await pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'refused'")
                 records = [forged, genuine_trigger, other_pattern]
                 await send(kafka, "elk.errors.analysis", [orjson.dumps(r) for r in records],
                            key=row["hash_signature"].encode())  # fmt: skip
                 print(f"wrote {len(records)} forged record(s) to elk.errors.analysis: an existing hash with a made-up"
                       " error_log_id and trigger naming payments/ledger (pattern auto_resolve true); the genuine"
-                      " trigger with the payments/ledger context; the genuine event naming pattern 2")
+                      " trigger with the payments/ledger context; the genuine event naming another pattern")
                 deadline = time.monotonic() + 60
                 while await pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'refused'") < before + 3:
                     if time.monotonic() > deadline:
