@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from elk_resolver.service import create_app
 from tests.support import scenarios as sc
-from tests.support.browser import headless_chromium, require_browser
+from tests.support.browser import headless_chromium, require_browser, sign_in
 from tests.support.polling import wait_for
 from tests.test_console import browser, console_settings, login
 
@@ -94,10 +94,7 @@ async def test_a_browser_sees_the_incident_approves_all_and_follows_an_object_ti
         driver = await asyncio.to_thread(headless_chromium)
         try:
             def approve_all() -> str:
-                driver.get(f"{app.http_url}/login?next=/incidents")
-                driver.find_element(By.ID, "username").send_keys("alice")
-                driver.find_element(By.ID, "password").send_keys("alice-pw")
-                driver.find_element(By.ID, "sign-in").click()
+                sign_in(driver, app.http_url, "alice", "alice-pw", f"/incidents")
                 link = WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.LINK_TEXT, str(incident))))
                 assert "node:node-7" in driver.page_source
                 link.click()

@@ -37,3 +37,13 @@ def headless_chromium(width: int = 1400, height: int = 1000):
                 f"--window-size={width},{height}", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def sign_in(driver, base: str, name: str, password: str, next_path: str) -> None:
+    """Sign in on the console's login page, landing on ``next_path``."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login?next={next_path}")
+    driver.find_element(By.ID, "username").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()

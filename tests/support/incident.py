@@ -81,30 +81,38 @@ def kubelet_event(message: str, *, namespace: str, pod: str, level: str = "error
     })  # fmt: skip
 
 
+def kubelet_line(kind: str, namespace: str, pod: str, uid: uuid.UUID, when: datetime, node: str | None = None) -> bytes:
+    """A kubelet line about ``pod`` as kubelet writes it (its message names the pod and its
+    uid): ``crashloop`` (CrashLoopBackOff) or ``oom`` (a container OOMKilled)."""
+    clock = when.strftime("%H:%M:%S.%f")
+    if kind == "crashloop":
+        message = (
+            f'E1201 {clock}    2291 pod_workers.go:1298] "Error syncing pod, skipping" err="failed to'
+            f' \\"StartContainer\\" for \\"app\\" with CrashLoopBackOff: \\"back-off 5m0s restarting failed'
+            f' container=app pod={pod}_{namespace}({uid})\\"" pod="{namespace}/{pod}" podUID="{uid}"'
+        )
+    elif kind == "oom":
+        message = (
+            f'I1201 {clock}    2291 kubelet.go:2457] "Container terminated" reason="OOMKilled" exitCode=137'
+            f' container="app" pod="{namespace}/{pod}" podUID="{uid}"'
+        )
+    else:
+        raise ValueError(kind)
+    return kubelet_event(message, namespace=namespace, pod=pod, when=when, node=node)
+
+
 def kubelet_crashloop(namespace: str, deployment: str, rng: random.Random, pod: str | None = None,
                       when: datetime | None = None) -> bytes:  # fmt: skip
-    """A kubelet CrashLoopBackOff line: the message names the pod and its uid, as kubelet writes it."""
-    pod = pod or rs_pod(deployment, rng)
+    """A kubelet CrashLoopBackOff line of a (random) pod of ``deployment``."""
     uid = uuid.UUID(int=rng.getrandbits(128), version=4)
-    message = (
-        f'E1201 10:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}    2291 pod_workers.go:1298]'
-        f' "Error syncing pod, skipping" err="failed to \\"StartContainer\\" for \\"app\\" with CrashLoopBackOff:'
-        f' \\"back-off 5m0s restarting failed container=app pod={pod}_{namespace}({uid})\\""'
-        f' pod="{namespace}/{pod}" podUID="{uid}"'
-    )
-    return kubelet_event(message, namespace=namespace, pod=pod, when=when)
+    return kubelet_line("crashloop", namespace, pod or rs_pod(deployment, rng), uid, when or datetime.now(UTC))
 
 
 def kubelet_oomkilled(namespace: str, deployment: str, rng: random.Random, pod: str | None = None,
                       when: datetime | None = None) -> bytes:  # fmt: skip
-    """A kubelet line about a container killed for memory (OOMKilled), naming the pod and its uid."""
-    pod = pod or rs_pod(deployment, rng)
+    """A kubelet line about a container of a (random) pod of ``deployment`` killed for memory."""
     uid = uuid.UUID(int=rng.getrandbits(128), version=4)
-    message = (
-        f'I1201 10:{rng.randrange(60):02d}:{rng.randrange(60):02d}.{rng.randrange(10**6):06d}    2291 kubelet.go:2457]'
-        f' "Container terminated" reason="OOMKilled" exitCode=137 container="app" pod="{namespace}/{pod}" podUID="{uid}"'
-    )
-    return kubelet_event(message, namespace=namespace, pod=pod, when=when)
+    return kubelet_line("oom", namespace, pod or rs_pod(deployment, rng), uid, when or datetime.now(UTC))
 
 
 def interleaved(*streams: list[bytes]) -> list[bytes]:

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.support.incident import ALPHABET, kubelet_event, object_of
-from tests.support.shapes import kubelet_line
+from tests.support.incident import ALPHABET, kubelet_event, kubelet_line, object_of
 
 def rs(rng: random.Random, n: int = 10) -> str:
     return "".join(rng.choice(ALPHABET) for _ in range(n))
@@ -30,13 +29,7 @@ def line(kind: str, namespace: str, pod_name: str, rng: random.Random, *, node: 
     """A kubelet line (crashloop, oom) about a pod, on ``node`` (else the pod's own)."""
     uid = uuid.UUID(int=rng.getrandbits(128), version=4)
     when = when or datetime.now(UTC) - timedelta(milliseconds=rng.randrange(2000))
-    if node is None:
-        return kubelet_line(kind, namespace, pod_name, uid, when)
-    import orjson
-
-    record = orjson.loads(kubelet_line(kind, namespace, pod_name, uid, when))
-    record["host"]["name"] = node
-    return orjson.dumps(record)
+    return kubelet_line(kind, namespace, pod_name, uid, when, node=node)
 
 
 def app_line(message: str, namespace: str, pod_name: str, rng: random.Random, *, when: datetime | None = None,

@@ -19,31 +19,12 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
-from tests.support.incident import ALPHABET, kubelet_event, object_of
+from tests.support.incident import ALPHABET, kubelet_line, object_of
 
 NAMESPACES = ("shop", "payments", "dev")
 DEPLOYMENTS = ("checkout", "payments", "search", "cart", "ledger", "api", "web", "worker")
 BARE_PODS = ("toolbox", "debug", "migrate")  # fit no owner's naming rule
 KINDS = ("crashloop", "oom")
-
-
-def kubelet_line(kind: str, namespace: str, pod: str, uid: uuid.UUID, when: datetime) -> bytes:
-    """One kubelet line of ``kind`` about ``pod`` (its bytes are its identity: no event.hash)."""
-    clock = when.strftime("%H:%M:%S.%f")
-    if kind == "crashloop":
-        message = (
-            f'E1201 {clock}    2291 pod_workers.go:1298] "Error syncing pod, skipping" err="failed to'
-            f' \\"StartContainer\\" for \\"app\\" with CrashLoopBackOff: \\"back-off 5m0s restarting failed'
-            f' container=app pod={pod}_{namespace}({uid})\\"" pod="{namespace}/{pod}" podUID="{uid}"'
-        )
-    elif kind == "oom":
-        message = (
-            f'I1201 {clock}    2291 kubelet.go:2457] "Container terminated" reason="OOMKilled" exitCode=137'
-            f' container="app" pod="{namespace}/{pod}" podUID="{uid}"'
-        )
-    else:
-        raise ValueError(kind)
-    return kubelet_event(message, namespace=namespace, pod=pod, when=when)
 
 
 @dataclass(frozen=True)
