@@ -586,7 +586,7 @@ def _disagreement(event: AnalysisEvent, row: Mapping[str, Any] | None) -> str | 
         return "the record's message differs from the event ingest stored"
     stored = ErrorContext.model_validate(row["context"])
     if stored != event.context:
-        differs = sorted(k for k in stored.model_fields if getattr(stored, k) != getattr(event.context, k))
+        differs = sorted(k for k in ErrorContext.model_fields if getattr(stored, k) != getattr(event.context, k))
         return f"the record's context differs from the event ingest stored ({', '.join(differs)})"
     if row["source_system"] != event.source_system:
         return "the record's source differs from the event ingest stored"

@@ -10,6 +10,7 @@ auto_resolve false. Real broker, real PostgreSQL, live mode, the recording kubec
 
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import UTC, datetime
 
@@ -20,32 +21,59 @@ from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.kafka.signing import HEADER
 from handlers.execute import handle_request
 from tests.support.fake_kubectl import write_fake_kubectl
-from tests.support.incident import kubelet_crashloop, live_settings, restarts, run_incident, running
+from tests.support.incident import kubelet_crashloop, live_settings, publish, restarts, running
 from tests.support.polling import wait_for
 from tests.test_analyze import read_records
 from tests.test_execute import kube, request, seed, stored
 
 
 async def send_analysis(settings, *bodies: dict) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        for body in bodies:
-            await producer.send_and_wait(settings.topic_analysis, orjson.dumps(body), key=body["hash_signature"].encode())
-    finally:
-        await producer.stop()
+    await send_raw(settings, [(settings.topic_analysis, orjson.dumps(b), b["hash_signature"].encode(), []) for b in bodies])
 
 
 def forged(genuine: dict, **changes) -> dict:
     return {**genuine, **changes}
 
 
+@contextlib.asynccontextmanager
+async def after_a_genuine_crash_loop(live, pool, seed: int):
+    """The pipeline (one session: a stage that rejoins its group waits out the old member's
+    session), after one genuine crash loop of shop/checkout went through it: the error, its
+    solutions and its trigger exist, and checkout was restarted."""
+    async with running(live, pool) as p:
+        n = await publish(live, [kubelet_crashloop("shop", "checkout", random.Random(seed))])
+        await wait_for(lambda: p.drained(n), timeout=120, interval=0.3, what="the genuine event decided")
+        yield p
+
+
+async def handled(p, analysis: int, execution: int = 0) -> None:
+    """Until the analysis stage handled ``analysis`` more records and the execute stage
+    ``execution`` more plus whatever the analysis stage published."""
+    a, e = p.app.stages["analyze"], p.app.stages["execute"]
+    a0, e0, pub0 = a.handled, e.handled, a.published
+    await wait_for(lambda: a.handled >= a0 + analysis and e.handled >= e0 + execution + (a.published - pub0),
+                   timeout=60, what="the records handled")  # fmt: skip
+
+
 async def test_forged_analysis_records_run_nothing_the_database_did_not_decide(settings, pool, tmp_path):
     fake = write_fake_kubectl(tmp_path)
     live = live_settings(settings, fake, kubectl_namespaces=["shop", "payments"], fleet_max_actions=50,
                          fleet_max_actions_per_namespace=50)  # fmt: skip
-    # one genuine crash loop of shop/checkout: the error, its solutions and its trigger exist
-    await run_incident(live, pool, [kubelet_crashloop("shop", "checkout", random.Random(1))])
+    async with after_a_genuine_crash_loop(live, pool, 1) as p:
+        await forge_and_send(live, pool, fake, p)
+    rows = await pool.fetch("SELECT reason, target_key FROM decision_log WHERE decision = 'refused' ORDER BY id")
+    assert restarts(fake) == ["deployment/checkout -n shop"]  # nothing else ran
+    assert not [c for c in fake.calls() if "payments" in c]
+    assert await pool.fetchval("SELECT count(*) FROM planned_requests WHERE namespace = 'payments'") == 0
+    reasons = [r["reason"] for r in rows]
+    assert "ingest stored no analysis event with trigger 'attacker-1'" in reasons[0]
+    assert "context differs" in reasons[1] and "deployment" in reasons[1]
+    assert "message differs" in reasons[2]
+    assert "names pattern 2, the error's stored pattern is 1" in reasons[3]
+    assert all(r["target_key"] is None for r in rows)
+
+
+async def forge_and_send(live, pool, fake, p) -> None:
     assert restarts(fake) == ["deployment/checkout -n shop"]
     row = await pool.fetchrow("SELECT id, hash_signature, pattern_id FROM error_logs")
     trigger = await pool.fetchrow("SELECT * FROM analysis_triggers")
@@ -73,21 +101,8 @@ async def test_forged_analysis_records_run_nothing_the_database_did_not_decide(s
         # another pattern id, auto_resolve true
         forged(genuine, pattern={**pattern, "id": 2, "name": "Out of Memory"}),
     ]
-    async with running(live, pool, stages=("analyze", "execute")) as p:
-        await send_analysis(live, *bodies)
-        analyze, execute = p.app.stages["analyze"], p.app.stages["execute"]
-        await wait_for(lambda: analyze.handled >= len(bodies) and execute.handled >= analyze.published, timeout=60,
-                       what="every forged record handled")  # fmt: skip
-    rows = await pool.fetch("SELECT reason, target_key FROM decision_log WHERE decision = 'refused' ORDER BY id")
-    assert restarts(fake) == ["deployment/checkout -n shop"]  # nothing else ran
-    assert not [c for c in fake.calls() if "payments" in c]
-    assert await pool.fetchval("SELECT count(*) FROM planned_requests WHERE namespace = 'payments'") == 0
-    reasons = [r["reason"] for r in rows]
-    assert "ingest stored no analysis event with trigger 'attacker-1'" in reasons[0]
-    assert "context differs" in reasons[1] and "deployment" in reasons[1]
-    assert "message differs" in reasons[2]
-    assert "names pattern 2, the error's stored pattern is 1" in reasons[3]
-    assert all(r["target_key"] is None for r in rows)
+    await send_analysis(live, *bodies)
+    await handled(p, len(bodies))
 
 
 async def test_the_execute_stage_judges_the_pattern_stored_with_the_error(pool, database_url, tmp_path):
@@ -117,18 +132,22 @@ async def test_the_execute_stage_judges_the_pattern_stored_with_the_error(pool, 
 async def test_a_genuine_record_delivered_again_is_not_refused(settings, pool, tmp_path):
     fake = write_fake_kubectl(tmp_path)
     live = live_settings(settings, fake)
-    await run_incident(live, pool, [kubelet_crashloop("shop", "checkout", random.Random(2))])
-    records = await read_records(live, live.topic_analysis, 1)
-    async with running(live, pool, stages=("analyze", "execute")) as p:
-        producer = AIOKafkaProducer(bootstrap_servers=live.kafka_bootstrap_servers)
-        await producer.start()
-        try:
-            await producer.send_and_wait(live.topic_analysis, records[0].value, key=records[0].key)
-        finally:
-            await producer.stop()
-        await wait_for(lambda: p.app.stages["analyze"].handled >= 1, timeout=30, what="the record handled")
+    async with after_a_genuine_crash_loop(live, pool, 2) as p:
+        [record] = await read_records(live, live.topic_analysis, 1)
+        await send_raw(live, [(live.topic_analysis, record.value, record.key, [])])
+        await handled(p, 1)
     assert await pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'refused'") == 0
     assert restarts(fake) == ["deployment/checkout -n shop"]
+
+
+async def send_raw(live, records: list) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=live.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for topic, value, key, headers in records:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
 
 
 # --- optional: signed internal topics ----------------------------------------------------------------
@@ -138,26 +157,20 @@ async def test_with_a_key_the_service_signs_its_internal_records_and_refuses_uns
     fake = write_fake_kubectl(tmp_path)
     live = live_settings(settings, fake, internal_topic_key="only-the-service-knows")
     # the genuine path still works end to end: every internal record is signed and accepted
-    await run_incident(live, pool, [kubelet_crashloop("shop", "checkout", random.Random(3))])
-    assert restarts(fake) == ["deployment/checkout -n shop"]
-    assert await pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'refused'") == 0
-    [analysis] = await read_records(live, live.topic_analysis, 1)
-    [pointer] = await read_records(live, live.topic_execution, 1)
-    assert dict(analysis.headers)[HEADER].startswith(b"sha256=") and dict(pointer.headers)[HEADER].startswith(b"sha256=")
-
-    # the same bytes without the signature, and each signature on the other topic: refused unread
-    producer = AIOKafkaProducer(bootstrap_servers=live.kafka_bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(live.topic_analysis, analysis.value, key=analysis.key)
-        await producer.send_and_wait(live.topic_execution, pointer.value, key=pointer.key)
-        await producer.send_and_wait(live.topic_execution, analysis.value, key=analysis.key, headers=list(analysis.headers))
-        await producer.send_and_wait(live.topic_analysis, pointer.value, key=pointer.key, headers=[(HEADER, b"sha256=00")])
-    finally:
-        await producer.stop()
-    async with running(live, pool, stages=("analyze", "execute")) as p:
-        await wait_for(lambda: p.app.stages["analyze"].handled >= 2 and p.app.stages["execute"].handled >= 2,
-                       timeout=60, what="the four records handled")  # fmt: skip
+    async with after_a_genuine_crash_loop(live, pool, 3) as p:
+        assert restarts(fake) == ["deployment/checkout -n shop"]
+        assert await pool.fetchval("SELECT count(*) FROM decision_log WHERE decision = 'refused'") == 0
+        [analysis] = await read_records(live, live.topic_analysis, 1)
+        [pointer] = await read_records(live, live.topic_execution, 1)
+        assert dict(analysis.headers)[HEADER].startswith(b"sha256=") and dict(pointer.headers)[HEADER].startswith(b"sha256=")
+        # the same bytes without the signature, and each signature on the other topic: refused unread
+        await send_raw(live, [
+            (live.topic_analysis, analysis.value, analysis.key, []),
+            (live.topic_execution, pointer.value, pointer.key, []),
+            (live.topic_execution, analysis.value, analysis.key, list(analysis.headers)),
+            (live.topic_analysis, pointer.value, pointer.key, [(HEADER, b"sha256=00")]),
+        ])  # fmt: skip
+        await handled(p, 2, 2)
     reasons = [r["reason"] for r in await pool.fetch("SELECT reason FROM decision_log WHERE decision = 'refused' ORDER BY id")]
     assert len(reasons) == 4
     assert sum("carries no x-elk-signature" in r for r in reasons) == 2
