@@ -73,7 +73,7 @@ class Scenario:
 
 
 # the scenarios' common settings: live, the three namespaces, a settle time
-BASE = {"kubectl_namespaces": ["shop", "payments", "dev"], "settle_s": 3.0, "fleet_max_actions": 5,
+BASE = {"kubectl_namespaces": ["shop", "payments", "dev"], "settle_s": 1.5, "fleet_max_actions": 5,
         "fleet_max_actions_per_namespace": 3, "systemic_hold_objects": 4}  # fmt: skip
 DEPLOYMENTS = ["checkout", "cart", "search", "catalog", "ledger", "api"]
 
