@@ -40,7 +40,10 @@ class ErrorContext(Contract):
 
 
 class AnalysisEvent(Contract):
-    """Ingest -> analyze, on ``elk.errors.analysis``: at most one per distinct hash per batch."""
+    """Ingest -> analyze, on ``elk.errors.analysis``: one per distinct error and object per
+    batch. A pointer: the analysis stage loads the event it names from what ingest stored
+    (``analysis_triggers``, the error row, its stored pattern) and refuses a record that differs
+    (``handlers.analyze.from_database``)."""
 
     error_log_id: int = Field(description="error_logs.id of the (first) row of this error")
     hash_signature: str = Field(description="SHA-256 hex fingerprint, the error's identity")
