@@ -141,6 +141,10 @@ class Settings(BaseSettings):
     topic_results: str = "elk.errors.results"
     topic_dlq: str = "elk.errors.dlq"
     topic_approvals: str = "elk.errors.approvals"
+    internal_topic_key: str | None = Field(
+        None, description="optional: sign every record on the analysis and execution topics with HMAC-SHA256 under"
+        " this key (the same on every copy) and refuse unsigned ones (elk_resolver/kafka/signing.py)"
+    )
     topic_partitions: int = Field(8, ge=1, le=10_000, description="partition count used when creating topics")
     topic_replication_factor: int = Field(1, ge=1, le=16)
 
@@ -278,6 +282,31 @@ class Settings(BaseSettings):
         4, ge=1, le=100_000, description="more distinct objects than this needing one kind of action in systemic_window_s: hold"
     )
     systemic_window_s: float = Field(300.0, gt=0, le=7 * 86_400)
+    # incidents as they happen (issue 20): what an experienced SRE would decide, from the database
+    settle_s: float = Field(
+        5.0, ge=0, le=3600, description="an automatic action waits until its request is this old, so the incident's shape"
+        " (how many objects, which node, which dependency) is in the database before the first run"
+    )
+    quiet_after_s: float = Field(
+        300.0, ge=0, le=7 * 86_400, description="an object whose newest error is older than this at decision time stopped by"
+        " itself: nothing runs (0: off); longer than CrashLoopBackOff's longest back-off (5 min)"
+    )
+    node_hold_objects: int = Field(
+        3, ge=2, le=100_000, description="this many workloads failing only on one node within systemic_window_s: the node is"
+        " going bad, one held incident names it, no per-workload restarts"
+    )
+    dependency_outage_services: int = Field(
+        2, ge=2, le=100_000, description="this many services naming one unreachable host:port within systemic_window_s: a"
+        " dependency outage, the clients are never restarted"
+    )
+    rollout_window_s: float = Field(
+        1800.0, ge=0, le=7 * 86_400, description="crash loops of pods of a ReplicaSet first seen this recently, after an older one"
+        " of the deployment: a bad rollout, the rollback is preferred over the restart (0: off)"
+    )
+    recurrence_to_person: bool = Field(
+        True, description="a run whose error came back on the same object sends that object's next request to a"
+        " person, with the runs' history, instead of running again"
+    )
     run_lost_after_s: float = Field(
         900.0, gt=0, le=7 * 86_400, description="a claimed live run with no recorded outcome after this is lost (the reaper)"
     )

@@ -39,13 +39,12 @@ import asyncio
 import hashlib
 import logging
 import os
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 import orjson
@@ -54,8 +53,10 @@ from elk_resolver.actions.llm import AnalysisRequest, LLMFallback, LLMSolution
 from elk_resolver.actions.playbooks import PLACEHOLDER, Catalogue, RenderError, validate_value
 from elk_resolver.actions.policy import Command, ExecutionPolicy, evaluate, safe_flag
 from elk_resolver.actions.ranking import Candidate, choose
-from elk_resolver.actions.targets import Target, Workload, target_of_command, workload_of
-from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, PlannedRequest
+from elk_resolver.actions.targets import Target, Workload, subject_of, target_of_command, workload_of
+from elk_resolver.events.contracts import AnalysisEvent, CommandSpec, ErrorContext, PatternRef, PlannedRequest
+from elk_resolver.events.masking import mask_text
+from elk_resolver.events.signs import dependency_of
 from elk_resolver.store.db import queries
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ __all__ = [
     "Repeats",
     "analyze",
     "draft",
+    "from_database",
+    "group_drafts",
+    "refuse_record",
     "settle",
     "settle_many",
     "coalesce_key",
@@ -127,6 +131,26 @@ class Known:
     off: set[str] | None = None
     runnable: dict[int, bool] = field(default_factory=dict)
     """solution id -> every stored command passes the policy (the stage's policy is fixed)."""
+    rollouts: dict[str, str | None] = field(default_factory=dict)
+    """deployment key and ReplicaSet -> the bad-rollout evidence (None: none), read once per batch."""
+
+    async def rollout(self, pool: asyncpg.Pool, event: AnalysisEvent, settings: Settings, now: datetime) -> str | None:
+        """Evidence, from what ingest stored, that ``event``'s pod belongs to a ReplicaSet its
+        deployment started within ``rollout_window_s``, after an older ReplicaSet whose pods
+        logged before it: a bad rollout. None when there is none."""
+        workload = _workload(event)
+        pod = event.context.pod or ""
+        prefix = f"{workload.name}-" if workload is not None else ""
+        if workload is None or workload.kind != "deployment" or not pod.startswith(prefix) or pod.count("-") < 2:
+            return None
+        subject = subject_of(_context_fields(event))
+        rs = pod[len(prefix):].rsplit("-", 1)[0]
+        key = f"{subject}|{rs}"
+        if key not in self.rollouts:
+            since = _naive(now) - timedelta(seconds=max(settings.rollout_window_s * 2, 3600))
+            rows = await pool.fetch(queries().analyze_replicasets, subject, since, prefix)
+            self.rollouts[key] = _rollout_evidence(rows, rs, workload.name, _naive(now), settings.rollout_window_s)
+        return self.rollouts[key]
 
     def is_runnable(self, row: Mapping[str, Any], policy: ExecutionPolicy) -> bool:
         verdict = self.runnable.get(row["id"])
@@ -147,10 +171,54 @@ class Known:
             self.off = {r["playbook_name"] for r in await pool.fetch(q.analyze_disabled_playbooks)}
 
 
+# the previous ReplicaSet's errors stopped at least this long before the new one appeared
+_ROLLOUT_GAP_S = 60.0
+
+
+def _rollout_evidence(rows: Sequence[Mapping[str, Any]], rs: str, deployment: str, now: datetime,
+                      window_s: float) -> str | None:  # fmt: skip
+    """The evidence sentence when ReplicaSet ``rs`` (its errors in ``rows``) appeared within
+    ``window_s``, after one or two older ReplicaSets of the deployment whose errors had all
+    stopped at least ``_ROLLOUT_GAP_S`` before (pod names of one burst never look like that)."""
+    by_rs = {r["rs"]: r for r in rows}
+    new = by_rs.get(rs)
+    # the new ReplicaSet appeared recently; the deployment's other ReplicaSets (a real rollout
+    # has one or two) had stopped logging errors well before it appeared
+    if new is None or (now - new["first_at"]).total_seconds() > window_s:
+        return None
+    older = [r for r in rows if r["rs"] != rs]
+    if not older or len(older) > 2:
+        return None
+    if any((new["first_at"] - r["last_at"]).total_seconds() < _ROLLOUT_GAP_S for r in older):
+        return None
+    old = max(older, key=lambda r: r["first_at"])
+    ran = new["last_run_at"]
+    if ran is not None and old["first_at"] <= ran <= new["first_at"]:
+        return None  # the service's own restart made this ReplicaSet: the crash loop came back
+    return (
+        f"the crash-looping pods belong to ReplicaSet {deployment}-{rs}, first seen {new['first_at']:%H:%M:%S} UTC;"
+        f" ReplicaSet {deployment}-{old['rs']} ran before it (its errors {old['first_at']:%H:%M:%S}-"
+        f"{old['last_at']:%H:%M:%S} UTC, none since)"
+    )
+
+
 def coalesce_key(hash_signature: str, object_key: str, history: bool) -> str:
     """The error, the object its request is bound to, and the history mark: repeats with the
     same key fold into one open request (migration 0060)."""
     return f"{hash_signature}|{object_key}|{'history' if history else 'live'}"
+
+
+def _context_fields(event: AnalysisEvent) -> dict[str, str]:
+    return {k: v for k, v in event.context.model_dump().items() if isinstance(v, str) and v}
+
+
+def _fold_object(target: Target | None, event: AnalysisEvent, solution_id: int) -> str:
+    """The object part of a request's coalesce key: the bound object; when nothing could be
+    bound, the object the event came from (two objects that both failed to bind are still two
+    objects, each owed its own decision), with the solution."""
+    if target is not None:
+        return target.key
+    return f"unbound:{solution_id}/{subject_of(_context_fields(event)) or ''}"
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -219,18 +287,11 @@ async def is_history(pool: asyncpg.Pool | asyncpg.Connection, event: AnalysisEve
     )
 
 
-_DEPENDENCY = re.compile(
-    r"\b(?P<host>[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)+)(?::(?P<port>[0-9]{2,5}))\b"
-)
-
-
 def _signs(event: AnalysisEvent) -> dict[str, str]:
     """What an incident's objects may share: namespace, node/host, the dependency host named
     in the message (``db.payments.svc:5432``)."""
-    signs = {"namespace": event.context.namespace, "host": event.context.host}
-    m = _DEPENDENCY.search(event.error_message)
-    if m:
-        signs["dependency"] = m.group(0)
+    signs = {"namespace": event.context.namespace, "host": event.context.host,
+             "dependency": dependency_of(event.error_message)}  # fmt: skip
     return {k: v for k, v in signs.items() if v}
 
 
@@ -469,6 +530,90 @@ async def _store_llm(
     )
 
 
+# --- the record is a pointer -------------------------------------------------------------------
+
+
+async def from_database(pool: asyncpg.Pool, events: Sequence[AnalysisEvent]) -> list[AnalysisEvent | str]:
+    """Each analysis record as the database holds it, or why it is refused (issue 21).
+
+    A record on the analysis topic points at what ingest stored: its trigger occurrence
+    (``trigger_event_id``, ``event_time``) in ``analysis_triggers``, with the error it belongs
+    to. Everything the stage acts on is loaded from there: the error row (its id must be the
+    record's ``error_log_id``), the message and object of the event, the error's stored
+    pattern as it is now (``auto_resolve`` included). A record whose trigger ingest never
+    stored, or whose ids, message, object, source or pattern id differ from the database, is
+    refused. Only the batch counters (``occurrences_in_batch``, ``new_occurrences``,
+    ``first_seen``) and a ``replay`` mark (which can only make the stage more careful) are
+    taken from the record."""
+    if not events:
+        return []
+    rows = await pool.fetch(
+        queries().analyze_load_triggers, [e.trigger_event_id for e in events], [_naive(e.event_time) for e in events]
+    )
+    by_n = {r["n"]: r for r in rows}
+    out: list[AnalysisEvent | str] = []
+    for n, event in enumerate(events, 1):
+        row = by_n.get(n)
+        problem = _disagreement(event, row)
+        if problem:
+            out.append(problem)
+            continue
+        pattern = None
+        if row["pattern_id"] is not None:
+            pattern = PatternRef(id=row["pattern_id"], name=row["pattern_name"], category=row["error_category"],
+                                 priority=row["priority"], auto_resolve=row["auto_resolve"])  # fmt: skip
+        out.append(event.model_copy(update={
+            "error_log_id": row["error_log_id"], "hash_signature": row["hash_signature"], "error_type": row["error_type"],
+            "error_message": row["message"], "fingerprint_template": row["fingerprint_template"],
+            "severity": row["severity"] or event.severity, "source_system": row["source_system"], "pattern": pattern,
+            "context": ErrorContext.model_validate(row["context"]), "history": row["history"],
+            "occurrences_in_batch": max(event.occurrences_in_batch, 0), "new_occurrences": max(event.new_occurrences, 0),
+        }))  # fmt: skip
+    return out
+
+
+def _disagreement(event: AnalysisEvent, row: Mapping[str, Any] | None) -> str | None:
+    if row is None:
+        return (
+            f"ingest stored no analysis event with trigger {event.trigger_event_id[:64]!r} at"
+            f" {_naive(event.event_time):%Y-%m-%d %H:%M:%S.%f}"
+        )
+    if row["hash_signature"] != event.hash_signature:
+        return f"the record names error {event.hash_signature[:16]}, its trigger belongs to {row['hash_signature'][:16]}"
+    if row["error_log_id"] != event.error_log_id:
+        return f"the record names error_log_id {event.error_log_id}, the error's row is {row['error_log_id']}"
+    if row["message"] != event.error_message:
+        return "the record's message differs from the event ingest stored"
+    stored = ErrorContext.model_validate(row["context"])
+    if stored != event.context:
+        differs = sorted(k for k in ErrorContext.model_fields if getattr(stored, k) != getattr(event.context, k))
+        return f"the record's context differs from the event ingest stored ({', '.join(differs)})"
+    if row["source_system"] != event.source_system:
+        return "the record's source differs from the event ingest stored"
+    claimed = event.pattern.id if event.pattern is not None else None
+    if claimed != row["pattern_id"]:
+        return f"the record names pattern {claimed}, the error's stored pattern is {row['pattern_id']}"
+    return None
+
+
+async def refuse_record(pool: asyncpg.Pool | asyncpg.Connection, where: str, hash_signature: str, value: bytes | None,
+                        problem: str, now: datetime | None = None) -> None:  # fmt: skip
+    """Log a refused analysis record in ``decision_log`` ('refused'; nothing is stored or
+    claimed): ``where`` says which record (topic, partition, offset), ``value`` is its body
+    (kept masked in the line's details)."""
+    text = mask_text((value or b"").decode("utf-8", "replace"))[:4000]
+    try:
+        body: Any = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        body = text
+    await pool.execute(
+        queries().insert_decision, f"analysis-record:{where}"[:200], hash_signature[:64], None, None, "refused",
+        f"refused: an analysis record is a pointer at what ingest stored; {problem}", {"record": body, "at": where},
+        None, _naive(now or datetime.now(UTC)), None,
+    )  # fmt: skip
+    log.warning("analysis record %s refused: %s", where, problem)
+
+
 # --- the handler -------------------------------------------------------------------------------
 
 
@@ -546,12 +691,17 @@ async def draft(
     fitting = catalogue.find(pattern.name if pattern else None, pattern.category if pattern else event.error_type, event.error_message)
     fitting = [p for p in fitting if p.name not in off]
     touched = False
+    names_dependency = dependency_of(event.error_message) is not None
     for playbook in fitting:
         try:
             playbook.render(values, message=event.error_message, policy=policy)  # fits this event?
         except RenderError as exc:
             result.skipped_playbooks[playbook.name] = str(exc)
-            continue
+            if not names_dependency:
+                continue
+            # the playbook is about this error, but its object is a dependency this event may
+            # not name: its template is stored all the same, and the request goes to a person
+            # about the dependency (_dependency_draft)
         # The solution is the action with its parameters (the template), not this event's
         # render: one row serves every object of the error and pools its success rate over them.
         commands = [c.model_dump(exclude_none=True) for c in playbook.commands]
@@ -605,10 +755,20 @@ async def draft(
     if runnable and len(runnable) < len(rows):
         choice_reason += f" ({len(rows) - len(runnable)} candidate(s) outside the policy not ranked)"
     row = by_id[choice.candidate.id]
+    # A bad rollout: the crash-looping pods belong to a ReplicaSet the deployment started
+    # recently, after an older one: rolling back is the fix, restarting brings the same pods back.
+    rollout = None
+    if row["solution_type"] == "restart" and settings.rollout_window_s:
+        rollback = next((r for r in rows if r["solution_type"] == "rollback" and r["tripped_at"] is None), None)
+        if rollback is not None:
+            rollout = await known.rollout(pool, event, settings, now)
+            if rollout:
+                row = rollback
+                choice_reason = f"bad rollout: {rollout}: the rollback is preferred over the restart"
     result.solution_id = row["id"]
 
     # Bind to the event's own object, fill, re-check, decide.
-    reasons: list[str] = []
+    reasons: list[str] = [f"bad rollout: {rollout}: rollback preferred over restart"] if rollout else []
     commands: list[CommandSpec] = []
     stored_commands = list(row["solution_commands"] or [])
     row_values = values
@@ -618,9 +778,13 @@ async def draft(
         try:
             row_values = source_playbook.values_for(values, event.error_message)
         except RenderError as exc:
-            result.note = f"no request: {exc}"
-            log.info("%s (%s)", result.note, event.hash_signature[:12])
-            return result
+            dependency = dependency_of(event.error_message)
+            if dependency is None:
+                result.note = f"no request: {exc}"
+                log.info("%s (%s)", result.note, event.hash_signature[:12])
+                return result
+            # the message names its dependency where this event may not act: a person decides
+            return _dependency_draft(event, result, row, choice_reason, dependency, str(exc), settings, now)
     allowed_names = {v for k, v in row_values.items() if values.get(k) != v}
     if "workload" in values:
         allowed_names.add(values["workload"])
@@ -643,6 +807,10 @@ async def draft(
         reasons.append("no commands: the solution is manual steps only")
     target, action, target_problems = _bind([c.model_dump() for c in commands], event, allowed_names) if commands else (None, "", [])
     reasons += target_problems
+    dependency = dependency_of(event.error_message)
+    if target is None and dependency is not None and row["solution_type"] != "rollback":
+        # nothing this event may name: the dependency its message names is what is down
+        return _dependency_draft(event, result, row, choice_reason, dependency, "; ".join(reasons), settings, now)
 
     event_time = _as_utc(event.event_time)
     age = (now - event_time).total_seconds()
@@ -660,8 +828,51 @@ async def draft(
     if row["tripped_at"] is not None:
         reasons.append(f"tripped: circuit breaker open since {row['tripped_at']:%Y-%m-%d %H:%M:%S}")
 
-    key = coalesce_key(event.hash_signature, target.key if target is not None else f"unbound:{event.hash_signature}/{row['id']}", event.replay)
+    key = coalesce_key(event.hash_signature, _fold_object(target, event, row["id"]), event.replay)
     return Draft(event, result, row, choice_reason, commands, reasons, trust_text, target, action, now, key)
+
+
+def _dependency_draft(
+    event: AnalysisEvent, result: Analysis, row: Mapping[str, Any], choice_reason: str, dependency: str, why: str,
+    settings: Settings, now: datetime,
+) -> Draft:
+    """A request about the dependency an event's message names (``db.payments.svc:5432``,
+    ``pg-main.internal:5432``) when no object this event may act on can be bound: bound to
+    ``dependency:HOST:PORT``, no commands, for a person; every service naming it folds into it."""
+    target = Target("dependency", "host", dependency)
+    reasons = [f"dependency: {dependency} is not an object this event may act on ({why[:300]}): a person decides"]
+    _, trust_text = _trusted(row, settings)
+    key = coalesce_key(event.hash_signature, target.key, event.replay)
+    return Draft(event, result, row, choice_reason, [], reasons, trust_text, target, "dependency", now, key)
+
+
+class RecordRef(Protocol):
+    """Where an analysis record came from (aiokafka's ``ConsumerRecord`` fits)."""
+
+    partition: int
+    offset: int
+
+
+def group_drafts(drafts: Sequence[tuple[Draft, RecordRef]]) -> list[tuple[Draft, Repeats, RecordRef]]:
+    """A batch's drafts grouped by the request they would make (their coalesce key: the error,
+    the bound object, the history mark), in the order each key first appears: the newest
+    draft of a group stands for it, and every record of the group is counted on its request
+    (``Repeats``, the newest first). Pure: the property tests call it directly."""
+    groups: dict[str, list[tuple[Draft, RecordRef]]] = {}
+    for d, record in drafts:
+        groups.setdefault(d.key, []).append((d, record))
+    out = []
+    for members in groups.values():
+        newest = max(range(len(members)), key=lambda i: (members[i][0].event.event_time, members[i][1].offset))
+        order = [newest] + [i for i in range(len(members)) if i != newest]
+        d, record = members[newest]
+        repeats = Repeats(
+            record.partition,
+            [members[i][1].offset for i in order],
+            [members[i][0].event.new_occurrences for i in order],
+        )
+        out.append((d, repeats, record))
+    return out
 
 
 async def settle(
@@ -731,6 +942,7 @@ async def _store_draft_on(conn: asyncpg.Connection, d: Draft, repeats: Repeats) 
         target=d.target.as_dict() if d.target is not None else None,
         action=d.action or (row["solution_type"] or ""),
         signs=_signs(event),
+        subject=subject_of(_context_fields(event)),
         event_time=_as_utc(event.event_time),
         replay=await is_history(conn, event),
         requested_at=now,

@@ -17,23 +17,33 @@ The guards, in order (the first that applies decides):
    unless a person approved the waiting request (an approval or an incident object): then it
    runs here, once (:func:`_start_approved`).
 3. Under a lock on the bound object (``pg_advisory_xact_lock`` on its key, across every copy):
-   the solution must exist and every command must pass the current policy (``denied``).
+   the solution must exist; a request about a dependency no object can be named for goes to a
+   person (:func:`_dependency_outage`); every command must pass the current policy (``denied``).
 4. History (replayed, backfilled) -> ``skipped``.
 5. Off means off: the playbook the solution came from is disabled (``playbooks disable``, read
-   from ``playbook_controls`` now, or gone from this copy's catalogue) or the pattern is
-   disabled -> ``skipped``.
+   from ``playbook_controls`` now, or gone from this copy's catalogue) or the error's stored
+   pattern is disabled -> ``skipped``. Then the errors stopped by themselves: the object's
+   newest error in the database is older than ``quiet_after_s`` -> ``skipped``.
 6. Per object: cooldown (``cooldown_s``) and hourly cap (``max_runs_per_hour``) over every slot
    taken on the object, whatever error, solution or copy took it -> ``skipped``. A run still in
-   flight counts: 1,000 requests about one deployment cause one restart.
-7. Needs a person -> ``pending_approval`` (one pending approval per object): stale event; the
-   analysis stage's view is ``approval``; a command not flagged safe; no bound object; the
-   pattern (read now) does not allow auto_resolve; an LLM solution not yet trusted; the breaker.
-8. Under one fleet-wide lock: the systemic hold (more than ``systemic_hold_objects`` distinct
-   objects needed this kind of action within ``systemic_window_s``) -> ``held`` in the one
-   pending incident for that action; then the fleet budget (``fleet_max_actions`` overall and
-   ``fleet_max_actions_per_namespace`` per ``fleet_window_s``) -> ``pending_approval``.
-9. ``dry-run`` -> ``dry_run`` with what would have run; nothing runs, no history row.
-10. ``live`` -> the slot is taken and committed, the commands run (each one evaluated again by
+   flight counts: 1,000 requests about one deployment cause one restart. Then a dependency
+   outage: the object's errors name a host:port that ``dependency_outage_services`` services
+   name -> ``skipped`` (the clients are never restarted).
+7. Needs a person -> ``pending_approval`` (one pending approval per object): stale event; a run
+   on the object whose error came back (the history attached); the analysis stage's view is
+   ``approval``; a command not flagged safe; no bound object; the pattern stored with the error
+   (read now) does not allow auto_resolve, or is not the one the request names; an LLM
+   solution not yet trusted; the breaker.
+8. The settle time: a request that would run before it is ``settle_s`` old is decided again
+   then (nothing claimed meanwhile), so the incident's shape is in the database first.
+9. Under one fleet-wide lock: a node going bad (``node_hold_objects`` workloads failing only on
+   the request's node) -> ``held`` in the one incident naming the node; the systemic hold (more
+   than ``systemic_hold_objects`` distinct objects needed this kind of action within
+   ``systemic_window_s``) -> ``held`` in the one pending incident for that action; then the
+   fleet budget (``fleet_max_actions`` overall and ``fleet_max_actions_per_namespace`` per
+   ``fleet_window_s``) -> ``pending_approval``.
+10. ``dry-run`` -> ``dry_run`` with what would have run; nothing runs, no history row.
+11. ``live`` -> the slot is taken and committed, the commands run (each one evaluated again by
     the executors), then exactly one ``execution_history`` row records the run and its object.
 
 After a successful run the object is watched for ``verification_window_s``: the same object
@@ -78,6 +88,15 @@ HISTORY_ATTACHED = 10
 
 class ApprovalError(RuntimeError):
     """An approval cannot be decided (unknown, already decided, expired, or execution stopped)."""
+
+
+class NotSettled(Exception):
+    """The request would run automatically before its settle time (``settle_s``) has passed:
+    the decision's transaction is rolled back (nothing claimed) and made again at ``until``."""
+
+    def __init__(self, until: datetime) -> None:
+        super().__init__(f"not settled until {until:%H:%M:%S}")
+        self.until = until
 
 
 @dataclass(frozen=True)
@@ -138,7 +157,7 @@ async def _decide(
     await conn.execute(
         queries().insert_decision,
         req.request_id, req.hash_signature, req.solution_id, req.error_log_id,
-        decision, reason, details or {}, by, now,
+        decision, reason, details or {}, by, now, req.target_key or req.subject,
     )  # fmt: skip
 
 
@@ -251,10 +270,26 @@ async def load_request(
     details = {"message": orjson.loads(mask_text(orjson.dumps(pointer.model_dump(mode="json")).decode()))}
     await pool.execute(
         queries().insert_decision, pointer.request_id, pointer.hash_signature, pointer.solution_id,
-        pointer.error_log_id, "refused", reason, details, None, now,
+        pointer.error_log_id, "refused", reason, details, None, now, None,
     )  # fmt: skip
     log.warning("execution request %s refused: %s", pointer.request_id[:16], problem)
     return None, _refused(pointer, reason, now)
+
+
+async def refuse_message(pool: asyncpg.Pool, where: str, value: bytes | None, problem: str, now: datetime | None = None) -> None:
+    """Log an execution record refused before it was read (no valid signature; see
+    :mod:`elk_resolver.kafka.signing`): 'refused', nothing claimed. ``where`` says which record."""
+    try:
+        body = orjson.loads(mask_text((value or b"").decode("utf-8", "replace"))[:4000])
+    except orjson.JSONDecodeError:
+        body = None
+    claimed = body if isinstance(body, dict) else {}
+    await pool.execute(
+        queries().insert_decision, str(claimed.get("request_id") or f"execution-record:{where}")[:200],
+        str(claimed.get("hash_signature") or "")[:64] or None, None, None, "refused", f"refused: {problem}",
+        {"message": body, "at": where}, None, utc_naive(now), None,
+    )  # fmt: skip
+    log.warning("execution record %s refused: %s", where, problem)
 
 
 async def handle_request(
@@ -273,15 +308,24 @@ async def handle_request(
     claim makes every call after the first a ``duplicate`` that runs nothing, except the one
     call after a person approved it, which runs it once.
     """
+    fixed_clock = now is not None
     now = utc_naive(now)
     runtime = runtime or Runtime()
     req, refused = await load_request(pointer, pool=pool, now=now)
     if req is None:
         return [refused] if refused is not None else []
     results = await record_recurrence(req, pool=pool, settings=settings, now=now)
-    plan = await _decide_request(
-        req, pool=pool, settings=settings, policy=policy, now=now, runtime=runtime, catalogue=catalogue
-    )
+    while True:
+        try:
+            plan = await _decide_request(
+                req, pool=pool, settings=settings, policy=policy, now=now, runtime=runtime, catalogue=catalogue
+            )
+            break
+        except NotSettled as wait:
+            # the incident's shape is not in the database yet: decide again at the settle time
+            delay = min(settings.settle_s, max((wait.until - now).total_seconds(), 0.0)) + 0.01
+            await asyncio.sleep(delay)
+            now = now + timedelta(seconds=delay) if fixed_clock else utc_naive()
     results += plan.results
     if plan.run:
         results.append(
@@ -291,12 +335,6 @@ async def handle_request(
             )
         )  # fmt: skip
     return results
-
-
-def _object_key(req: PlannedRequest) -> str:
-    """What the locks and budgets count by: the bound object, else (no object could be bound,
-    so the request can only ever wait for a person) the solution and error."""
-    return req.target_key or f"unbound:{req.hash_signature}/{req.solution_id}"
 
 
 async def _switched_off(
@@ -314,10 +352,9 @@ async def _switched_off(
             )
         if catalogue is not None and catalogue.get(name) is None:
             return f"playbook {name!r} is not in this executor's catalogue (removed or disabled in playbooks_dir)"
-    if req.pattern is not None:
-        pattern = await conn.fetchrow(q.pattern_state, req.pattern.id)
-        if pattern is None or pattern["disabled_at"] is not None:
-            return f"pattern {req.pattern.name!r} is disabled: its errors are not remediated automatically"
+    pattern = await conn.fetchrow(q.pattern_of_error, req.error_log_id)
+    if pattern is not None and pattern["disabled_at"] is not None:
+        return f"pattern {pattern['pattern_name']!r} is disabled: its errors are not remediated automatically"
     return None
 
 
@@ -333,17 +370,32 @@ async def _approval_reason(
     age = (now - utc_naive(req.event_time)).total_seconds()
     if age > settings.stale_after_s:
         return f"stale event: {age:.0f}s old (stale_after_s={settings.stale_after_s:g})", []
+    if settings.recurrence_to_person and req.target_key:
+        came_back = await conn.fetchrow(
+            queries().object_recurred, req.target_key, now - timedelta(seconds=max(settings.verification_window_s, 3600))
+        )  # fmt: skip
+        if came_back is not None:
+            reason = (
+                f"recurred: {came_back['action']} of {req.target_key} at {came_back['executed_at']:%H:%M:%S} UTC did not"
+                f" help ({came_back['evidence']}); running again would be a restart loop: a person decides, with the"
+                f" history (proposed now: {req.action or 'a manual step'})"
+            )
+            return reason, await _object_history(conn, req.target_key)
     if req.decision == "approval":
         return f"analysis requires approval: {req.reason}", []
     if not all(spec.safe for spec in req.commands):
         return "a command is not flagged safe", []
     if req.target_key is None:
         return "no single object is bound to the request", []
-    if req.pattern is None:
-        return "no pattern matched, so nothing allows auto_resolve", []
-    pattern = await conn.fetchrow(queries().pattern_state, req.pattern.id)
-    if pattern is None or not pattern["auto_resolve"]:
-        return f"pattern {req.pattern.name!r} does not allow auto_resolve (now)", []
+    # the pattern stored with the error, as it is now, whatever pattern the request names
+    pattern = await conn.fetchrow(queries().pattern_of_error, req.error_log_id)
+    if pattern is None or pattern["id"] is None:
+        return "no pattern is stored with the error, so nothing allows auto_resolve", []
+    if req.pattern is None or req.pattern.id != pattern["id"]:
+        named = req.pattern.id if req.pattern is not None else None
+        return f"the request names pattern {named}; the error's stored pattern is {pattern['id']}", []
+    if not pattern["auto_resolve"]:
+        return f"pattern {pattern['pattern_name']!r} does not allow auto_resolve (now)", []
     if solution["source"] == "llm" and solution["approved_success_count"] < settings.llm_trust_after_successes:
         return (
             f"untrusted: LLM solution has {solution['approved_success_count']}/{settings.llm_trust_after_successes}"
@@ -358,13 +410,111 @@ async def _approval_reason(
     return None, []
 
 
+async def _object_history(conn: asyncpg.Connection, target_key: str) -> list[dict[str, Any]]:
+    rows = await conn.fetch(queries().object_history, target_key, HISTORY_ATTACHED)
+    return [
+        {
+            "id": r["id"], "execution_status": r["execution_status"], "execution_output": r["execution_output"],
+            "execution_time_s": r["execution_time_s"], "verified": r["verified"], "evidence": r["evidence"],
+            "executed_at": _aware(r["executed_at"]).isoformat() if r["executed_at"] else None,
+            "executed_by": r["executed_by"],
+        }
+        for r in rows
+    ]
+
+
+async def _quiet_reason(conn: asyncpg.Connection, req: PlannedRequest, *, settings: Settings, now: datetime) -> str | None:
+    """Why the object's errors stopped by themselves (else None): its newest live error, read
+    from the database (the events ingest stored about it, the repeats folded into its requests),
+    is older than ``quiet_after_s``."""
+    if not settings.quiet_after_s:
+        return None
+    keys = [k for k in (req.target_key, req.subject) if k]
+    newest = await conn.fetchval(queries().newest_error_of_object, keys) if keys else None
+    newest = max(filter(None, (newest, utc_naive(req.event_time))))
+    quiet = (now - newest).total_seconds()
+    if quiet <= settings.quiet_after_s:
+        return None
+    return (
+        f"stopped by itself: no error about {req.target_key or req.subject or 'the object'} since"
+        f" {newest:%Y-%m-%d %H:%M:%S} UTC ({quiet:.0f}s, quiet_after_s={settings.quiet_after_s:g}); nothing to run"
+    )
+
+
+def _is_dependency(req: PlannedRequest) -> bool:
+    return (req.target or {}).get("type") == "dependency"
+
+
+def _service_object(dependency: str) -> str | None:
+    """The Kubernetes object a ``NAME.NAMESPACE.svc[...]:PORT`` dependency is, by the convention
+    the connection-refused playbook uses (a deployment named like its service)."""
+    parts = dependency.split(":")[0].split(".")
+    if len(parts) >= 3 and parts[2] == "svc":
+        return f"k8s:{parts[1]}/deployment/{parts[0]}"
+    return None
+
+
+async def _dependency_outage(conn: asyncpg.Connection, req: PlannedRequest, *, settings: Settings, now: datetime) -> _Plan:
+    """A dependency the event's action cannot name (another namespace, outside the cluster):
+    one approval per dependency names it and every affected service; nothing is run for it."""
+    q = queries()
+    dependency = (req.target or {}).get("name", "")
+    since = now - timedelta(seconds=settings.systemic_window_s)
+    services = await conn.fetchval(q.dependency_services, dependency, since) or [s for s in [req.subject] if s]
+    own = _service_object(dependency)
+    if own is not None:
+        asked = await conn.fetchval(q.requests_for_object, own, since)
+        if asked:
+            reason = (
+                f"dependency {dependency} is acted on through its own object {own} (request {asked[:16]}, from services"
+                f" allowed to name it); {len(services)} service(s) named it: {', '.join(services)}"
+            )
+            return await _close(conn, req, "skipped", reason, now, details={"dependency": dependency, "services": services})
+        recent = await conn.fetchrow(q.recent_slots_target, own, ["live", "dry_run"], now)
+        if recent["last_at"] is not None and (now - recent["last_at"]).total_seconds() < settings.cooldown_s:
+            reason = (
+                f"dependency {dependency}: its object {own} was acted on at {recent['last_at']:%H:%M:%S} UTC"
+                f" (cooldown_s={settings.cooldown_s:g}); {len(services)} service(s) named it: {', '.join(services)}"
+            )
+            plan = await _close(conn, req, "skipped", reason, now, details={"dependency": dependency, "services": services})
+            plan.repeats_until = recent["last_at"] + timedelta(seconds=settings.cooldown_s)
+            return plan
+    reason = (
+        f"dependency outage: {dependency} is unreachable for {len(services)} service(s) ({', '.join(services)});"
+        " it is not an object this event may act on (outside the cluster, or another namespace): a person restores"
+        " it, the services are not restarted"
+    )
+    return await _ask_for_approval(conn, req, reason, [], settings=settings, now=now)
+
+
+async def _client_of_outage(
+    conn: asyncpg.Connection, req: PlannedRequest, *, settings: Settings, now: datetime
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Why ``req``'s object is a client of a dependency outage (else None): its live errors name
+    a host:port that at least ``dependency_outage_services`` services name. Restarting the
+    clients does not bring a database or broker back."""
+    if not req.target_key:
+        return None, None
+    since = now - timedelta(seconds=settings.systemic_window_s)
+    rows = await conn.fetch(queries().dependency_outages, req.target_key, since, settings.dependency_outage_services)
+    if not rows:
+        return None, None
+    first = rows[0]
+    reason = (
+        f"dependency outage: {first['dependency']} fails for {len(first['services'])} services"
+        f" ({', '.join(first['services'])}); {req.target_key} is one of them: the clients are not restarted,"
+        " the dependency is acted on (or asked about) once"
+    )
+    return reason, {"dependency": first["dependency"], "services": list(first["services"])}
+
+
 async def _budget_reason(
     conn: asyncpg.Connection, req: PlannedRequest, kinds: list[str], *, settings: Settings, now: datetime
 ) -> tuple[str | None, datetime | None]:
     """Per object: the cooldown and the hourly cap, over every slot on the object. Returns why
     the object has no budget (else None) and when its cooldown ends (None: the cap, judged
     again after cooldown_s)."""
-    recent = await conn.fetchrow(queries().recent_slots_target, _object_key(req), kinds, now)
+    recent = await conn.fetchrow(queries().recent_slots_target, req.object_key, kinds, now)
     what = req.target.get("key") if req.target else "this solution and error"
     if recent["last_at"] is not None and (now - recent["last_at"]).total_seconds() < settings.cooldown_s:
         return (
@@ -452,10 +602,12 @@ async def _judge(
         return _Plan([_result(req, "duplicate", reason, now)], duplicate=True)
 
     # 3. one decision at a time per object, across every executor copy
-    await conn.execute(q.lock_object, _object_key(req))
+    await conn.execute(q.lock_object, req.object_key)
     solution = await conn.fetchrow(q.solution_state, req.solution_id)
     if solution is None:
         return await _close(conn, req, "denied", f"solution {req.solution_id} does not exist", now)
+    if _is_dependency(req):  # nothing the service may run: a person restores it
+        return await _dependency_outage(conn, req, settings=settings, now=now)
     refused = _refusals(req, policy)
     if not req.commands:
         refused = [{"type": "", "command": "", "reason": "the request has no commands"}]
@@ -475,6 +627,13 @@ async def _judge(
         plan.repeats_until = recheck
         return plan
 
+    # 5b. errors that stopped by themselves before any action: nothing runs
+    reason = await _quiet_reason(conn, req, settings=settings, now=now)
+    if reason:
+        plan = await _close(conn, req, "skipped", reason, now)
+        plan.repeats_until = recheck
+        return plan
+
     # 6. per object: cooldown and hourly cap, over live runs (in dry-run mode would-be runs too)
     slot = "dry_run" if settings.execution_mode == "dry-run" else "live"
     kinds = ["live", "dry_run"] if slot == "dry_run" else ["live"]
@@ -484,27 +643,51 @@ async def _judge(
         plan.repeats_until = free_at
         return plan
 
+    # 6b. a dependency outage: the services that cannot reach it are never restarted
+    reason, details = await _client_of_outage(conn, req, settings=settings, now=now)
+    if reason:
+        return await _close(conn, req, "skipped", reason, now, details=details)
+
     # 7. needs a person?
     reason, history = await _approval_reason(conn, req, solution, settings=settings, now=now)
     if reason:
         return await _ask_for_approval(conn, req, reason, history, settings=settings, now=now)
 
-    # 8. the fleet: systemic hold, then the budget (one fleet-wide lock for both)
+    # 8. wait for the settle time: the incident's shape is in the database before anything runs
+    until = utc_naive(req.requested_at) + timedelta(seconds=settings.settle_s)
+    if settings.settle_s and now < until:
+        raise NotSettled(until)
+
+    # 9. the fleet: a node going bad, the systemic hold, then the budget (one fleet-wide lock)
     await conn.execute(q.lock_fleet)
     since = now - timedelta(seconds=settings.systemic_window_s)
+    node = (req.signs or {}).get("host")
+    if node:
+        objects = await conn.fetchval(q.node_only_objects, node, since)
+        if len(objects) >= settings.node_hold_objects and (req.subject in objects or req.target_key in objects):
+            reason = (
+                f"node {node} is going bad: {len(objects)} workloads fail only on it in the last"
+                f" {settings.systemic_window_s:g}s ({', '.join(objects)}; node_hold_objects={settings.node_hold_objects});"
+                " per-workload restarts stop, one incident names the node (cordon and drain it)"
+            )
+            return await _hold(conn, req, f"node:{node}", reason, settings=settings, now=now)
     demand = await conn.fetchval(q.systemic_demand, req.action, since)
     if demand > settings.systemic_hold_objects:
-        return await _hold(conn, req, demand, settings=settings, now=now)
+        reason = (
+            f"systemic hold: {demand} distinct objects needed {req.action} in the last {settings.systemic_window_s:g}s"
+            f" (systemic_hold_objects={settings.systemic_hold_objects}); automatic runs stop, one approval for the incident"
+        )
+        return await _hold(conn, req, req.action, reason, settings=settings, now=now)
     reason = await _fleet_reason(conn, req, kinds, settings=settings, now=now)
     if reason:
         return await _ask_for_approval(conn, req, reason, [], settings=settings, now=now)
 
-    # 9. dry run
+    # 10. dry run
     if slot == "dry_run":
         await conn.execute(q.take_slot, req.request_id, "dry_run", now, "done")
         return _Plan([await _record_dry_run(conn, req, policy, now, by=AUTO)])
 
-    # 10. live: the slot is committed before anything runs
+    # 11. live: the slot is committed before anything runs
     await conn.execute(q.take_slot, req.request_id, "live", now, "running")
     return _Plan([], run=True)
 
@@ -538,11 +721,14 @@ async def _start_approved(
     staleness, the analysis view, the breaker, the budgets and the hold; not ``off``, the kill
     switch (checked before) or the policy."""
     q = queries()
-    await conn.execute(q.lock_object, _object_key(req))
+    await conn.execute(q.lock_object, req.object_key)
     if await conn.fetchval(q.start_approved_run, req.request_id, "running") is None:
         reason = "request already claimed (redelivered, replayed, or handled by another executor)"
         await _decide(conn, req, "duplicate", reason, now)
         return _Plan([_result(req, "duplicate", reason, now)], duplicate=True)
+    if not req.commands:
+        reason = f"approved by {approver}: nothing the service can run for {req.object_key}; it is restored by hand"
+        return await _close(conn, req, "skipped", reason, now, by=approver)
     refused = _refusals(req, policy)
     if refused:
         reason = "refused by the execution policy: " + "; ".join(r["reason"] for r in refused)
@@ -564,14 +750,14 @@ async def _ask_for_approval(
     now: datetime,
 ) -> _Plan:
     q = queries()
-    pending = await conn.fetchval(q.pending_approval_for_object, _object_key(req), now)
+    pending = await conn.fetchval(q.pending_approval_for_object, req.object_key, now)
     if pending is not None:
-        why = f"approval {pending} for {req.target_key or 'this solution and error'} is already pending ({reason})"
+        why = f"approval {pending} for {req.target_key or req.subject or 'this solution and error'} is already pending ({reason})"
         return await _close(conn, req, "skipped", why, now)
     expires = now + timedelta(seconds=settings.approval_ttl_s)
     row = await conn.fetchrow(
         q.insert_approval, req.request_id, req.hash_signature, req.solution_id,
-        req.model_dump(mode="json"), reason, now, expires, _object_key(req),
+        req.model_dump(mode="json"), reason, now, expires, req.object_key,
     )  # fmt: skip
     await conn.execute(q.await_approval, req.request_id)
     event = ApprovalEvent(
@@ -585,22 +771,19 @@ async def _ask_for_approval(
 
 
 async def _hold(
-    conn: asyncpg.Connection, req: PlannedRequest, demand: int, *, settings: Settings, now: datetime
+    conn: asyncpg.Connection, req: PlannedRequest, key: str, reason: str, *, settings: Settings, now: datetime
 ) -> _Plan:
-    """The systemic hold: this object joins the one pending incident for its kind of action."""
+    """An incident hold: this object joins the one pending incident of ``key`` (the kind of
+    action for the systemic hold, ``node:NAME`` for a node going bad)."""
     q = queries()
-    reason = (
-        f"systemic hold: {demand} distinct objects needed {req.action} in the last {settings.systemic_window_s:g}s"
-        f" (systemic_hold_objects={settings.systemic_hold_objects}); automatic runs stop, one approval for the incident"
-    )
-    incident = await conn.fetchrow(q.open_incident, req.action, now)
+    incident = await conn.fetchrow(q.open_incident, key, now)
     if incident is None:
-        await conn.execute(q.expire_incident_for_action, req.action, now)
+        await conn.execute(q.expire_incident_for_action, key, now)
         incident = await conn.fetchrow(
-            q.insert_incident, req.action, reason, now, now + timedelta(seconds=settings.approval_ttl_s)
+            q.insert_incident, key, reason, now, now + timedelta(seconds=settings.approval_ttl_s)
         )
     added = await conn.fetchval(
-        q.add_incident_object, incident["id"], _object_key(req), req.request_id, req.namespace, req.signs, now
+        q.add_incident_object, incident["id"], req.object_key, req.request_id, req.namespace, req.signs, now
     )
     if added is None:
         return await _close(conn, req, "skipped", f"{req.target_key} is already held in incident {incident['id']}", now)
@@ -798,16 +981,16 @@ async def record_recurrence(
     settings: Settings,
     now: datetime | None = None,
 ) -> list[ExecutionResult]:
-    """The object ``req`` is bound to needed the same kind of action again at its event time:
-    a pending verification of a run on that object, finished before then and whose window
-    covers it, is ``recurred``. Another object with the same error proves nothing about this
+    """The object ``req`` is bound to needed an action again at its event time: a pending
+    verification of a run on that object, finished before then and whose window covers it, is
+    ``recurred``. Another object with the same error proves nothing about this
     run. (A run recorded before objects were bound is judged by its error hash.)"""
     now = utc_naive(now)
     at = utc_naive(req.event_time)
     evidence = f"{req.target_key or 'the error'} needed {req.action or 'the action'} again at {at:%Y-%m-%d %H:%M:%S} UTC (request {req.request_id})"
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(
-            queries().recurred_by_request, req.hash_signature, at, now, evidence, req.target_key, req.action
+            queries().recurred_by_request, req.hash_signature, at, now, evidence, req.target_key
         )
         return await _apply_verdicts(conn, rows, "recurred", settings, now)
 

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from elk_resolver.actions.targets import subject_key
+from elk_resolver.actions.targets import subject_key, subject_of
 from elk_resolver.events.classify import PatternRow, PatternSet
 from elk_resolver.events.contracts import AnalysisEvent, DeadLetterHeaders, ErrorContext, PatternRef
 from elk_resolver.events.fingerprint import fingerprint, rule_fingerprint
@@ -60,6 +60,7 @@ from elk_resolver.events.logstash_event import (
     parse_record,
 )
 from elk_resolver.events.masking import SecretMasker
+from elk_resolver.events.signs import dependency_of
 from elk_resolver.events.merging import AliasIndex
 from elk_resolver.store.db import queries
 
@@ -170,6 +171,22 @@ class DeadLetter:
 
 
 @dataclass(slots=True)
+class _Trigger:
+    """An occurrence an analysis event may name: its key in ``error_occurrences`` (identity and
+    time), its history mark, and what that event itself says: its message and its object
+    (context), masked. An analysis event carries its own trigger's message and object, never
+    another event's: a playbook's extraction reads the message, and the message of another
+    object's event would bind the action to that object (issue 20)."""
+
+    identity: str
+    when: datetime
+    mark: str | None
+    message: str
+    context: dict[str, str]
+    source: str
+
+
+@dataclass(slots=True)
 class _Error:
     """One distinct hash of the batch; the fields come from its first event in the batch."""
 
@@ -193,12 +210,13 @@ class _Error:
     context: dict[str, str]
     first_time: datetime
     last_time: datetime
-    trigger_identity: str
+    first: _Trigger
+    """the batch's first event of this error (the one stored in ``error_logs``)."""
     rank: int = ERROR_RANK
     """``SEVERITY_RANK`` of ``severity``: the worst level of this error in the batch."""
-    error_trigger: tuple[str, datetime, str | None] | None = None
-    """(identity, time, history mark) of the first error-or-worse occurrence in the batch."""
-    act_trigger: tuple[str, datetime, str | None] | None = None
+    error_trigger: _Trigger | None = None
+    """The first error-or-worse occurrence in the batch."""
+    act_trigger: _Trigger | None = None
     """The newest occurrence that may be remediated: error-or-worse and not history (unless
     the operator asked). None: the batch gives this error nothing to act on."""
     count: int = 1
@@ -208,7 +226,7 @@ class _Error:
     each analysed on its own: an action is bound to the event's own workload, so the same
     error from another workload is another request, never this one's target."""
 
-    def note(self, rank: int, trigger: tuple[str, datetime, str | None], actionable: bool) -> None:
+    def note(self, rank: int, trigger: _Trigger, actionable: bool) -> None:
         _note(self, rank, trigger, actionable)
 
     @property
@@ -217,15 +235,14 @@ class _Error:
         their own severity, and never remediated."""
         return self.error_trigger is not None
 
-    def trigger(self) -> tuple[str, datetime, str | None]:
+    def trigger(self) -> _Trigger:
         """The occurrence the analysis event names (its identity and time key the
         ``error_occurrences`` row, whose ``history`` column the later stages can read)."""
-        return self.act_trigger or self.error_trigger or (self.trigger_identity, self.last_time, None)
+        return self.act_trigger or self.error_trigger or self.first
 
-    def add_subject(self, context: dict[str, str], rank: int, trigger: tuple[str, datetime, str | None],
-                    actionable: bool, mask: Any) -> None:  # fmt: skip
+    def add_subject(self, rank: int, trigger: _Trigger, actionable: bool) -> None:
         """A repeat event of this error (already counted): note it on the error and on its object."""
-        key = subject_key(context)
+        key = subject_key(trigger.context)
         if self.others is None:
             own = subject_key(self.context)
             if key == own:
@@ -235,10 +252,7 @@ class _Error:
             self.others = {own: _Subject(self.context, self.count - 1, self.error_trigger, self.act_trigger)}
         subject = self.others.get(key)
         if subject is None:
-            joined = "\x1f".join(context.values())
-            if mask(joined) != joined:
-                context = {k: mask(v) for k, v in context.items()}
-            subject = self.others[key] = _Subject(context, 0)
+            subject = self.others[key] = _Subject(trigger.context, 0)
         subject.count += 1
         _note(subject, rank, trigger, actionable)
         _note(self, rank, trigger, actionable)
@@ -254,34 +268,46 @@ class _Subject:
 
     context: dict[str, str]
     count: int
-    error_trigger: tuple[str, datetime, str | None] | None = None
-    act_trigger: tuple[str, datetime, str | None] | None = None
+    error_trigger: _Trigger | None = None
+    act_trigger: _Trigger | None = None
 
-
-    def trigger(self) -> tuple[str, datetime, str | None] | None:
+    def trigger(self) -> _Trigger | None:
         return self.act_trigger or self.error_trigger
 
 
-def _note(target: _Error | _Subject, rank: int, trigger: tuple[str, datetime, str | None], actionable: bool) -> None:
+def _note(target: _Error | _Subject, rank: int, trigger: _Trigger, actionable: bool) -> None:
     if rank >= ERROR_RANK and target.error_trigger is None:
         target.error_trigger = trigger
-    if actionable and (target.act_trigger is None or trigger[1] >= target.act_trigger[1]):
+    if actionable and (target.act_trigger is None or trigger.when >= target.act_trigger.when):
         target.act_trigger = trigger
 
 
-def _subjects(batch: PreparedBatch) -> Iterable[tuple[str, _Error, dict[str, str], int, tuple[str, datetime, str | None], bool]]:
-    """``(hash, error, context, events, trigger, actionable)`` per error and object of the batch
-    that reached ERROR: one analysis event each."""
+def _subjects(batch: PreparedBatch) -> Iterable[tuple[str, _Error, int, _Trigger, bool]]:
+    """``(hash, error, events, trigger, actionable)`` per error and object of the batch that
+    reached ERROR: one analysis event each, carrying its trigger's own message and object."""
     for h, e in batch.errors.items():
         if not e.reported:
             continue
         if e.others is None:
-            yield h, e, e.context, e.count, e.trigger(), e.act_trigger is not None
+            yield h, e, e.count, e.trigger(), e.act_trigger is not None
             continue
         for subject in e.others.values():
             trigger = subject.trigger()
             if trigger is not None:
-                yield h, e, subject.context, subject.count, trigger, subject.act_trigger is not None
+                yield h, e, subject.count, trigger, subject.act_trigger is not None
+
+
+def _masked_context(context: dict[str, str], source: str, nul: bool, mask_text: Any) -> tuple[dict[str, str], str]:
+    """An event's context and source with NULs stripped and secrets masked: one masking pass
+    over all the values (they rarely hold a secret), then each value only when it found one."""
+    if nul:
+        context = {k: _strip_nul(v) for k, v in context.items()}
+        source = _strip_nul(source)
+    joined = "\x1f".join((source, *context.values()))
+    if mask_text(joined) != joined:
+        context = {k: mask_text(v) for k, v in context.items()}
+        source = mask_text(source)[:SOURCE_SYSTEM_MAX]
+    return context, source
 
 
 @dataclass(slots=True)
@@ -396,10 +422,6 @@ def occurrence_time(parsed: datetime | None, fallback: datetime, kafka_ms: int |
     if parsed is not None:
         return parsed, True
     return fallback, False
-
-
-def _same(s: str) -> str:
-    return s
 
 
 def _strip_nul(obj: Any) -> Any:
@@ -549,13 +571,15 @@ def prepare_into(
                 err.first_time = when
             if rank > err.rank:
                 err.rank, err.severity = rank, severity
-            trigger = (ev.event_identity, when, mark)
-            ctx = ev.context
+            ctx, source = ev.context, ev.source_system
+            if not clean:
+                ctx, source = _masked_context(ctx, source, nul, mask_text)
+            trigger = _Trigger(ev.event_identity, when, mark, message, ctx, source)
             first = err.context
             if err.others is None and all(ctx.get(k) == first.get(k) for k in _SUBJECT_FIELDS):
                 err.note(rank, trigger, actionable)  # the common case: the same pod again
             else:
-                err.add_subject(_strip_nul(ctx) if nul else ctx, rank, trigger, actionable, _same if clean else mask_text)
+                err.add_subject(rank, trigger, actionable)
             continue
         # The first event of an error in this batch is the one that may be stored: mask the
         # rest of it now (only now: repeats are counted, never stored).
@@ -572,14 +596,7 @@ def prepare_into(
         else:
             if stack is not None:
                 stack = mask_text(_strip_nul(stack) if nul else stack)
-            if nul:
-                context = {k: _strip_nul(v) for k, v in context.items()}
-                source = _strip_nul(source)
-            # One masking pass over all context values: they rarely hold a secret.
-            joined = "\x1f".join((source, *context.values()))
-            if mask_text(joined) != joined:
-                context = {k: mask_text(v) for k, v in context.items()}
-                source = mask_text(source)[:SOURCE_SYSTEM_MAX]
+            context, source = _masked_context(context, source, nul, mask_text)
             masked_raw = masker.mask_obj(raw)
         if masked_raw is raw and not nul:
             # orjson accepted these bytes, so they are UTF-8 JSON PostgreSQL accepts too
@@ -587,6 +604,7 @@ def prepare_into(
             raw_json = value.decode() if type(value) is bytes else bytes(value).decode()  # type: ignore[union-attr]
         else:
             raw_json = orjson.dumps(masked_raw).decode()
+        trigger = _Trigger(ev.event_identity, when, mark, message, context, source)
         errors[h] = _Error(
             hash=h,
             error_type=error_type,
@@ -604,10 +622,10 @@ def prepare_into(
             context=context,
             first_time=when,
             last_time=when,
-            trigger_identity=ev.event_identity,
+            first=trigger,
             rank=rank,
         )
-        errors[h].note(rank, (ev.event_identity, when, mark), actionable)
+        errors[h].note(rank, trigger, actionable)
     batch.events_in += n
 
 
@@ -662,6 +680,12 @@ async def store_batch(
     o_off = [v[3] for _, v in occ]
     o_history = [v[4] for _, v in occ]
 
+    live_hashes = {e.hash for e in errs}
+    triggers = sorted(
+        ((t.when, t.identity), h, t)
+        for h, _, _, t, _ in _subjects(batch)
+        if h in live_hashes and date(t.when.year, t.when.month, 1) not in expired
+    )
     result = await conn.fetch(
         q.ingest_upsert_batch,
         o_ids,
@@ -684,7 +708,16 @@ async def store_batch(
         [e.pattern.id if e.pattern is not None else None for e in errs],
         [e.last_time for e in errs],
         o_history,
-        [e.act_trigger[1] if e.act_trigger is not None else None for e in errs],
+        [e.act_trigger.when if e.act_trigger is not None else None for e in errs],
+        [t.identity for _, _, t in triggers],
+        [t.when for _, _, t in triggers],
+        [h for _, h, _ in triggers],
+        [subject_of(t.context) for _, _, t in triggers],
+        [t.message for _, _, t in triggers],
+        [orjson.dumps(_event_context(t.context)).decode() for _, _, t in triggers],
+        [t.source for _, _, t in triggers],
+        [t.mark for _, _, t in triggers],
+        [dependency_of(t.message) for _, _, t in triggers],
     )
     for r in result:
         rows[r[1]] = (r[0], r[2], r[3])
@@ -698,17 +731,13 @@ async def store_batch(
 # --- step 3: what the stage emits --------------------------------------------------------------
 
 
+def _event_context(ctx: dict[str, str]) -> dict[str, str | None]:
+    """An ingest context as the analysis event's ``context`` (its field names)."""
+    return {name: ctx.get(key) for name, key in _CONTEXT_FIELDS}
+
+
 def _context(ctx: dict[str, str]) -> ErrorContext:
-    return ErrorContext(
-        namespace=ctx.get("namespace"),
-        pod=ctx.get("pod"),
-        container=ctx.get("container"),
-        deployment=ctx.get("deployment"),
-        service=ctx.get("service"),
-        host=ctx.get("host"),
-        index=ctx.get("index"),
-        path=ctx.get("file"),
-    )
+    return ErrorContext(**_event_context(ctx))
 
 
 def _pattern_ref(p: PatternRow | None) -> PatternRef | None:
@@ -722,7 +751,7 @@ def _pattern_ref(p: PatternRow | None) -> PatternRef | None:
 def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = False) -> list[AnalysisEvent]:
     """One analysis event per distinct hash and object of the batch, in the batch's order."""
     events = []
-    for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
+    for h, e, n, t, actionable in _subjects(batch):
         if h not in stored.rows:
             continue  # every occurrence of it in the batch had expired: nothing to analyse
         row_id, first_seen, new = stored.rows[h]
@@ -731,19 +760,19 @@ def build_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = Fa
                 error_log_id=row_id,
                 hash_signature=h,
                 error_type=e.error_type,
-                error_message=e.message,
+                error_message=t.message,
                 fingerprint_template=e.template,
                 severity=e.severity,
-                source_system=e.source_system,
+                source_system=t.source,
                 pattern=_pattern_ref(e.pattern),
-                context=_context(ctx),
+                context=_context(t.context),
                 occurrences_in_batch=n,
                 new_occurrences=min(new, n),
                 first_seen=first_seen,
-                event_time=when,
-                trigger_event_id=identity,
+                event_time=t.when,
+                trigger_event_id=t.identity,
                 replay=replay or not actionable,
-                history=mark,
+                history=t.mark,
             )
         )
     return events
@@ -767,7 +796,7 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
     tenth of the cost, which matters at one event per distinct error per batch."""
     out = []
     dumps = orjson.dumps
-    for h, e, ctx, n, (identity, when, mark), actionable in _subjects(batch):
+    for h, e, n, t, actionable in _subjects(batch):
         if h not in stored.rows:
             continue  # every occurrence of it in the batch had expired: nothing to analyse
         row_id, first_seen, new = stored.rows[h]
@@ -780,10 +809,10 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
                         "error_log_id": row_id,
                         "hash_signature": h,
                         "error_type": e.error_type,
-                        "error_message": e.message,
+                        "error_message": t.message,
                         "fingerprint_template": e.template,
                         "severity": e.severity,
-                        "source_system": e.source_system,
+                        "source_system": t.source,
                         "pattern": None
                         if p is None
                         else {
@@ -793,14 +822,14 @@ def encode_events(batch: PreparedBatch, stored: StoredBatch, *, replay: bool = F
                             "priority": p.sort_key[0],
                             "auto_resolve": p.auto_resolve,
                         },
-                        "context": {name: ctx.get(key) for name, key in _CONTEXT_FIELDS},
+                        "context": _event_context(t.context),
                         "occurrences_in_batch": n,
                         "new_occurrences": min(new, n),
                         "first_seen": first_seen,
-                        "event_time": when,
-                        "trigger_event_id": identity,
+                        "event_time": t.when,
+                        "trigger_event_id": t.identity,
                         "replay": replay or not actionable,
-                        "history": mark,
+                        "history": t.mark,
                     }
                 ),
             )

@@ -4,7 +4,10 @@ One FastStream batch subscriber (group ``elk-resolver-analyze``), ``AckPolicy.MA
 ``analyze_batch_records`` records at a time. For each batch:
 
 1. Validate each record into :class:`AnalysisEvent`. A record that is not one goes to the
-   dead-letter topic with the reason and its origin (:class:`DeadLetterHeaders`).
+   dead-letter topic with the reason and its origin (:class:`DeadLetterHeaders`). A record is a
+   pointer: what the stage acts on is loaded from the database
+   (:func:`handlers.analyze.from_database`: what ingest stored about the event, the error row,
+   its stored pattern); a record that disagrees with it is refused in ``decision_log``.
 2. Draft each event's request (:func:`handlers.analyze.draft`: solutions, choice, binding to
    its object; the solutions of every hash and the switched-off playbooks are read once for
    the batch). Errors seen for the first time go first (steps 2-3 for them, then for the rest).
@@ -45,7 +48,8 @@ from elk_resolver.actions.llm import LLMClient
 from elk_resolver.actions.playbooks import Catalogue, load_from_settings
 from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.events.contracts import AnalysisEvent
-from handlers.analyze import Analysis, Draft, Known, Repeats, draft, settle_many
+from elk_resolver.kafka.signing import pointer_record
+from handlers.analyze import Analysis, Draft, Known, Repeats, draft, from_database, group_drafts, refuse_record, settle_many
 from streams import metrics
 from streams.record_worker import ManualAckSubscription, RecordWorker, SubscribedStage
 
@@ -116,7 +120,10 @@ class AnalyzeStage(SubscribedStage):
         """One batch of analysis records (up to ``analyze_batch_records``), acked after every
         record in it is finished: counted on an open request, its request stored and the
         pointer acknowledged by the broker, answered with no request, or dead-lettered."""
-        events: list[tuple[AnalysisEvent, Any]] = await self._worker.validated(msg, AnalysisEvent, "invalid-analysis-event")
+        claimed: list[tuple[AnalysisEvent, Any]] = await self._worker.validated(
+            msg, AnalysisEvent, "invalid-analysis-event", refuse=self._refuse
+        )
+        events = await self._from_database(claimed)
         if not events:
             await self._subscription.ack(msg)
             return
@@ -131,9 +138,41 @@ class AnalyzeStage(SubscribedStage):
                 await self._analyse(part, known)
         await self._subscription.ack(msg)
 
+    async def _from_database(self, claimed: list[tuple[AnalysisEvent, Any]]) -> list[tuple[AnalysisEvent, Any]]:
+        """Each record as the database holds it (:func:`handlers.analyze.from_database`: the
+        record is a pointer); a record that disagrees is refused in ``decision_log`` and goes no
+        further."""
+        if not claimed:
+            return []
+        loaded: list[AnalysisEvent | str] = []
+
+        async def load() -> None:
+            loaded[:] = await from_database(self.pool, [e for e, _ in claimed])
+
+        await self._worker.retrying(load, claimed[-1][1])
+        events = []
+        for (event, record), trusted in zip(claimed, loaded):
+            if isinstance(trusted, str):
+                await self._refuse(record, trusted, event.hash_signature)
+                continue
+            events.append((trusted, record))
+        return events
+
+    async def _refuse(self, record: Any, problem: str, hash_signature: str | None = None) -> None:
+        """A record that disagrees with the database, or lacks the internal topics' signature:
+        logged in ``decision_log``, counted as handled, nothing stored."""
+        where = f"{record.topic}:{record.partition}@{record.offset}"
+        if hash_signature is None:
+            hash_signature = (record.key or b"").decode("utf-8", "replace")
+        await self._worker.retrying(
+            lambda: refuse_record(self.pool, where, hash_signature, record.value, problem), record
+        )
+        metrics.REFUSED.labels(self.name).inc()
+        self.handled += 1
+
     async def _analyse(self, events: list[tuple[AnalysisEvent, Any]], known: Known) -> None:
         """Draft each event, group the drafts by the request they would make, settle each group."""
-        groups: dict[str, list[tuple[Draft, Any]]] = {}
+        drafts: list[tuple[Draft, Any]] = []
         for index, (event, record) in enumerate(events):
             if index and index % _DRAFT_SLICE == 0:
                 await asyncio.sleep(0)  # drafting is CPU only: let ingest and execute run between slices
@@ -152,24 +191,10 @@ class AnalyzeStage(SubscribedStage):
                 log.info("no execution request for %s: %s", event.hash_signature[:12], drafted[0].note)
                 self.handled += 1
                 continue
-            groups.setdefault(drafted[0].key, []).append((drafted[0], record))
-        items = [self._representative(members) for members in groups.values()]
+            drafts.append((drafted[0], record))
+        items = group_drafts(drafts)
         if items:
-            await self._settle(items, [r for members in groups.values() for _, r in members])
-
-    @staticmethod
-    def _representative(members: list[tuple[Draft, Any]]) -> tuple[Draft, Repeats, Any]:
-        """The records of one batch that would make the same request (same error, bound object
-        and history mark): the newest stands for all, the others are counted on its request."""
-        newest = max(range(len(members)), key=lambda i: (members[i][0].event.event_time, members[i][1].offset))
-        order = [newest] + [i for i in range(len(members)) if i != newest]
-        d, record = members[newest]
-        repeats = Repeats(
-            record.partition,
-            [members[i][1].offset for i in order],
-            [members[i][0].event.new_occurrences for i in order],
-        )
-        return d, repeats, record
+            await self._settle(items, [r for _, r in drafts])
 
     async def _settle(self, items: list[tuple[Draft, Repeats, Any]], records: list[Any]) -> None:
         """Fold every group in one statement, store the requests that must be, and publish
@@ -180,9 +205,11 @@ class AnalyzeStage(SubscribedStage):
             pending = []
             for (d, _, _), result in zip(items, results):
                 if result.request is not None:
+                    value, headers = pointer_record(self.settings.internal_topic_key, self.settings.topic_execution,
+                                                    result.request.pointer())  # fmt: skip
                     pending.append(await self.broker.publish(
-                        result.request.pointer(), topic=self.settings.topic_execution,
-                        key=d.event.hash_signature.encode(), no_confirm=True,
+                        value, topic=self.settings.topic_execution, key=d.event.hash_signature.encode(),
+                        headers=headers, no_confirm=True,
                     ))  # fmt: skip
             if pending:
                 await asyncio.gather(*pending)

@@ -151,7 +151,9 @@ def asyncapi_document(settings: Settings, *, version: str = "0.1.0") -> dict[str
     declare(s.topic_raw, LogstashEvent, consumer=s.group_ingest, producer="Logstash",
             about="error events as Logstash writes them; ingest classifies, fingerprints and dedupes them")
     declare(s.topic_analysis, AnalysisEvent, consumer=s.group_analyze, producer="ingest",
-            about="one event per distinct error and object per batch, keyed by hash_signature")
+            about="one event per distinct error and object per batch, keyed by hash_signature; a pointer at what"
+                  " ingest stored (analysis_triggers): the analysis stage loads the event from the database and"
+                  " refuses a record that differs")
     declare(s.topic_execution, ExecutionRequest, consumer=s.group_execute, producer="analyze (and approvals)",
             about="a pointer at the request the analysis stage stored in planned_requests (ids and a digest);"
                   " the execute stage loads it and decides from the database, refusing a message that differs")

@@ -31,8 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from faststream.kafka.annotations import KafkaMessage
@@ -42,11 +43,13 @@ from elk_resolver.actions.executors.elasticsearch import make_client
 from elk_resolver.actions.playbooks import Catalogue, load_from_settings
 from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.events.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
+from elk_resolver.kafka.signing import pointer_record
 from handlers.execute import (
     Runtime,
     approved_waiting,
     expire_approvals,
     handle_request,
+    refuse_message,
     reap_lost_runs,
     verify_outcomes,
 )
@@ -60,7 +63,9 @@ if TYPE_CHECKING:
 
     from elk_resolver.settings import Settings
 
-__all__ = ["ExecuteStage", "build_execute", "publish_outcomes"]
+__all__ = ["ExecuteStage", "build_execute", "in_key_order", "publish_outcomes"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("elk_resolver.streams.execute")
 
@@ -77,7 +82,8 @@ async def publish_outcomes(
     results) keyed by hash_signature, and pointers at approved requests on the execution topic
     (the execute stage carries them out); return once the broker has acknowledged every one."""
     for pointer in pointers:
-        await broker.publish(pointer, topic=settings.topic_execution, key=pointer.hash_signature.encode())
+        value, headers = pointer_record(settings.internal_topic_key, settings.topic_execution, pointer)
+        await broker.publish(value, topic=settings.topic_execution, key=pointer.hash_signature.encode(), headers=headers)
     events = list(approvals)
     for result in results:
         carried = result.details.get("approval") if result.outcome == "pending_approval" else None
@@ -87,6 +93,21 @@ async def publish_outcomes(
         await broker.publish(result, topic=settings.topic_results, key=result.hash_signature.encode())
     for event in events:
         await broker.publish(event, topic=settings.topic_approvals, key=event.hash_signature.encode())
+
+
+async def in_key_order(items: Sequence[T], key: Callable[[T], str], handle: Callable[[T], Awaitable[None]]) -> None:
+    """``handle`` every item once: the items of one key one after another in their order (one
+    error's pointers: a forged message and the genuine pointer are judged in the order they
+    came), different keys concurrently. The property tests call it with the real handler."""
+    by_key: dict[str, list[T]] = {}
+    for item in items:
+        by_key.setdefault(key(item), []).append(item)
+
+    async def in_order(group: list[T]) -> None:
+        for item in group:
+            await handle(item)
+
+    await asyncio.gather(*(in_order(group) for group in by_key.values()))
 
 
 class ExecuteStage(SubscribedStage):
@@ -156,19 +177,18 @@ class ExecuteStage(SubscribedStage):
         may run: every guard holds under the database's locks (per object, fleet-wide), exactly
         as between executor copies."""
         pointers: list[tuple[ExecutionRequest, Any]] = await self._worker.validated(
-            msg, ExecutionRequest, "invalid-execution-request"
+            msg, ExecutionRequest, "invalid-execution-request", refuse=self._refuse
         )
-        by_error: dict[str, list[tuple[ExecutionRequest, Any]]] = {}
-        for req, record in pointers:
-            by_error.setdefault(req.hash_signature, []).append((req, record))
         slots = asyncio.Semaphore(self.settings.execute_concurrency)
-
-        async def in_order(items: list[tuple[ExecutionRequest, Any]]) -> None:
-            for req, record in items:
-                await self._handle(req, record, slots)
-
-        await asyncio.gather(*(in_order(items) for items in by_error.values()))
+        await in_key_order(pointers, lambda item: item[0].hash_signature, lambda item: self._handle(*item, slots))
         await self._subscription.ack(msg)
+
+    async def _refuse(self, record: Any, problem: str) -> None:
+        """A pointer without the internal topics' signature: logged ('refused'), nothing claimed."""
+        where = f"{record.topic}:{record.partition}@{record.offset}"
+        await self._worker.retrying(lambda: refuse_message(self.pool, where, record.value, problem), record)
+        metrics.REFUSED.labels(self.name).inc()
+        self.handled += 1
 
     async def _handle(self, req: ExecutionRequest, record: Any, slots: asyncio.Semaphore) -> None:
         results: list[ExecutionResult] = []
@@ -184,6 +204,7 @@ class ExecuteStage(SubscribedStage):
         await self._worker.retrying(lambda: publish_outcomes(self.broker, self.settings, results), record)
         await self._worker.retrying(lambda: notify.outcomes(self.pool, self.settings, results), record)
         metrics.PUBLISHED.labels(self.name).inc(len(results))
+        metrics.REFUSED.labels(self.name).inc(sum(1 for r in results if r.outcome == "refused"))
         self.handled += 1
 
     # -- approvals expiry and verification ------------------------------------------------------

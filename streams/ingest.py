@@ -62,6 +62,7 @@ from aiokafka.errors import KafkaError
 
 from elk_resolver.events.masking import SecretMasker
 from elk_resolver.kafka.security import client_options
+from elk_resolver.kafka.signing import headers_for
 from elk_resolver.store.alias_cache import AliasCache
 from elk_resolver.store.db import connection_usable, describe_db_failure, is_transient_db_error
 from elk_resolver.store.gin_pending_list import GinPendingListCleaner
@@ -685,7 +686,7 @@ class IngestStage:
         out = []
         if stored is not None:
             for h, value in encode_events(prepared, stored, replay=self.replay):
-                out.append((s.topic_analysis, h.encode(), value, None))
+                out.append((s.topic_analysis, h.encode(), value, headers_for(s.internal_topic_key, s.topic_analysis, value)))
         for d in dead:
             out.append((s.topic_dlq, None, d.value, d.headers()))
         return out

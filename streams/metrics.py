@@ -11,6 +11,10 @@ NEW_OCCURRENCES = Counter("elk_resolver_new_occurrences", "occurrences never cou
 EVENTS_SKIPPED = Counter("elk_resolver_events_skipped", "events that are not errors", ["stage"])
 DEAD_LETTERED = Counter("elk_resolver_dead_lettered", "records sent to the DLQ", ["stage", "reason"])
 PUBLISHED = Counter("elk_resolver_published", "events published downstream", ["stage"])
+REFUSED = Counter(
+    "elk_resolver_refused", "records refused: they disagree with the database, or lack the internal topics' signature",
+    ["stage"],
+)
 BATCHES = Counter("elk_resolver_batches", "batches committed", ["stage"])
 RETRIES = Counter("elk_resolver_retries", "retries after a dependency failed", ["stage", "dependency"])
 BATCH_SECONDS = Histogram(

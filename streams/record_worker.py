@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from elk_resolver.events.contracts import DeadLetterHeaders
+from elk_resolver.kafka.signing import unsigned_problem
 from elk_resolver.store.db import describe_db_failure, is_transient_db_error
 from streams import metrics
 from streams.rewind import Rewinds
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from faststream.message import StreamMessage
 
     from elk_resolver.settings import Settings
+
 
 def is_transient(exc: BaseException) -> bool:
     """Errors that go away by themselves: a database restart or failover, a broker leader change."""
@@ -128,16 +130,25 @@ class RecordWorker:
         self.dead_lettered += 1
         metrics.DEAD_LETTERED.labels(self.stage, reason).inc()
 
-    async def validated(self, msg: Any, model: Any, reason: str) -> list[tuple[Any, Any]]:
+    async def validated(
+        self, msg: Any, model: Any, reason: str, *, refuse: Callable[[Any, str], Awaitable[None]] | None = None
+    ) -> list[tuple[Any, Any]]:
         """The records of a batch subscriber's message (or of a single-record one) as
         ``(model instance, record)``; a record that does not validate is dead-lettered with
-        ``reason``."""
+        ``reason``. With ``refuse`` (the internal topics), a record without the service's
+        signature (``internal_topic_key`` set, :mod:`elk_resolver.kafka.signing`) is handed to
+        it with the problem instead, before it is read."""
         records = msg.raw_message
         if not isinstance(records, tuple):
             records = (records,)
         metrics.EVENTS_IN.labels(self.stage).inc(len(records))
         valid = []
         for record in records:
+            if refuse is not None:
+                problem = unsigned_problem(self.settings.internal_topic_key, record.topic, record.value, record.headers)
+                if problem:
+                    await refuse(record, problem)
+                    continue
             try:
                 valid.append((model.model_validate_json(record.value or b""), record))
             except ValidationError as exc:

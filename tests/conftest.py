@@ -125,6 +125,7 @@ async def settings(kafka, database_url, unique, tmp_path):
         state_dir=tmp_path / "state",
         topic_partitions=4,
         http_port=0,
+        settle_s=0.0,  # decisions at once; the incident scenarios set their settle time
     ).isolated(f"t-{unique}")
     await ensure_topics(client_options(s), s.topics(), partitions=s.topic_partitions)
     return s

@@ -155,7 +155,24 @@ async def new_event(pool, message: str, *, pattern: PatternRef | None = None, **
     error_log_id, hash_signature = await insert_error(
         pool, message, error_type=pattern.category if pattern else "unclassified", pattern_id=pattern.id if pattern else None
     )
-    return make_event(error_log_id, hash_signature, message, pattern=pattern, **kwargs)
+    event = make_event(error_log_id, hash_signature, message, pattern=pattern, **kwargs)
+    await stored_by_ingest(pool, event)
+    return event
+
+
+async def stored_by_ingest(pool, *events: AnalysisEvent) -> None:
+    """What ingest stores about each analysis event it publishes (0071): the analysis stage
+    reads the event from there (the record on the topic is a pointer)."""
+    from elk_resolver.actions.targets import subject_of
+
+    for e in events:
+        context = e.context.model_dump()
+        await pool.execute(
+            "INSERT INTO analysis_triggers (event_identity, occurred_at, hash_signature, subject, message, context,"
+            " source_system, history) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            e.trigger_event_id, e.event_time.astimezone(UTC).replace(tzinfo=None), e.hash_signature,
+            subject_of({k: v for k, v in context.items() if v}), e.error_message, context, e.source_system, e.history,
+        )  # fmt: skip
 
 
 async def solutions(pool, hash_signature: str) -> list[dict[str, Any]]:
@@ -692,6 +709,7 @@ async def test_two_stages_on_one_topic_create_one_solution(pool, catalogue, tune
                 # the same error on every partition, so both stages handle it at about the same time
                 for partition in range(tuned.topic_partitions):
                     copy = event.model_copy(update={"trigger_event_id": f"evt-{partition}"})
+                    await stored_by_ingest(pool, copy)
                     await producer.send(tuned.topic_analysis, copy.model_dump_json().encode(), partition=partition)
                 await producer.flush()
             finally:

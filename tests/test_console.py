@@ -16,8 +16,10 @@ from tests.support.polling import wait_for
 from tests.test_execute_stream import configure, request, seed
 
 PAGES = ["/", "/errors", "/errors?type=kubernetes&q=api&page=2", "/errors?state=resolved", "/approvals",
-         "/approvals?status=all", "/patterns", "/runs", "/runs?status=failed", "/runs?status=dry_run", "/playbooks",
-         "/audit", "/audit?person=alice&object=error:1&since=2h&people=1", "/asyncapi.html", "/api.html", "/login"]
+         "/approvals?status=all", "/incidents", "/objects", "/objects/timeline?key=k8s%3Ashop%2Fdeployment%2Fcheckout",
+         "/patterns", "/patterns?message=OutOfMemoryError+in+pod+api-1", "/runs", "/runs?status=failed",
+         "/runs?status=dry_run", "/playbooks", "/audit", "/audit?person=alice&object=error:1&since=2h&people=1",
+         "/asyncapi.html", "/api.html", "/login"]
 USERS = {"alice": hash_password("alice-pw"), "bob": hash_password("bob-pw")}
 
 

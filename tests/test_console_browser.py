@@ -11,7 +11,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from elk_resolver.console.auth import hash_password
 from elk_resolver.service import create_app
-from tests.support.browser import headless_chromium, require_browser
+from tests.support.browser import headless_chromium, require_browser, sign_in
 from tests.support.fake_kubectl import write_fake_kubectl
 from tests.support.polling import wait_for
 from tests.test_execute_stream import configure, request, seed
@@ -34,10 +34,7 @@ async def test_approving_in_a_browser_runs_the_command_once_through_the_execute_
         driver = await asyncio.to_thread(headless_chromium)
         try:
             def sign_in_and_approve() -> str:
-                driver.get(f"{app.http_url}/login?next=/approvals/{approval}")
-                driver.find_element(By.ID, "username").send_keys("alice")
-                driver.find_element(By.ID, "password").send_keys("alice-pw")
-                driver.find_element(By.ID, "sign-in").click()
+                sign_in(driver, app.http_url, "alice", "alice-pw", f"/approvals/{approval}")
                 approve = WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.ID, "approve")))
                 assert "rollout restart deployment/api" in driver.page_source
                 approve.click()  # the click returns before the next page: wait for it

@@ -52,6 +52,10 @@ def exec_settings(database_url: str, fake=None, **overrides):
         "stale_after_s": 900.0,
         "approval_ttl_s": 3600.0,
         "verification_window_s": 900.0,
+        # the handler tests move a fixed clock: no settle wait, no "stopped by itself" (the
+        # incident scenarios in tests/test_incidents.py set both)
+        "settle_s": 0.0,
+        "quiet_after_s": 0.0,
         **overrides,
     }
     if fake is not None:
@@ -134,6 +138,9 @@ async def stored(pool, req: PlannedRequest):
         row = await pool.fetchrow("SELECT id, pattern_name, error_category FROM error_patterns WHERE auto_resolve ORDER BY id LIMIT 1")
         pattern = PatternRef(id=row["id"], name=row["pattern_name"], category=row["error_category"], priority=1, auto_resolve=True)
         req = req.model_copy(update={"pattern": pattern})
+    if req.pattern is not None:  # ingest stored the error with the pattern the analysis stage names
+        await pool.execute("UPDATE error_logs SET pattern_id = $1 WHERE id = $2 AND pattern_id IS NULL", req.pattern.id,
+                           req.error_log_id)  # fmt: skip
     return (await store_request(pool, req)).pointer()
 
 
@@ -292,7 +299,7 @@ async def test_a_thousand_identical_requests_within_a_minute_cause_exactly_one_r
 
 async def test_hourly_cap_limits_runs_even_without_cooldown(pool, database_url, tmp_path):
     fake = write_fake_kubectl(tmp_path)
-    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=2)
+    settings = exec_settings(database_url, fake, cooldown_s=0, max_runs_per_hour=2, recurrence_to_person=False)
     ids = await seed(pool)
     outcomes = []
     for i in range(4):
@@ -309,7 +316,7 @@ async def test_hourly_cap_limits_runs_even_without_cooldown(pool, database_url, 
 
 async def test_cooldown_is_per_object_whatever_error_or_solution_asks(pool, database_url, tmp_path):
     fake = write_fake_kubectl(tmp_path)
-    settings = exec_settings(database_url, fake)
+    settings = exec_settings(database_url, fake, recurrence_to_person=False)
     a, b, c = await seed(pool), await seed(pool), await seed(pool)
     other = [kube("kubectl rollout restart deployment/billing -n payments")]
     [ra] = await handle(request(a), pool, settings)

@@ -373,7 +373,9 @@ async def test_one_analysis_event_per_error_and_workload(pool, patterns):
     result = await ingest(pool, patterns, records(events))
     assert len({e.hash_signature for e in result.events}) == 1
     got = sorted((e.context.namespace, e.context.deployment or e.context.pod, e.occurrences_in_batch) for e in result.events)
-    assert got == [("dev", "toy", 1), ("payments", "api", 3), ("payments", "billing", 1)]
+    # each event carries its trigger's own object: the newest event of payments/api is a pod's
+    assert got == [("dev", "toy", 1), ("payments", "api-bcdfghjkl-zxvbn", 3), ("payments", "billing", 1)]
+    assert {e.trigger_event_id for e in result.events} == {"a", "c", "e"}
 
 
 async def test_an_event_from_a_clock_years_ahead_is_stored_at_its_kafka_time(pool, patterns):

@@ -19,7 +19,7 @@ from handlers.analyze import Repeats
 from handlers.execute import handle_request
 from streams.analyze import build_analyze
 from tests.support.polling import wait_for
-from tests.test_analyze import CRASHLOOP, PATTERNS, catalogue, new_event, read_records, run, tuned  # noqa: F401
+from tests.test_analyze import CRASHLOOP, PATTERNS, catalogue, new_event, read_records, run, stored_by_ingest, tuned  # noqa: F401
 
 CONTEXT = {"namespace": "payments", "deployment": "api"}
 
@@ -92,6 +92,7 @@ async def test_a_redelivered_repeat_is_not_counted_twice(pool, catalogue, tuned)
 async def test_a_batch_of_repeats_on_kafka_becomes_one_request_with_its_count(pool, catalogue, tuned):
     first = await new_event(pool, CRASHLOOP, pattern=PATTERNS["Pod CrashLoopBackOff"], context=CONTEXT)
     events = [first.model_copy(update={"trigger_event_id": f"evt-{i}"}) for i in range(40)]
+    await stored_by_ingest(pool, *events)
     async with KafkaBroker(tuned.kafka_bootstrap_servers) as broker:
         stage = build_analyze(tuned, pool=pool, broker=broker)
         await stage.start()

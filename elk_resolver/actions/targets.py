@@ -40,7 +40,7 @@ from elk_resolver.actions.policy import (
     split_flag,
 )
 
-__all__ = ["Target", "Workload", "dns1123_problem", "target_of_command", "workload_of"]
+__all__ = ["Target", "Workload", "dns1123_problem", "subject_key", "subject_of", "target_of_command", "workload_of"]
 
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NAME = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
@@ -112,6 +112,21 @@ def subject_key(context: Mapping[str, Any]) -> tuple[str | None, str | None]:
     if context.get("index"):
         return namespace, f"index/{context['index']}"
     return namespace, None
+
+
+def subject_of(context: Mapping[str, Any]) -> str | None:
+    """The object an event came from, keyed as :attr:`Target.key` keys objects: its workload
+    (``k8s:shop/deployment/checkout``), else its bare pod, else the index it names, else the
+    service or host that logged it; None when the event names none. What a request answers
+    for when no object could be bound, and what the console's timeline of an object reads."""
+    namespace, what = subject_key(context)
+    if what is not None:
+        return f"es:{what}" if what.startswith("index/") else f"k8s:{namespace}/{what}"
+    for field in ("service", "host"):
+        value = context.get(field)
+        if isinstance(value, str) and value:
+            return f"{field}:{value}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

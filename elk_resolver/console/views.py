@@ -34,8 +34,8 @@ PERSON = web.RequestKey("console_person", object)
 SEED = web.RequestKey("console_csrf_seed", str)
 HERE = resources.files("elk_resolver.console")
 # the pages' navigation; /incidents lists the systemic holds
-NAV = (("/", "Overview"), ("/errors", "Errors"), ("/incidents", "Incidents"), ("/approvals", "Approvals"),
-       ("/runs", "Runs"), ("/patterns", "Patterns"), ("/playbooks", "Playbooks"), ("/audit", "Audit"))
+NAV = (("/", "Overview"), ("/errors", "Errors"), ("/incidents", "Incidents"), ("/objects", "Objects"),
+       ("/approvals", "Approvals"), ("/runs", "Runs"), ("/patterns", "Patterns"), ("/playbooks", "Playbooks"), ("/audit", "Audit"))
 # the service's own endpoints (streams.app): not console pages, answered as they are
 SERVICE_PATHS = ("/health", "/ready", "/metrics", "/asyncapi", "/asyncapi.json")
 SECURITY_HEADERS = {
@@ -76,7 +76,8 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=_when, ago=_ago, duration=_duration,
-                       pretty=lambda v: json.dumps(v, indent=2, default=str, ensure_ascii=False))
+                       pretty=lambda v: json.dumps(v, indent=2, default=str, ensure_ascii=False),
+                       timeline=reading.timeline_href)
     return env
 
 
@@ -278,6 +279,21 @@ class Console:
         if data is None:
             raise web.HTTPNotFound(text=f"There is no systemic hold {incident_id}.")
         return self.render(request, "incident.html", {**data, "done": request.query.get("done", "")})
+
+    async def incidents(self, request: web.Request) -> web.Response:
+        data = await reading.incidents(self.pool)
+        return self.render(request, "incidents.html", data)
+
+    async def objects(self, request: web.Request) -> web.Response:
+        rows = await reading.objects(self.pool)
+        return self.render(request, "objects.html", {"rows": rows})
+
+    async def object_timeline(self, request: web.Request) -> web.Response:
+        key = (request.query.get("key") or "").strip()
+        if not key:
+            raise web.HTTPSeeOther("/objects")
+        rows = await reading.object_timeline(self.pool, key)
+        return self.render(request, "object.html", {"key": key, "rows": rows})
 
     async def decide_hold(self, request: web.Request) -> web.Response:
         """A systemic hold: approve every object, or the selected ones (the rest are rejected), or reject it."""
@@ -532,7 +548,10 @@ def install(
     r.add_get("/approvals/{id:\\d+}", console.approval)
     r.add_post("/approvals/{id:\\d+}/decide", console.decide)
     r.add_post("/approvals/decide", console.decide_incident)
+    r.add_get("/incidents", console.incidents)
     r.add_get("/incidents/{id:\\d+}", console.incident)
+    r.add_get("/objects", console.objects)
+    r.add_get("/objects/timeline", console.object_timeline)
     r.add_post("/incidents/{id:\\d+}/decide", console.decide_hold)
     r.add_get("/patterns", console.patterns)
     r.add_post("/patterns/test", console.test_pattern)

@@ -40,7 +40,10 @@ class ErrorContext(Contract):
 
 
 class AnalysisEvent(Contract):
-    """Ingest -> analyze, on ``elk.errors.analysis``: at most one per distinct hash per batch."""
+    """Ingest -> analyze, on ``elk.errors.analysis``: one per distinct error and object per
+    batch. A pointer: the analysis stage loads the event it names from what ingest stored
+    (``analysis_triggers``, the error row, its stored pattern) and refuses a record that differs
+    (``handlers.analyze.from_database``)."""
 
     error_log_id: int = Field(description="error_logs.id of the (first) row of this error")
     hash_signature: str = Field(description="SHA-256 hex fingerprint, the error's identity")
@@ -100,6 +103,10 @@ class PlannedRequest(Contract):
     pattern: PatternRef | None = None
     target: dict[str, Any] | None = Field(None, description="the one object the commands touch (targets.Target)")
     action: str = Field("", description="the kind of action, e.g. kubectl:rollout restart:deployment")
+    subject: str | None = Field(
+        None, description="the object the event came from (targets.subject_of): what the request answers for when"
+        " nothing could be bound"
+    )
     signs: dict[str, Any] = Field(default_factory=dict, description="node, dependency host: what incidents share")
     event_time: datetime = Field(description="when the error happened (staleness is judged on it)")
     replay: bool = Field(False, description="history mark: never remediated unless the operator asked")
@@ -112,6 +119,13 @@ class PlannedRequest(Contract):
     @property
     def namespace(self) -> str | None:
         return (self.target or {}).get("namespace")
+
+    @property
+    def object_key(self) -> str:
+        """What locks, budgets, approvals and decision lines count by: the bound object, else
+        (no object could be bound, so the request can only wait for a person) the object the
+        event came from, with the error and solution."""
+        return self.target_key or f"unbound:{self.hash_signature}/{self.solution_id}/{self.subject or ''}"
 
     def digest(self) -> str:
         """SHA-256 of the canonical JSON of the whole request."""

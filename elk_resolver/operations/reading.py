@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from elk_resolver.actions.ranking import wilson_lower_bound
 from elk_resolver.operations import solution_view
@@ -288,3 +288,30 @@ def by_error(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         request = r.get("stored_request") or r.get("request") or {}
         g["approvals"].append({**r, "object": bound_object(request), "commands": request.get("commands") or []})
     return list(groups.values())
+
+
+async def incidents(pool: asyncpg.Pool, *, limit: int = PAGE) -> dict[str, Any]:
+    """Open and past holds (systemic, node), each with its objects and what they share."""
+    from handlers.execute import list_incidents
+
+    rows = await list_incidents(pool=pool, status=None, limit=limit)
+    now = utc_naive()
+    for row in rows:
+        row["kind"] = "node" if row["action"].startswith("node:") else "systemic"
+        row["open"] = row["status"] == "pending" and row["expires_at"] > now
+    return {"open": [r for r in rows if r["open"]], "past": [r for r in rows if not r["open"]]}
+
+
+async def objects(pool: asyncpg.Pool, *, hours: int = 24, limit: int = 200) -> list[dict[str, Any]]:
+    """The objects errors came from in the last ``hours``, newest first."""
+    rows = await pool.fetch(queries().console_objects, utc_naive() - timedelta(hours=hours), limit)
+    return [{**dict(r), "href": "/objects/timeline?" + urlencode({"key": r["subject"]})} for r in rows]
+
+
+async def object_timeline(pool: asyncpg.Pool, key: str, *, limit: int = 300) -> list[dict[str, Any]]:
+    """One object's events, requests, decisions, runs and holds, newest first."""
+    return [dict(r) for r in await pool.fetch(queries().console_object_timeline, key, limit)]
+
+
+def timeline_href(key: str | None) -> str:
+    return "/objects/timeline?" + urlencode({"key": key or ""})

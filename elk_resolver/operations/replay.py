@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from elk_resolver.events.contracts import DeadLetterHeaders
 from elk_resolver.events.masking import SecretMasker
+from elk_resolver.kafka.signing import headers_for
 from elk_resolver.kafka.offsets import fetch_highwaters, offset_for_time, partitions_of, start_or_close
 from elk_resolver.kafka.security import client_options
 from elk_resolver.operations.progress import Progress
@@ -157,13 +158,16 @@ async def replay(
             outcomes, refused = await _store_or_isolate(records, ingest, cache, partitions, masker)
             # what this replay counted first goes on to analysis; what was counted before
             # already went there (a second replay publishes nothing)
-            futures = [
-                await producer.send(s.topic_analysis, event.model_dump_json().encode(),
-                                    key=event.hash_signature.encode())
-                for outcome in outcomes
-                for event in outcome.events
-                if event.new_occurrences > 0
-            ]
+            futures = []
+            for outcome in outcomes:
+                for event in outcome.events:
+                    if event.new_occurrences <= 0:
+                        continue
+                    value = event.model_dump_json().encode()
+                    futures.append(await producer.send(
+                        s.topic_analysis, value, key=event.hash_signature.encode(),
+                        headers=headers_for(s.internal_topic_key, s.topic_analysis, value),
+                    ))  # fmt: skip
             published = len(futures)
             for dead in [d for outcome in outcomes for d in outcome.dead_letters] + refused:
                 if dead.coordinates in already or dead.coordinates[:3] in already:

@@ -50,6 +50,7 @@ LOCK_RETRIES = 5
 # (key in the summary, query name) for the batched deletes, in foreign-key-safe order.
 _BEFORE_PARTITIONS = (
     ("decision_log", "maintain_delete_decision_log"),
+    ("analysis_triggers", "maintain_delete_analysis_triggers"),
     ("verifications", "maintain_delete_verifications"),
     ("execution_history", "maintain_delete_execution_history"),
     ("approvals", "maintain_delete_approvals"),

@@ -156,3 +156,27 @@ UPDATE planned_requests SET
     last_repeat_event_at = CASE WHEN $3 > 0 THEN $7::timestamp END,
     last_repeat_seen_at = CASE WHEN $3 > 0 THEN $8::timestamp END
 WHERE request_id = $1 AND coalesce_key IS NULL;
+
+-- name: analyze-load-triggers
+-- What the database holds for a batch of analysis records (each a pointer: its trigger
+-- occurrence's identity $1 and time $2): what ingest stored about the event (0071), the error
+-- row of that event's hash and the error's stored pattern as it is now. No row back for a
+-- trigger ingest never stored. n is the record's position (1-based).
+SELECT x.n, t.hash_signature, t.message, t.context, t.source_system, t.history,
+       e.id AS error_log_id, e.error_type, e.severity, e.fingerprint_template,
+       p.id AS pattern_id, p.pattern_name, p.error_category, coalesce(p.priority, 5) AS priority, p.auto_resolve
+FROM unnest($1::text[], $2::timestamp[]) WITH ORDINALITY AS x(i, a, n)
+JOIN analysis_triggers t ON t.event_identity = x.i AND t.occurred_at = x.a
+LEFT JOIN error_logs e ON e.hash_signature = t.hash_signature
+LEFT JOIN error_patterns p ON p.id = e.pattern_id;
+
+-- name: analyze-replicasets
+-- The ReplicaSets (pod-template hashes) of deployment $1 (its subject key, pod name prefix $3)
+-- whose pods' events ingest stored since $2 (0071): first and last event, how many; and the
+-- newest run on the deployment (a restart makes a ReplicaSet of its own).
+SELECT split_part(substr(context->>'pod', length($3) + 1), '-', 1) AS rs, min(occurred_at) AS first_at,
+       max(occurred_at) AS last_at, count(*) AS n,
+       (SELECT max(executed_at) FROM execution_history WHERE target_key = $1) AS last_run_at
+FROM analysis_triggers
+WHERE subject = $1 AND occurred_at > $2 AND history IS NULL AND starts_with(context->>'pod', $3)
+GROUP BY 1;

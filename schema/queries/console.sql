@@ -202,3 +202,33 @@ LEFT JOIN error_logs el ON el.id = p.error_log_id
 LEFT JOIN execution_history eh ON eh.request_id = o.request_id
 WHERE o.incident_id = $1
 ORDER BY o.added_at, o.target_key;
+
+-- name: console-objects
+-- The objects errors came from since $1, newest first: what the timeline pages list (0071).
+SELECT subject, count(*) AS events, max(occurred_at) AS last_at, min(occurred_at) AS first_at,
+       count(DISTINCT hash_signature) AS errors
+FROM analysis_triggers
+WHERE occurred_at > $1 AND subject IS NOT NULL
+GROUP BY subject ORDER BY max(occurred_at) DESC LIMIT $2;
+
+-- name: console-object-timeline
+-- One object's timeline, newest first: the events ingest stored about it (0071), the requests
+-- bound to it, the decisions naming it (0070), the runs on it and its incident holds.
+SELECT * FROM (
+    SELECT occurred_at AS at, 'event' AS kind, left(message, 400) AS what, NULL::text AS outcome,
+           hash_signature AS ref, context->>'pod' AS pod, context->>'host' AS node, NULL::text AS by
+    FROM analysis_triggers WHERE subject = $1
+    UNION ALL
+    SELECT requested_at, 'request', coalesce(request->'commands'->0->>'command', request->>'reason'),
+           request->>'decision', request_id, NULL, NULL, NULL
+    FROM planned_requests WHERE target_key = $1
+    UNION ALL
+    SELECT decided_at, 'decision', reason, decision, request_id, NULL, NULL, decided_by
+    FROM decision_log WHERE target_key = $1
+    UNION ALL
+    SELECT executed_at, 'run', left(execution_output, 400), execution_status, request_id, NULL, NULL, executed_by
+    FROM execution_history WHERE target_key = $1
+    UNION ALL
+    SELECT added_at, 'hold', 'held in incident ' || incident_id, status, request_id, NULL, NULL, decided_by
+    FROM incident_objects WHERE target_key = $1
+) t ORDER BY at DESC NULLS LAST LIMIT $2;

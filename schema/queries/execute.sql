@@ -33,9 +33,10 @@ FROM execution_history WHERE solution_id = $1
 ORDER BY id DESC LIMIT $2;
 
 -- name: insert-decision
--- One decision that is not a run.
-INSERT INTO decision_log (request_id, hash_signature, solution_id, error_log_id, decision, reason, details, decided_by, decided_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+-- One decision that is not a run; $10 the object it is about (0070; NULL for a refused message).
+INSERT INTO decision_log (request_id, hash_signature, solution_id, error_log_id, decision, reason, details, decided_by,
+                          decided_at, target_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 RETURNING id;
 
 -- name: finish-request
@@ -102,6 +103,13 @@ SELECT request_id, request, digest FROM planned_requests WHERE request_id = $1;
 -- name: pattern-state
 -- The pattern as it is now (auto_resolve and disabled are read at decision time).
 SELECT id, auto_resolve, disabled_at FROM error_patterns WHERE id = $1;
+
+-- name: pattern-of-error
+-- The pattern stored with an error (error_logs.pattern_id) as it is now: what the execute stage
+-- judges, whatever pattern a request names. id NULL: no pattern (or none stored).
+SELECT p.id, p.pattern_name, p.auto_resolve, p.disabled_at
+FROM error_logs e LEFT JOIN error_patterns p ON p.id = e.pattern_id
+WHERE e.id = $1;
 
 -- name: playbook-control-get
 -- Whether `playbooks disable` switched a playbook off.
@@ -251,18 +259,19 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (execution_history_id) DO NOTHING;
 
 -- name: recurred-by-request
--- A request about the same object ($5) needing the same kind of action ($6) after a run, inside
--- its window. Runs recorded before objects were bound (target_key NULL) go by the hash ($1).
+-- A request about the same object ($5) after a run, inside its window: the object needs an
+-- action again (the same one, or another: a rollback after a restart), so the run did not help.
+-- Runs recorded before objects were bound (target_key NULL) go by the hash ($1).
 UPDATE verifications SET outcome = 'recurred', decided_at = $3, evidence = $4
 WHERE outcome = 'pending'
-  AND ((target_key IS NOT NULL AND target_key = $5 AND action IS NOT DISTINCT FROM $6)
+  AND ((target_key IS NOT NULL AND target_key = $5)
        OR (target_key IS NULL AND hash_signature = $1))
   AND run_finished_at < $2::timestamp AND window_until >= $2::timestamp
 RETURNING execution_history_id, hash_signature, solution_id, request_id, error_log_id, evidence;
 
 -- name: recurred-by-occurrence
--- The same object needed the same kind of action again after the run, inside the window (a
--- stored request about it); for runs from before objects were bound, the ingest stage saw the
+-- The same object needed an action again after the run, inside the window (a stored request
+-- about it); for runs from before objects were bound, the ingest stage saw the
 -- same hash again.
 UPDATE verifications v SET outcome = 'recurred', decided_at = $1,
     evidence = CASE
@@ -274,11 +283,11 @@ UPDATE verifications v SET outcome = 'recurred', decided_at = $1,
 WHERE v.outcome = 'pending'
   AND ((v.target_key IS NOT NULL
         AND (EXISTS (SELECT 1 FROM planned_requests p
-                      WHERE p.target_key = v.target_key AND p.action IS NOT DISTINCT FROM v.action
+                      WHERE p.target_key = v.target_key
                         AND p.event_time > v.run_finished_at AND p.event_time <= v.window_until)
              -- a repeat folded into a request (migration 0060): its newest event time
              OR EXISTS (SELECT 1 FROM planned_requests p
-                         WHERE p.target_key = v.target_key AND p.action IS NOT DISTINCT FROM v.action
+                         WHERE p.target_key = v.target_key
                            AND p.last_repeat_event_at > v.run_finished_at
                            AND p.last_repeat_event_at <= v.window_until)))
     OR (v.target_key IS NULL
@@ -341,3 +350,62 @@ RETURNING id, request_id, hash_signature, solution_id, status, reason, decided_b
 -- The approved request moves from waiting to running (only once).
 UPDATE execution_requests SET status = $2 WHERE request_id = $1 AND status = 'awaiting_approval'
 RETURNING request_id;
+
+-- name: newest-error-of-object
+-- The newest live error event about an object ($1: its keys, the bound object and the object the
+-- event came from): what ingest stored about the analysis events it published (0071) and the
+-- repeats folded into requests bound to it (0060). Has it stopped by itself?
+SELECT greatest(
+    (SELECT max(occurred_at) FROM analysis_triggers WHERE subject = any($1::text[]) AND history IS NULL),
+    (SELECT max(coalesce(last_repeat_event_at, event_time)) FROM planned_requests
+      WHERE target_key = any($1::text[]) AND NOT history)) AS newest;
+
+-- name: dependency-outages
+-- The host:port dependencies an object's live errors named since $2 that at least $3 services
+-- name (a dependency outage), with every service naming each (0071).
+SELECT d.dependency, array_agg(DISTINCT s.subject ORDER BY s.subject) AS services
+FROM (SELECT DISTINCT dependency FROM analysis_triggers
+      WHERE subject = $1 AND occurred_at > $2 AND dependency IS NOT NULL AND history IS NULL) d
+JOIN analysis_triggers s ON s.dependency = d.dependency AND s.occurred_at > $2 AND s.history IS NULL
+                        AND s.subject IS NOT NULL
+GROUP BY d.dependency
+HAVING count(DISTINCT s.subject) >= $3;
+
+-- name: dependency-services
+-- Every service whose live errors named dependency $1 since $2 (0071).
+SELECT array_agg(DISTINCT subject ORDER BY subject) AS services
+FROM analysis_triggers WHERE dependency = $1 AND occurred_at > $2 AND history IS NULL AND subject IS NOT NULL;
+
+-- name: node-only-objects
+-- The objects whose live errors since $2 all came from node $1 (a node going bad: they fail
+-- there and nowhere else), from what ingest stored (0071).
+WITH here AS (
+    SELECT DISTINCT subject FROM analysis_triggers
+    WHERE context->>'host' = $1 AND occurred_at > $2 AND history IS NULL AND subject IS NOT NULL
+)
+SELECT coalesce(array_agg(h.subject ORDER BY h.subject), '{}') AS objects FROM here h
+WHERE NOT EXISTS (SELECT 1 FROM analysis_triggers t
+                  WHERE t.subject = h.subject AND t.occurred_at > $2 AND t.history IS NULL
+                    AND t.context->>'host' IS DISTINCT FROM $1);
+
+-- name: object-recurred
+-- The newest run on object $1 whose error came back on it (verification 'recurred') since $2.
+SELECT v.execution_history_id, v.evidence, v.action, h.executed_at, h.executed_by
+FROM verifications v JOIN execution_history h ON h.id = v.execution_history_id
+WHERE v.target_key = $1 AND v.outcome = 'recurred' AND v.decided_at > $2
+ORDER BY v.decided_at DESC LIMIT 1;
+
+-- name: object-history
+-- The recent runs on an object, with how each was verified, attached to what a person decides.
+SELECT h.id, h.execution_status, left(h.execution_output, 500) AS execution_output,
+       extract(epoch FROM h.execution_time)::float8 AS execution_time_s, h.executed_at, h.executed_by,
+       v.outcome AS verified, v.evidence
+FROM execution_history h LEFT JOIN verifications v ON v.execution_history_id = h.id
+WHERE h.target_key = $1
+ORDER BY h.id DESC LIMIT $2;
+
+-- name: requests-for-object
+-- A live request bound to object $1 since $2 (the newest), if any.
+SELECT request_id FROM planned_requests
+WHERE target_key = $1 AND requested_at > $2 AND NOT history
+ORDER BY requested_at DESC LIMIT 1;

@@ -21,7 +21,18 @@ SELECT m AS month, ensure_error_occurrences_partition(m) AS partition FROM unnes
 -- rewritten at all (no dead tuple, no lock); ingest-row-ids finds its id.
 -- Returns, per error written: id, hash, whether this statement created the row, and the
 -- number of new occurrences it brought.
-WITH occ AS (
+-- $22..$30: one element per analysis event the batch publishes (its trigger occurrence's
+-- identity and time, hash, subject, message, context as JSON text, source, history mark,
+-- the dependency its message names):
+-- stored once in analysis_triggers (0071), where the analysis stage reads what the event says.
+WITH trig AS (
+    INSERT INTO analysis_triggers AS t
+        (event_identity, occurred_at, hash_signature, subject, message, context, source_system, history, dependency)
+    SELECT i, a, h, s, m, c::jsonb, src, hist, dep
+    FROM unnest($22::text[], $23::timestamp[], $24::text[], $25::text[], $26::text[], $27::text[], $28::text[],
+                $29::text[], $30::text[]) AS x(i, a, h, s, m, c, src, hist, dep)
+    ON CONFLICT DO NOTHING
+), occ AS (
     INSERT INTO error_occurrences AS o
         (event_identity, occurred_at, hash_signature, source_topic, source_partition, source_offset, history)
     SELECT * FROM unnest($1::text[], $2::timestamp[], $3::text[], $4::text[], $5::int[], $6::bigint[],

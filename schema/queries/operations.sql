@@ -62,6 +62,11 @@ UPDATE maintenance_runs SET finished_at = NOW(), deleted = $2::jsonb WHERE id = 
 DELETE FROM decision_log WHERE id IN (
     SELECT id FROM decision_log WHERE decided_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED);
 
+-- name: maintain-delete-analysis-triggers
+-- What ingest stored about the analysis events it published (0071), older than the cutoff, one batch.
+DELETE FROM analysis_triggers WHERE (occurred_at, event_identity) IN (
+    SELECT occurred_at, event_identity FROM analysis_triggers WHERE occurred_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED);
+
 -- name: maintain-delete-verifications
 -- Verifications of runs older than the cutoff, one batch (they reference execution_history).
 DELETE FROM verifications WHERE execution_history_id IN (

@@ -73,3 +73,11 @@ def full_page_screenshot(driver, path: Path) -> None:
         "format": "png", "captureBeyondViewport": True,
         "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 8000), "scale": 1}})
     path.write_bytes(base64.b64decode(shot["data"]))
+def sign_in(driver, base: str, name: str, password: str, next_path: str) -> None:
+    """Sign in on the console's login page, landing on ``next_path``."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/login?next={next_path}")
+    driver.find_element(By.ID, "username").send_keys(name)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "sign-in").click()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -57,6 +58,71 @@ def crashloop(namespace: str, deployment: str, rng: random.Random) -> bytes:
     )  # fmt: skip
 
 
+NODES = ("node-1", "node-2", "node-3", "node-4")
+
+
+def node_of(pod: str) -> str:
+    """The node a generated pod runs on: pods of a workload spread over the nodes, as the
+    scheduler spreads them (fixed per pod name)."""
+    import zlib
+
+    return NODES[zlib.crc32(pod.encode()) % len(NODES)]
+
+
+def kubelet_event(message: str, *, namespace: str, pod: str, level: str = "error", when: datetime | None = None,
+                  node: str | None = None) -> bytes:  # fmt: skip
+    """An event as Filebeat ships a kubelet line: no ``event.hash`` (the record's bytes are its
+    identity), the pod's namespace and name in ``kubernetes``, no deployment field, the node the
+    pod runs on in ``host.name``."""
+    return orjson.dumps({
+        "@timestamp": (when or datetime.now(UTC)).isoformat(), "message": message, "log": {"level": level},
+        "kubernetes": {"namespace": namespace, "pod": {"name": pod}, "container": {"name": "app"}},
+        "host": {"name": node or node_of(pod)}, "service": {"name": "kubelet"},
+    })  # fmt: skip
+
+
+def kubelet_line(kind: str, namespace: str, pod: str, uid: uuid.UUID, when: datetime, node: str | None = None) -> bytes:
+    """A kubelet line about ``pod`` as kubelet writes it (its message names the pod and its
+    uid): ``crashloop`` (CrashLoopBackOff) or ``oom`` (a container OOMKilled)."""
+    clock = when.strftime("%H:%M:%S.%f")
+    if kind == "crashloop":
+        message = (
+            f'E1201 {clock}    2291 pod_workers.go:1298] "Error syncing pod, skipping" err="failed to'
+            f' \\"StartContainer\\" for \\"app\\" with CrashLoopBackOff: \\"back-off 5m0s restarting failed'
+            f' container=app pod={pod}_{namespace}({uid})\\"" pod="{namespace}/{pod}" podUID="{uid}"'
+        )
+    elif kind == "oom":
+        message = (
+            f'I1201 {clock}    2291 kubelet.go:2457] "Container terminated" reason="OOMKilled" exitCode=137'
+            f' container="app" pod="{namespace}/{pod}" podUID="{uid}"'
+        )
+    else:
+        raise ValueError(kind)
+    return kubelet_event(message, namespace=namespace, pod=pod, when=when, node=node)
+
+
+def kubelet_crashloop(namespace: str, deployment: str, rng: random.Random, pod: str | None = None,
+                      when: datetime | None = None) -> bytes:  # fmt: skip
+    """A kubelet CrashLoopBackOff line of a (random) pod of ``deployment``."""
+    uid = uuid.UUID(int=rng.getrandbits(128), version=4)
+    return kubelet_line("crashloop", namespace, pod or rs_pod(deployment, rng), uid, when or datetime.now(UTC))
+
+
+def kubelet_oomkilled(namespace: str, deployment: str, rng: random.Random, pod: str | None = None,
+                      when: datetime | None = None) -> bytes:  # fmt: skip
+    """A kubelet line about a container of a (random) pod of ``deployment`` killed for memory."""
+    uid = uuid.UUID(int=rng.getrandbits(128), version=4)
+    return kubelet_line("oom", namespace, pod or rs_pod(deployment, rng), uid, when or datetime.now(UTC))
+
+
+def interleaved(*streams: list[bytes]) -> list[bytes]:
+    """The streams' events in turn (a, b, c, a, b, c, ...), as pods of several workloads log together."""
+    out: list[bytes] = []
+    for i in range(max(len(s) for s in streams)):
+        out += [s[i] for s in streams if i < len(s)]
+    return out
+
+
 OOM_WORDINGS = (
     'Exception in thread "main" java.lang.OutOfMemoryError: Java heap space',
     'Exception in thread "loader" java.lang.OutOfMemoryError: Metaspace',
@@ -89,29 +155,40 @@ class Pipeline:
     settings: Settings
     pool: asyncpg.Pool
     app: Any
+    copies: tuple[Any, ...] = ()
+    """every copy of the service (``app`` is the first); one consumer group per stage."""
 
     async def drained(self, events: int) -> bool:
         """Every published event read, every analysis event handled, every pointer handled, no
-        run in flight (the stages' own counters: committed offsets cover records fetched but
-        not handled yet, so they cannot say this)."""
-        stages = self.app.stages
-        ingest, analyze, execute = stages["ingest"], stages["analyze"], stages["execute"]
-        if ingest.metrics.events_in < events or analyze.handled < ingest.metrics.published:
+        run in flight (the stages' own counters, summed over the copies: committed offsets cover
+        records fetched but not handled yet, so they cannot say this)."""
+        apps = self.copies or (self.app,)
+        stages = [a.stages for a in apps]
+        read = sum(s["ingest"].metrics.events_in for s in stages)
+        # what ingest published: analysis events, and dead letters nobody here reads
+        published = sum(s["ingest"].metrics.published - s["ingest"].metrics.dead_lettered for s in stages)
+        if read < events or sum(s["analyze"].handled for s in stages) < published:
             return False
-        if execute.handled < analyze.published:
+        if sum(s["execute"].handled for s in stages) < sum(s["analyze"].published for s in stages):
             return False
         running = await self.pool.fetchval("SELECT count(*) FROM execution_requests WHERE status = 'running'")
         return running == 0
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, pool: asyncpg.Pool, stages=("ingest", "analyze", "execute")) -> AsyncIterator[Pipeline]:
-    app = create_app(settings, stages=stages, serve_http=False)
-    await app.start()
+async def running(settings: Settings, pool: asyncpg.Pool, stages=("ingest", "analyze", "execute"),
+                  copies: int = 1) -> AsyncIterator[Pipeline]:  # fmt: skip
+    """The stages in ``copies`` copies of the service (one process, as many apps), started."""
+    apps = [create_app(settings, stages=stages, serve_http=False) for _ in range(copies)]
+    started = []
     try:
-        yield Pipeline(settings, pool, app)
+        for app in apps:
+            await app.start()
+            started.append(app)
+        yield Pipeline(settings, pool, apps[0], tuple(apps))
     finally:
-        await app.stop()
+        for app in reversed(started):
+            await app.stop()
 
 
 async def explain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
@@ -129,6 +206,81 @@ async def explain(pool: asyncpg.Pool) -> list[dict[str, Any]]:
         """
     )
     return [dict(r) for r in rows]
+
+
+async def run_incident(
+    settings: Settings, pool: asyncpg.Pool, values: list[bytes], *, backlog: bool = True, copies: int = 1,
+    timeout: float = 180,
+) -> list[bytes]:
+    """Carry ``values``, published raw, through ingest, analyze and execute until drained;
+    return what was sent (for :func:`unaccounted`). ``backlog``: published before the stages
+    start, as when the service starts (or catches up) during an incident: ingest then reads them
+    in a few large batches, each holding every object's events. Else published once every copy
+    holds its partitions."""
+    from tests.support.polling import wait_for
+
+    n = await publish(settings, values) if backlog else 0
+    async with running(settings, pool, copies=copies) as p:
+        if not backlog:
+            await wait_for(lambda: all(st.ready for a in p.copies for st in a.stages.values()), timeout=60,
+                           what="every copy holding its partitions")  # fmt: skip
+            n = await publish(settings, values)
+        await wait_for(lambda: p.drained(n), timeout=timeout, interval=0.5, what="the pipeline to drain")
+    return values
+
+
+_RS_POD = re.compile(rf"^(?P<name>.+)-[{ALPHABET}]{{6,10}}-[{ALPHABET}]{{5}}$")
+
+
+def object_of(namespace: str | None, pod: str | None = None, deployment: str | None = None) -> str:
+    """The object an event is about, read the way a person reads it: the deployment field, else
+    the pod name without its ReplicaSet hash and suffix, else the bare pod. Independent of the
+    service's own binding (a test's own reading, to check the service's against)."""
+    if deployment:
+        return f"k8s:{namespace}/deployment/{deployment}"
+    m = _RS_POD.match(pod or "")
+    return f"k8s:{namespace}/deployment/{m['name']}" if m else f"k8s:{namespace}/pod/{pod}"
+
+
+def own_object(value: bytes) -> str:
+    """:func:`object_of` a generated record."""
+    k8s = orjson.loads(value)["kubernetes"]
+    return object_of(k8s["namespace"], (k8s.get("pod") or {}).get("name"), (k8s.get("deployment") or {}).get("name"))
+
+
+def identity(value: bytes) -> str:
+    """The event identity ingest stores: ``event.hash``, else the SHA-256 of the record."""
+    import hashlib
+
+    return (orjson.loads(value).get("event") or {}).get("hash") or hashlib.sha256(value).hexdigest()
+
+
+async def unaccounted(pool: asyncpg.Pool, sent: list[bytes], objects: Any = own_object) -> list[tuple[str, str]]:
+    """The (error, object) pairs the live error-level events ``sent`` ask an action for that
+    have neither a run on the object nor a decision_log line naming it (issue 20's invariant).
+    ``objects`` maps an event to the object it asks an action on (its own workload, unless a
+    scenario says otherwise). An error no solution fits (a timeout no playbook knows, a
+    readiness probe) asks no action."""
+    ids = [identity(v) for v in sent]
+    rows = await pool.fetch(
+        "SELECT o.event_identity, o.hash_signature FROM error_occurrences o WHERE o.event_identity = any($1::text[])"
+        " AND EXISTS (SELECT 1 FROM solutions s WHERE s.error_hash = o.hash_signature)", ids
+    )
+    hashes = {r["event_identity"]: r["hash_signature"] for r in rows}
+    pairs = sorted({(hashes[i], objects(v)) for i, v in zip(ids, sent) if i in hashes})
+    missing = []
+    for h, obj in pairs:
+        found = await pool.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM execution_history x JOIN planned_requests p USING (request_id)
+                           WHERE p.hash_signature = $1 AND x.target_key = $2)
+                OR EXISTS (SELECT 1 FROM decision_log d WHERE d.hash_signature = $1 AND d.target_key = $2)
+            """,
+            h, obj,
+        )  # fmt: skip
+        if not found:
+            missing.append((h[:12], obj))
+    return missing
 
 
 def restarts(fake: FakeKubectl) -> list[str]:
