@@ -17,7 +17,14 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from elk_resolver.service import create_app
 from tests.support import scenarios as sc
-from tests.support.browser import headless_chromium, require_browser, sign_in
+from tests.support.browser import (
+    emulate,
+    full_page_screenshot,
+    headless_chromium,
+    require_browser,
+    screenshot_dir,
+    sign_in,
+)
 from tests.support.polling import wait_for
 from tests.test_console import browser, console_settings, login
 
@@ -57,6 +64,12 @@ async def test_the_incidents_page_shows_a_hold_its_objects_and_signs_and_some_ar
         async with http.get(f"{base}/incidents/{incident}") as r:
             page = await r.text()
         assert "node node-7 going bad" in page
+        # each held object shows its own event's message, never the first object's
+        rows = re.findall(r'<tr><td>.*?</tr>', page, re.S)
+        for row in rows:
+            key = re.search(r'value="k8s:([^/]+)/deployment/([^"]+)"', row)
+            if key:
+                assert f'pod="{key.group(1)}/{key.group(2)}-' in unescape(row), row
         keys = re.findall(r'name="objects" value="([^"]+)"', page)
         assert set(keys) == NODE_OBJECTS
         chosen = sorted(keys)[:2]
@@ -90,15 +103,21 @@ async def test_the_incidents_page_shows_a_hold_its_objects_and_signs_and_some_ar
 async def test_a_browser_sees_the_incident_approves_all_and_follows_an_object_timeline(settings, pool, tmp_path):
     require_browser()
     s, fake, incident = await node_incident(settings, pool, tmp_path)
+    folder = screenshot_dir(tmp_path / "screenshots")
     async with create_app(s, ["execute"], serve_http=True) as app:
         driver = await asyncio.to_thread(headless_chromium)
         try:
             def approve_all() -> str:
-                sign_in(driver, app.http_url, "alice", "alice-pw", f"/incidents")
+                sign_in(driver, app.http_url, "alice", "alice-pw", "/incidents")
                 link = WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.LINK_TEXT, str(incident))))
                 assert "node:node-7" in driver.page_source
                 link.click()
-                WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.ID, "approve-all"))).click()
+                WebDriverWait(driver, 20).until(EC.element_to_be_clickable((By.ID, "approve-all")))
+                for width in (1400, 390):  # the README's picture of an incident, and a phone's
+                    emulate(driver, width)
+                    full_page_screenshot(driver, folder / f"incident-{width}.png")
+                emulate(driver, 1400)
+                driver.find_element(By.ID, "approve-all").click()
                 WebDriverWait(driver, 20).until(EC.presence_of_element_located((By.ID, "outcome")))
                 return driver.page_source
 

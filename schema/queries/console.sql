@@ -103,12 +103,18 @@ FROM approvals WHERE hash_signature = $1 ORDER BY id DESC LIMIT $2;
 -- One page of approvals ($1 NULL: every status) with their error, newest first.
 SELECT a.id, a.request_id, a.hash_signature, a.solution_id, a.status, a.reason, a.decided_by,
        a.created_at, a.expires_at, a.decided_at, a.request,
-       el.id AS error_log_id, el.error_type, left(el.error_message, 300) AS error_message, el.source_system,
-       el.occurrence_count, s.solution_description, pr.request AS stored_request
+       el.id AS error_log_id, el.error_type, left(coalesce(own.message, el.error_message), 300) AS error_message,
+       el.source_system, el.occurrence_count, s.solution_description, pr.request AS stored_request
 FROM approvals a
 LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
 LEFT JOIN solutions s ON s.id = a.solution_id
 LEFT JOIN planned_requests pr ON pr.request_id = a.request_id
+LEFT JOIN LATERAL (  -- the message of this request's own object (0071), not the error row's first
+    SELECT t.message FROM analysis_triggers t
+    WHERE t.hash_signature = a.hash_signature
+      AND t.subject = coalesce(pr.request -> 'target' ->> 'key', pr.request ->> 'subject')
+    ORDER BY t.occurred_at DESC LIMIT 1
+) own ON true
 WHERE ($1::text IS NULL OR a.status = $1)
 ORDER BY a.id DESC
 LIMIT $2 OFFSET $3;
@@ -160,13 +166,20 @@ SELECT (SELECT COUNT(*) FROM execution_history
 -- before requests were stored).
 SELECT a.id, a.request_id, a.hash_signature, a.solution_id, a.status, a.reason, a.decided_by,
        a.created_at, a.expires_at, a.decided_at, a.request,
-       el.id AS error_log_id, el.error_type, el.error_message, el.source_system, el.occurrence_count,
+       el.id AS error_log_id, el.error_type, coalesce(own.message, el.error_message) AS error_message,
+       el.source_system, el.occurrence_count,
        el.raw_log_data, s.solution_description, s.success_rate, s.execution_count, s.consecutive_failures,
        s.tripped_at, s.solution_commands, s.playbook_name, s.id AS solution_row_id, pr.request AS stored_request
 FROM approvals a
 LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
 LEFT JOIN solutions s ON s.id = a.solution_id
 LEFT JOIN planned_requests pr ON pr.request_id = a.request_id
+LEFT JOIN LATERAL (  -- the message of this request's own object (0071), not the error row's first
+    SELECT t.message FROM analysis_triggers t
+    WHERE t.hash_signature = a.hash_signature
+      AND t.subject = coalesce(pr.request -> 'target' ->> 'key', pr.request ->> 'subject')
+    ORDER BY t.occurred_at DESC LIMIT 1
+) own ON true
 WHERE a.id = $1;
 
 -- name: console-request-runs
@@ -193,12 +206,20 @@ GROUP BY 1, 2;
 
 -- name: console-incident-objects
 -- A systemic hold's objects with what would run on each, their error and what came of them.
+-- The message shown is the newest one this object itself sent (analysis_triggers, 0071): the
+-- error row keeps its first event's, which names another object when many fail at once.
 SELECT o.target_key, o.request_id, o.namespace, o.signs, o.status, o.decided_by, o.decided_at, o.added_at,
-       p.request -> 'commands' AS commands, p.error_log_id, el.error_type, left(el.error_message, 300) AS error_message,
+       p.request -> 'commands' AS commands, p.error_log_id, el.error_type,
+       left(coalesce(own.message, el.error_message), 300) AS error_message,
        eh.id AS run_id, eh.execution_status, eh.executed_by
 FROM incident_objects o
 LEFT JOIN planned_requests p ON p.request_id = o.request_id
 LEFT JOIN error_logs el ON el.id = p.error_log_id
+LEFT JOIN LATERAL (
+    SELECT t.message FROM analysis_triggers t
+    WHERE t.subject = o.target_key AND t.hash_signature = el.hash_signature
+    ORDER BY t.occurred_at DESC LIMIT 1
+) own ON true
 LEFT JOIN execution_history eh ON eh.request_id = o.request_id
 WHERE o.incident_id = $1
 ORDER BY o.added_at, o.target_key;
