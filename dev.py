@@ -87,6 +87,8 @@ def main(args: list[str]) -> int:
     ensure_env()
     if command == "test":
         ensure_system_tools()
+        # the browser tests' screenshots are kept where CI can collect them (build/ is ignored by git)
+        os.environ.setdefault("ELK_RESOLVER_SCREENSHOTS", str(ROOT / "build" / "screenshots"))
         return run([str(BIN / "python"), "-m", "pytest", *rest])
     if command == "bench":
         return run([str(BIN / "python"), "-m", "bench", *rest])
