@@ -105,9 +105,42 @@ def _split_key(value: str) -> tuple[str, str]:
     return (m.group(1), m.group(2).rstrip(")]}\"',;")) if m else ("", value)
 
 
+_WRAP = "()[]{}\"'`,;.!?"
+
+
 def _plain(value: str) -> bool:
     """Letters only, with wrapping punctuation: the shape of a flag or state (``ok``, ``true``)."""
-    return value.strip("()[]{}\"',;.").isalpha()
+    return value.strip(_WRAP).isalpha()
+
+
+# The small vocabularies programs print into a message: HTTP methods, truth values, states,
+# levels, directions and the verbs of a lifecycle. A slot holding them is a closed set: each
+# word is its own event (``VM Started`` and ``VM Stopped``), never an identifier.
+CLOSED_WORDS = frozenset("""
+get post put delete head patch options connect trace
+true false yes no on off none null nil ok
+up down open closed active inactive idle busy ready pending waiting success failure error warning
+warn info debug notice fatal critical severe online offline enabled disabled allowed denied valid
+invalid new old locked unlocked available unavailable healthy unhealthy alive dead full empty high
+low normal read write in out input output send receive start stop restart reload create update
+remove add insert select begin end commit rollback login logout allow deny accept reject
+leader follower master slave primary standby replica
+""".split())
+
+
+def closed_word(value: str) -> bool:
+    """Is ``value`` a word of a closed set: a listed word, a verb's participle or gerund
+    (``Started``, ``LOOKING``: a state or an event, not a name) or an all-capitals word (an
+    enum constant as Java and C print them)?"""
+    word = value.strip(_WRAP)
+    if not word.isalpha():
+        return False
+    lower = word.lower()
+    if lower in CLOSED_WORDS:
+        return True
+    if len(word) >= 5 and lower.endswith(("ed", "ing")):
+        return True
+    return len(word) >= 2 and word.isupper()
 
 
 def slot_is_variable(
@@ -132,6 +165,9 @@ def slot_is_variable(
         rest[_split_key(v)[1]] += n
     others = [v for v in values if WILDCARD not in v]
     if others and sum(1 for v in others if v in known) >= max(1.0, config.max_known_share * len(others)):
+        return False
+    plain_words = [_split_key(v)[1] for v in others]
+    if plain_words and sum(1 for v in plain_words if closed_word(v)) >= config.max_known_share * len(plain_words):
         return False
     if key and all(_plain(v) for v in rest):
         return False
@@ -173,8 +209,14 @@ def plan_merges(
     for n, row in enumerate(rows):
         live[row.key] = TemplateRow(row.key, row.error_type, row.tokens, row.count, row.learned)
         order[row.key] = n
+    # a value is known elsewhere when it is a *constant* of another template: where it sits
+    # at a slot that varies in that template's own family (group `adm' in "Adding group `adm'"
+    # beside "Adding group `wheel'"), it is the same kind of value, not a constant
+    held, constant = vocabulary_of(live.values()), constant_vocabulary(live.values())
     if vocabulary is None:
-        vocabulary = vocabulary_of(live.values())
+        vocabulary = constant
+    else:
+        vocabulary = {k: n - held.get(k, 0) + constant.get(k, 0) for k, n in vocabulary.items()}
     blocked_set = {frozenset(b) for b in blocked}
     merges: list[Merge] = []
     changed = True
@@ -263,6 +305,33 @@ def vocabulary_of(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     for row in rows:
         counts.update((row.error_type, t) for t in set(row.tokens) if t != WILDCARD)
+    return counts
+
+
+def constant_vocabulary(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
+    """As :func:`vocabulary_of`, counting a token only where it is a constant: not at a slot
+    where the template has a sibling (same error type and width, equal elsewhere) with
+    another token there."""
+    rows = list(rows)
+    varying: dict[str, set[int]] = defaultdict(set)  # key -> positions with a differing sibling
+    buckets: dict[tuple[str, int], list[TemplateRow]] = defaultdict(list)
+    for row in rows:
+        buckets[(row.error_type, len(row.tokens))].append(row)
+    for (_, width), members in buckets.items():
+        if len(members) < 2:
+            continue
+        for i in range(width):
+            families: dict[tuple[str, ...], list[TemplateRow]] = defaultdict(list)
+            for row in members:
+                families[row.tokens[:i] + row.tokens[i + 1 :]].append(row)
+            for family in families.values():
+                if len(family) > 1:
+                    for row in family:
+                        varying[row.key].add(i)
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        skip = varying.get(row.key, ())
+        counts.update((row.error_type, t) for t in {t for j, t in enumerate(row.tokens) if j not in skip} if t != WILDCARD)
     return counts
 
 
