@@ -366,6 +366,6 @@ def test_a_value_is_a_constant_elsewhere_only_where_its_own_family_does_not_vary
     merges = plan_merges(adding + family)
     assert any(m.canonical == "fusers" and len(m.members) == 3 for m in merges)
     # seen as constants of two templates where nothing varies, they are a closed set
-    fixed = [TemplateRow(f"c{g}{k}", "E", (lead, g, "fixed", "x" * k), 1)
+    fixed = [TemplateRow(f"c{g}{lead}", "E", (lead, g, "fixed", "x" * (k + 1)), 1)
              for k, g in enumerate(("users", "docker", "staff", "adm")) for lead in ("mode", "kind")]
     assert [m for m in plan_merges(fixed + family) if m.canonical == "fusers"] == []
