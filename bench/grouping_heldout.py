@@ -60,18 +60,10 @@ def family(name: str) -> str:
 
 def template_without(skip: frozenset[int], whole: bool = True) -> Template:
     """normalize with the rules numbered ``skip`` left out (and the whole-token step if not ``whole``)."""
-    plan = [p for i, p in enumerate(fp._PLAN) if i not in skip]
+    plan = tuple(p for i, p in enumerate(fp._PLAN) if i not in skip)
 
     def template(message: str) -> str:
-        have = 0
-        for i in fp._NEED_MATCH(message.encode()):
-            have |= 1 << i
-        for gate, needs, pattern, replacement in plan:
-            if gate and gate not in message:
-                continue
-            if needs and needs & have != needs:
-                continue
-            message = pattern.sub(replacement, message)
+        message = fp.mask_values(message, plan)
         return fp.whole_tokens(message) if whole else message
 
     return template
