@@ -41,7 +41,12 @@ from pathlib import Path
 from elk_resolver.events.fingerprint import fingerprint, mask_values, normalize
 from elk_resolver.events.merging import AliasIndex, MergeConfig, TemplateRow, plan_merges, tokens_of
 
-DEFAULT_CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "loghub-2k"
+# beside the repository (a clone) or beside the worktrees' directory (/work/wt/NAME)
+DEFAULT_CORPUS = next(
+    (p / "shared" / "corpus" / "loghub-2k" for p in Path(__file__).resolve().parents[1:4]
+     if (p / "shared" / "corpus" / "loghub-2k").is_dir()),
+    Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "loghub-2k",
+)
 BUILT_CORPUS = Path(__file__).resolve().parent / "data"  # bench/pg_corpus.py's output
 FILE_GLOB = "*.log_structured.csv"
 

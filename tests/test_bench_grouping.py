@@ -68,3 +68,27 @@ def test_results_report_the_service_column_with_over_merge_and_over_split(tmp_pa
     _write_corpus(tmp_path)
     row = grouping_results(tmp_path)["Tiny_2k.log_structured.csv"]
     assert row["service"] == 1.0 and row["over_merge"] == 0.0 and row["over_split"] == 0.0
+
+
+def test_the_held_out_harness_replays_normalize_when_no_rule_is_left_out():
+    from bench.grouping_heldout import RULE_NAMES, template_without
+    from elk_resolver.events.fingerprint import _RULES, normalize
+
+    assert len(RULE_NAMES) == len(_RULES)
+    messages = ["connection from 10.0.0.1 (host.example.com) at Sun Jul 10 07:24:24 2005", "relation \"orders\" x=1"]
+    assert [template_without(frozenset())(m) for m in messages] == [normalize(m) for m in messages]
+
+
+def test_the_gettext_corpus_is_seeded_and_labels_a_closed_set_per_word():
+    from bench.gettext_corpus import SYSTEMS, build
+
+    try:
+        first = build("Auth", SYSTEMS["Auth"], seed=1, lines=200, events=20)
+    except FileNotFoundError:
+        pytest.skip("no gettext catalogs on this machine")
+    assert first == build("Auth", SYSTEMS["Auth"], seed=1, lines=200, events=20)
+    # one label per template: a closed-set word is part of both
+    labels: dict[str, set[str]] = {}
+    for _content, event, template in first:
+        labels.setdefault(event, set()).add(template)
+    assert all(len(templates) == 1 for templates in labels.values())

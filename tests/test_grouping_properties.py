@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from elk_resolver.events.fingerprint import normalize
-from elk_resolver.events.merging import TemplateRow, plan_merges
+from elk_resolver.events.merging import CLOSED_WORDS, AliasIndex, MergeConfig, TemplateRow, plan_merges, tokens_of
 
 WORDS = st.text(string.ascii_lowercase, min_size=2, max_size=8)
 NUMBER = st.integers(0, 10**9).map(str)
@@ -69,7 +69,12 @@ def test_a_merge_never_joins_constants_of_other_templates(values, counts, contex
         TemplateRow(f"f{i}", "E", ("event", *context, value, "done"), counts[i % len(counts)])
         for i, value in enumerate(values)
     ]
-    elsewhere = [TemplateRow(f"o{i}", "E", ("other", value, "here", "x" * (i + 1)), 1) for i, value in enumerate(values)]
+    # each word a constant of two other templates (MergeConfig.known_in): where it is the only
+    # value seen, a dominant user name is a constant of one template too
+    elsewhere = [
+        TemplateRow(f"o{i}{j}", "E", (lead, value, "here", "x" * (i + 1)), 1)
+        for i, value in enumerate(values) for j, lead in enumerate(("other", "again"))
+    ]
     merges = plan_merges(elsewhere + family)
     joined = {key for m in merges for key in (m.canonical, *m.members)}
     assert not joined & {row.key for row in family}
@@ -81,3 +86,116 @@ def test_the_shrunk_examples_stay_fixed():
     assert normalize('aa "aa"') == 'aa "<*>"'
     # a token made whole beside another value: joined as the rules join values
     assert normalize("0 AaMonitor@10000000") == normalize(normalize("0 AaMonitor@10000000")) == "<*>"
+
+
+# a closed set as programs print it: listed words, participles, enum constants, maybe glued to
+# a constant (``checking.rejected``) or quoted
+CLOSED = st.one_of(
+    st.sampled_from(sorted(CLOSED_WORDS)),
+    st.sampled_from(["Started", "Stopped", "Paused", "Resumed", "LOOKING", "FOLLOWING", "RUNNING", "deferred"]),
+)
+WRAP = st.sampled_from(["{}", '"{}"', "state.{}", "({})", "{},"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(CLOSED, min_size=2, max_size=8, unique_by=str.lower),
+    st.lists(st.integers(1, 500), min_size=2, max_size=8),
+    WRAP,
+    st.lists(WORDS, min_size=2, max_size=4),
+)
+def test_a_merge_never_joins_the_words_of_a_small_vocabulary(words, counts, wrap, context):
+    """States, verbs, HTTP methods and enum constants at a slot stay apart, whatever their
+    number and counts (one dominant, a tail, all alike) and however they are wrapped."""
+    family = [
+        TemplateRow(f"f{i}", "E", ("vm", *context, wrap.format(w), "event"), counts[i % len(counts)])
+        for i, w in enumerate(words)
+    ]
+    assert plan_merges(family) == []
+
+
+# templates near each other (a few choices per position), so families form and merge
+ROW = st.tuples(
+    st.sampled_from(["a", "b"]),  # error type
+    st.tuples(st.sampled_from(["quota", "disk"]), st.sampled_from(["for", "of", "open"]),
+              st.sampled_from(["alice", "bob", "carol", "dave", "<*>", "x1"]), st.sampled_from(["user", "tenant", "bob"]),
+              st.sampled_from(["now", "later", "alice"])).map(list),
+    st.integers(1, 30),
+)
+
+
+def _partition(rows, merges):
+    owner = {r.key: r.key for r in rows}
+    for m in merges:
+        for member in m.members:
+            owner[member] = m.canonical
+    def final(k):
+        while owner[k] != k:
+            k = owner[k]
+        return k
+    groups: dict[str, set[str]] = {}
+    for k in owner:
+        groups.setdefault(final(k), set()).add(k)
+    return {frozenset(g) for g in groups.values()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(ROW, min_size=2, max_size=24, unique_by=lambda r: (r[0], tuple(r[1]))), st.randoms(use_true_random=False))
+def test_which_templates_merge_does_not_depend_on_their_order(specs, rnd):
+    """The pass over the same templates in another age order groups them the same (only which
+    member is canonical, the oldest, moves)."""
+    rows = [TemplateRow(f"h{n}", et, tuple(toks), count) for n, (et, toks, count) in enumerate(specs)]
+    shuffled = rows[:]
+    rnd.shuffle(shuffled)
+    for config in (MergeConfig(), EAGER):
+        assert _partition(rows, plan_merges(rows, config=config)) == _partition(rows, plan_merges(shuffled, config=config))
+
+
+EAGER = MergeConfig(min_values=2, min_rare=0, sample_factor=0, known_in=1)  # merges often: more orders to compare
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(WORDS, min_size=4, max_size=10, unique=True),
+    st.lists(st.integers(1, 50), min_size=4, max_size=10),
+    st.lists(WORDS, min_size=2, max_size=4),
+    WORDS,
+)
+def test_after_a_merge_every_member_and_a_new_value_resolve_to_one_error(values, counts, context, new):
+    """After the pass, each merged template, and a new value at the learned slot, resolve to
+    the canonical, on every copy that loads the index, every time."""
+    rows = [TemplateRow(f"h{i}", "E", ("quota", *context, v, "tenant"), counts[i % len(counts)])
+            for i, v in enumerate(values)]
+    merges = plan_merges(rows, config=MergeConfig(min_values=4, min_rare=0, sample_factor=0))
+    if not merges:
+        return
+    (merge,) = merges
+    aliases = [(m, merge.canonical) for m in merge.members]
+    for index in (AliasIndex.build(aliases, [(merge.canonical, "E", merge.tokens)]) for _ in range(2)):
+        for row in rows:
+            text = " ".join(row.tokens)
+            assert index.resolve("E", text, row.key) == merge.canonical
+            assert index.resolve("E", text, row.key) == merge.canonical  # memoized: the same
+        fresh = " ".join(("quota", *context, new, "tenant"))
+        assert index.resolve("E", fresh, "fresh") == merge.canonical
+        assert tokens_of(fresh)[len(context) + 1] == new
+
+
+def test_the_shrunk_merge_examples_stay_fixed():
+    # closed-set words a merge joined without the vocabulary guard
+    family = [TemplateRow(f"f{i}", "E", ("vm", "aa", "aa", w, "event"), 1) for i, w in enumerate(("accept", "active", "add"))]
+    assert plan_merges(family) == []
+    # words that are constants of two other templates each; the family's own occurrences at
+    # the slot were subtracted from the count of constants (so each looked unknown)
+    values = ["aa", "ab", "aaa"]
+    family = [TemplateRow(f"f{i}", "E", ("event", "unrelated", v, "done"), n) for i, (v, n) in enumerate(zip(values, (1, 1, 7)))]
+    elsewhere = [TemplateRow(f"o{i}{j}", "E", (lead, v, "here", "x" * (i + 1)), 1)
+                 for i, v in enumerate(values) for j, lead in enumerate(("other", "again"))]
+    assert plan_merges(elsewhere + family) == []
+    # the order example (broken variant: a family's first row left out of the varying slots)
+    tails = [("alice", "user", "now"), ("alice", "user", "later"), ("alice", "user", "alice"), ("alice", "tenant", "now"),
+             ("alice", "tenant", "later"), ("alice", "tenant", "alice"), ("bob", "user", "now")]
+    rows = [TemplateRow(f"h{n}", "a", ("quota", "for", *t), 1) for n, t in enumerate(tails)]
+    rows += [TemplateRow("h7", "a", ("quota", "of", "alice", "user", "now"), 1),
+             TemplateRow("h8", "b", ("quota", "for", "alice", "user", "now"), 1)]
+    assert _partition(rows, plan_merges(rows, config=EAGER)) == _partition(rows, plan_merges(rows[::-1], config=EAGER))

@@ -338,3 +338,34 @@ async def test_a_bucket_larger_than_the_pass_bound_merges_over_passes(pool, monk
     after = await rows(pool)
     assert [r["merged_into"] for r in after[1:]] == [after[0]["id"]] * len(TENANTS)
     assert after[0]["occurrence_count"] == len(TENANTS) + 1
+
+
+def test_closed_words_are_states_verbs_methods_and_enum_constants():
+    from elk_resolver.events.merging import closed_word, varying_parts
+
+    assert all(closed_word(w) for w in ('"GET', "true", "Started", "LOOKING", "(deferred)", "OK"))
+    assert not any(closed_word(w) for w in ("alice", "nginx", "eth0", "www-data", "Monitor", "x"))
+    assert varying_parts(["checking.rejected", "checking.accepted"]) == ["rejected", "accepted"]
+    assert varying_parts(['"GET', '"POST']) == ["GET", "POST"]
+
+
+def test_a_handful_of_word_values_merge_unless_they_are_a_closed_set():
+    # the issue's distribution: 4 to 12 values, one dominant; a closed set of the same shape stays
+    assert slot_is_variable({"users": 197, "docker": 25, "staff": 10, "developers": 7, "adm": 5})
+    assert not slot_is_variable({"Started": 197, "Stopped": 25, "Paused": 10, "Resumed": 7})
+    assert not slot_is_variable({"state.RUNNING": 90, "state.FAILED": 3, "state.PENDING": 1})
+    # values that each hold an id the rules cut out: a name varying with its id
+    assert slot_is_variable({"kernel(<*>)": 50, "launchd(<*>)": 50, "mds(<*>)": 40})
+
+
+def test_a_value_is_a_constant_elsewhere_only_where_its_own_family_does_not_vary():
+    # group names vary in "Adding group X" too: there they are values, not constants
+    family = [TemplateRow(f"f{g}", "E", ("The", "group", g, "is", "not", "empty!"), n)
+              for g, n in (("users", 197), ("docker", 25), ("staff", 10), ("adm", 5))]
+    adding = [TemplateRow(f"a{g}", "E", ("Adding", "group", g, "now"), 3) for g in ("users", "docker", "staff", "adm")]
+    merges = plan_merges(adding + family)
+    assert any(m.canonical == "fusers" and len(m.members) == 3 for m in merges)
+    # seen as constants of two templates where nothing varies, they are a closed set
+    fixed = [TemplateRow(f"c{g}{lead}", "E", (lead, g, "fixed", "x" * (k + 1)), 1)
+             for k, g in enumerate(("users", "docker", "staff", "adm")) for lead in ("mode", "kind")]
+    assert [m for m in plan_merges(fixed + family) if m.canonical == "fusers"] == []

@@ -61,14 +61,17 @@ class MergeConfig:
     rare_share: float = 0.05
     """a value is rare (the tail of an open set) when seen at most ``rare_at`` times or in at
     most this share of the family's occurrences (one dominant value leaves the rest rare)."""
-    min_rare: int = 2
+    min_rare: int = 1
     """rare values a slot of plain values needs: a closed set, once seen, stops growing a tail."""
     sample_factor: int = 3
     """a tail counts once the family holds this many occurrences per distinct value."""
     many_values: int = 10
     """so many distinct values are a variable whatever their counts (few closed sets are larger)."""
     max_known_share: float = 0.5
-    """a slot is a closed set when this share of its values are tokens of other templates."""
+    """a slot is a closed set when this share of its values are constants of other templates..."""
+    known_in: int = 2
+    """... of this many at least: the one user or service seen most is a constant of every
+    template where it was the only value seen, a closed set's word recurs in many."""
     min_constants: int = 2
     """the merged template keeps at least this many tokens that are not ``<*>``..."""
     min_constant_share: float = 0.34
@@ -105,9 +108,61 @@ def _split_key(value: str) -> tuple[str, str]:
     return (m.group(1), m.group(2).rstrip(")]}\"',;")) if m else ("", value)
 
 
+_WRAP = "()[]{}\"'`,;.!?"
+
+
 def _plain(value: str) -> bool:
     """Letters only, with wrapping punctuation: the shape of a flag or state (``ok``, ``true``)."""
-    return value.strip("()[]{}\"',;.").isalpha()
+    return value.strip(_WRAP).isalpha()
+
+
+# The small vocabularies programs print into a message: HTTP methods, truth values, states,
+# levels, directions and the verbs of a lifecycle. A slot holding them is a closed set: each
+# word is its own event (``VM Started`` and ``VM Stopped``), never an identifier.
+CLOSED_WORDS = frozenset("""
+get post put delete head patch options connect trace
+true false yes no on off none null nil ok
+up down open closed active inactive idle busy ready pending waiting success failure error warning
+warn info debug notice fatal critical severe online offline enabled disabled allowed denied valid
+invalid new old locked unlocked available unavailable healthy unhealthy alive dead full empty high
+low normal read write in out input output send receive start stop restart reload create update
+remove add insert select begin end commit rollback login logout allow deny accept reject
+leader follower master slave primary standby replica
+""".split())
+
+
+_PIECES = re.compile(r"([^A-Za-z0-9]+)")
+
+
+def varying_parts(values: Iterable[str]) -> list[str]:
+    """What differs between the values of a slot: each value without the word pieces every
+    value starts and ends with (``checking.rejected``, ``checking.accepted`` -> ``rejected``,
+    ``accepted``), so a closed-set word glued to a constant is still seen."""
+    split = [_PIECES.split(v) for v in values]
+    if len(split) < 2:
+        return [v for v in values]
+    head = 0
+    while all(len(p) > head + 1 for p in split) and len({p[head] for p in split}) == 1:
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 for p in split) and len({p[-1 - tail] for p in split}) == 1:
+        tail += 1
+    return ["".join(p[head : len(p) - tail]) for p in split]
+
+
+def closed_word(value: str) -> bool:
+    """Is ``value`` a word of a closed set: a listed word, a verb's participle or gerund
+    (``Started``, ``LOOKING``: a state or an event, not a name) or an all-capitals word (an
+    enum constant as Java and C print them)?"""
+    word = value.strip(_WRAP)
+    if not word.isalpha():
+        return False
+    lower = word.lower()
+    if lower in CLOSED_WORDS:
+        return True
+    if len(word) >= 5 and lower.endswith(("ed", "ing")):
+        return True
+    return len(word) >= 2 and word.isupper()
 
 
 def slot_is_variable(
@@ -133,6 +188,9 @@ def slot_is_variable(
     others = [v for v in values if WILDCARD not in v]
     if others and sum(1 for v in others if v in known) >= max(1.0, config.max_known_share * len(others)):
         return False
+    words = varying_parts([_split_key(v)[1] for v in others])
+    if words and sum(1 for v in words if closed_word(v)) >= config.max_known_share * len(words):
+        return False
     if key and all(_plain(v) for v in rest):
         return False
     if len(rest) < 2:
@@ -147,6 +205,8 @@ def slot_is_variable(
         return True
     if len(rest) < config.min_values:
         return False
+    if not plain:  # every value holds an id the rules cut out: a name that varies with it
+        return True
     # a tail of plain words needs a sample to be one: the first sightings of a closed set
     # (states, verbs) are all rare too; a compound value (acme-eu, a.b) is an id's shape
     if all(_plain(v) for v in rest) and sum(rest.values()) < config.sample_factor * len(rest):
@@ -173,8 +233,14 @@ def plan_merges(
     for n, row in enumerate(rows):
         live[row.key] = TemplateRow(row.key, row.error_type, row.tokens, row.count, row.learned)
         order[row.key] = n
+    # a value is known elsewhere when it is a *constant* of another template: where it sits
+    # at a slot that varies in that template's own family (group `adm' in "Adding group `adm'"
+    # beside "Adding group `wheel'"), it is the same kind of value, not a constant
+    held, constant = vocabulary_of(live.values()), constant_vocabulary(live.values())
     if vocabulary is None:
-        vocabulary = vocabulary_of(live.values())
+        vocabulary = constant
+    else:
+        vocabulary = {k: n - held.get(k, 0) + constant.get(k, 0) for k, n in vocabulary.items()}
     blocked_set = {frozenset(b) for b in blocked}
     merges: list[Merge] = []
     changed = True
@@ -233,7 +299,7 @@ def _family_merge(
         values[r.tokens[i]] += r.count
     # a slot a merge made variable takes late values (rows a copy stored before it reloaded)
     known = canonical.learned and canonical.tokens[i] == WILDCARD
-    if not known and not slot_is_variable(values, config, _known_elsewhere(values, (canonical, *members), vocabulary)):
+    if not known and not slot_is_variable(values, config, _known_elsewhere(values, (canonical, *members), i, vocabulary, config.known_in)):
         return None
     tokens = canonical.tokens[:i] + (WILDCARD,) + canonical.tokens[i + 1 :]
     return Merge(canonical.key, tuple(r.key for r in members), i, tokens, tuple(sorted(values)[:20]))
@@ -266,16 +332,46 @@ def vocabulary_of(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
     return counts
 
 
+def constant_vocabulary(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
+    """As :func:`vocabulary_of`, counting a token only where it is a constant: not at a slot
+    where the template has a sibling (same error type and width, equal elsewhere) with
+    another token there."""
+    rows = list(rows)
+    varying: dict[str, set[int]] = defaultdict(set)  # key -> positions with a differing sibling
+    buckets: dict[tuple[str, int], list[TemplateRow]] = defaultdict(list)
+    for row in rows:
+        buckets[(row.error_type, len(row.tokens))].append(row)
+    for (_, width), members in buckets.items():
+        if len(members) < 2:
+            continue
+        for i in range(width):
+            families: dict[tuple[str, ...], list[TemplateRow]] = defaultdict(list)
+            for row in members:
+                families[row.tokens[:i] + row.tokens[i + 1 :]].append(row)
+            for family in families.values():
+                if len(family) > 1:
+                    for row in family:
+                        varying[row.key].add(i)
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        skip = varying.get(row.key, ())
+        counts.update((row.error_type, t) for t in {t for j, t in enumerate(row.tokens) if j not in skip} if t != WILDCARD)
+    return counts
+
+
 def _known_elsewhere(
-    values: Mapping[str, int], family: Iterable[TemplateRow], vocabulary: Mapping[tuple[str, str], int]
+    values: Mapping[str, int], family: Iterable[TemplateRow], i: int, vocabulary: Mapping[tuple[str, str], int],
+    least: int = 1,
 ) -> set[str]:
-    """The values that are tokens of templates outside the family (of its error type)."""
+    """The values that are constants of templates outside the family (of its error type).
+    ``vocabulary`` counts constants only, and slot ``i`` varies in the family, so a family
+    member counts here only where it holds the value elsewhere than at ``i``."""
     family = list(family)
     error_type = family[0].error_type
     inside: Counter[str] = Counter()
     for row in family:
-        inside.update(v for v in set(row.tokens) if v in values)
-    return {v for v in values if vocabulary.get((error_type, v), 0) > inside[v]}
+        inside.update(v for v in set(row.tokens[:i] + row.tokens[i + 1 :]) if v in values)
+    return {v for v in values if vocabulary.get((error_type, v), 0) - inside[v] >= least}
 
 
 @dataclass(slots=True)
