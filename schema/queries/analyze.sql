@@ -5,7 +5,8 @@
 SELECT id, error_hash, solution_type, solution_description, solution_commands,
        success_rate, execution_count, source, playbook_name, content_hash,
        approved_success_count, verified_run_count, verified_success_count,
-       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at
+       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at,
+       effect_acted_cases, effect_left_cases, effect_uplift_low
 FROM solutions
 WHERE error_hash = $1
 ORDER BY id;
@@ -15,7 +16,8 @@ ORDER BY id;
 SELECT id, error_hash, solution_type, solution_description, solution_commands,
        success_rate, execution_count, source, playbook_name, content_hash,
        approved_success_count, verified_run_count, verified_success_count,
-       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at
+       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at,
+       effect_acted_cases, effect_left_cases, effect_uplift_low
 FROM solutions
 WHERE error_hash = any($1::text[])
 ORDER BY id;
