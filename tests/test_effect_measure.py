@@ -102,7 +102,7 @@ decision_lines = st.lists(
 def test_every_case_gets_one_outcome_whatever_the_order_or_duplication_of_its_facts(errors, runs, lines, approval, now, data):
     """Broken variant checked: judging with ``seen = [t for t in errors if t > started_at]``
     (unsorted, undeduplicated) instead of ``sorted({...})`` fails here (a shuffled list gives
-    another resolution time), as does taking the first decision instead of the last."""
+    another resolution time)."""
     decisions = [Decision(i, d, r, at(s)) for i, (d, r, s) in enumerate(lines)]
     first = judge(errors, runs, decisions, approval, now)
     shuffled_errors = data.draw(st.permutations(errors + errors[: len(errors) // 2]))
