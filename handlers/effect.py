@@ -105,18 +105,23 @@ async def refresh_effects(*, pool: asyncpg.Pool, settings: Settings, now: dateti
     q = queries()
     async with pool.acquire() as conn, conn.transaction():
         rows = await conn.fetch(q.effect_arms, settings.grace_s)
+        scopes: dict[tuple[str, str], dict[str, Effect]] = defaultdict(dict)
+        for row in rows:
+            scopes[(row["scope"], row["key"])][row["comparison"]] = _effect(row, settings.grace_s)
         store: list[tuple[Any, ...]] = []
         # a playbook's solutions (one per error hash) share its template: they are judged by the
         # playbook's pooled cases; an LLM or manual solution by its own
-        by_template: dict[tuple[str | None, int | None], dict[str, Effect]] = defaultdict(dict)
-        for row in rows:
-            e = _effect(row, settings.grace_s)
-            store.append((row["scope"], row["key"], row["comparison"], e.acted.cases, e.acted.resolved, e.acted.median_s,
-                          e.left.cases, e.left.resolved, e.left.median_s, e.uplift, e.low, e.high, e.resolved_in_grace, now))  # fmt: skip
-            if row["scope"] == "playbook":
-                by_template[(row["key"], None)][row["comparison"]] = e
-            elif row["scope"] == "solution":
-                by_template[(None, int(row["key"]))][row["comparison"]] = e
+        by_template: dict[tuple[str | None, int | None], dict[str, Effect]] = {}
+        for (scope, key), effects in scopes.items():
+            chosen = preferred(effects, settings.effect_min_cases)
+            for comparison, e in effects.items():
+                store.append((scope, key, comparison, e.acted.cases, e.acted.resolved, e.acted.median_s, e.left.cases,
+                              e.left.resolved, e.left.median_s, e.uplift, e.low, e.high, e.resolved_in_grace, now,
+                              e is chosen))  # fmt: skip
+            if scope == "playbook":
+                by_template[(key, None)] = effects
+            elif scope == "solution":
+                by_template[(None, int(key))] = effects
         if store:
             await conn.execute(q.effect_store, *[list(c) for c in zip(*store, strict=True)])
         chosen = [(key, preferred(effects, settings.effect_min_cases)) for key, effects in by_template.items()]

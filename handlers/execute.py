@@ -443,7 +443,7 @@ async def _observe_only(
     if trial is None:
         return None
     left = await conn.fetchval(q.trial_left_in_window, name, now - timedelta(seconds=settings.trial_window_s))
-    draw = _RANDOM.random()
+    draw = _trial_draw(req)
     chosen, why = trial_selects(
         draw=draw, fraction=trial["fraction"], namespace=req.namespace, critical=settings.critical_namespaces,
         left_in_window=left, max_per_window=settings.trial_max_per_window,
@@ -459,6 +459,12 @@ async def _observe_only(
         f" {trial['fraction']:g}, {why}); nothing runs, the case joins the comparison group"
     )
     return await _close(conn, req, "observe_only", reason, now, details={"trial": {"draw": draw, "fraction": trial["fraction"]}})
+
+
+def _trial_draw(req: PlannedRequest) -> float:
+    """A uniform draw in [0, 1) for an observe-only trial (the simulator's tests replace it with
+    one fixed per object, so a run of the simulated world can be repeated)."""
+    return _RANDOM.random()
 
 
 def describe_effect(row: Mapping[str, Any]) -> str:

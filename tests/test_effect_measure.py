@@ -49,9 +49,10 @@ def test_an_error_still_seen_past_the_horizon_is_unresolved():
     assert (out.state, out.resolved_at) == ("unresolved", None)
 
 
-def test_a_case_is_open_until_its_quiet_window_has_passed():
-    assert judge(errors=[10, 30], now=60).state == "open"
-    assert judge(errors=[10, 30], now=91).state == "resolved"
+def test_a_case_is_judged_once_its_horizon_and_one_window_have_passed():
+    assert judge(errors=[10, 30], now=91).state == "open"  # a run could still come within the horizon
+    assert judge(errors=[10, 30], now=H + W - 1).state == "open"
+    assert judge(errors=[10, 30], now=H + W).state == "resolved"
 
 
 def test_a_run_on_the_object_makes_the_case_acted_whichever_request_made_it():

@@ -104,7 +104,9 @@ def judge_case(
     own decision_log lines. Acted: a run on the object from one verification window before the
     case started (the object was just restarted) to the end of the horizon. Resolved: the error
     was quiet for ``window_s`` after its last occurrence, and that occurrence came within
-    ``horizon_s`` of the start; unresolved: it was still seen past the horizon; else open.
+    ``horizon_s`` of the start; unresolved: it was still seen past the horizon. Either is
+    final only once the horizon and one window have passed (until then a run may still come,
+    and the row says open, with what is known so far about the action).
     """
     window, horizon = timedelta(seconds=window_s), timedelta(seconds=horizon_s)
     seen = sorted({t for t in errors if t > started_at})
@@ -119,6 +121,10 @@ def judge_case(
             break
     if state == "open" and (quiet or now - last >= window):
         state, resolved_at = "resolved", last
+    if now < started_at + horizon + window:
+        # a run may still come within the horizon, and with it another answer to "acted?": the
+        # case is judged once, when its horizon (and one window) has passed
+        state, resolved_at = "open", None
     acted_runs = sorted({t for t in runs if started_at - window <= t <= started_at + horizon and t <= now})
     acted_at = acted_runs[0] if acted_runs else None
     own = sorted(set(decisions), key=lambda d: (d.at, d.seq))

@@ -19,7 +19,10 @@
 --    or every case left alone).
 --  * action_effects: the same figures per solution template (playbook), per kind of action and
 --    per error type, with medians of the time to resolution and the share of cases resolved
---    inside the grace period; rewritten by the execute stage's maintenance pass.
+--    inside the grace period; rewritten by the execute stage's maintenance pass. preferred marks
+--    the comparison a scope is judged by (the trial once both its arms have effect_min_cases,
+--    else every case left alone): a playbook's solution stored a moment ago (a new error hash)
+--    is judged by its playbook's preferred row at once.
 --  * playbook_trials: a playbook in trial mode: for this fraction of its eligible decisions
 --    nothing runs and the case joins the comparison group (never in a critical namespace, at
 --    most trial_max_per_window per trial_window_s).
@@ -82,6 +85,7 @@ CREATE TABLE action_effects (
     uplift_low DOUBLE PRECISION,
     uplift_high DOUBLE PRECISION,
     resolved_in_grace DOUBLE PRECISION,
+    preferred BOOLEAN NOT NULL DEFAULT FALSE,
     updated_at TIMESTAMP NOT NULL,
     PRIMARY KEY (scope, key, comparison)
 );

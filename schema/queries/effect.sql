@@ -115,15 +115,16 @@ GROUP BY scope, key, comparison;
 -- The figures of every scope, replaced as a whole.
 INSERT INTO action_effects (scope, key, comparison, acted_cases, acted_resolved, acted_median_s, left_cases,
                             left_resolved, left_median_s, uplift, uplift_low, uplift_high, resolved_in_grace,
-                            updated_at)
+                            updated_at, preferred)
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::int[], $6::float8[], $7::int[], $8::int[],
-                     $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::timestamp[])
+                     $9::float8[], $10::float8[], $11::float8[], $12::float8[], $13::float8[], $14::timestamp[],
+                     $15::boolean[])
 ON CONFLICT (scope, key, comparison) DO UPDATE SET
     acted_cases = excluded.acted_cases, acted_resolved = excluded.acted_resolved,
     acted_median_s = excluded.acted_median_s, left_cases = excluded.left_cases,
     left_resolved = excluded.left_resolved, left_median_s = excluded.left_median_s, uplift = excluded.uplift,
     uplift_low = excluded.uplift_low, uplift_high = excluded.uplift_high,
-    resolved_in_grace = excluded.resolved_in_grace, updated_at = excluded.updated_at;
+    resolved_in_grace = excluded.resolved_in_grace, updated_at = excluded.updated_at, preferred = excluded.preferred;
 
 -- name: effect-store-solutions
 -- Each solution's effect next to its success_rate (the comparison ranking uses): a playbook's
@@ -156,11 +157,21 @@ WHERE ($1::text IS NULL OR playbook_name = $1)
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2 DESC, 3, 4;
 
 -- name: effect-of-solution
--- One solution's effect, for an approval (the approver sees it) and the execute stage's rule.
-SELECT id, playbook_name, success_rate, verified_success_rate, effect_acted_cases, effect_acted_resolved,
-       effect_left_cases, effect_left_resolved, effect_uplift, effect_uplift_low, effect_uplift_high,
-       effect_comparison
-FROM solutions WHERE id = $1;
+-- One solution's effect, for an approval (the approver sees it) and the execute stage's rule: a
+-- playbook's solution is judged by its playbook's preferred comparison as it is now, any other
+-- by its own figures.
+SELECT s.id, s.playbook_name, s.success_rate, s.verified_success_rate,
+       coalesce(e.acted_cases, s.effect_acted_cases) AS effect_acted_cases,
+       coalesce(e.acted_resolved, s.effect_acted_resolved) AS effect_acted_resolved,
+       coalesce(e.left_cases, s.effect_left_cases) AS effect_left_cases,
+       coalesce(e.left_resolved, s.effect_left_resolved) AS effect_left_resolved,
+       coalesce(e.uplift, s.effect_uplift) AS effect_uplift,
+       coalesce(e.uplift_low, s.effect_uplift_low) AS effect_uplift_low,
+       coalesce(e.uplift_high, s.effect_uplift_high) AS effect_uplift_high,
+       coalesce(e.comparison, s.effect_comparison) AS effect_comparison
+FROM solutions s
+LEFT JOIN action_effects e ON s.source = 'playbook' AND e.scope = 'playbook' AND e.key = s.playbook_name AND e.preferred
+WHERE s.id = $1;
 
 -- name: trial-get
 -- The playbook's running trial, if any.
