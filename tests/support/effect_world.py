@@ -144,8 +144,10 @@ def _restarted(fake: FakeKubectl) -> set[str]:
     return out
 
 
-async def play(world: World, settings: Settings, pool: asyncpg.Pool, fake: FakeKubectl, *, timeout: float = 300) -> None:
-    """Run the world through the pipeline until every case is judged."""
+async def play(world: World, settings: Settings, pool: asyncpg.Pool, fake: FakeKubectl, *, timeout: float = 300,
+               trial: float | None = 0.5) -> None:  # fmt: skip
+    """Run the world through the pipeline until every case is judged; each kind's playbook on an
+    observe-only trial of ``trial`` (None: no trial)."""
     from handlers import effect as effect_handler
     from handlers.execute import set_playbook_enabled
     from tests.support.polling import wait_for
@@ -156,8 +158,8 @@ async def play(world: World, settings: Settings, pool: asyncpg.Pool, fake: FakeK
                        " WHERE pattern_name IN ('Pod CrashLoopBackOff', 'Out of Memory')")
     async with running(settings, pool) as p:
         await wait_for(lambda: all(st.ready for st in p.app.stages.values()), timeout=60, what="the stages ready")
-        for kind in {o.kind for o in world.objects}:
-            await effect_handler.start_trial(kind.playbook, 0.5, "effect-world", pool=pool)
+        for kind in {o.kind for o in world.objects} if trial else ():
+            await effect_handler.start_trial(kind.playbook, trial, "effect-world", pool=pool)
         # one action per kind of failure: the rollback (which needs a person) is not explored
         await set_playbook_enabled("pod-crashloopbackoff-rollback", False, "effect-world", pool=pool)
         base = time.monotonic()
