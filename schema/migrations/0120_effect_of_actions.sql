@@ -31,6 +31,9 @@
 --  * planned_requests.deferred_until: an automatic action waiting out the grace period
 --    (grace_s after the case's first error); the maintenance pass decides it again then.
 --  * decision_log 'observe_only': the decision for a case a trial left alone.
+--  * solution_effect_now: each solution's effect as ranking and the execute stage read it: a
+--    playbook's solution by its playbook's preferred comparison as it is now (a solution stored a
+--    moment ago for a new error hash included), any other by its own figures.
 
 CREATE TABLE request_outcomes (
     request_id TEXT PRIMARY KEY,
@@ -118,3 +121,16 @@ ALTER TABLE decision_log DROP CONSTRAINT decision_log_decision_check;
 ALTER TABLE decision_log ADD CONSTRAINT decision_log_decision_check
     CHECK (decision IN ('dry_run', 'skipped', 'denied', 'pending_approval', 'duplicate',
                         'refused', 'held', 'lost', 'approved', 'observe_only'));
+
+CREATE VIEW solution_effect_now AS
+SELECT s.id AS solution_id,
+       coalesce(e.acted_cases, s.effect_acted_cases) AS effect_acted_cases,
+       coalesce(e.acted_resolved, s.effect_acted_resolved) AS effect_acted_resolved,
+       coalesce(e.left_cases, s.effect_left_cases) AS effect_left_cases,
+       coalesce(e.left_resolved, s.effect_left_resolved) AS effect_left_resolved,
+       coalesce(e.uplift, s.effect_uplift) AS effect_uplift,
+       coalesce(e.uplift_low, s.effect_uplift_low) AS effect_uplift_low,
+       coalesce(e.uplift_high, s.effect_uplift_high) AS effect_uplift_high,
+       coalesce(e.comparison, s.effect_comparison) AS effect_comparison
+FROM solutions s
+LEFT JOIN action_effects e ON s.source = 'playbook' AND e.scope = 'playbook' AND e.key = s.playbook_name AND e.preferred;

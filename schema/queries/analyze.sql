@@ -6,11 +6,8 @@ SELECT id, error_hash, solution_type, solution_description, solution_commands,
        success_rate, execution_count, source, playbook_name, content_hash,
        approved_success_count, verified_run_count, verified_success_count,
        tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at,
-       coalesce(e.acted_cases, s.effect_acted_cases) AS effect_acted_cases,
-       coalesce(e.left_cases, s.effect_left_cases) AS effect_left_cases,
-       coalesce(e.uplift_low, s.effect_uplift_low) AS effect_uplift_low
-FROM solutions s
-LEFT JOIN action_effects e ON s.source = 'playbook' AND e.scope = 'playbook' AND e.key = s.playbook_name AND e.preferred
+       n.effect_acted_cases, n.effect_left_cases, n.effect_uplift_low
+FROM solutions s JOIN solution_effect_now n ON n.solution_id = s.id
 WHERE error_hash = $1
 ORDER BY id;
 
@@ -20,11 +17,8 @@ SELECT id, error_hash, solution_type, solution_description, solution_commands,
        success_rate, execution_count, source, playbook_name, content_hash,
        approved_success_count, verified_run_count, verified_success_count,
        tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at,
-       coalesce(e.acted_cases, s.effect_acted_cases) AS effect_acted_cases,
-       coalesce(e.left_cases, s.effect_left_cases) AS effect_left_cases,
-       coalesce(e.uplift_low, s.effect_uplift_low) AS effect_uplift_low
-FROM solutions s
-LEFT JOIN action_effects e ON s.source = 'playbook' AND e.scope = 'playbook' AND e.key = s.playbook_name AND e.preferred
+       n.effect_acted_cases, n.effect_left_cases, n.effect_uplift_low
+FROM solutions s JOIN solution_effect_now n ON n.solution_id = s.id
 WHERE error_hash = any($1::text[])
 ORDER BY id;
 

@@ -157,21 +157,9 @@ WHERE ($1::text IS NULL OR playbook_name = $1)
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2 DESC, 3, 4;
 
 -- name: effect-of-solution
--- One solution's effect, for an approval (the approver sees it) and the execute stage's rule: a
--- playbook's solution is judged by its playbook's preferred comparison as it is now, any other
--- by its own figures.
-SELECT s.id, s.playbook_name, s.success_rate, s.verified_success_rate,
-       coalesce(e.acted_cases, s.effect_acted_cases) AS effect_acted_cases,
-       coalesce(e.acted_resolved, s.effect_acted_resolved) AS effect_acted_resolved,
-       coalesce(e.left_cases, s.effect_left_cases) AS effect_left_cases,
-       coalesce(e.left_resolved, s.effect_left_resolved) AS effect_left_resolved,
-       coalesce(e.uplift, s.effect_uplift) AS effect_uplift,
-       coalesce(e.uplift_low, s.effect_uplift_low) AS effect_uplift_low,
-       coalesce(e.uplift_high, s.effect_uplift_high) AS effect_uplift_high,
-       coalesce(e.comparison, s.effect_comparison) AS effect_comparison
-FROM solutions s
-LEFT JOIN action_effects e ON s.source = 'playbook' AND e.scope = 'playbook' AND e.key = s.playbook_name AND e.preferred
-WHERE s.id = $1;
+-- One solution's effect (solution_effect_now, 0120), for an approval (the approver sees it) and
+-- the execute stage's rule.
+SELECT * FROM solution_effect_now WHERE solution_id = $1;
 
 -- name: trial-get
 -- The playbook's running trial, if any.
