@@ -48,7 +48,7 @@ import orjson
 from bench import stats
 from bench.events import generate, pattern_rows
 
-SECTIONS = ("throughput", "latency", "classification", "trigger", "grouping", "growth", "decision")
+SECTIONS = ("throughput", "latency", "classification", "trigger", "grouping", "growth", "decision", "effect")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTITIONS = 8
 TEMPLATE_DB = "bench_template"
@@ -1033,6 +1033,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--growth-rows", type=int, default=1_000_000, help="errors preloaded for the growth section")
     parser.add_argument("--growth-events", type=int, default=100_000, help="events ingested at each size")
     parser.add_argument("--timeout", type=float, default=300, help="give up on one throughput run after this")
+    parser.add_argument("--effect-cases", type=int, default=150, help="failing deployments of each kind (effect)")
+    parser.add_argument("--effect-horizon", type=float, default=8.0, help="seconds a case has to resolve (effect)")
+    parser.add_argument("--effect-spread", type=float, default=20.0, help="seconds over which the failures start (effect)")
     parser.add_argument("--corpus", default=None, help="grouping corpus (default ../shared/corpus/loghub-2k)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="where latest.json/latest.md go")
     args = parser.parse_args(argv)
@@ -1045,6 +1048,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.growth_rows = min(args.growth_rows, 50_000)
         args.growth_events = min(args.growth_events, 10_000)
         args.decision_wait = min(args.decision_wait, 15)
+        args.effect_cases = min(args.effect_cases, 30)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -1060,6 +1064,52 @@ async def _section_grouping(stack: Stack | None, args, results: dict) -> None:
     section_grouping(args, results)
 
 
+async def section_effect(stack: Stack, args, results: dict) -> None:
+    """Did the fix help? (issue 25): the simulated world of tests/support/effect_world.py, larger,
+    through ingest, analyze and execute in live mode (one process, the recording kubectl): the
+    true effect of each restart, the trial's estimate and interval, and the choice of each ranking."""
+    from elk_resolver.kafka.topics import ensure_topics
+    from elk_resolver.settings import make_settings
+    from elk_resolver.store.db import create_pool
+    from elk_resolver.store.migrate import migrate
+    from handlers import execute
+    from tests.support import effect_world as ew
+    from tests.support.fake_kubectl import write_fake_kubectl
+
+    per_kind = args.effect_cases
+    say(f"effect: {2 * per_kind} failing deployments (crash loops and OOM kills), half of each playbook's cases left alone")
+    name = f"bench_effect_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(stack.admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    dsn = stack.dsn(name)
+    await migrate(dsn)  # the shipped patterns and playbooks (the template's are the benchmark's own)
+    base = make_settings(kafka_bootstrap_servers=stack.bootstrap, database_url=dsn).isolated(f"bench-effect-{uuid.uuid4().hex[:8]}")
+    await ensure_topics(stack.kafka, base.topics(), partitions=PARTITIONS)
+    workdir = Path(tempfile.mkdtemp(prefix="elk-effect-"))
+    world = ew.make_world(per_kind=per_kind, seed=args.seed, horizon=args.effect_horizon, spread_s=args.effect_spread)
+    draw, execute._trial_draw = execute._trial_draw, lambda req: world.draw_for(req.target_key)
+    try:
+        fake = write_fake_kubectl(workdir)
+        live = ew.settings_for(base, fake, window=1.5, horizon=args.effect_horizon)
+        async with await create_pool(dsn) as pool:
+            await ew.play(world, live, pool, fake, timeout=600)
+            rows = await ew.results(world, pool, live)
+    finally:
+        execute._trial_draw = draw
+        shutil.rmtree(workdir, ignore_errors=True)
+        await stack.drop_database(dsn)
+    table = ew.table(rows)
+    say(table)
+    results["effect"] = {
+        "world": (f"{per_kind} deployments of each kind, seed {args.seed}, horizon {args.effect_horizon:g} s, verification"
+                  " window 1.5 s; each playbook on an observe-only trial (fraction 0.5)"),
+        "rows": rows, "choices": ew.choices(rows), "table": table,
+    }  # fmt: skip
+
+
 # Run order: the cheap CPU-only sections first, so their figures exist whatever comes after.
 RUNNERS = {
     "classification": _section_classification,
@@ -1069,8 +1119,9 @@ RUNNERS = {
     "latency": section_latency,
     "decision": section_decision,
     "growth": section_growth,
+    "effect": section_effect,
 }
-NEEDS_STACK = {"throughput", "latency", "trigger", "growth", "decision"}
+NEEDS_STACK = {"throughput", "latency", "trigger", "growth", "decision", "effect"}
 
 
 async def run_sections(stack: Stack | None, args, results: dict, stack_error: str | None = None) -> None:

@@ -339,6 +339,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     if gr.get("stage_full"):
         out += _growth_markdown(gr)
 
+    ef = g("effect") or {}
+    if ef.get("table"):  # did the fix help? (issue 25): a world whose truth is known
+        out += ["## Effect of actions (a simulated world through the pipeline)", "", ef.get("world", ""), "", ef["table"], ""]
+
     targets = results.get("targets", [])
     if targets:
         out += [

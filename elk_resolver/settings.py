@@ -303,6 +303,27 @@ class Settings(BaseSettings):
         1800.0, ge=0, le=7 * 86_400, description="crash loops of pods of a ReplicaSet first seen this recently, after an older one"
         " of the deployment: a bad rollout, the rollback is preferred over the restart (0: off)"
     )
+    # did the fix help? (issue 25): every request's outcome, acted on or not, and each action's
+    # effect against the cases left alone
+    effect_horizon_s: float = Field(
+        3600.0, gt=0, le=30 * 86_400, description="a case counts as resolved when its error stopped (quiet for"
+        " verification_window_s) within this long of its first error; unresolved when still seen after it"
+    )
+    effect_min_cases: int = Field(
+        20, ge=1, le=1_000_000, description="cases acted on and left alone (each) before a solution's measured effect"
+        " ranks it and decides whether it is automatic"
+    )
+    grace_s: float = Field(
+        0.0, ge=0, le=7 * 86_400, description="an automatic action waits this long after the case's first error, and"
+        " runs only if the error is still there (0: off; settle_s still applies)"
+    )
+    trial_max_per_window: int = Field(
+        10, ge=0, le=1_000_000, description="cases an observe-only trial of a playbook leaves alone per trial_window_s, at most"
+    )
+    trial_window_s: float = Field(3600.0, gt=0, le=30 * 86_400)
+    critical_namespaces: CsvList = Field(
+        default_factory=list, description="namespaces an observe-only trial never leaves a case alone in"
+    )
     recurrence_to_person: bool = Field(
         True, description="a run whose error came back on the same object sends that object's next request to a"
         " person, with the runs' history, instead of running again"
@@ -393,6 +414,7 @@ class Settings(BaseSettings):
         "console_trusted_proxies",
         "elasticsearch_actions",
         "child_env_allowlist",
+        "critical_namespaces",
         mode="before",
     )(_split_csv)
 

@@ -394,7 +394,15 @@ def _candidate(row: Mapping[str, Any], settings: Settings) -> Candidate:
         tripped=row["tripped_at"] is not None,
         trusted=_trusted(row, settings)[0],
         created_at=row["created_at"],
+        uplift_low=_measured_uplift(row, settings),
     )
+
+
+def _measured_uplift(row: Mapping[str, Any], settings: Settings) -> float | None:
+    """The lower bound of the solution's measured uplift once both sides have enough cases
+    (issue 25); until then None, and today's ranking decides."""
+    enough = min(row.get("effect_acted_cases") or 0, row.get("effect_left_cases") or 0) >= settings.effect_min_cases
+    return row.get("effect_uplift_low") if enough else None
 
 
 def _trusted(row: Mapping[str, Any], settings: Settings) -> tuple[bool, str]:

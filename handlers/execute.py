@@ -56,6 +56,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Mapping
@@ -67,6 +68,7 @@ import asyncpg
 import orjson
 
 from elk_resolver.actions.executors import CommandResult, run_commands
+from elk_resolver.actions.effect import Effect, no_effect_reason, trial_selects
 from elk_resolver.actions.executors.result import bound_text
 from elk_resolver.actions.policy import ExecutionPolicy, evaluate
 from elk_resolver.events.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult, PlannedRequest
@@ -83,6 +85,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 AUTO = "auto-resolver"
+_RANDOM = random.SystemRandom()  # the trials' draws: recorded, never predictable from outside
 HISTORY_ATTACHED = 10
 
 
@@ -94,9 +97,11 @@ class NotSettled(Exception):
     """The request would run automatically before its settle time (``settle_s``) has passed:
     the decision's transaction is rolled back (nothing claimed) and made again at ``until``."""
 
-    def __init__(self, until: datetime) -> None:
+    def __init__(self, until: datetime, *, grace: bool = False) -> None:
         super().__init__(f"not settled until {until:%H:%M:%S}")
         self.until = until
+        self.grace = grace
+        """the grace period (``grace_s``, issue 25): the request is deferred, not waited for here"""
 
 
 @dataclass(frozen=True)
@@ -322,6 +327,11 @@ async def handle_request(
             )
             break
         except NotSettled as wait:
+            if wait.grace:
+                # the grace period: the maintenance pass decides it again when it is over
+                # (handlers.effect.deferred_due); repeats fold into it meanwhile
+                await pool.execute(queries().defer_request, req.request_id, wait.until)
+                return results
             # the incident's shape is not in the database yet: decide again at the settle time
             delay = min(settings.settle_s, max((wait.until - now).total_seconds(), 0.0)) + 0.01
             await asyncio.sleep(delay)
@@ -407,7 +417,59 @@ async def _approval_reason(
             f" (breaker_threshold={settings.breaker_threshold})"
         )
         return reason, await _history(conn, req.solution_id)
+    effect = await conn.fetchrow(queries().effect_of_solution, req.solution_id)
+    if effect is not None:
+        why = no_effect_reason(
+            effect["effect_uplift_low"], effect["effect_acted_cases"], effect["effect_left_cases"],
+            settings.effect_min_cases, describe_effect(effect),
+        )  # fmt: skip
+        if why:
+            return why, []
     return None, []
+
+
+async def _observe_only(
+    conn: asyncpg.Connection, req: PlannedRequest, solution: Mapping[str, Any], *, settings: Settings, now: datetime
+) -> _Plan | None:
+    """A playbook in trial mode leaves a random share of its eligible cases alone: nothing runs
+    and the case joins the comparison group (never in a critical namespace, at most
+    ``trial_max_per_window`` per ``trial_window_s``; the fleet lock is held, so the count holds
+    across copies). Every random draw is recorded in ``trial_draws``."""
+    name = solution["playbook_name"] if solution["source"] == "playbook" else None
+    if not name:
+        return None
+    q = queries()
+    trial = await conn.fetchrow(q.trial_get, name)
+    if trial is None:
+        return None
+    left = await conn.fetchval(q.trial_left_in_window, name, now - timedelta(seconds=settings.trial_window_s))
+    draw = _trial_draw(req)
+    chosen, why = trial_selects(
+        draw=draw, fraction=trial["fraction"], namespace=req.namespace, critical=settings.critical_namespaces,
+        left_in_window=left, max_per_window=settings.trial_max_per_window,
+    )  # fmt: skip
+    if not why.startswith("drawn"):
+        return None  # not part of the random comparison (critical namespace, the window's cap)
+    await conn.execute(q.trial_record_draw, req.request_id, name, req.namespace, "observe" if chosen else "act",
+                       draw, trial["fraction"], now)  # fmt: skip
+    if not chosen:
+        return None
+    reason = (
+        f"observe only: playbook {name!r} is on trial since {trial['started_at']:%Y-%m-%d %H:%M} UTC (fraction"
+        f" {trial['fraction']:g}, {why}); nothing runs, the case joins the comparison group"
+    )
+    return await _close(conn, req, "observe_only", reason, now, details={"trial": {"draw": draw, "fraction": trial["fraction"]}})
+
+
+def _trial_draw(req: PlannedRequest) -> float:
+    """A uniform draw in [0, 1) for an observe-only trial (the simulator's tests replace it with
+    one fixed per object, so a run of the simulated world can be repeated)."""
+    return _RANDOM.random()
+
+
+def describe_effect(row: Mapping[str, Any]) -> str:
+    """A solution's measured effect in one line (``solutions.effect_*``), for approvals and reasons."""
+    return Effect.from_row(row).describe()
 
 
 async def _object_history(conn: asyncpg.Connection, target_key: str) -> list[dict[str, Any]]:
@@ -426,18 +488,21 @@ async def _object_history(conn: asyncpg.Connection, target_key: str) -> list[dic
 async def _quiet_reason(conn: asyncpg.Connection, req: PlannedRequest, *, settings: Settings, now: datetime) -> str | None:
     """Why the object's errors stopped by themselves (else None): its newest live error, read
     from the database (the events ingest stored about it, the repeats folded into its requests),
-    is older than ``quiet_after_s``."""
-    if not settings.quiet_after_s:
+    is older than ``quiet_after_s``; with a grace period (``grace_s``), older than half of it (the
+    error must still be there in the grace period's second half for an action to run)."""
+    limits = [(v, name) for v, name in ((settings.quiet_after_s, "quiet_after_s"), (settings.grace_s / 2, "grace_s/2")) if v]
+    if not limits:
         return None
+    limit, name = min(limits)
     keys = [k for k in (req.target_key, req.subject) if k]
     newest = await conn.fetchval(queries().newest_error_of_object, keys) if keys else None
     newest = max(filter(None, (newest, utc_naive(req.event_time))))
     quiet = (now - newest).total_seconds()
-    if quiet <= settings.quiet_after_s:
+    if quiet <= limit:
         return None
     return (
         f"stopped by itself: no error about {req.target_key or req.subject or 'the object'} since"
-        f" {newest:%Y-%m-%d %H:%M:%S} UTC ({quiet:.0f}s, quiet_after_s={settings.quiet_after_s:g}); nothing to run"
+        f" {newest:%Y-%m-%d %H:%M:%S} UTC ({quiet:.0f}s, {name}={limit:g}); nothing to run"
     )
 
 
@@ -655,6 +720,9 @@ async def _judge(
 
     # 8. wait for the settle time: the incident's shape is in the database before anything runs
     until = utc_naive(req.requested_at) + timedelta(seconds=settings.settle_s)
+    grace = utc_naive(req.event_time) + timedelta(seconds=settings.grace_s)
+    if settings.grace_s and now < grace and grace > until:
+        raise NotSettled(grace, grace=True)  # wait and see: many errors stop by themselves (issue 25)
     if settings.settle_s and now < until:
         raise NotSettled(until)
 
@@ -681,6 +749,11 @@ async def _judge(
     reason = await _fleet_reason(conn, req, kinds, settings=settings, now=now)
     if reason:
         return await _ask_for_approval(conn, req, reason, [], settings=settings, now=now)
+
+    # 9b. an observe-only trial of the playbook may leave this eligible case alone (issue 25)
+    left_alone = await _observe_only(conn, req, solution, settings=settings, now=now)
+    if left_alone is not None:
+        return left_alone
 
     # 10. dry run
     if slot == "dry_run":

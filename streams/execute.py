@@ -44,6 +44,7 @@ from elk_resolver.actions.playbooks import Catalogue, load_from_settings
 from elk_resolver.actions.policy import ExecutionPolicy
 from elk_resolver.events.contracts import ApprovalEvent, ExecutionRequest, ExecutionResult
 from elk_resolver.kafka.signing import pointer_record
+from handlers.effect import deferred_due, record_outcomes
 from handlers.execute import (
     Runtime,
     approved_waiting,
@@ -215,7 +216,8 @@ class ExecuteStage(SubscribedStage):
         events, results = await expire_approvals(pool=self.pool, now=now)
         results += await verify_outcomes(pool=self.pool, settings=self.settings, now=now)
         results += await reap_lost_runs(pool=self.pool, settings=self.settings, now=now)
-        for pointer in await approved_waiting(pool=self.pool, settings=self.settings, now=now):
+        waiting = await approved_waiting(pool=self.pool, settings=self.settings, now=now)
+        for pointer in waiting + await deferred_due(pool=self.pool, now=now):
             results += await handle_request(
                 pointer, pool=self.pool, settings=self.settings, policy=self.policy,
                 runtime=self._runtime, catalogue=self.catalogue, now=now,
@@ -224,6 +226,7 @@ class ExecuteStage(SubscribedStage):
             await publish_outcomes(self.broker, self.settings, results, events)
             await notify.outcomes(self.pool, self.settings, results, events)
         await notify.sweep(self.pool, self.settings)
+        await record_outcomes(pool=self.pool, settings=self.settings, now=now)  # did the fix help? (issue 25)
         return results
 
     async def _maintain(self) -> None:

@@ -28,7 +28,7 @@ async def demo(postgres, template_database, kafka, tmp_path_factory):
 def pages(ids: dict) -> list[str]:
     return ["/", "/errors", f"/errors/{ids['index_error']}", f"/errors/{ids['pod_error']}", "/errors?state=acknowledged",
             "/errors?q=logstash-0", "/approvals", "/approvals?status=all", f"/approvals/{ids['approval']}", "/runs",
-            "/runs?status=dry_run", "/patterns", "/playbooks", "/audit", "/audit?person=bob", "/api.html",
+            "/runs?status=dry_run", "/patterns", "/playbooks", "/playbooks/out-of-memory-restart/effect", "/audit", "/audit?person=bob", "/api.html",
             "/asyncapi.html", "/sessions"]
 
 

@@ -20,6 +20,13 @@ tripped the best tripped one is still returned, with ``Choice.tripped`` set, so 
 decide (normally: do not run, ask a human).
 
 Ties: a higher score first, then a trusted candidate, then the lower id.
+
+Effect (issue 25): a candidate whose measured effect has enough cases on both sides (acted on
+and left alone, ``effect_min_cases`` each) carries ``uplift_low``, the lower bound of the
+difference between its resolution rate and the rate of cases left alone. Such candidates are
+ranked by it: those above zero first (best lower bound first), ahead of everything else; those
+not above zero after every candidate without that evidence (the execute stage does not run them
+automatically). Candidates without enough cases keep the rules above.
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ class Candidate:
     tripped: bool = False
     trusted: bool = False
     created_at: datetime | None = None
+    uplift_low: float | None = None
+    """lower bound of the measured uplift, set only with enough cases on both sides"""
 
     @classmethod
     def from_rate(cls, id: int, success_rate: float | Decimal, execution_count: int, **kwargs: object) -> Candidate:
@@ -78,6 +87,8 @@ class Scored:
         else:
             kind = " verified" if self.verified else ""
             text = f"#{c.id} wilson_lb={self.score:.2f} ({self.successes}/{self.runs}{kind})"
+        if c.uplift_low is not None:
+            text += f" uplift_lb={c.uplift_low * 100:+.0f}pts"
         if c.tripped:
             text += " [tripped]"
         return text
@@ -129,6 +140,15 @@ def rank(
 ) -> list[Scored]:
     """All candidates, best first, following the rules in the module docstring."""
     scored = [score(c, z) for c in candidates]
+    measured = [s for s in scored if s.candidate.uplift_low is not None and not s.candidate.tripped]
+    if measured:
+        effect_key = lambda s: (-(s.candidate.uplift_low or 0.0), not s.candidate.trusted, s.candidate.id)  # noqa: E731
+        helps = sorted((s for s in measured if (s.candidate.uplift_low or 0.0) > 0), key=effect_key)
+        useless = sorted((s for s in measured if (s.candidate.uplift_low or 0.0) <= 0), key=effect_key)
+        ids = {s.candidate.id for s in measured}
+        rest = rank([c for c in candidates if c.id not in ids], z=z, explore_below=explore_below)
+        live_rest = [s for s in rest if not s.candidate.tripped]
+        return helps + live_rest + useless + [s for s in rest if s.candidate.tripped]
     live = [s for s in scored if not s.candidate.tripped]
     tripped = [s for s in scored if s.candidate.tripped]
 
@@ -175,6 +195,8 @@ def choose(
             reason = f"no track record; trying untried #{top.candidate.id} (lowest id)"
     else:
         body = top.describe()
+        if top.candidate.uplift_low is not None:
+            body = f"{body} (ranked by its measured effect)"
         if runner_up is None:
             reason = f"{body} (only candidate)"
         elif runner_up.score is not None and runner_up.score == top.score and not runner_up.candidate.tripped:

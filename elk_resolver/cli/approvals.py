@@ -65,8 +65,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "playbooks", help="list every playbook and its state; switch one off (its stored solutions stop "
                           "running automatically) or on"
     )
-    playbooks.add_argument("action", choices=["list", "disable", "enable"])
+    playbooks.add_argument("action", choices=["list", "disable", "enable", "trial", "trials"],
+                           help="trial NAME --fraction F: leave F of its eligible cases alone (observe only);"
+                                " trial NAME --stop; trials: every trial")
     playbooks.add_argument("name", nargs="?")
+    playbooks.add_argument("--fraction", type=float, help="trial: the share of eligible cases left alone (0 < F <= 1)")
+    playbooks.add_argument("--stop", action="store_true", help="trial: stop the playbook's trial")
     playbooks.add_argument("--by", help="who switches it (default: ELK_RESOLVER_OPERATOR, else $USER)")
 
     kill = subparsers.add_parser("kill-switch", help="show the kill switch (no argument), stop (on) or allow (off) "
@@ -278,12 +282,19 @@ def _incident_text(row: dict[str, Any]) -> str:
 
 async def _playbooks(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool, out: TextIO, err: TextIO) -> int:
     from elk_resolver.operations import controls, people
+    from handlers import effect as effect_handler
 
     if args.action == "list":
         rows = await controls.playbooks(pool, settings)
         body = [[r["name"], r["state"] + ("" if r["available"] else " (not in the catalogue)"), r["updated_by"] or "",
                  _ts(r["updated_at"]), ", ".join(r["pattern_names"] or r["error_categories"])] for r in rows]  # fmt: skip
         print(table(["PLAYBOOK", "STATE", "BY", "AT (UTC)", "FOR"], body), file=out)
+        return 0
+    if args.action == "trials":
+        rows = await effect_handler.list_trials(pool=pool)
+        body = [[r["playbook_name"], f"{r['fraction']:g}", "stopped" if r["stopped_at"] else "on", r["started_by"],
+                 _ts(r["started_at"]), r["left_alone"], r["acted"]] for r in rows]  # fmt: skip
+        print(table(["PLAYBOOK", "FRACTION", "STATE", "BY", "SINCE (UTC)", "LEFT ALONE", "ACTED"], body), file=out)
         return 0
     if not args.name:
         print(f"error: playbooks {args.action} needs a playbook name", file=err)
@@ -292,6 +303,8 @@ async def _playbooks(args: argparse.Namespace, settings: Settings, pool: asyncpg
     if person is None:
         print("error: say who you are with --by NAME or ELK_RESOLVER_OPERATOR", file=err)
         return 2
+    if args.action == "trial":
+        return await _trial(args, settings, pool, person, out, err)
     try:
         row = await controls.switch_playbook(pool, settings, args.name, args.action == "enable", person)
     except controls.UnknownPlaybook as exc:
@@ -302,4 +315,29 @@ async def _playbooks(args: argparse.Namespace, settings: Settings, pool: asyncpg
         return 1
     state = "enabled" if row["disabled_at"] is None else "disabled: its stored solutions no longer run automatically"
     print(f"playbook {row['playbook_name']} {state} (by {row['updated_by']}, from {source})", file=out)
+    return 0
+
+
+async def _trial(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool, person: Any, out: TextIO,
+                 err: TextIO) -> int:  # fmt: skip
+    """``playbooks trial NAME --fraction F`` / ``--stop``: an observe-only trial (issue 25)."""
+    from elk_resolver.operations import controls, effect, people
+
+    if args.stop == (args.fraction is not None):
+        print("error: playbooks trial needs --fraction F (start) or --stop", file=err)
+        return 2
+    try:
+        row = await effect.set_trial(pool, settings, args.name, None if args.stop else args.fraction, person)
+    except (controls.UnknownPlaybook, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    except people.Refused as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    if row is None:
+        print(f"playbook {args.name}: trial stopped (by {person.name})", file=out)
+    else:
+        print(f"playbook {args.name}: on trial, {row['fraction']:g} of its eligible cases are left alone (never in"
+              f" {', '.join(settings.critical_namespaces) or 'a critical namespace'}; at most"
+              f" {settings.trial_max_per_window} per {settings.trial_window_s:g}s) (by {person.name})", file=out)
     return 0

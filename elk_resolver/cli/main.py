@@ -417,7 +417,26 @@ def _with_pool(settings: Settings, work: Callable[[asyncpg.Pool, Settings], Any]
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    if args.what == "effect":
+        return _with_pool(settings, lambda pool, s: _print_effect(pool, s, scope=args.scope, as_json=args.json))
     return _with_pool(settings, lambda pool, _s: _print_report(pool, as_json=args.json))
+
+
+async def _print_effect(pool: asyncpg.Pool, settings: Settings, *, scope: str | None, as_json: bool) -> None:
+    """Each action's effect: resolved with and without it, the uplift and its 95 % interval."""
+    from elk_resolver.operations import effect
+
+    rows = await effect.report(pool, settings, scope)
+    if as_json:
+        print(json.dumps(records(rows), indent=2, default=str))
+        return
+    headers = ["SCOPE", "KEY", "COMPARISON", "ACTED: RESOLVED", "MEDIAN", "LEFT ALONE: RESOLVED", "MEDIAN",
+               "UPLIFT PTS [95% CI]", "IN GRACE", "VERDICT"]  # fmt: skip
+    body = [(r["scope"], r["key"], r["comparison"], r["acted"], r["acted_median"], r["left"], r["left_median"],
+             r["uplift_text"], r["in_grace"], r["verdict"]) for r in rows]  # fmt: skip
+    print(table(headers, body) if body else "(no judged cases yet)")
+    print(f"\n(a verdict needs {settings.effect_min_cases} cases on each side; 'trial' compares a random share"
+          " left alone on purpose, 'left alone' every case nothing ran on, which may differ from the acted ones)")
 
 
 def _list_rows(args: argparse.Namespace, settings: Settings, query: str, headers: list[str], row, empty: str) -> int:
@@ -779,7 +798,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--execute", action="store_true",
                           help="let the backfilled errors be remediated (by default they are history: never acted on)")
 
-    report = sub.add_parser("report", help="the design document's four report queries as tables")
+    report = sub.add_parser("report", help="the design document's four report queries as tables; `report effect`:"
+                                           " each action's effect against the cases left alone")
+    report.add_argument("what", nargs="?", choices=["effect"], help="effect: did the fix help? (issue 25)")
+    report.add_argument("--scope", choices=["solution", "playbook", "action", "error_type"],
+                        help="with effect: one scope only (default: all)")
     report.add_argument("--json", action="store_true", help="JSON instead of tables")
 
     patterns = sub.add_parser("patterns", help="list, add, disable or test error patterns")

@@ -23,7 +23,7 @@ from aiohttp import web
 from elk_resolver.console import charts
 from elk_resolver.console.api import ROUTES, Api, as_json, openapi_document, parse_when
 from elk_resolver.console.auth import SEED_COOKIE, SESSION_COOKIE, Gate, LoginBusy, TooManyAttempts, safe_next
-from elk_resolver.operations import approvals, audit, controls, people, reading, triage
+from elk_resolver.operations import approvals, audit, controls, effect, people, reading, triage
 from elk_resolver.operations.times import parse_until
 from elk_resolver.settings import Settings
 from handlers.execute import utc_naive
@@ -347,6 +347,23 @@ class Console:
             return self._refuse(request, 403, str(exc))
         raise web.HTTPSeeOther("/playbooks")
 
+    async def playbook_effect(self, request: web.Request) -> web.Response:
+        """Did the fix help? A playbook's cases acted on and left alone, and its trial (issue 25)."""
+        data = await effect.playbook(self.pool, self.settings, request.match_info["name"])
+        return self.render(request, "effect.html", data)
+
+    async def playbook_trial(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        name = request.match_info["name"]
+        try:
+            fraction = None if form.get("stop") == "1" else float(str(form.get("fraction", "")))
+            await effect.set_trial(self.pool, self.settings, name, fraction, request[PERSON])
+        except ValueError as exc:
+            return self._refuse(request, 400, f"a trial's fraction is a number above 0 and at most 1 ({exc})")
+        except people.Refused as exc:
+            return self._refuse(request, 403, str(exc))
+        raise web.HTTPSeeOther(f"/playbooks/{name}/effect")
+
     def audit_filters(self, request: web.Request) -> dict[str, Any]:
         """The audit page's (and API's) filters from the query; a bad time raises ValueError."""
         q = request.query
@@ -559,6 +576,8 @@ def install(
     r.add_post("/patterns/{id:\\d+}/auto-resolve", console.pattern_auto_resolve)
     r.add_get("/playbooks", console.playbooks)
     r.add_post("/playbooks/{name}/toggle", console.toggle_playbook)
+    r.add_get("/playbooks/{name}/effect", console.playbook_effect)
+    r.add_post("/playbooks/{name}/trial", console.playbook_trial)
     r.add_get("/audit", console.audit)
     r.add_get("/runs", console.runs)
     r.add_post("/kill-switch", console.set_kill_switch)

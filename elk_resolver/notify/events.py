@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from elk_resolver.actions.effect import Effect
 from elk_resolver.events.masking import mask_text
 from elk_resolver.notify.channels import configured_channels
 from elk_resolver.store.db import queries
@@ -117,7 +118,8 @@ async def pending_approval(conn: asyncpg.Connection | asyncpg.Pool, settings: Se
         conn, settings, approval_id, "pending_approval", f"Approval {approval_id} needed: {{where}}",
         lambda row: {"why a person must decide": _clip(row["reason"], 400), "solution": row["solution_description"],
                      "expires": _when(row["expires_at"]),
-                     "would run": _commands((row["request"] or {}).get("commands"))},
+                     "would run": _commands((row["request"] or {}).get("commands")),
+                     "measured effect": Effect.from_row(row).describe()},
     )  # fmt: skip
 
 

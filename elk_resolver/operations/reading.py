@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
+from elk_resolver.actions.effect import Effect
 from elk_resolver.actions.ranking import wilson_lower_bound
 from elk_resolver.operations import solution_view
 from elk_resolver.operations.controls import catalogue, kill_switch
@@ -239,6 +240,7 @@ async def approval_detail(pool: asyncpg.Pool, approval_id: int, settings: Settin
         decisions = [{**dict(r), "would_run": would_run((r["details"] or {}).get("would_run"))}
                      for r in await conn.fetch(q.console_request_decisions, a["request_id"])]
         history = [dict(r) for r in await conn.fetch(q.console_solution_runs, a["solution_id"], 10)]
+        measured = await conn.fetchrow(q.effect_of_solution, a["solution_id"])
     solution = None
     if a.get("solution_row_id") is not None:
         solution = solution_view.view(
@@ -248,7 +250,8 @@ async def approval_detail(pool: asyncpg.Pool, approval_id: int, settings: Settin
             catalogue=_catalogue(settings))  # fmt: skip
     return {"approval": a, "commands": request.get("commands") or [], "object": bound_object(request), "solution": solution,
             "runs": runs_of_request, "decisions": decisions, "outcome": outcome(a, runs_of_request, decisions),
-            "history": history, "pending": a["status"] == "pending" and a["expires_at"] > utc_naive()}
+            "history": history, "pending": a["status"] == "pending" and a["expires_at"] > utc_naive(),
+            "effect": Effect.from_row(measured).describe() if measured is not None else None}
 
 
 FINAL_DECISIONS = ("dry_run", "denied", "skipped", "refused", "lost")

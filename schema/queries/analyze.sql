@@ -5,8 +5,9 @@
 SELECT id, error_hash, solution_type, solution_description, solution_commands,
        success_rate, execution_count, source, playbook_name, content_hash,
        approved_success_count, verified_run_count, verified_success_count,
-       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at
-FROM solutions
+       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at,
+       n.effect_acted_cases, n.effect_left_cases, n.effect_uplift_low
+FROM solutions s JOIN solution_effect_now n ON n.solution_id = s.id
 WHERE error_hash = $1
 ORDER BY id;
 
@@ -15,8 +16,9 @@ ORDER BY id;
 SELECT id, error_hash, solution_type, solution_description, solution_commands,
        success_rate, execution_count, source, playbook_name, content_hash,
        approved_success_count, verified_run_count, verified_success_count,
-       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at
-FROM solutions
+       tripped_at, ai_analysis, ai_model, ai_confidence, choice_reason, created_at,
+       n.effect_acted_cases, n.effect_left_cases, n.effect_uplift_low
+FROM solutions s JOIN solution_effect_now n ON n.solution_id = s.id
 WHERE error_hash = any($1::text[])
 ORDER BY id;
 

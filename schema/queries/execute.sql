@@ -93,8 +93,9 @@ SELECT count(DISTINCT target_key) FROM (
 ) needing;
 
 -- name: hold-repeats
--- Until when repeats are folded into this decided request (migration 0060).
-UPDATE planned_requests SET open_until = $2 WHERE request_id = $1;
+-- Until when repeats are folded into this decided request (migration 0060); a request deferred
+-- for the grace period is decided now (0120).
+UPDATE planned_requests SET open_until = $2, deferred_until = NULL WHERE request_id = $1;
 
 -- name: planned-request
 -- The request the analysis stage stored.

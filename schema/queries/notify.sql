@@ -45,7 +45,8 @@ WHERE id = $1 AND status = 'sending';
 SELECT a.id, a.request_id, a.hash_signature, a.solution_id, a.status, a.reason, a.decided_by,
        a.expires_at, a.request,
        el.id AS error_log_id, el.error_type, el.error_message, el.source_system, el.occurrence_count,
-       s.solution_description
+       s.solution_description, s.effect_acted_cases, s.effect_acted_resolved, s.effect_left_cases,
+       s.effect_left_resolved, s.effect_uplift, s.effect_uplift_low, s.effect_uplift_high, s.effect_comparison
 FROM approvals a
 LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
 LEFT JOIN solutions s ON s.id = a.solution_id
