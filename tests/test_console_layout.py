@@ -64,7 +64,7 @@ def pages(ids: dict) -> dict[str, str]:
         "/errors?q=logstash-0": "#errors-live tbody tr", "/approvals": "#approvals-live",
         f"/approvals/{ids['approval']}": "#outcome", "/runs": "#runs-live tr.dry", "/patterns": "#patterns-live table",
         "/playbooks": "#playbooks-live table", "/audit": "#audit-live tbody tr", "/api.html": "main table",
-        "/asyncapi.html": "main table", "/sessions": "main table", "/incidents": "#open table", "/objects": "main table", "/no-such-page": "#ways-back",
+        "/asyncapi.html": "main table", "/sessions": "main table", "/incidents": "#open table", "/objects": "main table", "/playbooks/out-of-memory-restart/effect": "#effect", "/no-such-page": "#ways-back",
         "/login": "#username",
     }
 
