@@ -278,6 +278,7 @@ async def run_project(
         "rate": stats.rate(n - n0, window),
         "rate_incl_startup": stats.rate(n, t1 - spawned),
         "peak_rss_mb": sampler.peak_mb,
+        "merge_process_peak_rss_mb": sampler.children_peak_mb,
         "cpu_us_per_event": (cpu1 - cpu0) / (n - n0) * 1e6 if n > n0 else None,
         "rows": rows,
         "note": f"{processes} process(es); timed from all ready ({n0:,} already committed) to all committed;"
@@ -487,6 +488,8 @@ async def section_throughput(stack: Stack, args, results: dict) -> None:
         say(f"  project x{processes}: {stats.fmt_rate(out[key]['rate'])} ({out[key].get('note')})")
         if out[key].get("peak_rss_mb"):
             memory[f"ingest stage, {processes} process(es), peak per process"] = out[key]["peak_rss_mb"]
+        if out[key].get("merge_process_peak_rss_mb"):
+            memory[f"merge-pass process beside {processes} ingest process(es), peak"] = out[key]["merge_process_peak_rss_mb"]
 
     # The other issues' features on the ingest path, off: the learned-merge pass (and so the
     # aliases it makes) is the one with a switch; the rest act after ingest (decision section).

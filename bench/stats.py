@@ -78,6 +78,8 @@ class RssSampler:
     def __init__(self, pids: Iterable[int] = (), interval: float = 0.05) -> None:
         self.interval = interval
         self.peak: dict[int, int] = {}
+        self.children_peak: dict[int, int] = {}
+        """Peak RSS of the sampled processes' own children (an ingest copy's merge-pass process)."""
         self.samples = 0
         self._pids = list(pids)
         self._stop = threading.Event()
@@ -91,10 +93,14 @@ class RssSampler:
 
         for pid in list(self._pids):
             try:
-                rss = psutil.Process(pid).memory_info().rss
+                process = psutil.Process(pid)
+                rss = process.memory_info().rss
+                children = [(c.pid, c.memory_info().rss) for c in process.children()]
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self.peak[pid] = max(self.peak.get(pid, 0), rss)
+            for child, child_rss in children:
+                self.children_peak[child] = max(self.children_peak.get(child, 0), child_rss)
         self.samples += 1
 
     def _run(self) -> None:
@@ -116,6 +122,11 @@ class RssSampler:
     def peak_mb(self) -> float | None:
         """The largest per-process peak, in MiB."""
         return max(self.peak.values()) / 2**20 if self.peak else None
+
+    @property
+    def children_peak_mb(self) -> float | None:
+        """The largest peak of a sampled process's child, in MiB (None: no child seen)."""
+        return max(self.children_peak.values()) / 2**20 if self.children_peak else None
 
 
 @dataclass
