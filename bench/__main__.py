@@ -15,7 +15,9 @@ target is a ratio against something measured here):
 7. growth: the ingest rate with 1,000,000 stored errors against empty tables, their sizes and
    the upsert's plan at both sizes (bench.growth);
 8. decision: raw event to the execute stage's (dry-run) decision, ingest, analyze and execute
-   in one process (bench.run_pipeline).
+   in one process (bench.run_pipeline);
+9. storm: while 5,000 events/s of already-known errors flow, the first event of a new error on
+   a new object, from its send to its decision (same process).
 
 Every section runs on its own: one that cannot run here (no corpus without ``../shared``, no
 stack) or that fails is reported with the reason, and the others still run and report.
@@ -40,6 +42,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -48,7 +51,7 @@ import orjson
 from bench import stats
 from bench.events import generate, pattern_rows
 
-SECTIONS = ("throughput", "latency", "classification", "trigger", "grouping", "growth", "decision")
+SECTIONS = ("throughput", "latency", "classification", "trigger", "grouping", "growth", "decision", "storm")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PARTITIONS = 8
 TEMPLATE_DB = "bench_template"
@@ -567,6 +570,7 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
     # latency, which is what this section measures
     env = {**stack.env(database_url, topics, f"bench-dec-{uuid.uuid4().hex[:8]}"), "ELK_RESOLVER_SETTLE_S": "0"}
     child = Child("bench.run_pipeline", env)
+    sampler = stats.RssSampler([child.proc.pid]).__enter__()
     consumer = AIOKafkaConsumer(
         topics["results"], **stack.kafka, group_id=f"bench-dec-read-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
@@ -629,7 +633,9 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
         finally:
             await conn.close()
     finally:
+        sampler.__exit__()
         await _close_probe(stack, database_url, producer, consumer, child)
+    results.setdefault("memory", {})["decision: pipeline process (ingest, analyze, execute), peak"] = sampler.peak_mb
     # an error's first send: the earliest of the events stored under it
     first_sent: dict[int, float] = {}
     for r in members:
@@ -654,6 +660,125 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
     }
     say(f"  decisions {len(ms):,} of {len(first_sent):,} errors, p50 {results['decision']['p50_ms']} ms, "
         f"p99 {results['decision']['p99_ms']} ms, outcomes {outcomes}")  # fmt: skip
+
+
+# --- 9: a new incident during a storm ----------------------------------------------------
+
+
+async def _wait_quiet(seen: Callable[[], int], quiet_s: float, give_up_s: float) -> None:
+    """Until ``seen()`` has not moved for ``quiet_s`` seconds, or ``give_up_s`` passed."""
+    last, quiet_until = -1, time.monotonic() + quiet_s
+    give_up = time.monotonic() + give_up_s
+    while time.monotonic() < min(quiet_until, give_up):
+        if seen() != last:
+            last, quiet_until = seen(), time.monotonic() + quiet_s
+        await asyncio.sleep(0.2)
+
+
+async def section_storm(stack: Stack, args, results: dict) -> None:
+    """While ``--storm-rate`` events/s of already-known errors flow, the first event of a new
+    error on a new object: from its send to the execute stage's (dry-run) decision about it,
+    ingest, analyze and execute in one process."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from bench.events import storm
+    from elk_resolver.events.logstash_event import parse_record
+
+    rate, seconds = args.storm_rate, args.storm_seconds
+    data = storm(args.storm_known, int(rate * seconds), args.storm_new, seed=args.seed + 7)
+    new_ids = [parse_record(v).event_identity for v in data.new]
+    say(f"storm: {args.storm_known} known errors, {len(data.repeats):,} repeats at {rate:,}/s, "
+        f"{len(data.new)} new errors on new objects during it")  # fmt: skip
+    database_url = await stack.fresh_database()
+    topics = await stack.topics("storm")
+    env = {**stack.env(database_url, topics, f"bench-storm-{uuid.uuid4().hex[:8]}"), "ELK_RESOLVER_SETTLE_S": "0"}
+    child = Child("bench.run_pipeline", env)
+    sampler = stats.RssSampler([child.proc.pid])
+    consumer = AIOKafkaConsumer(
+        topics["results"], **stack.kafka, group_id=f"bench-storm-read-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
+    )  # fmt: skip
+    producer = AIOKafkaProducer(**stack.kafka, acks=1, linger_ms=5, max_batch_size=1 << 20)
+    decided_at: dict[int, float] = {}  # error_log_id -> arrival of its first decision
+    sent_at: dict[str, float] = {}
+    try:
+        await consumer.start()
+        await producer.start()
+        deadline = time.monotonic() + 90
+        while not child.latest.get("ready") or not consumer.assignment():
+            child.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError("pipeline or results reader not ready within 90 s")
+            await consumer.getmany(timeout_ms=50)
+
+        async def read() -> None:
+            while True:
+                batch = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batch.values():
+                    for r in records:
+                        event = orjson.loads(r.value)
+                        if event.get("outcome") in DECISIONS:
+                            decided_at.setdefault(event.get("error_log_id"), now)
+
+        with sampler:
+            reader = asyncio.create_task(read())
+            # the known errors first, until their own decisions are through: the storm repeats them
+            for value in data.known:
+                await producer.send(topics["raw"], value)
+            await producer.flush()
+            await _wait_quiet(lambda: len(decided_at), 5, 60)
+            known_decided = len(decided_at)
+            # the storm, and a new error every len(repeats) / (new + 1) events
+            every = max(1, len(data.repeats) // (len(data.new) + 1))
+            started = time.perf_counter()
+            new_i = 0
+            for i, value in enumerate(data.repeats):
+                due = started + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0.005:
+                    await asyncio.sleep(delay)
+                if i and i % every == 0 and new_i < len(data.new):
+                    sent_at[new_ids[new_i]] = time.time()
+                    await producer.send(topics["raw"], data.new[new_i])
+                    new_i += 1
+                await producer.send(topics["raw"], value)
+            send_seconds = time.perf_counter() - started
+            await producer.flush()
+            await _wait_quiet(lambda: len(decided_at), 10, args.decision_wait)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        conn = await asyncpg.connect(database_url)
+        try:
+            rows = await conn.fetch(
+                "SELECT e.id, o.event_identity FROM error_occurrences o JOIN error_logs e USING (hash_signature)"
+                " WHERE o.event_identity = any($1::text[])", list(sent_at),
+            )  # fmt: skip
+        finally:
+            await conn.close()
+    finally:
+        await _close_probe(stack, database_url, producer, consumer, child)
+    ms = [(decided_at[r["id"]] - sent_at[r["event_identity"]]) * 1000 for r in rows if r["id"] in decided_at]
+    results["storm"] = {
+        "rate": rate,
+        "send_rate": stats.rate(len(data.repeats) + new_i, send_seconds),
+        "known_errors": args.storm_known,
+        "known_decided": known_decided,
+        "new_errors": new_i,
+        "decided": len(ms),
+        "peak_rss_mb": sampler.peak_mb,
+        **_tail(ms),
+        "note": (
+            f"{args.storm_known} known errors decided first; then {seconds:.0f} s of their repeats at {rate:,}/s, with "
+            f"{new_i} new errors (Kubernetes errors a playbook acts on, each on a deployment of its own) spread over "
+            "it; one process running ingest, analyze and execute (dry-run, settle 0); latency = arrival of the first "
+            "decision about a new error on the results topic minus the send of its first event."
+        ),
+    }
+    results.setdefault("memory", {})["storm: pipeline process (ingest, analyze, execute), peak"] = sampler.peak_mb
+    say(f"  new errors decided {len(ms)} of {new_i}, p50 {results['storm']['p50_ms']} ms, p99 "
+        f"{results['storm']['p99_ms']} ms; sent at {results['storm']['send_rate']:,.0f}/s")  # fmt: skip
 
 
 # --- 7: growth ----------------------------------------------------------------------------
@@ -746,6 +871,7 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
     database_url = await stack.fresh_database()
     topics = await stack.topics("latency")
     child = Child("bench.run_ingest", stack.env(database_url, topics, f"bench-lat-{uuid.uuid4().hex[:8]}"))
+    sampler = stats.RssSampler([child.proc.pid]).__enter__()
     consumer = AIOKafkaConsumer(
         topics["analysis"],
         **stack.kafka,
@@ -793,7 +919,9 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(reader, 15)
     finally:
+        sampler.__exit__()
         await _close_probe(stack, database_url, producer, consumer, child)
+    results.setdefault("memory", {})["latency: ingest process, peak"] = sampler.peak_mb
     ms = [x * 1000 for x in latencies]
     results["latency"] = {
         "target_rate": rate_target,
@@ -1000,9 +1128,12 @@ def targets(results: dict) -> list[dict]:
     add("latency p99 at 2,000 events/s ≤ 100 ms", v, stats.fmt_number(v, 1, " ms"), at_most=100)
     v = g("decision.p99_ms")
     add("raw event to execution decision p99 at 2,000 events/s ≤ 1 s", v, stats.fmt_number(v, 1, " ms"), at_most=1000)
+    v = g("storm.p99_ms")
+    add("storm: a new error on a new object, send to decision p99 during 5,000 known events/s ≤ 1 s", v,
+        stats.fmt_number(v, 1, " ms"), at_most=1000)  # fmt: skip
     mem = g("memory") or {}
     v = max(mem.values()) if mem else None
-    add("peak RSS ≤ 300 MB per process", v, stats.fmt_number(v, 1, " MiB"), at_most=300)
+    add("peak RSS ≤ 250 MiB per process, every section", v, stats.fmt_number(v, 1, " MiB"), at_most=250)
     v = g("classification.ratio_300_3")
     add("classification: 300 patterns ≤ 1.5× 3 patterns", v, stats.fmt_ratio(v), at_most=1.5)
     v = g("trigger.incremental.ratio")
@@ -1033,6 +1164,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--decision-repeat-share", type=float, default=0.99,
                         help="share of the decision section's events that repeat an earlier error")
     parser.add_argument("--decision-wait", type=float, default=60, help="seconds to wait for decisions after the last send")
+    parser.add_argument("--storm-rate", type=int, default=5000, help="events/s of known errors in the storm section")
+    parser.add_argument("--storm-seconds", type=float, default=20)
+    parser.add_argument("--storm-known", type=int, default=200, help="distinct known errors the storm repeats")
+    parser.add_argument("--storm-new", type=int, default=40, help="new errors on new objects sent during the storm")
     parser.add_argument("--growth-rows", type=int, default=1_000_000, help="errors preloaded for the growth section")
     parser.add_argument("--growth-events", type=int, default=100_000, help="events ingested at each size")
     parser.add_argument("--timeout", type=float, default=300, help="give up on one throughput run after this")
@@ -1048,6 +1183,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.growth_rows = min(args.growth_rows, 50_000)
         args.growth_events = min(args.growth_events, 10_000)
         args.decision_wait = min(args.decision_wait, 15)
+        args.storm_seconds = min(args.storm_seconds, 5)
+        args.storm_new = min(args.storm_new, 10)
     args.sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:
@@ -1071,9 +1208,10 @@ RUNNERS = {
     "throughput": section_throughput,
     "latency": section_latency,
     "decision": section_decision,
+    "storm": section_storm,
     "growth": section_growth,
 }
-NEEDS_STACK = {"throughput", "latency", "trigger", "growth", "decision"}
+NEEDS_STACK = {"throughput", "latency", "trigger", "growth", "decision", "storm"}
 
 
 async def run_sections(stack: Stack | None, args, results: dict, stack_error: str | None = None) -> None:

@@ -295,6 +295,25 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
         ]
 
+    st = g("storm") or {}
+    if st:
+        out += [
+            "## 2c. A new incident during a storm (ingest, analyze, execute in one process, dry-run)",
+            "",
+            markdown_table(
+                ("storm rate", "achieved send rate", "known errors", "new errors", "decided", "p50", "p99", "max"),
+                [(
+                    fmt_rate(st.get("rate")), fmt_rate(st.get("send_rate")), fmt_number(st.get("known_errors")),
+                    fmt_number(st.get("new_errors")), fmt_number(st.get("decided")),
+                    fmt_number(st.get("p50_ms"), 1, " ms"), fmt_number(st.get("p99_ms"), 1, " ms"),
+                    fmt_number(st.get("max_ms"), 1, " ms"),
+                )],
+            ),  # fmt: skip
+            "",
+            st.get("note", ""),
+            "",
+        ]
+
     mem = g("memory") or {}
     if mem:
         out += [
