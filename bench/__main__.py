@@ -687,6 +687,12 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
     rate, seconds = args.storm_rate, args.storm_seconds
     data = storm(args.storm_known, int(rate * seconds), args.storm_new, seed=args.seed + 7)
     new_ids = [parse_record(v).event_identity for v in data.new]
+    # the objects an action on a new error's event is bound to: its deployment, or its pod
+    new_keys = []
+    for value in data.new:
+        k8s = orjson.loads(value)["kubernetes"]
+        ns = k8s["namespace"]
+        new_keys.append({f"k8s:{ns}/deployment/{k8s['deployment']['name']}", f"k8s:{ns}/pod/{k8s['pod']['name']}"})
     say(f"storm: {args.storm_known} known errors, {len(data.repeats):,} repeats at {rate:,}/s, "
         f"{len(data.new)} new errors on new objects during it")  # fmt: skip
     database_url = await stack.fresh_database()
@@ -699,8 +705,8 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
         auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
     )  # fmt: skip
     producer = AIOKafkaProducer(**stack.kafka, acks=1, linger_ms=5, max_batch_size=1 << 20)
-    decided_at: dict[int, float] = {}  # error_log_id -> arrival of its first decision
-    sent_at: dict[str, float] = {}
+    decided_at: dict[str, float] = {}  # request id -> arrival of its first decision
+    sent_at: dict[int, float] = {}  # new error (index) -> send of its first event
     try:
         await consumer.start()
         await producer.start()
@@ -719,7 +725,7 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
                     for r in records:
                         event = orjson.loads(r.value)
                         if event.get("outcome") in DECISIONS:
-                            decided_at.setdefault(event.get("error_log_id"), now)
+                            decided_at.setdefault(event.get("request_id"), now)
 
         with sampler:
             reader = asyncio.create_task(read())
@@ -739,7 +745,7 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
                 if delay > 0.005:
                     await asyncio.sleep(delay)
                 if i and i % every == 0 and new_i < len(data.new):
-                    sent_at[new_ids[new_i]] = time.time()
+                    sent_at[new_i] = time.time()
                     await producer.send(topics["raw"], data.new[new_i])
                     new_i += 1
                 await producer.send(topics["raw"], value)
@@ -751,21 +757,32 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
                 await reader
         conn = await asyncpg.connect(database_url)
         try:
-            rows = await conn.fetch(
-                "SELECT e.id, o.event_identity FROM error_occurrences o JOIN error_logs e USING (hash_signature)"
-                " WHERE o.event_identity = any($1::text[])", list(sent_at),
-            )  # fmt: skip
+            requests = await conn.fetch("SELECT request_id, target_key FROM planned_requests")
+            stored = await conn.fetchval(
+                "SELECT count(*) FROM error_occurrences WHERE event_identity = any($1::text[])", new_ids[:new_i]
+            )
         finally:
             await conn.close()
     finally:
         await _close_probe(stack, database_url, producer, consumer, child)
-    ms = [(decided_at[r["id"]] - sent_at[r["event_identity"]]) * 1000 for r in rows if r["id"] in decided_at]
+    # a new error's decision: the first decision of a request bound to its object
+    first_for_key: dict[str, float] = {}
+    for r in requests:
+        at = decided_at.get(r["request_id"])
+        if at is not None and r["target_key"] is not None:
+            first_for_key[r["target_key"]] = min(at, first_for_key.get(r["target_key"], at))
+    ms = []
+    for i, sent in sent_at.items():
+        times = [first_for_key[k] for k in new_keys[i] if k in first_for_key]
+        if times:
+            ms.append((min(times) - sent) * 1000)
     results["storm"] = {
         "rate": rate,
         "send_rate": stats.rate(len(data.repeats) + new_i, send_seconds),
         "known_errors": args.storm_known,
         "known_decided": known_decided,
         "new_errors": new_i,
+        "new_stored": stored,
         "decided": len(ms),
         "peak_rss_mb": sampler.peak_mb,
         **_tail(ms),

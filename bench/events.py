@@ -419,8 +419,12 @@ def storm(known: int, repeats: int, new: int, seed: int = 6) -> Storm:
     for i in range(repeats):
         spec = specs[min(len(specs) - 1, int(rng.paretovariate(1.2)) - 1)] if rng.random() < 0.5 else rng.choice(specs)
         _render(rng, spec, known + i, base, out.repeats)
+    taken = {s.deployment for s in specs}
     for i in range(new):
         spec = _new_spec(rng)
+        while spec.deployment in taken:  # a new object: no known error's deployment
+            spec = _new_spec(rng)
+        taken.add(spec.deployment)
         spec.family = rng.choice(_DECIDED_FAMILIES)
         _render(rng, spec, known + repeats + i, base, out.new, [_ecs_nested], [1.0])
     return out

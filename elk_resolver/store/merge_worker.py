@@ -131,7 +131,8 @@ async def _passes(settings: Any, every_s: float, version: str, parent_pid: int) 
             if not is_transient_db_error(exc):
                 log.exception("merge pass failed", extra={"stage": "ingest"})
             else:
-                log.warning("merge pass skipped: database unavailable (%s)", exc, extra={"stage": "ingest"})
+                log.warning("merge pass gave way (%s: %s); the next one tries again", type(exc).__name__, exc,
+                            extra={"stage": "ingest"})
         took = time.monotonic() - started
         next_at = started + took + next_pass_in(every_s, took)
     if pool is not None:
