@@ -73,6 +73,8 @@ class Stack:
 
         self.admin_dsn = pg_admin_dsn
         self.bootstrap = bootstrap
+        self.overrides: dict[str, str] = {}
+        """``--set`` settings for every stage process (a section's own settings win)."""
         # every client of the benchmark connects as the service's do (the Kafka security
         # settings, which env() also hands to the child processes)
         self.kafka = client_options(make_settings(kafka_bootstrap_servers=bootstrap))
@@ -148,6 +150,7 @@ class Stack:
             ELK_RESOLVER_TOPIC_PARTITIONS=str(PARTITIONS),
             ELK_RESOLVER_STATE_DIR=tempfile.gettempdir(),
         )
+        env.update(self.overrides)
         return env
 
 
@@ -1189,6 +1192,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--growth-events", type=int, default=100_000, help="events ingested at each size")
     parser.add_argument("--timeout", type=float, default=300, help="give up on one throughput run after this")
     parser.add_argument("--corpus", default=None, help="grouping corpus (default ../shared/corpus/loghub-2k)")
+    parser.add_argument("--set", action="append", default=[], metavar="ELK_RESOLVER_X=VALUE",
+                        help="a setting for every stage process the run starts (A/B runs of one setting)")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="where latest.json/latest.md go")
     args = parser.parse_args(argv)
     if args.quick:
@@ -1286,6 +1291,7 @@ def main(argv: list[str] | None = None) -> int:
                 kafka = EmbeddedKafka()
                 kafka.start()
                 stack = Stack(pg.dsn("postgres"), kafka.bootstrap_servers)
+                stack.overrides = dict(item.split("=", 1) for item in args.set)
                 results["stack"] = (
                     "embedded PostgreSQL (durable: fsync, synchronous_commit and full_page_writes on; "
                     f"{', '.join(DURABLE_SETTINGS)}) and the Tansu broker (memory only), on this machine, sharing "
