@@ -760,7 +760,7 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
                 await reader
         conn = await asyncpg.connect(database_url)
         try:
-            requests = await conn.fetch("SELECT request_id, target_key FROM planned_requests")
+            requests = await conn.fetch("SELECT request_id, target_key, requested_at FROM planned_requests")
             stored = await conn.fetchval(
                 "SELECT count(*) FROM error_occurrences WHERE event_identity = any($1::text[])", new_ids[:new_i]
             )
@@ -774,11 +774,23 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
         at = decided_at.get(r["request_id"])
         if at is not None and r["target_key"] is not None:
             first_for_key[r["target_key"]] = min(at, first_for_key.get(r["target_key"], at))
+    first_request: dict[str, float] = {}
+    for r in requests:
+        if r["target_key"] is not None:
+            at = r["requested_at"].replace(tzinfo=timezone.utc).timestamp()
+            first_request[r["target_key"]] = min(at, first_request.get(r["target_key"], at))
     ms = []
+    to_request = []  # send -> the analysis stage's request for the object: where the time goes
+    undecided = 0
     for i, sent in sent_at.items():
         times = [first_for_key[k] for k in new_keys[i] if k in first_for_key]
         if times:
             ms.append((min(times) - sent) * 1000)
+        else:
+            undecided += 1
+        requested = [first_request[k] for k in new_keys[i] if k in first_request]
+        if requested:
+            to_request.append((min(requested) - sent) * 1000)
     results["storm"] = {
         "rate": rate,
         "send_rate": stats.rate(len(data.repeats) + new_i, send_seconds),
@@ -787,6 +799,8 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
         "new_errors": new_i,
         "new_stored": stored,
         "decided": len(ms),
+        "requested": len(to_request),
+        "to_request": _tail(to_request),
         "peak_rss_mb": sampler.peak_mb,
         **_tail(ms),
         "note": (
