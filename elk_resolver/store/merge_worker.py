@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -53,7 +55,7 @@ class MergeWorker:
         self._settings = settings
         self._every_s = every_s
         self._version = version
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen | None = None
         self.starts = 0
 
     @property
@@ -62,44 +64,49 @@ class MergeWorker:
 
     @property
     def alive(self) -> bool:
-        return self._process is not None and self._process.is_alive()
+        return self._process is not None and self._process.poll() is None
 
     def ensure_running(self) -> bool:
         """Start the process if it is not running; True when it was started now."""
         if self.alive:
             return False
         if self._process is not None:
-            log.warning("merge pass process exited (status %s); starting it again", self._process.exitcode,
+            log.warning("merge pass process exited (status %s); starting it again", self._process.returncode,
                         extra={"stage": "ingest"})
-            self._process.close()
-        # spawn, not fork: the parent runs an event loop and threads a fork would copy half of
-        ctx = multiprocessing.get_context("spawn")
-        self._process = ctx.Process(
-            target=_child_main,
-            args=(self._settings, self._every_s, self._version, os.getpid()),
-            name="elk-resolver-merge-pass",
-            daemon=True,
+        # A fresh interpreter running this module, not a fork (the parent runs an event loop and
+        # threads a fork would copy half of) nor multiprocessing's spawn (which imports the
+        # parent's main module again: the whole CLI and console for the service). The settings
+        # (the database URL among them) go through a pipe, never the command line.
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            close_fds=True,
         )
-        self._process.start()
+        assert self._process.stdin is not None
+        with self._process.stdin as pipe:
+            pipe.write(pickle.dumps((self._settings, self._every_s, self._version, os.getpid())))
         self.starts += 1
         return True
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the process (SIGTERM; a pass in flight rolls back), SIGKILL past ``timeout_s``."""
+        """Stop the process (SIGTERM: a pass in flight finishes first), SIGKILL past
+        ``timeout_s`` (its transaction then rolls back)."""
         process, self._process = self._process, None
-        if process is None:
+        if process is None or process.poll() is not None:
             return
-        if process.is_alive():
-            process.terminate()
-            await asyncio.to_thread(process.join, timeout_s)
-            if process.is_alive():
-                process.kill()
-                await asyncio.to_thread(process.join, 2.0)
-        with contextlib.suppress(ValueError):
-            process.close()
+        process.terminate()
+        try:
+            await asyncio.to_thread(process.wait, timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
 
 
-def _child_main(settings: Any, every_s: float, version: str, parent_pid: int) -> None:
+def main() -> None:
+    """``python -m elk_resolver.store.merge_worker``, started by :class:`MergeWorker` with its
+    arguments pickled on stdin (its parent, trusted: never a person's input)."""
+    settings, every_s, version, parent_pid = pickle.loads(sys.stdin.buffer.read())  # noqa: S301
     logging.basicConfig(level=os.environ.get("ELK_RESOLVER_LOG_LEVEL", "WARNING"))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_passes(settings, every_s, version, parent_pid))
@@ -138,3 +145,7 @@ async def _passes(settings: Any, every_s: float, version: str, parent_pid: int) 
     if pool is not None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(pool.close(), 2.0)
+
+
+if __name__ == "__main__":
+    main()
