@@ -917,6 +917,7 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
     producer = AIOKafkaProducer(**stack.kafka, acks=1, linger_ms=5)
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
+    when: list[float] = []  # each latency's send time
     try:
         await consumer.start()
         await producer.start()
@@ -937,6 +938,7 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
                         sent = sent_at.get(event.get("trigger_event_id"))
                         if sent is not None:
                             latencies.append(now - sent)
+                            when.append(sent)
 
         reader = asyncio.create_task(read())
         started = time.perf_counter()
@@ -957,7 +959,15 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
         await _close_probe(stack, database_url, producer, consumer, child)
     results.setdefault("memory", {})["latency: ingest process, peak"] = sampler.peak_mb
     ms = [x * 1000 for x in latencies]
+    # the slowest events by second of the run: a stall shows as many slow events sent in one second
+    t0 = min(when) if when else 0.0
+    slow_seconds: dict[int, int] = {}
+    cut = stats.percentile(ms, 99) if ms else 0.0
+    for x, sent in zip(ms, when):
+        if x >= cut:
+            slow_seconds[int(sent - t0)] = slow_seconds.get(int(sent - t0), 0) + 1
     results["latency"] = {
+        "slowest_1pct_by_send_second": dict(sorted(slow_seconds.items())),
         "target_rate": rate_target,
         "send_rate": stats.rate(total, send_seconds),
         "sent": total,
