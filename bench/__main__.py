@@ -539,6 +539,29 @@ async def _close_probe(stack: Stack, database_url: str, producer, consumer, chil
     await stack.drop_database(database_url)
 
 
+async def _start_probe(child: Child, consumer, producer, what: str, timeout_s: float = 90) -> None:
+    """Start a probe's reader and producer; return once the stage process is ready and the
+    reader holds its partitions."""
+    await consumer.start()
+    await producer.start()
+    deadline = time.monotonic() + timeout_s
+    while not child.latest.get("ready") or not consumer.assignment():
+        child.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready within {timeout_s:.0f} s")
+        await consumer.getmany(timeout_ms=50)
+
+
+async def _read_events(consumer, on_event: Callable[[dict, float], None]) -> None:
+    """Hand every record the reader gets (decoded) to ``on_event`` with its arrival time."""
+    while True:
+        batch = await consumer.getmany(timeout_ms=100)
+        now = time.time()
+        for records in batch.values():
+            for r in records:
+                on_event(orjson.loads(r.value), now)
+
+
 def _tail(ms: list[float]) -> dict[str, float | None]:
     return {
         "p50_ms": stats.percentile(ms, 50) if ms else None,
@@ -583,28 +606,15 @@ async def section_decision(stack: Stack, args, results: dict) -> None:
     first_decision: dict[int, float] = {}  # error_log_id -> arrival of its first decision
     outcomes: dict[str, int] = {}
     try:
-        await consumer.start()
-        await producer.start()
-        deadline = time.monotonic() + 90
-        while not child.latest.get("ready") or not consumer.assignment():
-            child.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError("pipeline or results reader not ready within 90 s")
-            await consumer.getmany(timeout_ms=50)
+        await _start_probe(child, consumer, producer, "pipeline or results reader")
 
-        async def read() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                now = time.time()
-                for records in batch.values():
-                    for r in records:
-                        event = orjson.loads(r.value)
-                        outcome = event.get("outcome")
-                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                        if outcome in DECISIONS:
-                            first_decision.setdefault(event.get("error_log_id"), now)
+        def on_result(event: dict, now: float) -> None:
+            outcome = event.get("outcome")
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            if outcome in DECISIONS:
+                first_decision.setdefault(event.get("error_log_id"), now)
 
-        reader = asyncio.create_task(read())
+        reader = asyncio.create_task(_read_events(consumer, on_result))
         started = time.perf_counter()
         for i in range(total):
             due = started + i / rate_target
@@ -711,27 +721,14 @@ async def section_storm(stack: Stack, args, results: dict) -> None:
     decided_at: dict[str, float] = {}  # request id -> arrival of its first decision
     sent_at: dict[int, float] = {}  # new error (index) -> send of its first event
     try:
-        await consumer.start()
-        await producer.start()
-        deadline = time.monotonic() + 90
-        while not child.latest.get("ready") or not consumer.assignment():
-            child.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError("pipeline or results reader not ready within 90 s")
-            await consumer.getmany(timeout_ms=50)
+        await _start_probe(child, consumer, producer, "pipeline or results reader")
 
-        async def read() -> None:
-            while True:
-                batch = await consumer.getmany(timeout_ms=100)
-                now = time.time()
-                for records in batch.values():
-                    for r in records:
-                        event = orjson.loads(r.value)
-                        if event.get("outcome") in DECISIONS:
-                            decided_at.setdefault(event.get("request_id"), now)
+        def on_result(event: dict, now: float) -> None:
+            if event.get("outcome") in DECISIONS:
+                decided_at.setdefault(event.get("request_id"), now)
 
         with sampler:
-            reader = asyncio.create_task(read())
+            reader = asyncio.create_task(_read_events(consumer, on_result))
             # the known errors first, until their own decisions are through: the storm repeats them
             for value in data.known:
                 await producer.send(topics["raw"], value)
@@ -919,14 +916,7 @@ async def section_latency(stack: Stack, args, results: dict) -> None:
     latencies: list[float] = []
     when: list[float] = []  # each latency's send time
     try:
-        await consumer.start()
-        await producer.start()
-        deadline = time.monotonic() + 60
-        while not child.latest.get("ready") or not consumer.assignment():
-            child.check_alive()
-            if time.monotonic() > deadline:
-                raise RuntimeError("ingest stage or analysis reader not ready within 60 s")
-            await consumer.getmany(timeout_ms=50)
+        await _start_probe(child, consumer, producer, "ingest stage or analysis reader", timeout_s=60)
 
         async def read() -> None:
             while len(latencies) < total:

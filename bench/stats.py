@@ -207,6 +207,16 @@ def _get(results: dict[str, Any], path: str) -> Any:
     return node
 
 
+def _decision_table(title: str, run: dict[str, Any], columns: tuple, extra: str) -> list[str]:
+    """A probe's section: ``columns`` (heading, key, format) then p50, p99 and max, a line of
+    ``extra`` and the run's note."""
+    heads = tuple(c[0] for c in columns) + ("p50", "p99", "max")
+    row = tuple(fmt(run.get(key)) for _, key, fmt in columns) + tuple(
+        fmt_number(run.get(k), 1, " ms") for k in ("p50_ms", "p99_ms", "max_ms")
+    )
+    return [title, "", markdown_table(heads, [row]), "", extra, "", run.get("note", ""), ""]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The report: run facts, every figure side by side, and each target with met / NOT met."""
     g = lambda path: _get(results, path)  # noqa: E731
@@ -276,48 +286,29 @@ def render_markdown(results: dict[str, Any]) -> str:
 
     dec = g("decision") or {}
     if dec:
-        out += [
+        out += _decision_table(
             "## 2b. Raw event to execution decision (ingest, analyze, execute in one process, dry-run)",
-            "",
-            markdown_table(
-                ("target rate", "achieved send rate", "events", "errors", "decided", "p50", "p99", "max"),
-                [(
-                    fmt_rate(dec.get("target_rate")), fmt_rate(dec.get("send_rate")), fmt_number(dec.get("sent")),
-                    fmt_number(dec.get("errors")), fmt_number(dec.get("decided")),
-                    fmt_number(dec.get("p50_ms"), 1, " ms"), fmt_number(dec.get("p99_ms"), 1, " ms"),
-                    fmt_number(dec.get("max_ms"), 1, " ms"),
-                )],
-            ),  # fmt: skip
-            "",
+            dec, (("target rate", "target_rate", fmt_rate), ("achieved send rate", "send_rate", fmt_rate),
+                  ("events", "sent", fmt_number), ("errors", "errors", fmt_number), ("decided", "decided", fmt_number)),
             f"Outcomes on the results topic: {', '.join(f'{k} {v:,}' for k, v in (dec.get('outcomes') or {}).items())}.",
-            "",
-            dec.get("note", ""),
-            "",
-        ]
+        )  # fmt: skip
 
     st = g("storm") or {}
     if st:
-        out += [
+        to_request = st.get("to_request") or {}
+        out += _decision_table(
             "## 2c. A new incident during a storm (ingest, analyze, execute in one process, dry-run)",
-            "",
-            markdown_table(
-                ("storm rate", "achieved send rate", "known errors", "new errors", "decided", "p50", "p99", "max"),
-                [(
-                    fmt_rate(st.get("rate")), fmt_rate(st.get("send_rate")), fmt_number(st.get("known_errors")),
-                    fmt_number(st.get("new_errors")), fmt_number(st.get("decided")),
-                    fmt_number(st.get("p50_ms"), 1, " ms"), fmt_number(st.get("p99_ms"), 1, " ms"),
-                    fmt_number(st.get("max_ms"), 1, " ms"),
-                )],
-            ),  # fmt: skip
-            "",
-            st.get("note", ""),
-            "",
-        ]
+            st, (("storm rate", "rate", fmt_rate), ("achieved send rate", "send_rate", fmt_rate),
+                 ("known errors", "known_errors", fmt_number), ("new errors", "new_errors", fmt_number),
+                 ("decided", "decided", fmt_number)),
+            f"Send to the analysis stage's request for the new object ({fmt_number(st.get('requested'))} requested):"
+            f" p50 {fmt_number(to_request.get('p50_ms'), 1, ' ms')}, p99 {fmt_number(to_request.get('p99_ms'), 1, ' ms')}.",
+        )  # fmt: skip
 
     mem = g("memory") or {}
     if mem:
         out += [
-            "## 3. Peak resident memory (service process, during the throughput run)",
+            "## 3. Peak resident memory (per process, in every section that starts one)",
             "",
             markdown_table(
                 ("process", "peak RSS"),
