@@ -1151,6 +1151,8 @@ def targets(results: dict) -> list[dict]:
     bound = ROUND1_CPU_RATIO / 2
     add(f"ingest CPU per event ≤ half of round 1's ({bound:.3f}× the naive consumer's)", v, stats.fmt_ratio(v, 3),
         at_most=bound)  # fmt: skip
+    v = g("throughput.project_1.cpu_us_per_event")
+    add("ingest CPU per event ≤ 80 µs (1 process)", v, stats.fmt_number(v, 1, " µs"), at_most=80)
     v = r.get("project 1 proc / bare bulk upsert")
     add("ingest 1 process ≥ 0.8× bare bulk upsert", v, stats.fmt_ratio(v), at_least=0.8)
     v = r.get("project 2 proc / bare bulk upsert")

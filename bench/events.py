@@ -392,9 +392,9 @@ def _render(rng, spec, i, base, records, shape_fns=None, shape_weights=None) -> 
     return shape.__name__.strip("_")
 
 
-# Families a playbook acts on, in the shape that names the Kubernetes object: an incident's new
+# The family a playbook acts on at once (a crash loop), in the shape that names the Kubernetes object: an incident's new
 # error reaches an execution decision (the storm section's probes).
-_DECIDED_FAMILIES = ("crashloop", "oomkilled", "probe")
+_DECIDED_FAMILIES = ("crashloop",)
 
 
 @dataclass
