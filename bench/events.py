@@ -378,13 +378,56 @@ def generate(n: int, seed: int = 6, repeat_share: float = 0.3, *, unique_only: b
         else:
             spec = _new_spec(rng)
             specs.append(spec)
-        message, error_type, trace = FAMILIES[spec.family][1](rng, spec)
-        shape = rng.choices(shape_fns, shape_weights)[0]
-        event = shape(rng, spec, i, base, message, error_type, trace)
-        records.append(orjson.dumps(event))
-        shapes[shape.__name__.strip("_")] = shapes.get(shape.__name__.strip("_"), 0) + 1
+        shape = _render(rng, spec, i, base, records, shape_fns, shape_weights)
+        shapes[shape] = shapes.get(shape, 0) + 1
         families[spec.family] = families.get(spec.family, 0) + 1
     return Dataset(records, len(specs), repeats, shapes, families)
+
+
+def _render(rng, spec, i, base, records, shape_fns=None, shape_weights=None) -> str:
+    """Append the ``i``-th event of ``spec`` to ``records``; its shape's name."""
+    message, error_type, trace = FAMILIES[spec.family][1](rng, spec)
+    shape = rng.choices(shape_fns or [s for s, _ in _SHAPES], shape_weights or [w for _, w in _SHAPES])[0]
+    records.append(orjson.dumps(shape(rng, spec, i, base, message, error_type, trace)))
+    return shape.__name__.strip("_")
+
+
+# The family a playbook acts on at once (a crash loop), in the shape that names the Kubernetes object: an incident's new
+# error reaches an execution decision (the storm section's probes).
+_DECIDED_FAMILIES = ("crashloop",)
+
+
+@dataclass
+class Storm:
+    known: list[bytes]
+    """one event of each known error (sent before the storm)"""
+    repeats: list[bytes]
+    """the storm: events of the known errors only, other values (pods, times...)"""
+    new: list[bytes]
+    """the first event of each new error, each on a new object (its own deployment)"""
+
+
+def storm(known: int, repeats: int, new: int, seed: int = 6) -> Storm:
+    """An incident: ``repeats`` events of ``known`` errors, and ``new`` errors that appear
+    during it, each a Kubernetes error a playbook acts on, on a deployment of its own."""
+    rng = random.Random(seed)
+    base = datetime(2026, 3, 2, 8, 0, 0, tzinfo=timezone.utc)
+    specs = [_new_spec(rng) for _ in range(known)]
+    out = Storm([], [], [])
+    for i, spec in enumerate(specs):
+        _render(rng, spec, i, base, out.known)
+    for i in range(repeats):
+        spec = specs[min(len(specs) - 1, int(rng.paretovariate(1.2)) - 1)] if rng.random() < 0.5 else rng.choice(specs)
+        _render(rng, spec, known + i, base, out.repeats)
+    taken = {s.deployment for s in specs}
+    for i in range(new):
+        spec = _new_spec(rng)
+        while spec.deployment in taken:  # a new object: no known error's deployment
+            spec = _new_spec(rng)
+        taken.add(spec.deployment)
+        spec.family = rng.choice(_DECIDED_FAMILIES)
+        _render(rng, spec, known + repeats + i, base, out.new, [_ecs_nested], [1.0])
+    return out
 
 
 # --- error_patterns --------------------------------------------------------------------

@@ -78,6 +78,8 @@ class RssSampler:
     def __init__(self, pids: Iterable[int] = (), interval: float = 0.05) -> None:
         self.interval = interval
         self.peak: dict[int, int] = {}
+        self.children_peak: dict[int, int] = {}
+        """Peak RSS of the sampled processes' own children (an ingest copy's merge-pass process)."""
         self.samples = 0
         self._pids = list(pids)
         self._stop = threading.Event()
@@ -91,10 +93,14 @@ class RssSampler:
 
         for pid in list(self._pids):
             try:
-                rss = psutil.Process(pid).memory_info().rss
+                process = psutil.Process(pid)
+                rss = process.memory_info().rss
+                children = [(c.pid, c.memory_info().rss) for c in process.children()]
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
             self.peak[pid] = max(self.peak.get(pid, 0), rss)
+            for child, child_rss in children:
+                self.children_peak[child] = max(self.children_peak.get(child, 0), child_rss)
         self.samples += 1
 
     def _run(self) -> None:
@@ -116,6 +122,11 @@ class RssSampler:
     def peak_mb(self) -> float | None:
         """The largest per-process peak, in MiB."""
         return max(self.peak.values()) / 2**20 if self.peak else None
+
+    @property
+    def children_peak_mb(self) -> float | None:
+        """The largest peak of a sampled process's child, in MiB (None: no child seen)."""
+        return max(self.children_peak.values()) / 2**20 if self.children_peak else None
 
 
 @dataclass
@@ -196,6 +207,16 @@ def _get(results: dict[str, Any], path: str) -> Any:
     return node
 
 
+def _decision_table(title: str, run: dict[str, Any], columns: tuple, extra: str) -> list[str]:
+    """A probe's section: ``columns`` (heading, key, format) then p50, p99 and max, a line of
+    ``extra`` and the run's note."""
+    heads = tuple(c[0] for c in columns) + ("p50", "p99", "max")
+    row = tuple(fmt(run.get(key)) for _, key, fmt in columns) + tuple(
+        fmt_number(run.get(k), 1, " ms") for k in ("p50_ms", "p99_ms", "max_ms")
+    )
+    return [title, "", markdown_table(heads, [row]), "", extra, "", run.get("note", ""), ""]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The report: run facts, every figure side by side, and each target with met / NOT met."""
     g = lambda path: _get(results, path)  # noqa: E731
@@ -265,29 +286,29 @@ def render_markdown(results: dict[str, Any]) -> str:
 
     dec = g("decision") or {}
     if dec:
-        out += [
+        out += _decision_table(
             "## 2b. Raw event to execution decision (ingest, analyze, execute in one process, dry-run)",
-            "",
-            markdown_table(
-                ("target rate", "achieved send rate", "events", "errors", "decided", "p50", "p99", "max"),
-                [(
-                    fmt_rate(dec.get("target_rate")), fmt_rate(dec.get("send_rate")), fmt_number(dec.get("sent")),
-                    fmt_number(dec.get("errors")), fmt_number(dec.get("decided")),
-                    fmt_number(dec.get("p50_ms"), 1, " ms"), fmt_number(dec.get("p99_ms"), 1, " ms"),
-                    fmt_number(dec.get("max_ms"), 1, " ms"),
-                )],
-            ),  # fmt: skip
-            "",
+            dec, (("target rate", "target_rate", fmt_rate), ("achieved send rate", "send_rate", fmt_rate),
+                  ("events", "sent", fmt_number), ("errors", "errors", fmt_number), ("decided", "decided", fmt_number)),
             f"Outcomes on the results topic: {', '.join(f'{k} {v:,}' for k, v in (dec.get('outcomes') or {}).items())}.",
-            "",
-            dec.get("note", ""),
-            "",
-        ]
+        )  # fmt: skip
+
+    st = g("storm") or {}
+    if st:
+        to_request = st.get("to_request") or {}
+        out += _decision_table(
+            "## 2c. A new incident during a storm (ingest, analyze, execute in one process, dry-run)",
+            st, (("storm rate", "rate", fmt_rate), ("achieved send rate", "send_rate", fmt_rate),
+                 ("known errors", "known_errors", fmt_number), ("new errors", "new_errors", fmt_number),
+                 ("decided", "decided", fmt_number)),
+            f"Send to the analysis stage's request for the new object ({fmt_number(st.get('requested'))} requested):"
+            f" p50 {fmt_number(to_request.get('p50_ms'), 1, ' ms')}, p99 {fmt_number(to_request.get('p99_ms'), 1, ' ms')}.",
+        )  # fmt: skip
 
     mem = g("memory") or {}
     if mem:
         out += [
-            "## 3. Peak resident memory (service process, during the throughput run)",
+            "## 3. Peak resident memory (per process, in every section that starts one)",
             "",
             markdown_table(
                 ("process", "peak RSS"),

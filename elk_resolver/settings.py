@@ -171,7 +171,7 @@ class Settings(BaseSettings):
     elasticsearch_id_header: str = "event_id"
     patterns_refresh_s: float = Field(2.0, gt=0, le=3600, description="error_patterns reload interval")
     merge_pass_every_s: float = Field(
-        30.0, ge=0, le=86_400, description="learned-merge pass interval per ingest copy (0: never; one copy runs at a time)"
+        30.0, ge=0, le=86_400, description="learned-merge pass interval; the passes run in a process of its own beside each ingest copy (0: never; one pass at a time over every copy)"
     )
     gin_cleanup_every_s: float = Field(
         0.5, ge=0, le=3600, description="interval of the GIN pending-list pass beside ingest's writes (0: PostgreSQL's own, inline)"

@@ -270,6 +270,7 @@ class IngestStage:
             refresh_s=settings.patterns_refresh_s,
             merge_every_s=settings.merge_pass_every_s,
             version=settings.fingerprint_version,
+            settings=settings,  # the merge pass runs in a process of its own (store.merge_worker)
         )
         self.gin_cleaner = GinPendingListCleaner(pool, every_s=settings.gin_cleanup_every_s)
         self.partitions = PartitionCache()

@@ -77,7 +77,7 @@ def _sample_results() -> dict:
         "throughput": {
             "events": 20_000,
             "dataset": "test",
-            "project_1": {"events": 20_000, "seconds": 2.0, "rate": 10_000.0, "note": "one"},
+            "project_1": {"events": 20_000, "seconds": 2.0, "rate": 10_000.0, "note": "one", "cpu_us_per_event": 85.0},
             "project_2": {"events": 20_000, "seconds": 1.0, "rate": 20_000.0, "note": "two"},
             "naive": {"events": 1_000, "seconds": 2.0, "rate": 500.0, "note": "subset"},
             "limit_upsert": {"events": 20_000, "seconds": 1.0, "rate": 25_000.0},
@@ -90,7 +90,8 @@ def _sample_results() -> dict:
             },
         },
         "latency": {"target_rate": 2000, "send_rate": 1999.0, "sent": 100, "received": 100, "p50_ms": 40.0, "p99_ms": 300.0, "max_ms": 310.0},
-        "memory": {"ingest, 1 process": 90.0, "ingest, 2 processes": 95.5},
+        "storm": {"rate": 5000, "known_errors": 200, "new_errors": 40, "decided": 40, "p50_ms": 300.0, "p99_ms": 900.0},
+        "memory": {"ingest, 1 process": 90.0, "ingest, 2 processes": 95.5, "merge-pass process": 251.0},
         "classification": {"us_per_event": {"3": 1.0, "30": 1.1, "300": 1.4}, "ratio_300_3": 1.4},
         "trigger": {
             "history": 100_000,
@@ -109,14 +110,19 @@ def _sample_results() -> dict:
 
 def test_targets_report_each_bound_with_its_status():
     by_name = {t["target"]: t for t in _sample_results()["targets"]}
-    assert len(by_name) == 12
+    assert len(by_name) == 14
     assert by_name["ingest 1 process ≥ 20× naive"]["status"] == "met"
     cpu = next(t for name, t in by_name.items() if name.startswith("ingest CPU per event"))
     assert cpu["measured"] == "0.020×" and cpu["status"] == "met"
     assert by_name["ingest 1 process ≥ 0.8× bare bulk upsert"]["status"] == "NOT met"
     assert by_name["ingest 2 processes ≥ 0.85× bare bulk upsert"]["status"] == "NOT met"
     assert by_name["latency p99 at 2,000 events/s ≤ 100 ms"]["status"] == "NOT met"
-    assert by_name["peak RSS ≤ 300 MB per process"]["measured"] == "95.5 MiB"
+    # every process of every section counts, the merge pass's own too
+    rss = by_name["peak RSS ≤ 250 MiB per process, every section"]
+    assert rss["measured"] == "251.0 MiB" and rss["status"] == "NOT met"
+    assert by_name["ingest CPU per event ≤ 80 µs (1 process)"]["status"] == "NOT met"
+    storm = by_name["storm: a new error on a new object, send to decision p99 during 5,000 known events/s ≤ 1 s"]
+    assert storm["measured"] == "900.0 ms" and storm["status"] == "met"
     assert by_name["classification: 300 patterns ≤ 1.5× 3 patterns"]["status"] == "met"
     assert by_name["trigger (0008): rate at 100k history ≥ 0.8× rate at 0"]["status"] == "met"
     assert by_name["growth: ingest rate with 1M stored errors ≥ 0.9× empty tables"]["status"] == "not measured"

@@ -1,12 +1,14 @@
 """The alias table as an in-memory :class:`AliasIndex`, kept current while ingest runs; and
-the periodic merge pass.
+the supervision of the merge pass, which runs in a process of its own.
 
 Every ``refresh_s`` seconds one cheap query (``fingerprint_state.alias_generation``, a
 counter every merge, split and remap moves) tells whether the aliases changed; only then are
 they read again. So every ingest copy applies the same aliases within ``refresh_s`` seconds
-of a change. Every ``merge_every_s`` seconds this copy also tries the merge pass; the
-advisory lock lets one copy run it at a time, the others skip. A long pass spaces the next
-ones out, so passes take at most ``MERGE_PASS_SHARE`` of the copy's time.
+of a change (a pass's merges too). The pass itself never runs in this process: when one is
+first due (``merge_every_s`` after start) the copy starts its
+:class:`~elk_resolver.store.merge_worker.MergeWorker` process, which runs the passes from then
+on (the advisory lock lets one copy's process run one at a time), and starts it again if it
+died.
 
 Per event the cost is one dictionary lookup of the fingerprint (the index memoises its
 answers); a fingerprint not seen since the last reload also splits its template and probes
@@ -20,26 +22,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 import asyncpg
 
 from elk_resolver.events.merging import AliasIndex
 from elk_resolver.store.db import queries
 from elk_resolver.store.merge_pass import run_merge_pass
+from elk_resolver.store.merge_worker import MERGE_PASS_SHARE, MergeWorker, next_pass_in
 from elk_resolver.store.periodic import keep_refreshing, stop_task
 
+__all__ = ["MERGE_PASS_SHARE", "AliasCache", "next_pass_in"]
+
 log = logging.getLogger(__name__)
-
-# The pass shares the ingest process (its SQL and its planning thread): after a pass that took
-# ``t`` seconds the next one waits at least ``t * (1 / MERGE_PASS_SHARE - 1)``, so passes take
-# at most this share of the copy's time however many new errors a burst brings (the benchmark's
-# 70,000 new errors made passes cost ~60 % of one copy's rate at a fixed 30 s interval).
-MERGE_PASS_SHARE = 0.05
-
-
-def next_pass_in(every_s: float, took_s: float, share: float = MERGE_PASS_SHARE) -> float:
-    """Seconds until the next merge pass: the interval, or longer after a long pass."""
-    return max(every_s, took_s * (1.0 / share - 1.0))
 
 
 class AliasCache:
@@ -50,7 +45,10 @@ class AliasCache:
         refresh_s: float = 2.0,
         merge_every_s: float | None = 30.0,
         version: str = "template",
+        settings: Any = None,
     ) -> None:
+        """``settings`` (the database URL and pool options) lets the copy start its merge-pass
+        process; without them, or with ``merge_every_s`` None or 0, no pass runs here."""
         self._pool = pool
         self._refresh_s = refresh_s
         self._merge_every_s = merge_every_s
@@ -58,6 +56,9 @@ class AliasCache:
         self._generation: int | None = None
         self._task: asyncio.Task | None = None
         self._next_pass = 0.0
+        self.worker = (
+            MergeWorker(settings, every_s=merge_every_s, version=version) if settings is not None and merge_every_s else None
+        )
         self.current = AliasIndex()
         self.reloads = 0
         self.passes = 0
@@ -79,6 +80,8 @@ class AliasCache:
         return True
 
     async def merge_pass(self) -> None:
+        """One pass in this process, now (tests, commands): the service's passes run in the
+        worker process."""
         result = await run_merge_pass(self._pool, version=self._version)
         if result.ran:
             self.passes += 1
@@ -90,13 +93,10 @@ class AliasCache:
 
     async def _tick(self) -> None:
         await self.refresh()
-        if self._merge_every_s and time.monotonic() >= self._next_pass:
-            started = time.monotonic()
-            try:
-                await self.merge_pass()
-            finally:
-                took = time.monotonic() - started
-                self._next_pass = started + took + next_pass_in(self._merge_every_s, took)
+        if self.worker is not None and time.monotonic() >= self._next_pass:
+            # started when the first pass is due, and again (at most once an interval) if it died
+            self._next_pass = time.monotonic() + (self._merge_every_s or 0)
+            self.worker.ensure_running()
 
     async def _loop(self) -> None:
         self._next_pass = time.monotonic() + (self._merge_every_s or 0)
@@ -105,3 +105,5 @@ class AliasCache:
     async def stop(self) -> None:
         task, self._task = self._task, None
         await stop_task(task)
+        if self.worker is not None:
+            await self.worker.stop()

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 PASS_ACTOR = "merge-pass"
 CHUNK_ROWS = 5000  # new rows tokenized per statement
 BUCKET_ROWS = 20000  # rows of one (error type, width) bucket a pass looks at, at most
+PASS_LOCK_TIMEOUT_SQL = "SET LOCAL lock_timeout = '500ms'"
 
 
 def rules_digest(version: str) -> str:
@@ -71,6 +72,10 @@ async def run_merge_pass(
     async with pool.acquire() as conn, conn.transaction():
         if not await conn.fetchval(q.merge_try_lock):
             return result
+        # The pass locks rows bucket by bucket in one transaction, so across buckets not in the
+        # hash order ingest's upsert takes them in: rather than hold a batch or deadlock with
+        # it, the pass gives way (55P03, transient) and the next pass tries again.
+        await conn.execute(PASS_LOCK_TIMEOUT_SQL)
         result.ran = True
         state = await conn.fetchrow(q.merge_state)
         changed = False
