@@ -48,7 +48,7 @@ class AliasCache:
         settings: Any = None,
     ) -> None:
         """``settings`` (the database URL and pool options) lets the copy start its merge-pass
-        process; without them, or with ``merge_every_s`` None or 0, no pass runs here."""
+        process; without a database URL, or with ``merge_every_s`` None or 0, no pass runs."""
         self._pool = pool
         self._refresh_s = refresh_s
         self._merge_every_s = merge_every_s
@@ -57,7 +57,9 @@ class AliasCache:
         self._task: asyncio.Task | None = None
         self._next_pass = 0.0
         self.worker = (
-            MergeWorker(settings, every_s=merge_every_s, version=version) if settings is not None and merge_every_s else None
+            MergeWorker(settings, every_s=merge_every_s, version=version)
+            if merge_every_s and getattr(settings, "database_url", None)
+            else None
         )
         self.current = AliasIndex()
         self.reloads = 0
