@@ -4,7 +4,9 @@ One message cannot tell a variable word (a user name, a generated id the rules m
 constant one; many messages can. :func:`plan_merges` looks at stored templates (token arrays)
 of one error type and length, and where a *family* is equal except at one position that has
 taken many distinct values, it plans to merge the family into its oldest member, with a
-``<*>`` at that position. Pure and deterministic: the merge pass (elk_resolver/store/merge_pass.py)
+``<*>`` at that position. Where no such family is left, families equal except at two
+positions are judged the same way, each slot on its own (bounded by
+:attr:`MergeConfig.multi_budget`). Pure and deterministic: the merge pass (elk_resolver/store/merge_pass.py)
 runs it over PostgreSQL rows under an advisory lock, the grouping benchmark over its own rows.
 
 Guards against over-merging, each measured by the benchmark's over-merge share:
@@ -287,61 +289,29 @@ def plan_merges(
                     if row is not None:
                         families[row.tokens[:i] + row.tokens[i + 1 :]].append(row)
                 for family in families.values():
-                    merge = _family_merge(family, i, blocked_set, order, config, vocabulary, varying)
-                    if merge is None:
-                        continue
-                    merges.append(merge)
-                    canonical = live[merge.canonical]
-                    for key in merge.members:
-                        canonical.count += live.pop(key).count
-                    canonical.tokens = merge.tokens
-                    canonical.learned = True
-                    changed = True
+                    merge = _slots_merge(family, (i,), blocked_set, order, config, vocabulary, varying)
+                    if merge is not None:
+                        merges.append(_applied(merge, live))
+                        changed = True
             if len(merges) == before:
                 # only when no one-position merge is left: a family of two positions is what
                 # one-position merges could not join (their guards judge the same slots)
                 for merge in _multi_merges([live[k] for k in keys if k in live], width, blocked_set, order, config,
                                            vocabulary, varying):
-                    merges.append(merge)
-                    canonical = live[merge.canonical]
-                    for key in merge.members:
-                        canonical.count += live.pop(key).count
-                    canonical.tokens = merge.tokens
-                    canonical.learned = True
+                    merges.append(_applied(merge, live))
                     changed = True
     return merges
 
 
-def _family_merge(
-    family: list[TemplateRow],
-    i: int,
-    blocked: set[frozenset[str]],
-    order: dict[str, int],
-    config: MergeConfig,
-    vocabulary: Mapping[tuple[str, str], int],
-    varying: Mapping[str, Collection[int]],
-) -> Merge | None:
-    if len(family) < 2:
-        return None
-    family = sorted(family, key=lambda r: order[r.key])
-    canonical = family[0]
-    if _keyish(canonical.tokens, i):
-        return None
-    constants = sum(1 for j, t in enumerate(canonical.tokens) if j != i and t != WILDCARD)
-    if constants < config.min_constants or constants < config.min_constant_share * len(canonical.tokens):
-        return None
-    members = [r for r in family[1:] if frozenset((r.key, canonical.key)) not in blocked]
-    if not members:
-        return None
-    values: dict[str, int] = defaultdict(int)
-    for r in (canonical, *members):
-        values[r.tokens[i]] += r.count
-    # a slot a merge made variable takes late values (rows a copy stored before it reloaded)
-    known = canonical.learned and canonical.tokens[i] == WILDCARD
-    if not known and not slot_is_variable(values, config, _known_elsewhere(values, (canonical, *members), vocabulary, varying, config.known_in)):
-        return None
-    tokens = canonical.tokens[:i] + (WILDCARD,) + canonical.tokens[i + 1 :]
-    return Merge(canonical.key, tuple(r.key for r in members), i, tokens, tuple(sorted(values)[:20]))
+def _applied(merge: Merge, live: dict[str, TemplateRow]) -> Merge:
+    """Apply ``merge`` to the plan's rows: the members leave, the canonical takes their counts
+    and the learned template."""
+    canonical = live[merge.canonical]
+    for key in merge.members:
+        canonical.count += live.pop(key).count
+    canonical.tokens = merge.tokens
+    canonical.learned = True
+    return merge
 
 
 def _multi_searched(rows: int, width: int, config: MergeConfig) -> bool:
@@ -392,8 +362,9 @@ def _slots_merge(
     vocabulary: Mapping[tuple[str, str], int],
     varying: Mapping[str, Collection[int]],
 ) -> Merge | None:
-    """As :func:`_family_merge` at several positions: every slot passes the one-position
-    guards on its own (closed set, known elsewhere, values and tail)."""
+    """The merge of a family equal except at ``positions``, or None: each slot passes the
+    guards on its own (closed set, known elsewhere, values), the merged template keeps
+    enough constants, no pair is blocked. The family's oldest row is the canonical."""
     family = sorted(family, key=lambda r: order[r.key])
     canonical = family[0]
     if any(_keyish(canonical.tokens, i) for i in positions):
