@@ -15,7 +15,11 @@ gettext corpus's five: ``bench.grouping`` reads them all):
 * without a flag: the table (GA and over-merge of template, service, digits, digits+merge per
   system; the ten's average, each held-out corpus's, the worst systems).
 
-    python -m bench.grouping_heldout [--ablate] [--loso]
+    python -m bench.grouping_heldout [--ablate] [--loso] [--set FIELD=VALUE ...]
+
+``--set`` moves a :class:`~elk_resolver.events.merging.MergeConfig` default for every run (the
+grid of ``--loso`` varies the rest): ``--set max_slots=1`` measures without merges at two
+positions, ``--set dependent_slots=0`` without the dependent-slot evidence.
 """
 
 from __future__ import annotations
@@ -69,6 +73,18 @@ def template_without(skip: frozenset[int], whole: bool = True) -> Template:
     return template
 
 
+BASE = MergeConfig()  # the defaults every run starts from (``--set`` moves them)
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``FIELD=VALUE`` of MergeConfig, the value cast to the field's type."""
+    name, _, value = text.partition("=")
+    current = getattr(MergeConfig(), name)  # AttributeError names an unknown field
+    if isinstance(current, bool):
+        return name, value.lower() in {"1", "true", "yes"}
+    return name, type(current)(value)
+
+
 def service_groups(messages: Sequence[str], template: Template | None, config: MergeConfig) -> list:
     service = OnlineService(config=config, template=template)
     keys = [service.add(m) for m in messages]
@@ -76,8 +92,9 @@ def service_groups(messages: Sequence[str], template: Template | None, config: M
     return [service.final(k) for k in keys]
 
 
-def score(messages, truth, template: Template | None = None, config: MergeConfig = MergeConfig(), merge: bool = True):
+def score(messages, truth, template: Template | None = None, config: MergeConfig | None = None, merge: bool = True):
     """(GA, over-merge) of one grouping over one system."""
+    config = config or BASE
     if merge:
         predicted = service_groups(messages, template, config)
     else:
@@ -138,7 +155,7 @@ def loso(data) -> None:
     twice: under the service's template and under the digits template (where the merge does
     the work the rules do not). Over-merge disqualifies on the service's template only: the
     digits template makes some over-merges of its own (a key masked with its value)."""
-    configs = [replace(MergeConfig(), **dict(zip(GRID, values))) for values in itertools.product(*GRID.values())]
+    configs = [replace(BASE, **dict(zip(GRID, values))) for values in itertools.product(*GRID.values())]
     alone = {n: score(m, t, merge=False)[1] for n, (m, t) in data.items()}  # the template's own over-merge
     scores = {c: {n: (score(m, t, config=c), score(m, t, mask_digits, c)) for n, (m, t) in data.items()}
               for c in configs}
@@ -154,7 +171,7 @@ def loso(data) -> None:
         held[name], held_digits[name] = ga, dga
         print(f"{name:<12} held-out service {ga:.3f} (o-m {om:.3f})  digits+merge {dga:.3f} (o-m {dom:.3f})  with "
               + ", ".join(f"{k}={getattr(chosen, k)}" for k in GRID))
-    default = scores.get(MergeConfig())
+    default = scores.get(BASE)
     print(f"leave-one-system-out service:      {summary(held)}")
     print(f"leave-one-system-out digits+merge: {summary(held_digits)}")
     if default:
@@ -166,7 +183,10 @@ def main(argv=None) -> None:
     parser.add_argument("--ablate", action="store_true")
     parser.add_argument("--loso", action="store_true")
     parser.add_argument("--corpus", type=Path, action="append")
+    parser.add_argument("--set", type=parse_setting, action="append", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args(argv)
+    global BASE
+    BASE = replace(MergeConfig(), **dict(args.set))
     data = systems(args.corpus or (DEFAULT_CORPUS, BUILT_CORPUS))
     if args.ablate:
         ablate(data)

@@ -4,7 +4,9 @@ One message cannot tell a variable word (a user name, a generated id the rules m
 constant one; many messages can. :func:`plan_merges` looks at stored templates (token arrays)
 of one error type and length, and where a *family* is equal except at one position that has
 taken many distinct values, it plans to merge the family into its oldest member, with a
-``<*>`` at that position. Pure and deterministic: the merge pass (elk_resolver/store/merge_pass.py)
+``<*>`` at that position. Where no such family is left, families equal except at two
+positions are judged the same way, each slot on its own (bounded by
+:attr:`MergeConfig.multi_budget`). Pure and deterministic: the merge pass (elk_resolver/store/merge_pass.py)
 runs it over PostgreSQL rows under an advisory lock, the grouping benchmark over its own rows.
 
 Guards against over-merging, each measured by the benchmark's over-merge share:
@@ -61,9 +63,10 @@ class MergeConfig:
     rare_share: float = 0.05
     """a value is rare (the tail of an open set) when seen at most ``rare_at`` times or in at
     most this share of the family's occurrences (one dominant value leaves the rest rare)."""
-    min_rare: int = 1
-    """rare values a slot of plain values needs: a closed set, once seen, stops growing a tail."""
-    sample_factor: int = 3
+    min_rare: int = 0
+    """rare values a slot of plain values needs: a closed set, once seen, stops growing a tail
+    (0: the closed-set guards decide; leave-one-system-out chose 0 for 14 of 16 systems)."""
+    sample_factor: int = 0
     """a tail counts once the family holds this many occurrences per distinct value."""
     many_values: int = 10
     """so many distinct values are a variable whatever their counts (few closed sets are larger)."""
@@ -76,6 +79,14 @@ class MergeConfig:
     """the merged template keeps at least this many tokens that are not ``<*>``..."""
     min_constant_share: float = 0.34
     """... and at least this share of its tokens: a template of placeholders says nothing."""
+    max_slots: int = 2
+    """a family may differ at up to this many positions at once (``user alice from host a``
+    beside ``user bob from host b``), each slot judged on its own as a one-position slot is;
+    1 turns multi-position merges off."""
+    multi_budget: int = 300_000
+    """a bucket is searched for families of two positions only while its rows times its pairs
+    of positions stay within this (about 1,000 rows of 25 tokens; 2 s of CPU on a shared
+    core); memory is one dict of the bucket's rows per pair of positions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +98,16 @@ class Merge:
     tokens: tuple[str, ...]
     """the canonical's template after the merge (``<*>`` at ``position``)."""
     values: tuple[str, ...]
-    """distinct values the slot took (sorted, at most 20): why they were merged."""
+    """distinct values the slot took (sorted, at most 20): why they were merged; for a merge
+    at several positions, the values of the slots joined by spaces."""
+    positions: tuple[int, ...] = ()
+    """every position the merge made variable (``(position,)`` when empty)."""
 
     def reason(self) -> dict:
-        return {"rule": "merge-pass", "position": self.position, "values": list(self.values)}
+        reason = {"rule": "merge-pass", "position": self.position, "values": list(self.values)}
+        if len(self.positions) > 1:
+            reason["positions"] = list(self.positions)
+        return reason
 
 
 def _keyish(tokens: tuple[str, ...], i: int) -> bool:
@@ -178,21 +195,30 @@ def slot_is_variable(
     set, which wins: its values are constants of other templates (true, null, start, GET
     where the path is a constant). A ``key=value`` slot is judged on its values, one key only,
     and plain-word values of a key stay apart (``state=ok``: the normalize rules' stance)."""
+    return not slot_is_closed(values, config, known) and _varies_like_a_value(values, config)
+
+
+def slot_is_closed(values: Mapping[str, int], config: MergeConfig = MergeConfig(), known: Collection[str] = ()) -> bool:
+    """The closed-set half of :func:`slot_is_variable`: values of several keys, values that are
+    constants of other templates, words of a small vocabulary, or plain words after a key."""
     keys = {_split_key(v)[0] for v in values}
     if len(keys) > 1:
-        return False
+        return True
     (key,) = keys
+    others = [v for v in values if WILDCARD not in v]
+    if others and sum(1 for v in others if v in known) >= max(1.0, config.max_known_share * len(others)):
+        return True
+    words = varying_parts([_split_key(v)[1] for v in others])
+    if words and sum(1 for v in words if closed_word(v)) >= config.max_known_share * len(words):
+        return True
+    return bool(key) and all(_plain(_split_key(v)[1]) for v in values)
+
+
+def _varies_like_a_value(values: Mapping[str, int], config: MergeConfig) -> bool:
+    """The identifier half of :func:`slot_is_variable` (its closed-set half already passed)."""
     rest: dict[str, int] = defaultdict(int)
     for v, n in values.items():
         rest[_split_key(v)[1]] += n
-    others = [v for v in values if WILDCARD not in v]
-    if others and sum(1 for v in others if v in known) >= max(1.0, config.max_known_share * len(others)):
-        return False
-    words = varying_parts([_split_key(v)[1] for v in others])
-    if words and sum(1 for v in words if closed_word(v)) >= config.max_known_share * len(words):
-        return False
-    if key and all(_plain(v) for v in rest):
-        return False
     if len(rest) < 2:
         return False
     rare_below = max(config.rare_at, config.rare_share * sum(rest.values()))
@@ -236,7 +262,8 @@ def plan_merges(
     # a value is known elsewhere when it is a *constant* of another template: where it sits
     # at a slot that varies in that template's own family (group `adm' in "Adding group `adm'"
     # beside "Adding group `wheel'"), it is the same kind of value, not a constant
-    held, constant = vocabulary_of(live.values()), constant_vocabulary(live.values())
+    varying = varying_positions(live.values())
+    held, constant = vocabulary_of(live.values()), constant_vocabulary(live.values(), varying)
     if vocabulary is None:
         vocabulary = constant
     else:
@@ -252,6 +279,7 @@ def plan_merges(
         for (_, width), keys in buckets.items():
             if len(keys) < 2:
                 continue
+            before = len(merges)
             for i in range(1, width):
                 # each row is in one family per position, so merges at this position cannot
                 # touch another family of it; the next position sees the merged tokens
@@ -261,53 +289,110 @@ def plan_merges(
                     if row is not None:
                         families[row.tokens[:i] + row.tokens[i + 1 :]].append(row)
                 for family in families.values():
-                    merge = _family_merge(family, i, blocked_set, order, config, vocabulary)
-                    if merge is None:
-                        continue
-                    merges.append(merge)
-                    canonical = live[merge.canonical]
-                    for key in merge.members:
-                        canonical.count += live.pop(key).count
-                    canonical.tokens = merge.tokens
-                    canonical.learned = True
+                    merge = _slots_merge(family, (i,), blocked_set, order, config, vocabulary, varying)
+                    if merge is not None:
+                        merges.append(_applied(merge, live))
+                        changed = True
+            if len(merges) == before:
+                # only when no one-position merge is left: a family of two positions is what
+                # one-position merges could not join (their guards judge the same slots)
+                for merge in _multi_merges([live[k] for k in keys if k in live], width, blocked_set, order, config,
+                                           vocabulary, varying):
+                    merges.append(_applied(merge, live))
                     changed = True
     return merges
 
 
-def _family_merge(
-    family: list[TemplateRow],
-    i: int,
+def _applied(merge: Merge, live: dict[str, TemplateRow]) -> Merge:
+    """Apply ``merge`` to the plan's rows: the members leave, the canonical takes their counts
+    and the learned template."""
+    canonical = live[merge.canonical]
+    for key in merge.members:
+        canonical.count += live.pop(key).count
+    canonical.tokens = merge.tokens
+    canonical.learned = True
+    return merge
+
+
+def _multi_searched(rows: int, width: int, config: MergeConfig) -> bool:
+    return config.max_slots >= 2 and rows * (width - 1) * (width - 2) // 2 <= config.multi_budget
+
+
+def _position_pairs(width: int) -> Iterable[tuple[int, int]]:
+    return ((i, j) for i in range(1, width) for j in range(i + 1, width))
+
+
+def _multi_merges(
+    rows: list[TemplateRow],
+    width: int,
     blocked: set[frozenset[str]],
     order: dict[str, int],
     config: MergeConfig,
     vocabulary: Mapping[tuple[str, str], int],
+    varying: Mapping[str, Collection[int]],
+) -> list[Merge]:
+    """Merges of families equal except at two positions, both of which take several values.
+    Each row joins at most one such merge per call (the next round sees the merged tokens)."""
+    if len(rows) < 2 or not _multi_searched(len(rows), width, config):
+        return []
+    taken: set[str] = set()
+    out: list[Merge] = []
+    for i, j in _position_pairs(width):
+        families: dict[tuple[str, ...], list[TemplateRow]] = defaultdict(list)
+        for row in rows:
+            if row.key not in taken:
+                t = row.tokens
+                families[t[:i] + t[i + 1 : j] + t[j + 1 :]].append(row)
+        for family in families.values():
+            if len(family) < 2 or len({r.tokens[i] for r in family}) < 2 or len({r.tokens[j] for r in family}) < 2:
+                continue
+            merge = _slots_merge(family, (i, j), blocked, order, config, vocabulary, varying)
+            if merge is not None:
+                out.append(merge)
+                taken.update((merge.canonical, *merge.members))
+    return out
+
+
+def _slots_merge(
+    family: list[TemplateRow],
+    positions: tuple[int, ...],
+    blocked: set[frozenset[str]],
+    order: dict[str, int],
+    config: MergeConfig,
+    vocabulary: Mapping[tuple[str, str], int],
+    varying: Mapping[str, Collection[int]],
 ) -> Merge | None:
-    if len(family) < 2:
-        return None
+    """The merge of a family equal except at ``positions``, or None: each slot passes the
+    guards on its own (closed set, known elsewhere, values), the merged template keeps
+    enough constants, no pair is blocked. The family's oldest row is the canonical."""
     family = sorted(family, key=lambda r: order[r.key])
     canonical = family[0]
-    if _keyish(canonical.tokens, i):
+    if any(_keyish(canonical.tokens, i) for i in positions):
         return None
-    constants = sum(1 for j, t in enumerate(canonical.tokens) if j != i and t != WILDCARD)
+    constants = sum(1 for j, t in enumerate(canonical.tokens) if j not in positions and t != WILDCARD)
     if constants < config.min_constants or constants < config.min_constant_share * len(canonical.tokens):
         return None
     members = [r for r in family[1:] if frozenset((r.key, canonical.key)) not in blocked]
     if not members:
         return None
-    values: dict[str, int] = defaultdict(int)
-    for r in (canonical, *members):
-        values[r.tokens[i]] += r.count
-    # a slot a merge made variable takes late values (rows a copy stored before it reloaded)
-    known = canonical.learned and canonical.tokens[i] == WILDCARD
-    if not known and not slot_is_variable(values, config, _known_elsewhere(values, (canonical, *members), i, vocabulary, config.known_in)):
-        return None
-    tokens = canonical.tokens[:i] + (WILDCARD,) + canonical.tokens[i + 1 :]
-    return Merge(canonical.key, tuple(r.key for r in members), i, tokens, tuple(sorted(values)[:20]))
+    group = (canonical, *members)
+    for i in positions:
+        values: dict[str, int] = defaultdict(int)
+        for r in group:
+            values[r.tokens[i]] += r.count
+        if canonical.learned and canonical.tokens[i] == WILDCARD:
+            continue  # a slot a merge made variable takes late values
+        if not slot_is_variable(values, config, _known_elsewhere(values, group, vocabulary, varying, config.known_in)):
+            return None
+    tokens = tuple(WILDCARD if j in positions else t for j, t in enumerate(canonical.tokens))
+    joined = sorted({" ".join(r.tokens[i] for i in positions) for r in group})
+    return Merge(canonical.key, tuple(r.key for r in members), positions[0], tokens, tuple(joined[:20]), positions)
 
 
-def candidate_values(rows: Iterable[TemplateRow]) -> set[str]:
-    """The tokens at a slot where two templates of one bucket differ: the only values whose
-    vocabulary counts a pass needs (the rest of a bucket's tokens are never judged)."""
+def candidate_values(rows: Iterable[TemplateRow], config: MergeConfig = MergeConfig()) -> set[str]:
+    """The tokens at a slot where two templates of one bucket differ (at one position, or at
+    two where :func:`plan_merges` searches two): the only values whose vocabulary counts a
+    pass needs (the rest of a bucket's tokens are never judged)."""
     out: set[str] = set()
     buckets: dict[tuple[str, int], list[tuple[str, ...]]] = defaultdict(list)
     for row in rows:
@@ -320,6 +405,14 @@ def candidate_values(rows: Iterable[TemplateRow]) -> set[str]:
                 first = seen.setdefault(rest, toks[i])
                 if first != toks[i]:
                     out.update((first, toks[i]))
+        if not _multi_searched(len(members), width, config):
+            continue
+        for i, j in _position_pairs(width):
+            pairs: dict[tuple[str, ...], tuple[str, str]] = {}
+            for toks in members:
+                first = pairs.setdefault(toks[:i] + toks[i + 1 : j] + toks[j + 1 :], (toks[i], toks[j]))
+                if first != (toks[i], toks[j]):
+                    out.update((*first, toks[i], toks[j]))
     out.discard(WILDCARD)
     return out
 
@@ -332,12 +425,26 @@ def vocabulary_of(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
     return counts
 
 
-def constant_vocabulary(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]:
+def constant_vocabulary(
+    rows: Iterable[TemplateRow], varying: Mapping[str, Collection[int]] | None = None
+) -> Counter[tuple[str, str]]:
     """As :func:`vocabulary_of`, counting a token only where it is a constant: not at a slot
     where the template has a sibling (same error type and width, equal elsewhere) with
-    another token there."""
+    another token there (``varying``: :func:`varying_positions` of ``rows``)."""
     rows = list(rows)
-    varying: dict[str, set[int]] = defaultdict(set)  # key -> positions with a differing sibling
+    if varying is None:
+        varying = varying_positions(rows)
+    counts: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        skip = varying.get(row.key, ())
+        counts.update((row.error_type, t) for t in {t for j, t in enumerate(row.tokens) if j not in skip} if t != WILDCARD)
+    return counts
+
+
+def varying_positions(rows: Iterable[TemplateRow]) -> dict[str, set[int]]:
+    """hash -> the positions where the template has a sibling (same error type and width,
+    equal elsewhere) with another token: where its tokens are values, not constants."""
+    varying: dict[str, set[int]] = defaultdict(set)
     buckets: dict[tuple[str, int], list[TemplateRow]] = defaultdict(list)
     for row in rows:
         buckets[(row.error_type, len(row.tokens))].append(row)
@@ -352,25 +459,23 @@ def constant_vocabulary(rows: Iterable[TemplateRow]) -> Counter[tuple[str, str]]
                 if len(family) > 1:
                     for row in family:
                         varying[row.key].add(i)
-    counts: Counter[tuple[str, str]] = Counter()
-    for row in rows:
-        skip = varying.get(row.key, ())
-        counts.update((row.error_type, t) for t in {t for j, t in enumerate(row.tokens) if j not in skip} if t != WILDCARD)
-    return counts
+    return varying
 
 
 def _known_elsewhere(
-    values: Mapping[str, int], family: Iterable[TemplateRow], i: int, vocabulary: Mapping[tuple[str, str], int],
-    least: int = 1,
+    values: Mapping[str, int], family: Iterable[TemplateRow], vocabulary: Mapping[tuple[str, str], int],
+    varying: Mapping[str, Collection[int]], least: int = 1,
 ) -> set[str]:
     """The values that are constants of templates outside the family (of its error type).
-    ``vocabulary`` counts constants only, and slot ``i`` varies in the family, so a family
-    member counts here only where it holds the value elsewhere than at ``i``."""
+    ``vocabulary`` counts constants, the family's own too: a member counts where it holds the
+    value at a position ``varying`` does not list for it (a one-position family's slot is
+    listed; the slots of a family of two positions are not, and count here)."""
     family = list(family)
     error_type = family[0].error_type
     inside: Counter[str] = Counter()
     for row in family:
-        inside.update(v for v in set(row.tokens[:i] + row.tokens[i + 1 :]) if v in values)
+        skip = varying.get(row.key, ())
+        inside.update(v for v in {t for j, t in enumerate(row.tokens) if j not in skip} if v in values)
     return {v for v in values if vocabulary.get((error_type, v), 0) - inside[v] >= least}
 
 
