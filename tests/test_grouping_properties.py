@@ -243,6 +243,14 @@ def test_after_a_merge_at_two_positions_new_values_at_both_resolve_to_one_error(
     assert index.resolve("E", fresh, "fresh") == merge.canonical
 
 
+def _assert_fetched_vocabulary_suffices(rows):
+    full = vocabulary_of(rows)
+    wanted = candidate_values(rows, EAGER)
+    fetched = {k: n for k, n in full.items() if k[1] in wanted}
+    for config in (MergeConfig(), EAGER):
+        assert plan_merges(rows, config=config, vocabulary=fetched) == plan_merges(rows, config=config, vocabulary=full)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(ROW, min_size=2, max_size=24, unique_by=lambda r: (r[0], tuple(r[1]))))
 def test_the_vocabulary_a_pass_fetches_is_all_the_plan_reads(specs):
@@ -252,11 +260,7 @@ def test_the_vocabulary_a_pass_fetches_is_all_the_plan_reads(specs):
     rows = [TemplateRow(f"h{n}", et, tuple(toks), count) for n, (et, toks, count) in enumerate(specs)]
     rows += [TemplateRow(f"c{n}", et, (lead, *toks[2:], "here"), 1)  # constants of other templates
              for n, (et, toks, _) in enumerate(specs[:6]) for lead in ("other", "again")]
-    full = vocabulary_of(rows)
-    wanted = candidate_values(rows, EAGER)
-    fetched = {k: n for k, n in full.items() if k[1] in wanted}
-    for config in (MergeConfig(), EAGER):
-        assert plan_merges(rows, config=config, vocabulary=fetched) == plan_merges(rows, config=config, vocabulary=full)
+    _assert_fetched_vocabulary_suffices(rows)
 
 
 def test_the_shrunk_two_position_examples_stay_fixed():
@@ -343,11 +347,7 @@ def test_the_vocabulary_a_pass_fetches_covers_span_values(names, elsewhere):
                                        "missing", "now"), 1)
             for i, n in enumerate(names)]
     rows += [TemplateRow(f"c{i}{lead}", "E", (lead, w, "here"), 1) for i, w in enumerate(elsewhere) for lead in ("other", "again")]
-    full = vocabulary_of(rows)
-    wanted = candidate_values(rows, EAGER)
-    fetched = {k: n for k, n in full.items() if k[1] in wanted}
-    for config in (MergeConfig(), EAGER):
-        assert plan_merges(rows, config=config, vocabulary=fetched) == plan_merges(rows, config=config, vocabulary=full)
+    _assert_fetched_vocabulary_suffices(rows)
 
 
 def test_the_shrunk_span_examples_stay_fixed():

@@ -434,10 +434,7 @@ def _span_merge(
     if not all(one_value(run) for run in middle.values()) or canonical.tokens[p - 1].endswith("="):
         return None
     tokens = canonical.tokens[:p] + (SPAN,) + canonical.tokens[len(canonical.tokens) - s :]
-    constants = sum(1 for t in tokens if not _wild(t))
-    if constants < config.min_constants or constants < config.min_constant_share * len(tokens):
-        return None
-    members = [r for r in family[1:] if frozenset((r.key, canonical.key)) not in blocked]
+    members = _members(family, tokens, blocked, config)
     if not members:
         return None
     group = (canonical, *members)
@@ -500,6 +497,16 @@ def _multi_merges(
     return out
 
 
+def _members(family: list[TemplateRow], tokens: tuple[str, ...], blocked: set[frozenset[str]],
+             config: MergeConfig) -> list[TemplateRow]:
+    """The rows that may join ``family[0]`` (the canonical) with the merged ``tokens``: none
+    when those keep too few constants, else every row not split from it by an operator."""
+    constants = sum(1 for t in tokens if not _wild(t))
+    if constants < config.min_constants or constants < config.min_constant_share * len(tokens):
+        return []
+    return [r for r in family[1:] if frozenset((r.key, family[0].key)) not in blocked]
+
+
 def _slots_merge(
     family: list[TemplateRow],
     positions: tuple[int, ...],
@@ -516,10 +523,8 @@ def _slots_merge(
     canonical = family[0]
     if any(_keyish(canonical.tokens, i) for i in positions):
         return None
-    constants = sum(1 for j, t in enumerate(canonical.tokens) if j not in positions and not _wild(t))
-    if constants < config.min_constants or constants < config.min_constant_share * len(canonical.tokens):
-        return None
-    members = [r for r in family[1:] if frozenset((r.key, canonical.key)) not in blocked]
+    members = _members(family, tuple(WILDCARD if j in positions else t for j, t in enumerate(canonical.tokens)),
+                       blocked, config)
     if not members:
         return None
     group = (canonical, *members)
