@@ -371,3 +371,25 @@ def test_a_value_is_a_constant_elsewhere_only_where_its_own_family_does_not_vary
     fixed = [TemplateRow(f"c{g}{lead}", "E", (lead, g, "fixed", "x" * (k + 1)), 1)
              for k, g in enumerate(("users", "docker", "staff", "adm")) for lead in ("mode", "kind")]
     assert [m for m in plan_merges(fixed + family) if m.canonical == "fusers"] == []
+
+
+async def test_a_quoted_name_of_several_words_joins_across_widths_in_the_pass(pool):
+    """A value of one to three words in quotes makes templates of three widths with the same
+    first and last tokens: the pass merges them into one row with one ``<*...>`` for the
+    value, and a name of a new length counts on that row at once through the alias index."""
+    names = ["acme", "acme eu", "globex", "big acme corp", "initech", "wayne ent", "hooli", "stark"]
+    await ingest(pool, [f"cannot read relation 'x' of '{n}' at rest" for n in names])
+    before = await rows(pool)
+    assert len({r["fingerprint_template"] for r in before}) == 4  # '<*>', two of two words, one of three
+    result = await run_merge_pass(pool)
+    assert result.ran and result.merges
+    after = await rows(pool)
+    live = [r for r in after if r["merged_into"] is None]
+    assert len(live) == 1
+    assert live[0]["fingerprint_template"] == "cannot read relation '<*>' of <*...> at rest"
+    assert live[0]["occurrence_count"] == len(names)
+    cache = AliasCache(pool, merge_every_s=None)
+    await cache.refresh()
+    res = await ingest(pool, ["cannot read relation 'y' of 'four word tenant name' at rest"], aliases=cache.current, start=100)
+    assert {e.error_log_id for e in res.events} == {live[0]["id"]}
+    assert len(await rows(pool)) == len(after)  # no new row

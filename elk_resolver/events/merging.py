@@ -36,6 +36,17 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 WILDCARD = "<*>"
+SPAN = "<*...>"
+"""a learned slot of one or more tokens (a quoted name with spaces, a list): the template
+matches any message equal to it before and after the slot, with 1 to
+:attr:`MergeConfig.max_span` tokens between."""
+
+
+MAX_SPAN = 4
+
+
+def _wild(token: str) -> bool:
+    return token == WILDCARD or token == SPAN
 
 
 def tokens_of(template: str) -> tuple[str, ...]:
@@ -87,6 +98,13 @@ class MergeConfig:
     """a bucket is searched for families of two positions only while its rows times its pairs
     of positions stay within this (about 1,000 rows of 25 tokens; 2 s of CPU on a shared
     core); memory is one dict of the bucket's rows per pair of positions."""
+    max_span: int = MAX_SPAN
+    """a slot may span up to this many tokens: templates equal before and after a run of 1 to
+    ``max_span`` tokens, of different lengths, merge when the runs pass a slot's guards (each
+    run one value); 1 turns spans off."""
+    span_budget: int = 300_000
+    """an error type's rows are searched for spans only while rows times start positions
+    times span lengths stay within this; memory is one dict per (prefix, suffix) length."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +318,133 @@ def plan_merges(
                                            vocabulary, varying):
                     merges.append(_applied(merge, live))
                     changed = True
+        if not changed:
+            # last, across widths: what merges of one width could not join
+            for merge in _span_merges(list(live.values()), blocked_set, order, config, vocabulary, varying):
+                merges.append(_applied(merge, live))
+                changed = True
     return merges
+
+
+def _span_layouts(widths: Collection[int], config: MergeConfig) -> list[tuple[int, int]]:
+    """(prefix length, suffix length) pairs under which rows of at least two of ``widths``
+    have a middle of 1 to ``max_span`` tokens (position 0 is never a variable)."""
+    out = set()
+    for w in widths:
+        for p in range(1, w):
+            for m in range(1, min(config.max_span, w - p - 1) + 1):
+                s = w - p - m
+                if s >= 1 and sum(1 for n in range(p + s + 1, p + s + config.max_span + 1) if n in widths) >= 2:
+                    out.add((p, s))
+    return sorted(out)
+
+
+def _span_searched(rows: int, widths: Collection[int], config: MergeConfig) -> bool:
+    return config.max_span >= 2 and len(widths) >= 2 and rows * max(widths) * config.max_span <= config.span_budget
+
+
+def _span_families(
+    rows: Iterable[TemplateRow], config: MergeConfig, taken: Collection[str] = ()
+) -> Iterable[tuple[int, int, list[TemplateRow]]]:
+    """(prefix length, suffix length, family): rows of one error type equal in their first
+    ``p`` and last ``s`` tokens (both at least one) with 1 to ``max_span`` tokens between, of
+    at least two widths (one width is what merges of one width judge). Rows in ``taken`` (a
+    set the caller may grow while iterating) are left out. Memory: one dict per layout."""
+    by_type: dict[str, dict[int, list[TemplateRow]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        by_type[row.error_type][len(row.tokens)].append(row)
+    for by_width in by_type.values():
+        if not _span_searched(sum(len(v) for v in by_width.values()), by_width.keys(), config):
+            continue
+        for p, s in _span_layouts(by_width.keys(), config):
+            families: dict[tuple[tuple[str, ...], tuple[str, ...]], list[TemplateRow]] = defaultdict(list)
+            for w in range(p + s + 1, p + s + config.max_span + 1):
+                for row in by_width.get(w, ()):
+                    if row.key not in taken:
+                        families[(row.tokens[:p], row.tokens[w - s :])].append(row)
+            for family in families.values():
+                if len({len(r.tokens) for r in family}) >= 2:
+                    yield p, s, family
+
+
+def _span_merges(
+    rows: list[TemplateRow],
+    blocked: set[frozenset[str]],
+    order: dict[str, int],
+    config: MergeConfig,
+    vocabulary: Mapping[tuple[str, str], int],
+    varying: Mapping[str, Collection[int]],
+) -> list[Merge]:
+    """Merges of families of one error type equal before and after a run of tokens whose
+    length varies (``relation "orders" does not exist`` beside ``relation "my orders" does not
+    exist``): the run is one slot, its values the runs joined by spaces, judged as a slot of
+    one position is, and each run of several tokens must be one value (:func:`one_value`).
+    The canonical gets one :data:`SPAN` for the run. Each row joins at most one such merge
+    per call."""
+    taken: set[str] = set()
+    out: list[Merge] = []
+    for p, s, family in _span_families(rows, config, taken):
+        merge = _span_merge(family, p, s, blocked, order, config, vocabulary, varying)
+        if merge is not None:
+            out.append(merge)
+            taken.update((merge.canonical, *merge.members))
+    return out
+
+
+_OPEN_CLOSE = {'"': '"', "'": "'", "`": "'"}
+"""quotes around a value; brackets hold structure as often (``(GID <*>)``, ``(pid <*>)``)"""
+
+
+def one_value(run: tuple[str, ...]) -> bool:
+    """Is a run of tokens one value rather than words of the message? One token is (the slot
+    guards judge it); several are when delimited as one: quotes or brackets around the whole
+    run (``"my table"``, not brackets: ``(GID 50)`` is a key and its value), commas between its items (``a, b, c``), or every token a value the
+    rules found (``<*> <*>``). A run of plain words (``Connection reset by peer``) is a phrase
+    a closed set of messages prints, and a run holding a key (``act=<*>``) is structure."""
+    if len(run) == 1:
+        return True
+    if any(_split_key(t)[0] or t.endswith(("=", ":")) for t in run):
+        return False
+    if all(_wild(t) for t in run):
+        return True
+    first, last = run[0], run[-1].rstrip(",;.")
+    close = _OPEN_CLOSE.get(first[:1])
+    # a learned <*> at an end stands for a token that held the quote (``"my <*>``)
+    if close and (last.endswith(close) or _wild(last)) and not any(close in t for t in run[1:-1]) and close not in first[1:]:
+        return True
+    if _wild(first) and any(last.endswith(c) for c in _OPEN_CLOSE.values()) and not any(t[:1] in _OPEN_CLOSE for t in run[1:]):
+        return True
+    return all(t.endswith(",") for t in run[:-1])
+
+
+def _span_merge(
+    family: list[TemplateRow],
+    p: int,
+    s: int,
+    blocked: set[frozenset[str]],
+    order: dict[str, int],
+    config: MergeConfig,
+    vocabulary: Mapping[tuple[str, str], int],
+    varying: Mapping[str, Collection[int]],
+) -> Merge | None:
+    """As :func:`_slots_merge`, for a slot spanning positions ``p`` to ``len - s`` of each row."""
+    family = sorted(family, key=lambda r: order[r.key])
+    canonical = family[0]
+    middle = {r.key: r.tokens[p : len(r.tokens) - s] for r in family}
+    if not all(one_value(run) for run in middle.values()) or canonical.tokens[p - 1].endswith("="):
+        return None
+    tokens = canonical.tokens[:p] + (SPAN,) + canonical.tokens[len(canonical.tokens) - s :]
+    members = _members(family, tokens, blocked, config)
+    if not members:
+        return None
+    group = (canonical, *members)
+    values: dict[str, int] = defaultdict(int)
+    for r in group:
+        values[" ".join(middle[r.key])] += r.count
+    if not (canonical.learned and middle[canonical.key] == (SPAN,)):  # a learned span takes late values
+        if not slot_is_variable(values, config, _known_elsewhere(values, group, vocabulary, varying, config.known_in)):
+            return None
+    return Merge(canonical.key, tuple(r.key for r in members), p, tokens, tuple(sorted(values)[:20]), (p,))
 
 
 def _applied(merge: Merge, live: dict[str, TemplateRow]) -> Merge:
@@ -353,6 +497,16 @@ def _multi_merges(
     return out
 
 
+def _members(family: list[TemplateRow], tokens: tuple[str, ...], blocked: set[frozenset[str]],
+             config: MergeConfig) -> list[TemplateRow]:
+    """The rows that may join ``family[0]`` (the canonical) with the merged ``tokens``: none
+    when those keep too few constants, else every row not split from it by an operator."""
+    constants = sum(1 for t in tokens if not _wild(t))
+    if constants < config.min_constants or constants < config.min_constant_share * len(tokens):
+        return []
+    return [r for r in family[1:] if frozenset((r.key, family[0].key)) not in blocked]
+
+
 def _slots_merge(
     family: list[TemplateRow],
     positions: tuple[int, ...],
@@ -369,10 +523,8 @@ def _slots_merge(
     canonical = family[0]
     if any(_keyish(canonical.tokens, i) for i in positions):
         return None
-    constants = sum(1 for j, t in enumerate(canonical.tokens) if j not in positions and t != WILDCARD)
-    if constants < config.min_constants or constants < config.min_constant_share * len(canonical.tokens):
-        return None
-    members = [r for r in family[1:] if frozenset((r.key, canonical.key)) not in blocked]
+    members = _members(family, tuple(WILDCARD if j in positions else t for j, t in enumerate(canonical.tokens)),
+                       blocked, config)
     if not members:
         return None
     group = (canonical, *members)
@@ -380,11 +532,12 @@ def _slots_merge(
         values: dict[str, int] = defaultdict(int)
         for r in group:
             values[r.tokens[i]] += r.count
-        if canonical.learned and canonical.tokens[i] == WILDCARD:
+        if canonical.learned and _wild(canonical.tokens[i]):
             continue  # a slot a merge made variable takes late values
         if not slot_is_variable(values, config, _known_elsewhere(values, group, vocabulary, varying, config.known_in)):
             return None
-    tokens = tuple(WILDCARD if j in positions else t for j, t in enumerate(canonical.tokens))
+    tokens = tuple((SPAN if any(r.tokens[j] == SPAN for r in group) else WILDCARD) if j in positions else t
+                   for j, t in enumerate(canonical.tokens))
     joined = sorted({" ".join(r.tokens[i] for i in positions) for r in group})
     return Merge(canonical.key, tuple(r.key for r in members), positions[0], tokens, tuple(joined[:20]), positions)
 
@@ -393,6 +546,7 @@ def candidate_values(rows: Iterable[TemplateRow], config: MergeConfig = MergeCon
     """The tokens at a slot where two templates of one bucket differ (at one position, or at
     two where :func:`plan_merges` searches two): the only values whose vocabulary counts a
     pass needs (the rest of a bucket's tokens are never judged)."""
+    rows = list(rows)
     out: set[str] = set()
     buckets: dict[tuple[str, int], list[tuple[str, ...]]] = defaultdict(list)
     for row in rows:
@@ -413,7 +567,10 @@ def candidate_values(rows: Iterable[TemplateRow], config: MergeConfig = MergeCon
                 first = pairs.setdefault(toks[:i] + toks[i + 1 : j] + toks[j + 1 :], (toks[i], toks[j]))
                 if first != (toks[i], toks[j]):
                     out.update((*first, toks[i], toks[j]))
+    for p, s, family in _span_families(rows, config):  # the single-token runs a span merge judges
+        out.update(r.tokens[p] for r in family if len(r.tokens) == p + s + 1)
     out.discard(WILDCARD)
+    out.discard(SPAN)
     return out
 
 
@@ -490,6 +647,10 @@ class AliasIndex:
 
     exact: dict[str, str] = field(default_factory=dict)
     learned: dict[tuple[str, int], dict[tuple[int, ...], dict[tuple[str, ...], str]]] = field(default_factory=dict)
+    spans: dict[str, dict[tuple[int, int, tuple[int, ...]], dict[tuple[str, ...], str]]] = field(default_factory=dict)
+    """error_type -> (prefix length, suffix length, ``<*>`` positions around the span) -> the
+    learned template's tokens around its :data:`SPAN` -> canonical."""
+    max_span: int = MAX_SPAN
     _memo: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -508,14 +669,22 @@ class AliasIndex:
                 target = exact[target]
             exact[k] = target
         learned: dict[tuple[str, int], dict[tuple[int, ...], dict[tuple[str, ...], str]]] = {}
+        learned_spans: dict[str, dict[tuple[int, int, tuple[int, ...]], dict[tuple[str, ...], str]]] = {}
         for key, error_type, toks in templates:
             toks = tuple(toks)
+            if toks.count(SPAN) == 1:
+                p = toks.index(SPAN)
+                around = toks[:p] + toks[p + 1 :]
+                wild = tuple(i for i, t in enumerate(around) if t == WILDCARD)
+                shape = learned_spans.setdefault(error_type, {}).setdefault((p, len(toks) - p - 1, wild), {})
+                shape.setdefault(around, exact.get(key, key))
+                continue
             positions = tuple(i for i, t in enumerate(toks) if t == WILDCARD)
             if not positions:
                 continue
             shapes = learned.setdefault((error_type, len(toks)), {})
             shapes.setdefault(positions, {}).setdefault(toks, exact.get(key, key))
-        return cls(exact, learned)
+        return cls(exact, learned, learned_spans)
 
     def __len__(self) -> int:
         return len(self.exact)
@@ -528,6 +697,8 @@ class AliasIndex:
         found = self.exact.get(key)
         if found is None and self.learned:
             found = self._learned(error_type, template)
+        if found is None and self.spans:
+            found = self._span(error_type, template)
         result = found or key
         if len(self._memo) >= 65536:
             self._memo.clear()
@@ -543,6 +714,24 @@ class AliasIndex:
             probe = list(toks)
             for p in positions:
                 probe[p] = WILDCARD
+            found = by_tokens.get(tuple(probe))
+            if found is not None:
+                return self.exact.get(found, found)
+        return None
+
+    def _span(self, error_type: str, template: str) -> str | None:
+        """The canonical of a learned span template equal to ``template`` around a run of 1 to
+        ``max_span`` of its tokens."""
+        shapes = self.spans.get(error_type)
+        if not shapes:
+            return None
+        toks = template.split()
+        for (p, s, wild), by_tokens in shapes.items():
+            if not 1 <= len(toks) - p - s <= self.max_span:
+                continue
+            probe = toks[:p] + toks[len(toks) - s :]
+            for i in wild:
+                probe[i] = WILDCARD
             found = by_tokens.get(tuple(probe))
             if found is not None:
                 return self.exact.get(found, found)

@@ -11,7 +11,9 @@ operator's command waits for it):
 4. :func:`elk_resolver.events.merging.plan_merges` over the live rows (pairs an operator split are
    blocked), and each planned merge is applied: counts move to the canonical (oldest) row,
    members are marked ``merged_into``, an alias per member records why, and the canonical's
-   template gains the learned ``<*>``.
+   template gains the learned ``<*>``. Buckets are (error type, width) first, then (error
+   type, first token, last token) across widths, where a slot spanning a varying number of
+   tokens joins templates (the learned template holds one ``<*...>`` for it).
 
 What a merge does to solutions and history: nothing. A merged row keeps its solutions and
 its ``execution_history`` (they record what ran for it). Later events of a merged fingerprint
@@ -107,6 +109,13 @@ async def run_merge_pass(
             for bucket in buckets:
                 changed = await _merge_bucket(conn, bucket["error_type"], bucket["width"], start, blocked, config,
                                               result) or changed
+            # then across widths: a value of several tokens (a quoted name with spaces, a list)
+            # makes templates of different widths with the same first and last tokens
+            if config.max_span >= 2:
+                for bucket in await conn.fetch(q.merge_touched_span_buckets, None if rules_changed else start):
+                    rows = await conn.fetch(q.merge_span_rows, bucket["error_type"], bucket["first"], bucket["last"],
+                                            BUCKET_ROWS, start)
+                    changed = await _plan_and_apply(conn, bucket["error_type"], rows, blocked, config, result) or changed
         await conn.execute(q.merge_set_state, digest, upto)
         if changed:
             await conn.execute(q.merge_bump_generation)
@@ -126,8 +135,15 @@ async def _merge_bucket(
     result: PassResult,
 ) -> bool:
     """Plan and apply the merges of one (error type, width) bucket; True if any."""
+    rows = await conn.fetch(queries().merge_bucket_rows, error_type, width, BUCKET_ROWS, new_after)
+    return await _plan_and_apply(conn, error_type, rows, blocked, config, result)
+
+
+async def _plan_and_apply(
+    conn: asyncpg.Connection, error_type: str, rows: list, blocked: list, config: MergeConfig, result: PassResult
+) -> bool:
+    """Plan the merges of one bucket's rows (oldest first) and apply them; True if any."""
     q = queries()
-    rows = await conn.fetch(q.merge_bucket_rows, error_type, width, BUCKET_ROWS, new_after)
     if len(rows) < 2:
         return False
     templates = [

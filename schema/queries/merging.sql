@@ -58,6 +58,30 @@ SELECT * FROM (
     LIMIT $3
 ) b ORDER BY id;
 
+-- name: merge-touched-span-buckets
+-- Templates of one error type whose value spans a varying number of tokens share their first
+-- and last tokens (the slot lies between) and differ in width: the (error type, first, last)
+-- buckets of live templates of two widths at least, one of them stored after id $1 (every
+-- such bucket when $1 is NULL).
+SELECT t.error_type, t.tokens[1] AS first, t.tokens[t.width] AS last
+FROM error_templates t JOIN error_logs e USING (hash_signature)
+WHERE e.merged_into IS NULL AND e.fingerprint_version = 'template' AND t.width >= 3
+GROUP BY 1, 2, 3
+HAVING count(DISTINCT t.width) >= 2 AND ($1::int IS NULL OR max(e.id) > $1)
+ORDER BY 1, 2, 3;
+
+-- name: merge-span-rows
+-- Rows of one (error type, first token, last token) bucket, as merge-bucket-rows: at most $4,
+-- the rows stored after id $5 first.
+SELECT * FROM (
+    SELECT e.id, e.hash_signature, e.error_type, e.occurrence_count, t.tokens, t.learned
+    FROM error_logs e JOIN error_templates t USING (hash_signature)
+    WHERE t.error_type = $1 AND t.width >= 3 AND t.tokens[1] = $2 AND t.tokens[t.width] = $3
+      AND e.merged_into IS NULL AND e.fingerprint_version = 'template'
+    ORDER BY (e.id > $5) DESC, e.id
+    LIMIT $4
+) b ORDER BY id;
+
 -- name: merge-vocabulary
 -- In how many live templates of error type $1 each of the tokens $2 appears: a value that is
 -- a token of other templates is a constant there (a closed set's word, not an identifier).
