@@ -109,12 +109,7 @@ FROM approvals a
 LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
 LEFT JOIN solutions s ON s.id = a.solution_id
 LEFT JOIN planned_requests pr ON pr.request_id = a.request_id
-LEFT JOIN LATERAL (  -- the message of this request's own object (0071), not the error row's first
-    SELECT t.message FROM analysis_triggers t
-    WHERE t.hash_signature = a.hash_signature
-      AND t.subject = coalesce(pr.request -> 'target' ->> 'key', pr.request ->> 'subject')
-    ORDER BY t.occurred_at DESC LIMIT 1
-) own ON true
+LEFT JOIN request_messages own ON own.request_id = a.request_id  -- its own object's message (0096)
 WHERE ($1::text IS NULL OR a.status = $1)
 ORDER BY a.id DESC
 LIMIT $2 OFFSET $3;
@@ -174,12 +169,7 @@ FROM approvals a
 LEFT JOIN error_logs el ON el.hash_signature = a.hash_signature
 LEFT JOIN solutions s ON s.id = a.solution_id
 LEFT JOIN planned_requests pr ON pr.request_id = a.request_id
-LEFT JOIN LATERAL (  -- the message of this request's own object (0071), not the error row's first
-    SELECT t.message FROM analysis_triggers t
-    WHERE t.hash_signature = a.hash_signature
-      AND t.subject = coalesce(pr.request -> 'target' ->> 'key', pr.request ->> 'subject')
-    ORDER BY t.occurred_at DESC LIMIT 1
-) own ON true
+LEFT JOIN request_messages own ON own.request_id = a.request_id  -- its own object's message (0096)
 WHERE a.id = $1;
 
 -- name: console-request-runs
@@ -206,8 +196,7 @@ GROUP BY 1, 2;
 
 -- name: console-incident-objects
 -- A systemic hold's objects with what would run on each, their error and what came of them.
--- The message shown is the newest one this object itself sent (analysis_triggers, 0071): the
--- error row keeps its first event's, which names another object when many fail at once.
+-- The message shown is the newest one this object itself sent (request_messages, 0096).
 SELECT o.target_key, o.request_id, o.namespace, o.signs, o.status, o.decided_by, o.decided_at, o.added_at,
        p.request -> 'commands' AS commands, p.error_log_id, el.error_type,
        left(coalesce(own.message, el.error_message), 300) AS error_message,
@@ -215,11 +204,7 @@ SELECT o.target_key, o.request_id, o.namespace, o.signs, o.status, o.decided_by,
 FROM incident_objects o
 LEFT JOIN planned_requests p ON p.request_id = o.request_id
 LEFT JOIN error_logs el ON el.id = p.error_log_id
-LEFT JOIN LATERAL (
-    SELECT t.message FROM analysis_triggers t
-    WHERE t.subject = o.target_key AND t.hash_signature = el.hash_signature
-    ORDER BY t.occurred_at DESC LIMIT 1
-) own ON true
+LEFT JOIN request_messages own ON own.request_id = o.request_id
 LEFT JOIN execution_history eh ON eh.request_id = o.request_id
 WHERE o.incident_id = $1
 ORDER BY o.added_at, o.target_key;
