@@ -107,11 +107,12 @@ class Stack:
         finally:
             await conn.close()
 
-    async def fresh_database(self) -> str:
+    async def fresh_database(self, template: str | None = TEMPLATE_DB) -> str:
+        """A database of its own: a copy of the benchmark's template, or empty (``template=None``)."""
         name = f"bench_{uuid.uuid4().hex[:10]}"
         admin = await asyncpg.connect(self.admin_dsn)
         try:
-            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+            await admin.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
         finally:
             await admin.close()
         return self.dsn(name)
@@ -1257,13 +1258,7 @@ async def section_effect(stack: Stack, args, results: dict) -> None:
 
     per_kind = args.effect_cases
     say(f"effect: {2 * per_kind} failing deployments (crash loops and OOM kills), half of each playbook's cases left alone")
-    name = f"bench_effect_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(stack.admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    dsn = stack.dsn(name)
+    dsn = await stack.fresh_database(template=None)
     await migrate(dsn)  # the shipped patterns and playbooks (the template's are the benchmark's own)
     base = make_settings(kafka_bootstrap_servers=stack.bootstrap, database_url=dsn).isolated(f"bench-effect-{uuid.uuid4().hex[:8]}")
     await ensure_topics(stack.kafka, base.topics(), partitions=PARTITIONS)
