@@ -64,3 +64,17 @@ async def test_the_grace_period_defers_the_first_action_and_leaves_alone_errors_
             assert (r["acted_at"] - r["started_at"]).total_seconds() >= grace - 0.05
     share = await pool.fetchval("SELECT resolved_in_grace FROM action_effects WHERE scope = 'playbook' AND comparison = 'left alone'")
     assert share == pytest.approx(sum(o.self_stop is not None for o in world.objects) / len(world.objects))
+
+
+async def test_starting_and_stopping_a_trial_is_in_the_audit_log_with_its_person(pool):
+    """A trial leaves cases alone: a person's decision, audited like a playbook switch (0140)."""
+    from handlers.effect import start_trial, stop_trial
+
+    await start_trial("out-of-memory-restart", 0.25, "alice", pool=pool)
+    await start_trial("out-of-memory-restart", 0.5, "bob", pool=pool)  # a new fraction: started again
+    assert await stop_trial("out-of-memory-restart", "carol", pool=pool)
+    assert not await stop_trial("out-of-memory-restart", "carol", pool=pool)  # nothing running: no row
+    rows = await pool.fetch("SELECT actor, action, object, details->>'fraction' AS fraction FROM audit_log "
+                            "WHERE object = 'playbook:out-of-memory-restart' ORDER BY id")
+    assert [(r["actor"], r["action"], r["fraction"]) for r in rows] == [
+        ("alice", "trial started", "0.25"), ("bob", "trial started", "0.5"), ("carol", "trial stopped", "0.5")]
