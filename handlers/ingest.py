@@ -661,6 +661,7 @@ async def store_batch(
 
     occ = sorted(batch.occurrences.items())
     errs = [batch.errors[h] for h in sorted(batch.errors)]
+    triggers = sorted(((t.when, t.identity), h, t) for h, _, _, t, _ in _subjects(batch))
     gone = 0
     if expired:
         # retention has passed these months: the occurrence may have been counted and dropped,
@@ -670,6 +671,7 @@ async def store_batch(
         occ = kept
         live = {v[0] for _, v in occ}
         errs = [e for e in errs if e.hash in live]
+        triggers = [x for x in triggers if x[1] in live and date(x[2].when.year, x[2].when.month, 1) not in expired]
         if not errs:
             return StoredBatch(rows, created, gone)
     o_ids = [k[0] for k, _ in occ]
@@ -680,12 +682,6 @@ async def store_batch(
     o_off = [v[3] for _, v in occ]
     o_history = [v[4] for _, v in occ]
 
-    live_hashes = {e.hash for e in errs}
-    triggers = sorted(
-        ((t.when, t.identity), h, t)
-        for h, _, _, t, _ in _subjects(batch)
-        if h in live_hashes and date(t.when.year, t.when.month, 1) not in expired
-    )
     result = await conn.fetch(
         q.ingest_upsert_batch,
         o_ids,
